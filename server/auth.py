@@ -1,0 +1,168 @@
+"""Accounts and sessions: validation, bcrypt in an executor, server-side sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import logging
+import re
+import secrets
+from concurrent.futures import Executor
+
+import bcrypt
+
+from server.store import Conflict, Store, User
+
+log = logging.getLogger(__name__)
+
+USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
+PASSWORD_MIN_BYTES = 8
+PASSWORD_MAX_BYTES = 72  # bcrypt's limit: longer input is an error, never truncated
+
+
+class AuthError(Exception):
+    """An authentication request failed; `code` is the documented error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+LOGIN_FAILED = "invalid username or password"
+
+
+def validate_username(name: object) -> str:
+    if not isinstance(name, str) or not USERNAME_RE.fullmatch(name):
+        raise AuthError(
+            "bad_request",
+            "username must be 3 to 32 characters: letters, digits, '_', '.' or '-'",
+        )
+    return name
+
+
+def validate_password(password: object) -> bytes:
+    if not isinstance(password, str):
+        raise AuthError("bad_request", "password must be a string")
+    try:
+        raw = password.encode("utf-8")
+    except UnicodeEncodeError:
+        raise AuthError("bad_request", "password must be valid UTF-8") from None
+    if len(raw) < PASSWORD_MIN_BYTES:
+        raise AuthError("bad_request", f"password must be at least {PASSWORD_MIN_BYTES} bytes")
+    if len(raw) > PASSWORD_MAX_BYTES:
+        raise AuthError("bad_request", f"password must be at most {PASSWORD_MAX_BYTES} bytes"
+                        " of UTF-8")
+    return raw
+
+
+class Auth:
+    """Registers users, checks passwords and owns the server-side session lifecycle."""
+
+    def __init__(self, store: Store, *, executor: Executor | None = None, rounds: int = 12,
+                 session_ttl: dt.timedelta = dt.timedelta(days=30)) -> None:
+        self.store = store
+        self.executor = executor
+        self.rounds = rounds
+        self.session_ttl = session_ttl
+        self.session_days = max(1, session_ttl.days)
+        # Checked when the user does not exist, so both failures cost one bcrypt.
+        self._dummy_hash = bcrypt.hashpw(b"not-a-password", bcrypt.gensalt(rounds))
+
+    async def _hash(self, raw: bytes) -> bytes:
+        loop = asyncio.get_running_loop()
+        salt = bcrypt.gensalt(self.rounds)
+        return await loop.run_in_executor(self.executor, bcrypt.hashpw, raw, salt)
+
+    async def _check(self, raw: bytes, hashed: bytes) -> bool:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, _checkpw, raw, hashed)
+
+    async def register(self, name: object, password: object) -> User:
+        username = validate_username(name)
+        raw = validate_password(password)
+        hashed = await self._hash(raw)
+        try:
+            return await self.store.create_user(username, hashed)
+        except Conflict:
+            raise AuthError("name_taken", "that username is taken") from None
+
+    async def login(self, name: object, password: object) -> User:
+        """The user for a name and password; one generic AuthError for any failure."""
+        raw = password.encode("utf-8", "surrogatepass") if isinstance(password, str) else b""
+        doc = None
+        if isinstance(name, str) and USERNAME_RE.fullmatch(name):
+            doc = await self.store.find_user(name)
+        hashed = doc["password"] if doc and doc.get("password") else self._dummy_hash
+        ok = await self._check(raw, hashed)
+        if not ok or doc is None or doc.get("bot"):
+            raise AuthError("unauthorized", LOGIN_FAILED)
+        return {"id": str(doc["_id"]), "name": doc["name"], "bot": False}
+
+    async def start_session(self, user: User) -> str:
+        """A new random session id, stored server-side; the cookie carries only this id."""
+        sid = secrets.token_urlsafe(32)
+        await self.store.create_session(sid, user, self.session_ttl)
+        return sid
+
+    async def session_user(self, sid: str) -> User | None:
+        return await self.store.session_user(sid)
+
+    async def end_session(self, sid: str) -> None:
+        await self.store.delete_session(sid)
+
+    async def change_password(self, user: User, old: object, new: object,
+                              keep_sid: str | None) -> list[str]:
+        """Check the old password, store the new one, revoke every other session."""
+        doc = await self.store.find_user(user["name"])
+        raw_old = old.encode("utf-8", "surrogatepass") if isinstance(old, str) else b""
+        if doc is None or not await self._check(raw_old, doc["password"]):
+            raise AuthError("unauthorized", "the current password is wrong")
+        hashed = await self._hash(validate_password(new))
+        await self.store.set_password(user["id"], hashed)
+        return await self.store.delete_user_sessions(user["id"], keep=keep_sid)
+
+    async def token_user(self, token: str) -> User | None:
+        if not token.startswith(TOKEN_PREFIX) or len(token) > 128:
+            return None
+        return await self.store.token_user(token_digest(token))
+
+    async def create_bot(self, owner: User, name: object) -> User:
+        botname = validate_username(name)
+        try:
+            return await self.store.create_user(botname, b"", bot=True, owner_id=owner["id"])
+        except Conflict:
+            raise AuthError("name_taken", "that name is taken") from None
+
+    async def issue_token(self, bot: User, label: str = "") -> tuple[str, dict[str, object]]:
+        token, prefix = new_token()
+        doc = await self.store.create_token(bot, token_digest(token), prefix, label)
+        return token, {"id": prefix, "label": label,
+                       "created_at": int(doc["created_at"].timestamp() * 1000)}
+
+
+TOKEN_PREFIX = "chat_"
+
+
+def token_digest(token: str) -> str:
+    """Tokens are stored only as their SHA-256: a leaked database reveals none."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def new_token() -> tuple[str, str]:
+    """A fresh API token and its public id (shown in listings, useless to log in)."""
+    secret = secrets.token_urlsafe(32)
+    return f"{TOKEN_PREFIX}{secret}", f"{TOKEN_PREFIX}{secret[:8]}"
+
+
+def _checkpw(raw: bytes, hashed: bytes) -> bool:
+    """bcrypt.checkpw that answers False instead of raising on over-long or odd input."""
+    if not raw or len(raw) > PASSWORD_MAX_BYTES:
+        # Still spend the bcrypt time, so a long password is not a timing oracle.
+        bcrypt.checkpw(b"x", hashed)
+        return False
+    try:
+        return bcrypt.checkpw(raw, hashed)
+    except ValueError:
+        return False

@@ -1,0 +1,209 @@
+"""Redis pub/sub: one channel per room, one dedicated subscriber connection, reconnects.
+
+Redis pub/sub is at-most-once: a message published while this process was
+disconnected is gone. The bus therefore tells its owner (`on_resync`) whenever it
+has reconnected, so the owner can fetch what it missed from MongoDB. A subscriber
+can also go deaf without any error; the bus publishes a probe to itself every few
+seconds and reconnects when the probe does not come back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[str, bytes], None]  # (room, payload)
+ControlHandler = Callable[[bytes], None]
+
+
+class BusError(Exception):
+    """Redis could not be reached for a publish or subscribe."""
+
+
+class Bus:
+    """Publishes to room channels and feeds messages of subscribed rooms to a handler."""
+
+    def __init__(self, redis: Redis, prefix: str, node_id: str, *, on_message: Handler,
+                 on_control: ControlHandler | None = None,
+                 on_resync: Callable[[], Awaitable[None]] | None = None,
+                 probe_interval: float = 3.0, op_timeout: float = 2.0) -> None:
+        self.redis = redis
+        self.node_id = node_id
+        self._room_prefix = f"{prefix}room:".encode()
+        self._control = f"{prefix}control".encode()
+        self._probe_channel = f"{prefix}probe:{node_id}".encode()
+        self._on_message = on_message
+        self._on_control = on_control
+        self._on_resync = on_resync
+        self._probe_interval = probe_interval
+        self._op_timeout = op_timeout
+        self._pubsub: PubSub = redis.pubsub()
+        self._rooms: set[str] = set()
+        self._confirm: dict[bytes, list[asyncio.Future[None]]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._resync_task: asyncio.Task[None] | None = None
+        self._last_probe_seen = time.monotonic()
+        self.connected = False
+        self.resubscribes = 0
+        self.messages_in = 0
+
+    def channel(self, room: str) -> bytes:
+        return self._room_prefix + room.encode()
+
+    async def start(self) -> None:
+        """Connect the subscriber and start listening; raises BusError if Redis is down."""
+        try:
+            await asyncio.wait_for(
+                self._pubsub.subscribe(self._control, self._probe_channel), self._op_timeout
+            )
+        except (RedisError, OSError, asyncio.TimeoutError) as e:
+            raise BusError(f"cannot subscribe: {e}") from e
+        self.connected = True
+        self._task = asyncio.create_task(self._listen(), name="bus-listener")
+
+    async def close(self) -> None:
+        for task in (self._task, self._resync_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._resync_task = None
+        with contextlib.suppress(RedisError, OSError):
+            await self._pubsub.aclose()
+
+    async def publish(self, room: str, payload: bytes) -> None:
+        try:
+            await asyncio.wait_for(
+                self.redis.publish(self.channel(room), payload), self._op_timeout
+            )
+        except (RedisError, OSError, asyncio.TimeoutError) as e:
+            raise BusError(f"publish failed: {e}") from e
+
+    async def publish_control(self, payload: bytes) -> None:
+        try:
+            await asyncio.wait_for(self.redis.publish(self._control, payload), self._op_timeout)
+        except (RedisError, OSError, asyncio.TimeoutError) as e:
+            raise BusError(f"publish failed: {e}") from e
+
+    def is_subscribed(self, room: str) -> bool:
+        return room in self._rooms
+
+    async def subscribe(self, room: str) -> None:
+        """Subscribe to a room's channel and wait until Redis confirms it.
+
+        Waiting matters: a joiner reads history from MongoDB only after this returns,
+        so every message stored later is guaranteed to arrive live.
+        """
+        channel = self.channel(room)
+        self._rooms.add(room)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._confirm.setdefault(channel, []).append(fut)
+        try:
+            await asyncio.wait_for(self._pubsub.subscribe(channel), self._op_timeout)
+            await asyncio.wait_for(asyncio.shield(fut), self._op_timeout)
+        except (RedisError, OSError, asyncio.TimeoutError) as e:
+            waiters = self._confirm.get(channel)
+            if waiters and fut in waiters:
+                waiters.remove(fut)
+            raise BusError(f"subscribe failed: {e}") from e
+
+    async def unsubscribe(self, room: str) -> None:
+        self._rooms.discard(room)
+        with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
+            await asyncio.wait_for(self._pubsub.unsubscribe(self.channel(room)),
+                                   self._op_timeout)
+
+    async def ping(self) -> float:
+        """Round-trip time of a PING on the command pool, in seconds."""
+        start = time.perf_counter()
+        try:
+            await asyncio.wait_for(self.redis.ping(), self._op_timeout)
+        except (RedisError, OSError, asyncio.TimeoutError) as e:
+            raise BusError(str(e)) from e
+        return time.perf_counter() - start
+
+    async def _listen(self) -> None:
+        """The one top-level loop: read, dispatch, and recover from any failure."""
+        backoff = 0.1
+        next_probe = time.monotonic() + self._probe_interval
+        while True:
+            try:
+                msg = await self._pubsub.get_message(timeout=0.5)
+                if msg is not None:
+                    self._dispatch(msg)
+                now = time.monotonic()
+                if not self.connected:
+                    self._recovered()
+                    backoff = 0.1
+                if now >= next_probe:
+                    next_probe = now + self._probe_interval
+                    await self._probe(now)
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError, asyncio.TimeoutError) as e:
+                if self.connected:
+                    log.warning("redis subscriber lost: %s", e)
+                self._lost()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+            except Exception:
+                log.exception("bus listener failed; continuing")
+                await asyncio.sleep(backoff)
+
+    async def _probe(self, now: float) -> None:
+        """Publish to our own probe channel; if an earlier probe never came back, reset."""
+        if now - self._last_probe_seen > 3 * self._probe_interval:
+            log.warning("redis subscriber deaf for %.1fs; reconnecting",
+                        now - self._last_probe_seen)
+            self._last_probe_seen = now
+            conn = self._pubsub.connection
+            if conn is not None:
+                await conn.disconnect()
+            self._lost()
+            return
+        await asyncio.wait_for(self.redis.publish(self._probe_channel, b"1"), self._op_timeout)
+
+    def _lost(self) -> None:
+        self.connected = False
+        for waiters in self._confirm.values():
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_exception(BusError("redis subscriber disconnected"))
+        self._confirm.clear()
+
+    def _recovered(self) -> None:
+        self.connected = True
+        self.resubscribes += 1
+        self._last_probe_seen = time.monotonic()
+        log.info("redis subscriber reconnected (%d rooms resubscribed)", len(self._rooms))
+        if self._on_resync is not None and (self._resync_task is None
+                                            or self._resync_task.done()):
+            self._resync_task = asyncio.create_task(self._on_resync(), name="bus-resync")
+
+    def _dispatch(self, msg: dict[str, object]) -> None:
+        kind = msg["type"]
+        channel = msg["channel"]
+        assert isinstance(channel, bytes)
+        if kind == "message":
+            data = msg["data"]
+            assert isinstance(data, bytes)
+            if channel.startswith(self._room_prefix):
+                self.messages_in += 1
+                self._on_message(channel[len(self._room_prefix):].decode(), data)
+            elif channel == self._probe_channel:
+                self._last_probe_seen = time.monotonic()
+            elif channel == self._control and self._on_control is not None:
+                self._on_control(data)
+        elif kind == "subscribe":
+            for fut in self._confirm.pop(channel, ()):
+                if not fut.done():
+                    fut.set_result(None)

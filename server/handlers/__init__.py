@@ -1,0 +1,1 @@
+"""The transport layer: thin Tornado handlers over chat, auth and store."""

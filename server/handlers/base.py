@@ -1,0 +1,156 @@
+"""What every HTTP handler shares: who is calling, JSON in and out, security headers."""
+
+from __future__ import annotations
+
+import json
+import logging
+from http import HTTPStatus
+from typing import Any
+
+import tornado.web
+
+from server.auth import Auth, AuthError
+from server.store import StoreError, User
+
+log = logging.getLogger(__name__)
+
+SESSION_COOKIE = "session"
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+
+_DEFAULT_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    429: "rate_limited",
+    503: "unavailable",
+}
+
+
+class ApiError(tornado.web.HTTPError):
+    """An HTTP error with a documented code and a message safe to show."""
+
+    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+        super().__init__(status, reason=None, log_message=None)
+        self.code = code
+        self.message = message
+        self.extra = extra
+
+
+def bearer_token(request: Any) -> str | None:
+    """The token of an `Authorization: Bearer` header, never from a query or cookie."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return None
+
+
+async def resolve_user(handler: tornado.web.RequestHandler, auth: Auth
+                       ) -> tuple[User | None, str | None, str]:
+    """(user, session id, how) for a request; `how` is "bearer", "cookie" or "none"."""
+    token = bearer_token(handler.request)
+    if token is not None:
+        return await auth.token_user(token), None, "bearer"
+    raw = handler.get_signed_cookie(SESSION_COOKIE, max_age_days=auth.session_days)
+    if raw is None:
+        return None, None, "none"
+    sid = raw.decode("ascii", "replace")
+    return await auth.session_user(sid), sid, "cookie"
+
+
+class BaseHandler(tornado.web.RequestHandler):
+    """JSON API handler: JSON errors, security headers, caller resolved in prepare()."""
+
+    auth: Auth
+    login_required = True
+
+    def initialize(self, auth: Auth, **deps: Any) -> None:
+        self.auth = auth
+        for name, value in deps.items():
+            setattr(self, name, value)
+        self.session_id: str | None = None
+        self.auth_method = "none"
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Security-Policy", CSP)
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("X-Frame-Options", "DENY")
+        self.set_header("Referrer-Policy", "same-origin")
+        self.set_header("Cache-Control", "no-store")
+
+    def check_xsrf_cookie(self) -> None:
+        # Bearer-authenticated requests carry no cookies, so they cannot be forged
+        # cross-site; browsers' cookie requests must present the XSRF token.
+        if bearer_token(self.request) is not None:
+            return
+        super().check_xsrf_cookie()
+
+    async def prepare(self) -> None:
+        try:
+            user, sid, how = await resolve_user(self, self.auth)
+        except StoreError:
+            raise ApiError(503, "unavailable", "the account store is unavailable") from None
+        except AuthError as e:
+            raise ApiError(401, "unauthorized", e.message) from None
+        self.current_user = user
+        self.session_id = sid if user else None
+        self.auth_method = how if user else "none"
+        if self.login_required and user is None:
+            raise ApiError(401, "unauthorized", "log in or present a bearer token")
+
+    @property
+    def user(self) -> User:
+        assert self.current_user is not None
+        return self.current_user  # type: ignore[no-any-return]
+
+    def json_body(self) -> dict[str, Any]:
+        try:
+            body = json.loads(self.request.body or b"null")
+        except (ValueError, RecursionError):
+            raise ApiError(400, "bad_request", "body must be a JSON object") from None
+        if not isinstance(body, dict):
+            raise ApiError(400, "bad_request", "body must be a JSON object")
+        return body
+
+    def write_json(self, obj: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(json.dumps(obj, separators=(",", ":")))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Every error is `{"error": {"code", "message"}}`: no HTML, no traceback."""
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ApiError):
+            code, message, extra = exc.code, exc.message, exc.extra
+        else:
+            code = _DEFAULT_CODES.get(status_code, "internal" if status_code >= 500 else "error")
+            if isinstance(exc, tornado.web.HTTPError) and exc.log_message and status_code < 500:
+                message = exc.log_message % exc.args if exc.args else exc.log_message
+            else:
+                message = _phrase(status_code)
+            extra = {}
+        if status_code == 403 and "XSRF" in message:
+            code = "xsrf"
+            message = "missing or invalid XSRF token: send the _xsrf cookie in X-XSRFToken"
+        retry = extra.pop("retry_after", None)
+        if retry is not None:
+            self.set_header("Retry-After", str(int(retry) + 1))
+            extra["retry_after"] = retry
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(json.dumps({"error": {"code": code, "message": message, **extra}}))
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "error"

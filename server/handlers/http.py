@@ -1,0 +1,160 @@
+"""The REST API: accounts, sessions, rooms and history."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from server import protocol
+from server.auth import AuthError
+from server.chat import Chat
+from server.handlers.base import SESSION_COOKIE, ApiError, BaseHandler
+from server.protocol import ProtocolError
+from server.store import Conflict, StoreError, User
+
+_AUTH_STATUS = {"bad_request": 400, "name_taken": 409, "unauthorized": 401}
+_CHAT_STATUS = {
+    protocol.BAD_REQUEST: 400,
+    protocol.NOT_FOUND: 404,
+    protocol.FORBIDDEN: 403,
+    protocol.RATE_LIMITED: 429,
+    protocol.TOO_LARGE: 413,
+    protocol.UNAVAILABLE: 503,
+}
+
+
+def _auth_error(e: AuthError) -> ApiError:
+    return ApiError(_AUTH_STATUS.get(e.code, 400), e.code, e.message)
+
+
+class SessionHandler(BaseHandler):
+    """Shared by register and login: start a session and set its cookie."""
+
+    login_required = False
+
+    async def start_session(self, user: User) -> None:
+        sid = await self.auth.start_session(user)
+        self.set_signed_cookie(
+            SESSION_COOKIE, sid, expires_days=self.auth.session_days, httponly=True,
+            samesite="Lax", secure=self.request.protocol == "https", path="/",
+        )
+
+
+class RegisterHandler(SessionHandler):
+    async def post(self) -> None:
+        body = self.json_body()
+        try:
+            user = await self.auth.register(body.get("username"), body.get("password"))
+            await self.start_session(user)
+        except AuthError as e:
+            raise _auth_error(e) from None
+        except StoreError:
+            raise ApiError(503, "unavailable", "the account store is unavailable") from None
+        self.write_json(user, 201)
+
+
+class LoginHandler(SessionHandler):
+    async def post(self) -> None:
+        body = self.json_body()
+        try:
+            user = await self.auth.login(body.get("username"), body.get("password"))
+            await self.start_session(user)
+        except AuthError as e:
+            raise _auth_error(e) from None
+        except StoreError:
+            raise ApiError(503, "unavailable", "the account store is unavailable") from None
+        self.write_json(user)
+
+
+class LogoutHandler(BaseHandler):
+    chat: Chat
+
+    async def post(self) -> None:
+        if self.session_id is not None:
+            try:
+                await self.auth.end_session(self.session_id)
+            except StoreError:
+                raise ApiError(503, "unavailable", "the session store is unavailable") from None
+            await self.chat.close_session_everywhere(self.session_id)
+        self.clear_cookie(SESSION_COOKIE, path="/")
+        self.set_status(204)
+        self.finish()
+
+
+class PasswordHandler(BaseHandler):
+    chat: Chat
+
+    async def post(self) -> None:
+        if self.current_user is None or self.user["bot"]:
+            raise ApiError(403, "forbidden", "bots have no password")
+        body = self.json_body()
+        try:
+            revoked = await self.auth.change_password(
+                self.user, body.get("old_password"), body.get("new_password"), self.session_id)
+        except AuthError as e:
+            raise _auth_error(e) from None
+        except StoreError:
+            raise ApiError(503, "unavailable", "the account store is unavailable") from None
+        for sid in revoked:
+            await self.chat.close_session_everywhere(sid)
+        self.set_status(204)
+        self.finish()
+
+
+class MeHandler(BaseHandler):
+    async def get(self) -> None:
+        self.write_json(self.user)
+
+
+def _room_view(doc: dict[str, Any]) -> dict[str, Any]:
+    return {"name": doc["_id"], "last_seq": doc.get("seq", 0)}
+
+
+class RoomsHandler(BaseHandler):
+    chat: Chat
+
+    async def get(self) -> None:
+        try:
+            rooms = await self.chat.store.rooms()
+        except StoreError:
+            raise ApiError(503, "unavailable", "the room store is unavailable") from None
+        self.write_json({"rooms": [_room_view(r) for r in rooms]})
+
+    async def post(self) -> None:
+        name = self.json_body().get("name")
+        if not protocol.valid_room(name):
+            raise ApiError(400, "bad_request", "room name must match ^[a-z0-9][a-z0-9_-]{0,63}$")
+        try:
+            doc = await self.chat.store.create_room(name, self.user)
+        except Conflict:
+            raise ApiError(409, "conflict", f"room {name!r} exists") from None
+        except StoreError:
+            raise ApiError(503, "unavailable", "the room store is unavailable") from None
+        self.write_json(_room_view(doc), 201)
+
+
+class MessagesHandler(BaseHandler):
+    chat: Chat
+
+    def _int_arg(self, name: str) -> int | None:
+        raw = self.get_query_argument(name, None)
+        if raw is None or raw == "":
+            return None
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ApiError(400, "bad_request", f"{name} must be an integer") from None
+        if value < 0 or value >= 2**62:
+            raise ApiError(400, "bad_request", f"{name} must be a non-negative integer")
+        return value
+
+    async def get(self, room: str) -> None:
+        if not protocol.valid_room(room):
+            raise ApiError(400, "bad_request", "room name must match ^[a-z0-9][a-z0-9_-]{0,63}$")
+        before, after = self._int_arg("before"), self._int_arg("after")
+        limit = protocol.clamp_limit(self._int_arg("limit"))
+        try:
+            page = await self.chat.history(room, before, after, limit)
+        except ProtocolError as e:
+            raise ApiError(_CHAT_STATUS.get(e.code, 400), e.code, e.message) from None
+        self.write_json({"room": room, "messages": page["messages"],
+                         "has_more": page["has_more"]})

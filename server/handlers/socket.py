@@ -1,0 +1,183 @@
+"""`/ws`: the WebSocket transport. Parses frames at the edge and hands them to Chat."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from typing import Any
+from urllib.parse import urlsplit
+
+import tornado.web
+import tornado.websocket
+from tornado.iostream import StreamClosedError
+
+from server import protocol
+from server.auth import Auth, AuthError
+from server.chat import Chat
+from server.handlers.base import CSP, resolve_user
+from server.protocol import ProtocolError
+from server.store import StoreError
+
+log = logging.getLogger(__name__)
+
+MAX_IN_FLIGHT = 32  # sends awaiting their ack, per connection
+MAX_ROOMS = 100  # rooms one connection may have joined
+_ids = itertools.count(1)
+
+
+class ChatSocket(tornado.websocket.WebSocketHandler):
+    """One client connection. Unauthenticated upgrades are refused in prepare()."""
+
+    def initialize(self, chat: Chat, auth: Auth, allowed_origins: tuple[str, ...],
+                   max_body: int) -> None:
+        self.chat = chat
+        self.auth = auth
+        self.allowed_origins = allowed_origins
+        self.max_body = max_body
+        self.conn_id = b"%s.%d" % (chat.node_id.encode(), next(_ids))
+        self.session_id: str | None = None
+        self.auth_method = "none"
+        self.joined: set[str] = set()
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._closing = False
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Security-Policy", CSP)
+        self.set_header("X-Content-Type-Options", "nosniff")
+
+    async def prepare(self) -> None:
+        try:
+            user, sid, how = await resolve_user(self, self.auth)
+        except (StoreError, AuthError):
+            user, sid, how = None, None, "none"
+            self.set_status(503)
+            self.finish({"error": {"code": "unavailable", "message": "try again"}})
+            return
+        if user is None:
+            self.set_status(401)
+            self.finish({"error": {"code": "unauthorized",
+                                   "message": "log in or present a bearer token"}})
+            return
+        self.current_user = user
+        self.user = user
+        self.session_id = sid
+        self.auth_method = how
+
+    def check_origin(self, origin: str) -> bool:
+        """Cross-origin cookie upgrades only from configured origins; bearer needs none.
+
+        Same-origin upgrades never reach this method (Tornado allows them itself).
+        """
+        if self.auth_method == "bearer":
+            return True
+        parts = urlsplit(origin.lower())
+        if not parts.scheme or not parts.netloc:
+            return False  # "null", garbage
+        return f"{parts.scheme}://{parts.netloc}" in self.allowed_origins
+
+    def get_compression_options(self) -> None:
+        # permessage-deflate stays off: a small compressed frame could inflate past
+        # our size limit before the limit is checked.
+        return None
+
+    def open(self, *args: str, **kwargs: str) -> None:
+        self.chat.connect(self)
+        self.send_raw(protocol.dump({"type": "hello", "protocol": protocol.PROTOCOL_VERSION,
+                                     "user": self.user, "node": self.chat.node_id}).encode())
+
+    def send_raw(self, data: bytes) -> None:
+        """Queue one already-serialized text frame; never waits for the peer."""
+        conn = self.ws_connection
+        if conn is None or self._closing:
+            return
+        try:
+            # write_message() wraps every write in a new Task; the fan-out hot path
+            # writes the frame directly (the IOStream future reports its own errors).
+            conn._write_frame(True, 0x1, data)  # type: ignore[attr-defined]
+        except StreamClosedError:
+            self._closing = True
+        except tornado.websocket.WebSocketClosedError:
+            self._closing = True
+
+    def send_frame(self, frame: dict[str, Any]) -> None:
+        self.send_raw(protocol.dump(frame).encode())
+
+    def shut(self, code: int, reason: str) -> None:
+        if not self._closing:
+            self._closing = True
+            self.close(code, reason)
+
+    async def on_message(self, message: str | bytes) -> None:
+        ref: protocol.Ref = None
+        try:
+            frame = protocol.parse(message, self.max_body)
+            ref = frame.ref
+            await self._dispatch(frame)
+        except ProtocolError as e:
+            self.send_frame(protocol.error_frame(e.code, e.message, e.ref or ref))
+
+    async def _dispatch(self, frame: protocol.Frame) -> None:
+        if isinstance(frame, protocol.Send):
+            if len(self._in_flight) >= MAX_IN_FLIGHT:
+                raise ProtocolError(protocol.RATE_LIMITED,
+                                    f"more than {MAX_IN_FLIGHT} sends awaiting their ack",
+                                    frame.ref)
+            if frame.room not in self.joined:
+                raise ProtocolError(protocol.FORBIDDEN,
+                                    f"join {frame.room!r} before sending to it", frame.ref)
+            # Sends run concurrently so that many in flight share one store batch;
+            # Chat.post queues them in arrival order before its first await.
+            task = asyncio.ensure_future(self._send(frame))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+        elif isinstance(frame, protocol.Join):
+            if frame.room not in self.joined and len(self.joined) >= MAX_ROOMS:
+                raise ProtocolError(protocol.FORBIDDEN,
+                                    f"a connection may join at most {MAX_ROOMS} rooms", frame.ref)
+            try:
+                self.joined.add(frame.room)
+                await self.chat.join(self, frame.room, frame.since, frame.ref)
+            except ProtocolError as e:
+                self.joined.discard(frame.room)
+                e.ref = frame.ref
+                raise
+        elif isinstance(frame, protocol.Leave):
+            self.joined.discard(frame.room)
+            await self.chat.leave(self, frame.room)
+            self.send_frame(_with_ref({"type": "left", "room": frame.room}, frame.ref))
+        elif isinstance(frame, protocol.History):
+            try:
+                page = await self.chat.history(frame.room, frame.before, frame.after, frame.limit)
+            except ProtocolError as e:
+                e.ref = frame.ref
+                raise
+            self.send_frame(_with_ref(page, frame.ref))
+        elif isinstance(frame, protocol.Typing):
+            try:
+                await self.chat.typing(self, frame.room)
+            except ProtocolError as e:
+                e.ref = frame.ref
+                raise
+        elif isinstance(frame, protocol.Ping):
+            self.send_frame(_with_ref({"type": "pong"}, frame.ref))
+
+    async def _send(self, frame: protocol.Send) -> None:
+        try:
+            # Chat writes the ack itself, before the message is fanned out.
+            await self.chat.post(self, frame.room, frame.body, frame.client_id, frame.ref)
+        except ProtocolError as e:
+            self.send_frame(protocol.error_frame(e.code, e.message, frame.ref,
+                                                 **({"client_id": frame.client_id}
+                                                    if frame.client_id else {})))
+
+    def on_close(self) -> None:
+        self._closing = True
+        rooms, self.joined = list(self.joined), set()
+        self.chat.spawn(self.chat.disconnect(self, rooms))
+
+
+def _with_ref(frame: dict[str, Any], ref: protocol.Ref) -> dict[str, Any]:
+    if ref is not None:
+        frame["ref"] = ref
+    return frame

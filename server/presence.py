@@ -1,0 +1,132 @@
+"""Who is online in which room, across processes, through Redis with expiry.
+
+Each room has a sorted set whose members are "node|user_id|bot|name" scored by the
+time (ms) the entry expires. Every process refreshes the entries of its local users
+on a heartbeat, so a crashed process's users expire by themselves; whichever process
+sweeps an expired entry first announces the user offline.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from server.store import User
+
+
+class PresenceError(Exception):
+    """Redis could not be reached for a presence update."""
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _entry(node: str, user: User) -> str:
+    # Names match ^[A-Za-z0-9_.-]+$ and ids are hex, so "|" cannot occur inside them.
+    return f"{node}|{user['id']}|{int(bool(user['bot']))}|{user['name']}"
+
+
+def _parse(entry: bytes) -> tuple[str, User]:
+    node, uid, bot, name = entry.decode().split("|", 3)
+    return node, {"id": uid, "name": name, "bot": bot == "1"}
+
+
+class Presence:
+    """Presence entries of this node's users in Redis."""
+
+    def __init__(self, redis: Redis, prefix: str, node_id: str, ttl: float = 30.0) -> None:
+        self.redis = redis
+        self.prefix = f"{prefix}presence:"
+        self.node_id = node_id
+        self.ttl_ms = int(ttl * 1000)
+
+    def _key(self, room: str) -> str:
+        return self.prefix + room
+
+    async def enter(self, room: str, user: User) -> tuple[list[User], bool]:
+        """Mark the user present here; returns (members now, user was online elsewhere)."""
+        key = self._key(room)
+        now = _now_ms()
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.zremrangebyscore(key, "-inf", now)
+                pipe.zadd(key, {_entry(self.node_id, user): now + self.ttl_ms})
+                pipe.zrange(key, 0, -1)
+                pipe.pexpire(key, self.ttl_ms * 2)
+                _, _, entries, _ = await pipe.execute()
+        except (RedisError, OSError) as e:
+            raise PresenceError(str(e)) from e
+        members: dict[str, User] = {}
+        elsewhere = False
+        for raw in entries:
+            node, member = _parse(raw)
+            members.setdefault(member["id"], member)
+            if member["id"] == user["id"] and node != self.node_id:
+                elsewhere = True
+        return list(members.values()), elsewhere
+
+    async def leave(self, room: str, user: User) -> bool:
+        """Remove this node's entry; returns whether the user is still online elsewhere."""
+        key = self._key(room)
+        now = _now_ms()
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.zrem(key, _entry(self.node_id, user))
+                pipe.zrangebyscore(key, now, "+inf")
+                _, entries = await pipe.execute()
+        except (RedisError, OSError) as e:
+            raise PresenceError(str(e)) from e
+        return any(_parse(raw)[1]["id"] == user["id"] for raw in entries)
+
+    async def members(self, room: str) -> list[User]:
+        try:
+            entries = await self.redis.zrangebyscore(self._key(room), _now_ms(), "+inf")
+        except (RedisError, OSError) as e:
+            raise PresenceError(str(e)) from e
+        members: dict[str, User] = {}
+        for raw in entries:
+            member = _parse(raw)[1]
+            members.setdefault(member["id"], member)
+        return list(members.values())
+
+    async def refresh(self, present: Iterable[tuple[str, User]]) -> None:
+        """Push the expiry of this node's entries forward (the heartbeat)."""
+        expires = _now_ms() + self.ttl_ms
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                rooms: set[str] = set()
+                for room, user in present:
+                    pipe.zadd(self._key(room), {_entry(self.node_id, user): expires})
+                    rooms.add(room)
+                for room in rooms:
+                    pipe.pexpire(self._key(room), self.ttl_ms * 2)
+                await pipe.execute()
+        except (RedisError, OSError) as e:
+            raise PresenceError(str(e)) from e
+
+    async def sweep(self, rooms: Iterable[str]) -> list[tuple[str, User]]:
+        """Remove expired entries; returns (room, user) pairs that have gone offline."""
+        gone: list[tuple[str, User]] = []
+        now = _now_ms()
+        try:
+            for room in rooms:
+                key = self._key(room)
+                expired = await self.redis.zrangebyscore(key, "-inf", now)
+                if not expired:
+                    continue
+                live = {_parse(raw)[1]["id"]
+                        for raw in await self.redis.zrangebyscore(key, now, "+inf")}
+                for raw in expired:
+                    # Only the process whose ZREM removes the entry announces it.
+                    if await self.redis.zrem(key, raw):
+                        user = _parse(raw)[1]
+                        if user["id"] not in live:
+                            gone.append((room, user))
+                            live.add(user["id"])
+        except (RedisError, OSError) as e:
+            raise PresenceError(str(e)) from e
+        return gone

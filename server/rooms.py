@@ -1,0 +1,122 @@
+"""This process's WebSocket connections per room, and local fan-out. No I/O imports.
+
+Room bookkeeping is kept apart from transport: a member is anything with `conn_id`,
+`user` and `send_raw(data)`. Leaving costs O(rooms of that connection), so ten
+thousand sockets closing at once stays linear.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+# A fanned-out frame: (seq or 0 for frames without one, serialized UTF-8 JSON).
+Outgoing = tuple[int, bytes]
+
+
+class Member(Protocol):
+    """What LocalRooms needs of a connection."""
+
+    conn_id: bytes
+    user: dict[str, Any]
+
+    def send_raw(self, data: bytes) -> None: ...
+
+
+class LocalRooms:
+    """Which local connections are in which rooms, with per-user counts for presence."""
+
+    def __init__(self) -> None:
+        self._members: dict[str, set[Member]] = {}
+        self._users: dict[str, dict[str, int]] = {}
+        # Connections between `begin_join` and `finish_join`: live frames wait here so
+        # they follow the `joined` frame instead of preceding it.
+        self._joining: dict[str, dict[Member, list[Outgoing]]] = {}
+
+    def __contains__(self, room: str) -> bool:
+        return room in self._members
+
+    def rooms(self) -> list[str]:
+        return list(self._members)
+
+    def members(self, room: str) -> set[Member]:
+        return self._members.get(room, set())
+
+    def connection_count(self, room: str) -> int:
+        return len(self._members.get(room, ()))
+
+    def has(self, room: str, member: Member) -> bool:
+        return member in self._members.get(room, ()) or member in self._joining.get(room, {})
+
+    def local_users(self, room: str) -> list[str]:
+        return list(self._users.get(room, {}))
+
+    def begin_join(self, room: str, member: Member) -> tuple[bool, bool]:
+        """Register a joining member; returns (room is new here, user is new in room here)."""
+        new_room = room not in self._members
+        members = self._members.setdefault(room, set())
+        counts = self._users.setdefault(room, {})
+        uid = member.user["id"]
+        new_user = counts.get(uid, 0) == 0
+        counts[uid] = counts.get(uid, 0) + 1
+        members.discard(member)
+        self._joining.setdefault(room, {})[member] = []
+        return new_room, new_user
+
+    def finish_join(self, room: str, member: Member, after_seq: int) -> list[bytes]:
+        """Make a joining member live; returns its held frames not already covered."""
+        pending = self._joining.get(room)
+        held = pending.pop(member, None) if pending is not None else None
+        if pending is not None and not pending:
+            del self._joining[room]
+        if held is None:  # left (or disconnected) while joining
+            return []
+        self._members.setdefault(room, set()).add(member)
+        return [data for seq, data in held if seq == 0 or seq > after_seq]
+
+    def leave(self, room: str, member: Member) -> tuple[bool, bool]:
+        """Remove a member; returns (room now empty here, user's last connection here)."""
+        members = self._members.get(room)
+        pending = self._joining.get(room)
+        was_member = members is not None and member in members
+        was_joining = pending is not None and member in pending
+        if not (was_member or was_joining):
+            return False, False
+        if was_member and members is not None:
+            members.discard(member)
+        if was_joining and pending is not None:
+            del pending[member]
+            if not pending:
+                del self._joining[room]
+        counts = self._users[room]
+        uid = member.user["id"]
+        counts[uid] -= 1
+        last_of_user = counts[uid] == 0
+        if last_of_user:
+            del counts[uid]
+        empty = not counts
+        if empty:
+            self._members.pop(room, None)
+            del self._users[room]
+        return empty, last_of_user
+
+    def deliver(self, room: str, frames: Iterable[Outgoing], exclude: bytes = b"") -> int:
+        """Write frames to every local member of a room; returns the number of writes.
+
+        The loop only writes: serialization happened once, upstream. A write never
+        waits for the socket, so one slow client cannot hold up the next.
+        """
+        members = self._members.get(room)
+        pending = self._joining.get(room)
+        count = 0
+        for seq, data in frames:
+            if members:
+                for member in tuple(members):
+                    if member.conn_id != exclude:
+                        member.send_raw(data)
+                        count += 1
+            if pending:
+                for member, held in pending.items():
+                    if member.conn_id != exclude:
+                        held.append((seq, data))
+        return count

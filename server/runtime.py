@@ -1,0 +1,93 @@
+"""Build every collaborator in dependency order and close them in reverse, in one place.
+
+run.py and the test fixtures both use Runtime, so tests exercise the same wiring
+that production runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import tornado.httpserver
+import tornado.web
+from redis.asyncio import BlockingConnectionPool, Redis
+
+from server.app import make_app
+from server.auth import Auth
+from server.chat import Chat
+from server.config import Config
+from server.rooms import LocalRooms
+from server.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def redis_client(url: str, pool_size: int) -> Redis:
+    """A Redis client whose pool makes callers wait for a connection instead of failing.
+
+    redis-py's default pool raises once its connections are all busy; a bounded,
+    blocking pool turns a burst into a short queue (and a timeout into an error).
+    """
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=pool_size, timeout=2, socket_timeout=2,
+        socket_connect_timeout=2, health_check_interval=10,
+    )
+    return Redis(connection_pool=pool)
+
+
+@dataclass
+class Runtime:
+    """The process's collaborators, started and stopped together."""
+
+    config: Config
+    mongo_url: str
+    redis_url: str
+    store: Store = field(init=False)
+    redis: Redis = field(init=False)
+    chat: Chat = field(init=False)
+    auth: Auth = field(init=False)
+    app: tornado.web.Application = field(init=False)
+    executor: ThreadPoolExecutor = field(init=False)
+
+    async def start(self) -> None:
+        cfg = self.config
+        self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bcrypt")
+        self.store = Store.connect(self.mongo_url, cfg.db_name)
+        await self.store.setup()
+        self.redis = redis_client(self.redis_url, cfg.redis_pool_size)
+        self.auth = Auth(self.store, executor=self.executor, rounds=cfg.bcrypt_rounds,
+                         session_ttl=dt.timedelta(days=cfg.session_days))
+        self.chat = Chat(self.store, self.redis, LocalRooms(), node_id=cfg.node_id,
+                         prefix=cfg.redis_prefix, presence_ttl=cfg.presence_ttl)
+        await self.chat.start()
+        self.app = make_app(cfg, self.chat, self.auth)
+
+    async def shutdown(self, server: tornado.httpserver.HTTPServer | None,
+                       timeout: float) -> None:
+        """Graceful stop: the caller stopped accepting; tell clients to go (1001),
+        let in-flight stores and publishes finish, then close everything."""
+        if hasattr(self, "chat"):
+            for conn in list(self.chat.connections):
+                conn.shut(1001, "server shutting down")
+        if server is not None:
+            try:
+                await asyncio.wait_for(server.close_all_connections(), timeout)
+            except asyncio.TimeoutError:
+                log.warning("connections still open after %.0fs; closing anyway", timeout)
+        await self.close()
+
+    async def close(self) -> None:
+        """Close in reverse order of start; safe to call on a half-started runtime."""
+        if hasattr(self, "chat"):
+            await self.chat.close()
+        if hasattr(self, "redis"):
+            await self.redis.aclose()
+        if hasattr(self, "store"):
+            self.store.close()
+        if hasattr(self, "executor"):
+            self.executor.shutdown(wait=False)
+        await asyncio.sleep(0)

@@ -1,0 +1,321 @@
+"""MongoDB through Motor: users, sessions, rooms and messages. The only Motor import."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import pymongo
+from bson import ObjectId
+from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
+
+log = logging.getLogger(__name__)
+
+User = dict[str, Any]  # {"id", "name", "bot"}: the public user object
+Message = dict[str, Any]  # a `message` frame without "type"
+
+DEFAULT_ROOM = "general"
+
+
+class StoreError(Exception):
+    """MongoDB could not be reached or refused the operation."""
+
+
+class Conflict(Exception):
+    """A unique name (user or room) is already taken."""
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def user_view(doc: dict[str, Any]) -> User:
+    """The public {"id","name","bot"} object of a user document."""
+    return {"id": str(doc["_id"]), "name": doc["name"], "bot": bool(doc.get("bot", False))}
+
+
+def message_view(doc: dict[str, Any]) -> Message:
+    """A stored message in the shape of a `message` frame (without "type")."""
+    return {
+        "room": doc["room"],
+        "id": str(doc["_id"]),
+        "seq": doc["seq"],
+        "user": doc["user"],
+        "body": doc["body"],
+        "ts": doc["ts"],
+        "client_id": doc.get("client_id"),
+    }
+
+
+class Store:
+    """All persistent state. Every method raises StoreError when MongoDB fails."""
+
+    def __init__(self, client: AsyncIOMotorClient, db_name: str) -> None:
+        self.client = client
+        self.db: AsyncIOMotorDatabase = client[db_name]
+
+    @classmethod
+    def connect(cls, url: str, db_name: str, timeout_ms: int = 5000) -> Store:
+        client: AsyncIOMotorClient = AsyncIOMotorClient(
+            url,
+            tz_aware=True,
+            serverSelectionTimeoutMS=timeout_ms,
+            connectTimeoutMS=timeout_ms,
+            socketTimeoutMS=timeout_ms,
+            maxPoolSize=64,
+            appname="tornado-chat",
+        )
+        return cls(client, db_name)
+
+    def close(self) -> None:
+        self.client.close()
+
+    async def ping(self) -> None:
+        try:
+            await self.client.admin.command("ping")
+        except PyMongoError as e:
+            raise StoreError(str(e)) from e
+
+    async def setup(self) -> None:
+        """Create indexes and the default room; safe to run on every start."""
+        db = self.db
+        try:
+            await db.users.create_index("name_lower", unique=True)
+            await db.sessions.create_index("expires_at", expireAfterSeconds=0)
+            await db.sessions.create_index("user_id")
+            await db.tokens.create_index("user_id")
+            await db.messages.create_index([("room", 1), ("seq", 1)], unique=True)
+            await db.messages.create_index(
+                [("room", 1), ("user.id", 1), ("client_id", 1)],
+                unique=True,
+                partialFilterExpression={"client_id": {"$type": "string"}},
+            )
+            await self.create_room(DEFAULT_ROOM, creator=None)
+        except Conflict:
+            pass
+        except PyMongoError as e:
+            raise StoreError(str(e)) from e
+
+    # Users ------------------------------------------------------------------
+
+    async def create_user(self, name: str, password_hash: bytes, *, bot: bool = False,
+                          owner_id: str | None = None) -> User:
+        doc = {
+            "_id": ObjectId(),
+            "name": name,
+            "name_lower": name.lower(),
+            "password": password_hash,
+            "bot": bot,
+            "owner_id": owner_id,
+            "created_at": _utcnow(),
+        }
+        try:
+            await self.db.users.insert_one(doc)
+        except DuplicateKeyError:
+            raise Conflict(name) from None
+        except PyMongoError as e:
+            raise StoreError(str(e)) from e
+        return user_view(doc)
+
+    async def find_user(self, name: str) -> dict[str, Any] | None:
+        """The full user document (with password hash) by case-insensitive name."""
+        try:
+            return await self.db.users.find_one({"name_lower": name.lower()})
+        except PyMongoError as e:
+            raise StoreError(str(e)) from e
+
+    # Sessions ---------------------------------------------------------------
+
+    async def create_session(self, sid: str, user: User, ttl: dt.timedelta) -> None:
+        now = _utcnow()
+        doc = {"_id": sid, "user": user, "user_id": user["id"], "created_at": now,
+               "expires_at": now + ttl}
+        try:
+            await self.db.sessions.insert_one(doc)
+        except PyMongoError as e:
+            raise StoreError(str(e)) from e
+
+    async def session_user(self, sid: str) -> User | None:
+        """The user of a live session; expired ones count as gone before the TTL sweep."""
+        try:
+            doc = await self.db.sessions.find_one(
+                {"_id": sid, "expires_at": {"$gt": _utcnow()}}, {"user": 1}
+            )
+        except PyMongoError as e:
+            raise StoreError(str(e)) from e
+        return doc["user"] if doc else None
+
+    async def delete_session(self, sid: str) -> None:
+        try:
+            await self.db.sessions.delete_one({"_id": sid})
+        except PyMongoError as e:
+            raise StoreError(str(e)) from e
+
+    async def delete_user_sessions(self, user_id: str, keep: str | None = None) -> list[str]:
+        """Delete every session of a user except `keep`; returns the deleted ids."""
+        query: dict[str, Any] = {"user_id": user_id}
+        if keep is not None:
+            query["_id"] = {"$ne": keep}
+        try:
+            sids = [d["_id"] for d in await self.db.sessions.find(query, {"_id": 1})
+                    .to_list(None)]
+            if sids:
+                await self.db.sessions.delete_many({"_id": {"$in": sids}})
+        except PyMongoError as e:
+            raise StoreError(str(e)) from e
+        return sids
+
+    async def set_password(self, user_id: str, password_hash: bytes) -> None:
+        try:
+            await self.db.users.update_one({"_id": ObjectId(user_id)},
+                                           {"$set": {"password": password_hash}})
+        except PyMongoError as e:
+            raise StoreError(str(e)) from e
+
+    # Bots and tokens ----------------------------------------------------------
+
+    async def bots_of(self, owner_id: str) -> list[User]:
+        try:
+            docs = await self.db.users.find({"bot": True, "owner_id": owner_id}).sort(
+                "name_lower", 1).to_list(1000)
+        except PyMongoError as e:
+            raise StoreError(str(e)) from e
+        return [user_view(d) for d in docs]
+
+    async def create_token(self, user: User, digest: str, prefix: str, label: str) -> dict[str, Any]:
+        doc = {"_id": digest, "user": user, "user_id": user["id"], "prefix": prefix,
+               "label": label, "created_at": _utcnow()}
+        try:
+            await self.db.tokens.insert_one(doc)
+        except PyMongoError as e:
+            raise StoreError(str(e)) from e
+        return doc
+
+    async def token_user(self, digest: str) -> User | None:
+        try:
+            doc = await self.db.tokens.find_one({"_id": digest}, {"user": 1})
+        except PyMongoError as e:
+            raise StoreError(str(e)) from e
+        return doc["user"] if doc else None
+
+    async def tokens_of(self, user_id: str) -> list[dict[str, Any]]:
+        try:
+            return await self.db.tokens.find({"user_id": user_id}).sort(
+                "created_at", 1).to_list(1000)
+        except PyMongoError as e:
+            raise StoreError(str(e)) from e
+
+    async def delete_token(self, user_id: str, prefix: str) -> str | None:
+        """Delete a user's token by its public prefix; returns its digest if it existed."""
+        try:
+            doc = await self.db.tokens.find_one_and_delete({"user_id": user_id,
+                                                            "prefix": prefix})
+        except PyMongoError as e:
+            raise StoreError(str(e)) from e
+        return doc["_id"] if doc else None
+
+    # Rooms ------------------------------------------------------------------
+
+    async def create_room(self, name: str, creator: User | None) -> dict[str, Any]:
+        doc = {"_id": name, "seq": 0, "created_at": _utcnow(),
+               "created_by": creator["id"] if creator else None}
+        try:
+            await self.db.rooms.insert_one(doc)
+        except DuplicateKeyError:
+            raise Conflict(name) from None
+        except PyMongoError as e:
+            raise StoreError(str(e)) from e
+        return doc
+
+    async def room(self, name: str) -> dict[str, Any] | None:
+        try:
+            return await self.db.rooms.find_one({"_id": name})
+        except PyMongoError as e:
+            raise StoreError(str(e)) from e
+
+    async def rooms(self) -> list[dict[str, Any]]:
+        try:
+            return await self.db.rooms.find({}).sort("_id", 1).to_list(1000)
+        except PyMongoError as e:
+            raise StoreError(str(e)) from e
+
+    # Messages ---------------------------------------------------------------
+
+    async def allocate_seqs(self, room: str, n: int) -> int | None:
+        """Reserve n consecutive seqs in a room atomically; returns the last, or None."""
+        try:
+            doc = await self.db.rooms.find_one_and_update(
+                {"_id": room}, {"$inc": {"seq": n}}, projection={"seq": 1},
+                return_document=pymongo.ReturnDocument.AFTER,
+            )
+        except PyMongoError as e:
+            raise StoreError(str(e)) from e
+        return int(doc["seq"]) if doc else None
+
+    async def find_by_client_ids(self, room: str,
+                                 keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Message]:
+        """Stored messages of a room by (user id, client_id)."""
+        keys = list(keys)
+        if not keys:
+            return {}
+        query = {"room": room, "client_id": {"$in": list({c for _, c in keys})},
+                 "user.id": {"$in": list({u for u, _ in keys})}}
+        try:
+            docs = await self.db.messages.find(query).to_list(None)
+        except PyMongoError as e:
+            raise StoreError(str(e)) from e
+        return {(d["user"]["id"], d["client_id"]): message_view(d) for d in docs}
+
+    async def insert_messages(self, docs: list[dict[str, Any]]) -> set[int]:
+        """Insert message documents; returns the indexes that hit a duplicate key.
+
+        Any other failure raises StoreError, and then none of the batch is trusted
+        to be stored.
+        """
+        if not docs:
+            return set()
+        try:
+            await self.db.messages.insert_many(docs, ordered=False)
+        except BulkWriteError as e:
+            errors = e.details.get("writeErrors", [])
+            if any(err.get("code") != 11000 for err in errors) or e.details.get(
+                "writeConcernErrors"
+            ):
+                raise StoreError(str(e)) from e
+            return {int(err["index"]) for err in errors}
+        except PyMongoError as e:
+            raise StoreError(str(e)) from e
+        return set()
+
+    async def messages(self, room: str, *, before: int | None = None, after: int | None = None,
+                       limit: int = 50) -> tuple[list[Message], bool]:
+        """A page of a room's history, ascending by seq, and whether more exist beyond it.
+
+        With `after` the page starts just after it and `has_more` means newer messages
+        exist; otherwise the page ends just before `before` (or at the newest) and
+        `has_more` means older ones exist.
+        """
+        seq: dict[str, int] = {}
+        if before is not None:
+            seq["$lt"] = before
+        if after is not None:
+            seq["$gt"] = after
+        query: dict[str, Any] = {"room": room}
+        if seq:
+            query["seq"] = seq
+        ascending = after is not None
+        try:
+            cursor = self.db.messages.find(query).sort(
+                "seq", pymongo.ASCENDING if ascending else pymongo.DESCENDING
+            ).limit(limit + 1)
+            docs = await cursor.to_list(limit + 1)
+        except PyMongoError as e:
+            raise StoreError(str(e)) from e
+        has_more = len(docs) > limit
+        docs = docs[:limit]
+        if not ascending:
+            docs.reverse()
+        return [message_view(d) for d in docs], has_more

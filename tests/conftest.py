@@ -1,0 +1,108 @@
+"""Fixtures: real Redis and MongoDB-wire servers, the real app, clients over real sockets.
+
+Session-scoped services are started once (or taken from REDIS_URL / MONGO_URL); each
+test gets its own database name and Redis key prefix, so tests never see each
+other's data. pytest-tornasync runs each test on a fresh IOLoop and does not run
+async fixtures, so async set-up goes through io_loop.run_sync().
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import tornado.httpserver
+import tornado.ioloop
+import tornado.testing
+import tornado.web
+
+from server.config import Config
+from server.runtime import Runtime
+from tests.client import Client
+from tests.services import Services
+
+TEST_SECRET = "test-cookie-secret-not-for-production"
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    svc = Services.start(tmp_path_factory.mktemp("services"))
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture
+def config(services: Services, tmp_path: Path) -> Config:
+    tag = uuid.uuid4().hex[:10]
+    return Config(
+        port=0,
+        mongo_url=services.mongo_url,
+        redis_url=services.redis_url,
+        db_name=f"test_{tag}",
+        redis_prefix=f"test:{tag}:",
+        data_dir=tmp_path,
+        cookie_secrets={1: TEST_SECRET},
+        bcrypt_rounds=4,
+        presence_ttl=3.0,
+        node_id=f"n1-{tag}",
+    )
+
+
+def start_runtime(io_loop: tornado.ioloop.IOLoop, config: Config,
+                  services: Services) -> Runtime:
+    runtime = Runtime(config, mongo_url=services.mongo_url, redis_url=services.redis_url)
+    io_loop.run_sync(runtime.start, timeout=30)
+    return runtime
+
+
+@pytest.fixture
+def runtime(io_loop: tornado.ioloop.IOLoop, config: Config,
+            services: Services) -> Iterator[Runtime]:
+    rt = start_runtime(io_loop, config, services)
+    yield rt
+    io_loop.run_sync(rt.close, timeout=30)
+
+
+@pytest.fixture
+def app(runtime: Runtime) -> tornado.web.Application:
+    return runtime.app
+
+
+@pytest.fixture
+def base_url(http_server: tornado.httpserver.HTTPServer,
+             http_server_port: tuple[object, int]) -> str:
+    return f"http://127.0.0.1:{http_server_port[1]}"
+
+
+@pytest.fixture
+def make_client(base_url: str) -> Callable[..., Client]:
+    """Factory of clients of the main test server (or of another base URL)."""
+    def make(url: str | None = None) -> Client:
+        return Client(url or base_url)
+    return make
+
+
+@dataclasses.dataclass
+class Node:
+    """A second server sharing the first one's Redis, MongoDB, database and prefix."""
+
+    runtime: Runtime
+    server: tornado.httpserver.HTTPServer
+    base_url: str
+
+
+@pytest.fixture
+def second_node(io_loop: tornado.ioloop.IOLoop, config: Config, services: Services,
+                http_server: tornado.httpserver.HTTPServer) -> Iterator[Node]:
+    cfg = dataclasses.replace(config, node_id=config.node_id.replace("n1-", "n2-"))
+    rt = start_runtime(io_loop, cfg, services)
+    sock, port = tornado.testing.bind_unused_port()
+    server = tornado.httpserver.HTTPServer(rt.app)
+    server.add_socket(sock)
+    yield Node(rt, server, f"http://127.0.0.1:{port}")
+    server.stop()
+    io_loop.run_sync(server.close_all_connections, timeout=10)
+    io_loop.run_sync(rt.close, timeout=30)
