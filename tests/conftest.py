@@ -94,6 +94,22 @@ class Node:
     base_url: str
 
 
+async def open_node(config: Config, services: Services) -> Node:
+    """Start a whole server (runtime + HTTP) from inside an async test."""
+    rt = Runtime(config, mongo_url=services.mongo_url, redis_url=services.redis_url)
+    await rt.start()
+    sock, port = tornado.testing.bind_unused_port()
+    server = tornado.httpserver.HTTPServer(rt.app)
+    server.add_socket(sock)
+    return Node(rt, server, f"http://127.0.0.1:{port}")
+
+
+async def close_node(node: Node) -> None:
+    node.server.stop()
+    await node.server.close_all_connections()
+    await node.runtime.close()
+
+
 @pytest.fixture
 def second_node(io_loop: tornado.ioloop.IOLoop, config: Config, services: Services,
                 http_server: tornado.httpserver.HTTPServer) -> Iterator[Node]:

@@ -109,13 +109,20 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             self.close(code, reason)
 
     async def on_message(self, message: str | bytes) -> None:
-        ref: protocol.Ref = None
+        frame: protocol.Frame | None = None
         try:
             frame = protocol.parse(message, self.max_body)
-            ref = frame.ref
             await self._dispatch(frame)
         except ProtocolError as e:
-            self.send_frame(protocol.error_frame(e.code, e.message, e.ref or ref))
+            self.send_error_frame(e, frame)
+
+    def send_error_frame(self, e: ProtocolError, frame: protocol.Frame | None) -> None:
+        """An error frame echoing the frame's ref and, for sends, its client_id."""
+        extra = {}
+        if isinstance(frame, protocol.Send) and frame.client_id is not None:
+            extra["client_id"] = frame.client_id
+        ref = e.ref if e.ref is not None else (frame.ref if frame is not None else None)
+        self.send_frame(protocol.error_frame(e.code, e.message, ref, **extra))
 
     async def _dispatch(self, frame: protocol.Frame) -> None:
         if isinstance(frame, protocol.Send):
@@ -138,27 +145,18 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             try:
                 self.joined.add(frame.room)
                 await self.chat.join(self, frame.room, frame.since, frame.ref)
-            except ProtocolError as e:
+            except ProtocolError:
                 self.joined.discard(frame.room)
-                e.ref = frame.ref
                 raise
         elif isinstance(frame, protocol.Leave):
             self.joined.discard(frame.room)
             await self.chat.leave(self, frame.room)
             self.send_frame(_with_ref({"type": "left", "room": frame.room}, frame.ref))
         elif isinstance(frame, protocol.History):
-            try:
-                page = await self.chat.history(frame.room, frame.before, frame.after, frame.limit)
-            except ProtocolError as e:
-                e.ref = frame.ref
-                raise
+            page = await self.chat.history(frame.room, frame.before, frame.after, frame.limit)
             self.send_frame(_with_ref(page, frame.ref))
         elif isinstance(frame, protocol.Typing):
-            try:
-                await self.chat.typing(self, frame.room)
-            except ProtocolError as e:
-                e.ref = frame.ref
-                raise
+            await self.chat.typing(self, frame.room)
         elif isinstance(frame, protocol.Ping):
             self.send_frame(_with_ref({"type": "pong"}, frame.ref))
 
@@ -167,9 +165,7 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             # Chat writes the ack itself, before the message is fanned out.
             await self.chat.post(self, frame.room, frame.body, frame.client_id, frame.ref)
         except ProtocolError as e:
-            self.send_frame(protocol.error_frame(e.code, e.message, frame.ref,
-                                                 **({"client_id": frame.client_id}
-                                                    if frame.client_id else {})))
+            self.send_error_frame(e, frame)
 
     def on_close(self) -> None:
         self._closing = True

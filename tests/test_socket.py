@@ -1,0 +1,378 @@
+"""The WebSocket protocol, row by row, over real sockets against real Redis and MongoDB."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+
+import pytest
+from tornado.httpclient import HTTPClientError
+
+from tests.client import Client, Socket
+from tests.conftest import close_node, open_node
+
+
+async def user_socket(make_client, room: str | None = "general") -> tuple[Client, Socket]:
+    client = make_client()
+    await client.register()
+    ws = await client.ws()
+    if room:
+        await ws.join(room)
+    return client, ws
+
+
+async def send(ws: Socket, body: str, room: str = "general", **extra) -> dict:
+    reply = await ws.call({"type": "send", "room": room, "body": body, **extra})
+    assert reply["type"] == "ack", reply
+    return reply
+
+
+async def test_hello_names_the_user_and_protocol(make_client):
+    client = make_client()
+    me = await client.register()
+    ws = await client.ws()
+    assert ws.hello["protocol"] == 1
+    assert ws.hello["user"] == me == {"id": me["id"], "name": me["name"], "bot": False}
+    assert isinstance(ws.hello["node"], str) and ws.hello["node"]
+
+
+async def test_unauthenticated_upgrade_is_401_before_handshake(make_client):
+    client = make_client()
+    with pytest.raises(HTTPClientError) as err:
+        await client.ws_raw()
+    assert err.value.code == 401
+
+
+async def test_cookie_upgrade_from_foreign_origin_is_403(make_client):
+    client = make_client()
+    await client.register()
+    for origin in ("http://evil.example", "null", "http://127.0.0.1.evil.example"):
+        with pytest.raises(HTTPClientError) as err:
+            await client.ws_raw(origin=origin)
+        assert err.value.code == 403, origin
+
+
+async def test_cookie_upgrade_from_allowed_extra_origin_is_accepted(config, services):
+    cfg = dataclasses.replace(config, allowed_origins=("https://chat.example.com",))
+    node = await open_node(cfg, services)
+    try:
+        client = Client(node.base_url)
+        await client.register()
+        ws = await client.ws(origin="https://chat.example.com")
+        assert ws.hello["type"] == "hello"
+        ws.close()
+        with pytest.raises(HTTPClientError) as err:
+            await client.ws_raw(origin="https://other.example.com")
+        assert err.value.code == 403
+    finally:
+        await close_node(node)
+
+
+async def test_join_returns_last_messages_members_and_last_seq(make_client):
+    _, a = await user_socket(make_client)
+    for i in range(55):
+        await send(a, f"m{i}")
+    client_b, b = await user_socket(make_client, room=None)
+    joined = await b.join("general")
+    assert joined["last_seq"] == 55
+    assert [m["seq"] for m in joined["messages"]] == list(range(6, 56))
+    assert joined["has_more"] is True
+    assert all(m["type"] == "message" for m in joined["messages"])
+    names = sorted(m["name"] for m in joined["members"])
+    assert client_b.user["name"] in names and len(names) == 2
+
+
+async def test_join_unknown_room_is_not_found_and_connection_stays_open(make_client):
+    _, ws = await user_socket(make_client, room=None)
+    reply = await ws.call({"type": "join", "room": "nowhere"})
+    assert reply["type"] == "error" and reply["code"] == "not_found"
+    assert (await ws.call({"type": "ping"}))["type"] == "pong"
+
+
+async def test_send_acks_sender_then_delivers_to_everyone_in_room(make_client):
+    client_a, a = await user_socket(make_client)
+    _, b = await user_socket(make_client)
+    await a.send({"type": "send", "room": "general", "body": "hello", "client_id": "c-1",
+                  "ref": 7})
+    first = await a.expect("ack")
+    assert first["ref"] == 7 and first["client_id"] == "c-1"
+    assert isinstance(first["ts"], int) and isinstance(first["id"], str)
+    mine = await a.expect("message")
+    theirs = await b.expect("message")
+    for msg in (mine, theirs):
+        assert msg == {"type": "message", "room": "general", "id": first["id"],
+                       "seq": first["seq"], "user": client_a.user, "body": "hello",
+                       "ts": first["ts"], "client_id": "c-1"}
+
+
+async def test_messages_are_delivered_only_to_members_of_the_room(make_client):
+    client, a = await user_socket(make_client)
+    status, _, _ = await client.request("POST", "/api/rooms", {"name": "side"})
+    assert status == 201
+    _, b = await user_socket(make_client, room="side")
+    await send(a, "in general")
+    ack = await b.call({"type": "send", "room": "side", "body": "in side"})
+    assert ack["type"] == "ack"
+    got = await b.expect("message")
+    assert got["room"] == "side"  # b never sees the general message
+
+
+async def test_send_with_seen_client_id_returns_original_ack_and_delivers_nothing(make_client):
+    _, a = await user_socket(make_client)
+    _, b = await user_socket(make_client)
+    first = await send(a, "once", client_id="dup-1")
+    await b.expect("message", body="once")
+    again = await send(a, "once", client_id="dup-1")
+    assert {k: again[k] for k in ("id", "seq", "ts")} == {k: first[k] for k in ("id", "seq", "ts")}
+    marker = await send(a, "after")
+    nxt = await b.expect("message")
+    assert nxt["seq"] == marker["seq"] == first["seq"] + 1
+
+
+async def test_concurrent_duplicate_sends_are_stored_once(make_client):
+    _, a = await user_socket(make_client)
+    for _ in range(5):
+        await a.send({"type": "send", "room": "general", "body": "x", "client_id": "same"})
+    acks = [await a.expect("ack") for _ in range(5)]
+    assert len({ack["seq"] for ack in acks}) == 1
+    hist = await a.call({"type": "history", "room": "general"})
+    assert [m["client_id"] for m in hist["messages"]] == ["same"]
+
+
+async def test_burst_of_sends_gets_consecutive_seqs_in_order(make_client):
+    _, a = await user_socket(make_client)
+    acks = await send_many(a, 30, "b")
+    assert [ack["client_id"] for ack in acks] == [f"b{i}" for i in range(30)]
+    assert [ack["seq"] for ack in acks] == list(range(1, 31))
+
+
+async def test_sends_beyond_in_flight_bound_get_rate_limited(make_client):
+    _, a = await user_socket(make_client)
+    for i in range(60):
+        await a.send({"type": "send", "room": "general", "body": "x", "client_id": f"f{i}"})
+    replies = {}
+    while len(replies) < 60:
+        frame = await a.recv()
+        if frame["type"] in ("ack", "error"):
+            replies[frame["client_id"]] = frame
+    limited = [f for f in replies.values() if f["type"] == "error"]
+    assert limited and all(f["code"] == "rate_limited" for f in limited)
+    stored = sorted(f["seq"] for f in replies.values() if f["type"] == "ack")
+    assert stored == list(range(1, len(stored) + 1))
+
+
+async def send_many(ws: Socket, n: int, prefix: str, window: int = 16) -> list[dict]:
+    """Send n messages keeping at most `window` unacked; returns the acks in order."""
+    acks: list[dict] = []
+    sent = 0
+    while len(acks) < n:
+        while sent < n and sent - len(acks) < window:
+            await ws.send({"type": "send", "room": "general", "body": f"{prefix}{sent}",
+                           "client_id": f"{prefix}{sent}"})
+            sent += 1
+        acks.append(await ws.expect("ack"))
+    return acks
+
+
+@pytest.mark.parametrize(("frame", "code"), [
+    ({"type": "send", "room": "general", "body": ""}, "bad_request"),
+    ({"type": "send", "room": "general", "body": " \n\t "}, "bad_request"),
+    ({"type": "send", "room": "general", "body": "x" * 4001}, "too_large"),
+    ({"type": "send", "room": "general", "body": 5}, "bad_request"),
+    ({"type": "send", "room": "Bad Room", "body": "x"}, "bad_request"),
+    ({"type": "send", "room": "general", "body": "x", "client_id": ""}, "bad_request"),
+    ({"type": "send", "room": "general", "body": "x", "client_id": "a" * 65}, "bad_request"),
+    ({"type": "join", "room": "general", "since": -1}, "bad_request"),
+    ({"type": "join", "room": "general", "since": "3"}, "bad_request"),
+    ({"type": "history", "room": "general", "limit": "all"}, "bad_request"),
+    ({"type": "launch"}, "unknown_type"),
+    ({"room": "general"}, "bad_request"),
+])
+async def test_bad_frame_gets_error_with_ref_and_connection_stays_open(make_client, frame, code):
+    _, ws = await user_socket(make_client)
+    reply = await ws.call(frame)
+    assert reply["type"] == "error" and reply["code"] == code, reply
+    assert isinstance(reply["message"], str) and reply["message"]
+    assert (await ws.call({"type": "ping"}))["type"] == "pong"
+
+
+async def test_body_of_exactly_4000_characters_is_accepted(make_client):
+    _, ws = await user_socket(make_client)
+    ack = await send(ws, "é" * 4000)
+    assert ack["seq"] == 1
+
+
+@pytest.mark.parametrize("raw", ["not json", "[1,2]", "null", '{"type": 3}', "NaN",
+                                 "[" * 5000 + "]" * 5000])
+async def test_malformed_text_gets_bad_request(make_client, raw):
+    _, ws = await user_socket(make_client, room=None)
+    await ws.send(raw)
+    reply = await ws.recv()
+    assert reply["type"] == "error" and reply["code"] == "bad_request"
+    assert (await ws.call({"type": "ping"}))["type"] == "pong"
+
+
+async def test_binary_frame_gets_bad_request(make_client):
+    _, ws = await user_socket(make_client, room=None)
+    await ws.conn.write_message(b'{"type":"ping"}', binary=True)
+    reply = await ws.recv()
+    assert reply["code"] == "bad_request"
+
+
+async def test_frame_over_64_kib_closes_with_1009(make_client):
+    _, ws = await user_socket(make_client, room=None)
+    await ws.send(json.dumps({"type": "ping", "pad": "x" * (65 * 1024)}))
+    code, _ = await ws.closed()
+    assert code == 1009
+
+
+async def test_send_and_typing_need_join_first(make_client):
+    _, ws = await user_socket(make_client, room=None)
+    reply = await ws.call({"type": "send", "room": "general", "body": "x"})
+    assert reply["code"] == "forbidden"
+    reply = await ws.call({"type": "typing", "room": "general"})
+    assert reply["code"] == "forbidden"
+
+
+async def test_leave_is_idempotent_and_stops_delivery(make_client):
+    _, a = await user_socket(make_client)
+    _, b = await user_socket(make_client)
+    assert (await b.call({"type": "leave", "room": "general"})) ["type"] == "left"
+    assert (await b.call({"type": "leave", "room": "general"}))["type"] == "left"
+    await send(a, "after b left")
+    reply = await b.call({"type": "send", "room": "general", "body": "x"})
+    assert reply["code"] == "forbidden"  # and no message frame arrived before it
+
+
+async def test_history_pages_backwards_and_forwards(make_client):
+    _, ws = await user_socket(make_client)
+    for i in range(30):
+        await send(ws, f"h{i}")
+    page = await ws.call({"type": "history", "room": "general", "limit": 10})
+    assert [m["seq"] for m in page["messages"]] == list(range(21, 31))
+    assert page["has_more"] is True
+    older = await ws.call({"type": "history", "room": "general", "before": 21, "limit": 10})
+    assert [m["seq"] for m in older["messages"]] == list(range(11, 21))
+    oldest = await ws.call({"type": "history", "room": "general", "before": 11, "limit": 10})
+    assert [m["seq"] for m in oldest["messages"]] == list(range(1, 11))
+    assert oldest["has_more"] is False
+    newer = await ws.call({"type": "history", "room": "general", "after": 25, "limit": 3})
+    assert [m["seq"] for m in newer["messages"]] == [26, 27, 28]
+    assert newer["has_more"] is True
+    tail = await ws.call({"type": "history", "room": "general", "after": 28})
+    assert [m["seq"] for m in tail["messages"]] == [29, 30] and tail["has_more"] is False
+    clamped = await ws.call({"type": "history", "room": "general", "limit": 0})
+    assert len(clamped["messages"]) == 1
+
+
+async def test_history_of_unknown_room_is_not_found(make_client):
+    _, ws = await user_socket(make_client, room=None)
+    reply = await ws.call({"type": "history", "room": "nope"})
+    assert reply["code"] == "not_found"
+
+
+async def test_typing_reaches_others_not_the_typist(make_client):
+    client_a, a = await user_socket(make_client)
+    _, b = await user_socket(make_client)
+    await a.send({"type": "typing", "room": "general"})
+    frame = await b.expect("typing")
+    assert frame == {"type": "typing", "room": "general", "user": client_a.user}
+    # a gets nothing for its own typing: the next thing a sees is its pong.
+    assert (await a.call({"type": "ping"}))["type"] == "pong"
+    await a.send({"type": "ping", "ref": "direct"})
+    assert (await a.recv()) == {"type": "pong", "ref": "direct"}
+
+
+async def test_ping_pong_echoes_ref(make_client):
+    _, ws = await user_socket(make_client, room=None)
+    await ws.send({"type": "ping", "ref": "abc"})
+    assert await ws.recv() == {"type": "pong", "ref": "abc"}
+
+
+async def test_presence_online_offline_counts_tabs_once(make_client):
+    client_a, a = await user_socket(make_client)
+    watcher_client, watcher = await user_socket(make_client)
+    online = await a.expect("presence")
+    assert online == {"type": "presence", "room": "general", "user": watcher_client.user,
+                      "status": "online"}
+    second_tab = await client_a.ws()
+    await second_tab.join("general")
+    # A second tab of a user already online announces nothing; closing one tab neither.
+    second_tab.close()
+    await asyncio.sleep(0)
+    ping = await watcher.call({"type": "ping"})
+    assert ping["type"] == "pong"
+    a.close()
+    offline = await watcher.expect("presence")
+    assert offline["user"] == client_a.user and offline["status"] == "offline"
+
+
+async def test_joined_members_lists_each_user_once(make_client):
+    client_a, a = await user_socket(make_client)
+    tab2 = await client_a.ws()
+    await tab2.join("general")
+    _, b = await user_socket(make_client, room=None)
+    joined = await b.join("general")
+    ids = [m["id"] for m in joined["members"]]
+    assert ids.count(client_a.user["id"]) == 1
+    assert all(set(m) == {"id", "name", "bot"} for m in joined["members"])
+
+
+async def test_rejoin_with_since_returns_missed_messages_in_order(make_client):
+    client_a, a = await user_socket(make_client)
+    _, b = await user_socket(make_client)
+    await send(a, "one")
+    seen = await b.expect("message")
+    b.close()
+    for i in range(5):
+        await send(a, f"missed {i}")
+    b2 = await (await _relogin(make_client, client_a)).ws()
+    joined = await b2.join("general", since=seen["seq"])
+    assert [m["body"] for m in joined["messages"]] == [f"missed {i}" for i in range(5)]
+    assert joined["has_more"] is False
+    await send(a, "live")
+    live = await b2.expect("message")
+    assert live["body"] == "live" and live["seq"] == joined["messages"][-1]["seq"] + 1
+
+
+async def _relogin(make_client, client):
+    fresh = make_client()
+    fresh.cookies = dict(client.cookies)
+    return fresh
+
+
+async def test_join_since_pages_past_100_with_history_after(make_client):
+    _, a = await user_socket(make_client)
+    await send_many(a, 130, "p")
+    _, b = await user_socket(make_client, room=None)
+    joined = await b.join("general", since=0)
+    assert [m["seq"] for m in joined["messages"]] == list(range(1, 101))
+    assert joined["has_more"] is True
+    rest = await b.call({"type": "history", "room": "general", "after": 100})
+    assert [m["seq"] for m in rest["messages"]] == list(range(101, 131))
+    assert rest["has_more"] is False
+
+
+async def test_messages_sent_while_joining_arrive_once_after_joined(make_client):
+    _, a = await user_socket(make_client)
+    _, b = await user_socket(make_client, room=None)
+    sender = asyncio.ensure_future(_spam(a, 30))
+    joined = await b.join("general", since=0)
+    await sender
+    seen = [m["seq"] for m in joined["messages"]]
+    has_more = joined["has_more"]
+    assert not has_more
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    while (not seen or seen[-1] < 30) and loop.time() < deadline:
+        frame = await b.recv()
+        if frame["type"] == "message":
+            seen.append(frame["seq"])
+    assert seen == list(range(1, 31))
+
+
+async def _spam(ws: Socket, n: int) -> None:
+    for i in range(n):
+        await ws.send({"type": "send", "room": "general", "body": f"s{i}", "client_id": f"s{i}"})
+        await asyncio.sleep(0)
