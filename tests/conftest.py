@@ -20,6 +20,7 @@ import tornado.testing
 import tornado.web
 
 from server.config import Config
+from server.embedded import ChildService, mongo_service, redis_service
 from server.runtime import Runtime
 from tests.client import Client
 from tests.services import Services
@@ -94,9 +95,11 @@ class Node:
     base_url: str
 
 
-async def open_node(config: Config, services: Services) -> Node:
+async def open_node(config: Config, services: Services | None = None, *,
+                    mongo_url: str | None = None, redis_url: str | None = None) -> Node:
     """Start a whole server (runtime + HTTP) from inside an async test."""
-    rt = Runtime(config, mongo_url=services.mongo_url, redis_url=services.redis_url)
+    rt = Runtime(config, mongo_url=mongo_url or (services.mongo_url if services else ""),
+                 redis_url=redis_url or (services.redis_url if services else ""))
     await rt.start()
     sock, port = tornado.testing.bind_unused_port()
     server = tornado.httpserver.HTTPServer(rt.app)
@@ -122,3 +125,29 @@ def second_node(io_loop: tornado.ioloop.IOLoop, config: Config, services: Servic
     server.stop()
     io_loop.run_sync(server.close_all_connections, timeout=10)
     io_loop.run_sync(rt.close, timeout=30)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[ChildService]:
+    """A redis-server of this test's own, which the test may kill and restart."""
+    svc = redis_service(tmp_path / "private", persist=False)
+    svc.start()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture
+def private_mongo(tmp_path: Path) -> Iterator[ChildService]:
+    """A secantusd-py of this test's own, with failpoints enabled, which it may restart."""
+    svc = mongo_service(tmp_path / "private", test_commands=True)
+    svc.start()
+    yield svc
+    svc.stop()
+
+
+def redis_url_of(svc: ChildService) -> str:
+    return f"redis://127.0.0.1:{svc.port}/0"
+
+
+def mongo_url_of(svc: ChildService) -> str:
+    return f"mongodb://127.0.0.1:{svc.port}/?directConnection=true"

@@ -1,0 +1,122 @@
+"""Several server nodes sharing one Redis and one MongoDB deliver to each other's clients."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from server.embedded import free_port
+from tests.client import Client
+
+
+async def joined_user(url: str, room: str = "general") -> tuple[Client, object]:
+    client = Client(url)
+    await client.register()
+    ws = await client.ws()
+    await ws.join(room)
+    return client, ws
+
+
+async def test_messages_cross_nodes_both_ways(base_url, second_node):
+    _, a = await joined_user(base_url)
+    _, b = await joined_user(second_node.base_url)
+    assert a.hello["node"] != b.hello["node"]
+    ack = await a.call({"type": "send", "room": "general", "body": "from 1", "client_id": "x1"})
+    got = await b.expect("message")
+    assert got["body"] == "from 1" and got["seq"] == ack["seq"]
+    ack2 = await b.call({"type": "send", "room": "general", "body": "from 2"})
+    got2 = await a.expect("message", body="from 2")
+    assert got2["seq"] == ack2["seq"] == ack["seq"] + 1
+
+
+async def test_presence_and_typing_cross_nodes(base_url, second_node):
+    _, watcher = await joined_user(base_url)
+    client_b, b = await joined_user(second_node.base_url)
+    online = await watcher.expect("presence")
+    assert online["user"] == client_b.user and online["status"] == "online"
+    await b.send({"type": "typing", "room": "general"})
+    typing = await watcher.expect("typing")
+    assert typing["user"] == client_b.user
+    b.close()
+    offline = await watcher.expect("presence")
+    assert offline["user"] == client_b.user and offline["status"] == "offline"
+
+
+async def test_user_online_on_two_nodes_goes_offline_only_when_both_close(base_url, second_node):
+    _, watcher = await joined_user(base_url)
+    client_b, b1 = await joined_user(second_node.base_url)
+    await watcher.expect("presence", status="online")
+    other = Client(base_url)
+    other.cookies = dict(client_b.cookies)
+    b2 = await other.ws()
+    joined = await b2.join("general")
+    assert sum(m["id"] == client_b.user["id"] for m in joined["members"]) == 1
+    b1.close()
+    # Still online through node 1: the next presence frame watcher sees is the final one.
+    assert (await watcher.call({"type": "ping"}))["type"] == "pong"
+    b2.close()
+    offline = await watcher.expect("presence")
+    assert offline["status"] == "offline" and offline["user"] == client_b.user
+
+
+async def test_session_from_one_node_opens_the_other(base_url, second_node):
+    client = Client(base_url)
+    me = await client.register()
+    other = Client(second_node.base_url)
+    other.cookies = dict(client.cookies)
+    status, body, _ = await other.request("GET", "/api/me")
+    assert status == 200 and body == me
+
+
+def _start(port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as out:
+        return subprocess.Popen([sys.executable, "run.py", "--port", str(port)], env=env,
+                                stdout=out, stderr=subprocess.STDOUT,
+                                cwd=Path(__file__).resolve().parent.parent)
+
+
+async def _ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    client = Client(url)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        assert proc.poll() is None, "server exited at start-up"
+        try:
+            status, _, _ = await client.request("GET", "/readyz")
+            if status == 200:
+                return
+        except OSError:
+            pass
+        await asyncio.sleep(0.1)  # polling a starting process: there is no event to await
+    raise TimeoutError(url)
+
+
+async def test_two_server_processes_deliver_to_each_others_clients(services, config, tmp_path):
+    env = {**os.environ, "MONGO_URL": services.mongo_url, "REDIS_URL": services.redis_url,
+           "COOKIE_SECRET": "two-process-secret-0123456789", "CHAT_DB": config.db_name,
+           "CHAT_REDIS_PREFIX": config.redis_prefix}
+    ports = [free_port(), free_port()]
+    procs = [_start(p, env, tmp_path / f"node{i}.log") for i, p in enumerate(ports)]
+    try:
+        urls = [f"http://127.0.0.1:{p}" for p in ports]
+        for url, proc in zip(urls, procs):
+            await _ready(url, proc)
+        client_a, a = await joined_user(urls[0])
+        client_b, b = await joined_user(urls[1])
+        online = await a.expect("presence")
+        assert online["user"] == client_b.user
+        ack = await a.call({"type": "send", "room": "general", "body": "across processes"})
+        got = await b.expect("message")
+        assert got["body"] == "across processes" and got["seq"] == ack["seq"]
+        b.close()
+        offline = await a.expect("presence")
+        assert offline["status"] == "offline"
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            assert proc.wait(20) == 0

@@ -1,0 +1,169 @@
+"""load_config(): flags over environment over defaults, and the secrets rules."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+import tornado.web
+
+from server.config import ConfigError, load_config
+
+SECRET_A = "a" * 24
+SECRET_B = "b" * 24
+
+
+def test_defaults_are_port_8888_embedded_services_and_var_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = load_config([], env={})
+    assert config.port == 8888
+    assert config.data_dir == Path("var")
+    assert config.mongo_url is None and config.redis_url is None
+    assert config.embedded_mongo and config.embedded_redis
+    assert config.allowed_origins == ()
+    # Embedded mode made its own secret, in the default data dir.
+    assert (tmp_path / "var" / "cookie_secret").is_file()
+
+
+def test_port_comes_from_env_and_the_flag_wins_over_env(tmp_path: Path) -> None:
+    env = {"PORT": "9001", "CHAT_DATA_DIR": str(tmp_path)}
+    assert load_config([], env=env).port == 9001
+    assert load_config(["--port", "9002"], env=env).port == 9002
+    assert load_config(["--port", "9003"], env={"CHAT_DATA_DIR": str(tmp_path)}).port == 9003
+
+
+def test_non_numeric_port_env_is_a_config_error_naming_port(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="PORT"):
+        load_config([], env={"PORT": "eighty", "CHAT_DATA_DIR": str(tmp_path)})
+
+
+def test_data_dir_comes_from_env_and_the_flag_wins_over_env(tmp_path: Path) -> None:
+    from_env, from_flag = tmp_path / "env", tmp_path / "flag"
+    assert load_config([], env={"CHAT_DATA_DIR": str(from_env)}).data_dir == from_env
+    config = load_config(["--data-dir", str(from_flag)], env={"CHAT_DATA_DIR": str(from_env)})
+    assert config.data_dir == from_flag
+    assert (from_flag / "cookie_secret").is_file()
+    assert not (from_env / "cookie_secret").exists()
+
+
+@pytest.mark.parametrize("env", [
+    {"REDIS_URL": "redis://127.0.0.1:6379/0"},
+    {"MONGO_URL": "mongodb://127.0.0.1:27017"},
+    {"REDIS_URL": "redis://127.0.0.1:6379/0", "MONGO_URL": "mongodb://127.0.0.1:27017"},
+], ids=["redis", "mongo", "both"])
+def test_cookie_secret_is_required_when_a_service_url_is_set(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    with pytest.raises(ConfigError, match="COOKIE_SECRET"):
+        load_config(["--data-dir", str(tmp_path)], env=env)
+    assert not (tmp_path / "cookie_secret").exists()
+
+
+def test_cookie_secret_is_required_when_a_service_url_comes_from_a_flag(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="COOKIE_SECRET"):
+        load_config(["--redis-url", "redis://127.0.0.1:6379/0", "--data-dir", str(tmp_path)],
+                    env={})
+
+
+def test_service_urls_with_a_cookie_secret_use_those_services(tmp_path: Path) -> None:
+    config = load_config(["--data-dir", str(tmp_path)],
+                         env={"REDIS_URL": "redis://10.0.0.1:6379/0", "COOKIE_SECRET": SECRET_A})
+    assert config.redis_url == "redis://10.0.0.1:6379/0"
+    assert not config.embedded_redis and config.embedded_mongo
+    assert config.cookie_secret == SECRET_A
+    assert not (tmp_path / "cookie_secret").exists()
+
+
+def test_embedded_mode_generates_an_owner_only_secret_file_and_reuses_it(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    first = load_config(["--data-dir", str(data_dir)], env={})
+    path = data_dir / "cookie_secret"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert path.read_text().strip() == first.cookie_secret
+    assert len(first.cookie_secret) >= 32
+
+    second = load_config([], env={"CHAT_DATA_DIR": str(data_dir)})
+    assert second.cookie_secret == first.cookie_secret
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+    other = load_config(["--data-dir", str(tmp_path / "other")], env={})
+    assert other.cookie_secret != first.cookie_secret
+
+
+def test_embedded_mode_tightens_a_secret_file_left_readable_by_others(tmp_path: Path) -> None:
+    load_config(["--data-dir", str(tmp_path)], env={})
+    path = tmp_path / "cookie_secret"
+    path.chmod(0o644)
+    load_config(["--data-dir", str(tmp_path)], env={})
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_embedded_mode_uses_a_given_cookie_secret_and_writes_no_file(tmp_path: Path) -> None:
+    config = load_config(["--data-dir", str(tmp_path)], env={"COOKIE_SECRET": SECRET_A})
+    assert config.cookie_secret == SECRET_A
+    assert not (tmp_path / "cookie_secret").exists()
+
+
+def test_short_cookie_secret_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="COOKIE_SECRET"):
+        load_config(["--data-dir", str(tmp_path)], env={"COOKIE_SECRET": "short"})
+
+
+def test_versioned_cookie_secrets_as_documented_sign_with_the_highest_version(
+    tmp_path: Path
+) -> None:
+    """`run.py --help`: several secrets as 'v1:secret,v2:secret'."""
+    config = load_config(["--data-dir", str(tmp_path)],
+                         env={"COOKIE_SECRET": f"v1:{SECRET_A},v2:{SECRET_B}"})
+    assert dict(config.cookie_secrets) == {1: SECRET_A, 2: SECRET_B}
+    assert config.cookie_secret == SECRET_B
+
+
+def test_versioned_cookie_secrets_with_bare_numbers(tmp_path: Path) -> None:
+    config = load_config(["--data-dir", str(tmp_path)],
+                         env={"COOKIE_SECRET": f"2:{SECRET_B}, 1:{SECRET_A}"})
+    assert dict(config.cookie_secrets) == {1: SECRET_A, 2: SECRET_B}
+    assert config.cookie_secret == SECRET_B
+
+
+def test_rotated_secrets_still_accept_cookies_signed_with_the_old_one(tmp_path: Path) -> None:
+    old = load_config(["--data-dir", str(tmp_path)], env={"COOKIE_SECRET": f"1:{SECRET_A}"})
+    new = load_config(["--data-dir", str(tmp_path)],
+                      env={"COOKIE_SECRET": f"1:{SECRET_A},2:{SECRET_B}"})
+    signed = tornado.web.create_signed_value(dict(old.cookie_secrets), "session", "sid",
+                                             key_version=max(old.cookie_secrets))
+    assert tornado.web.decode_signed_value(dict(new.cookie_secrets), "session",
+                                           signed) == b"sid"
+
+
+@pytest.mark.parametrize("raw", ["1:", f"x:{SECRET_A},2:{SECRET_B}", f"1:{SECRET_A},2:short"])
+def test_malformed_versioned_cookie_secrets_are_config_errors(tmp_path: Path, raw: str) -> None:
+    with pytest.raises(ConfigError, match="COOKIE_SECRET"):
+        load_config(["--data-dir", str(tmp_path)], env={"COOKIE_SECRET": raw})
+
+
+def test_allowed_origins_are_parsed_and_normalized(tmp_path: Path) -> None:
+    env = {"CHAT_DATA_DIR": str(tmp_path),
+           "ALLOWED_ORIGINS": " https://Chat.Example.com/ ,http://localhost:3000,,"}
+    config = load_config([], env=env)
+    assert config.allowed_origins == ("https://chat.example.com", "http://localhost:3000")
+
+    config = load_config(["--allowed-origins", "https://other.example"], env=env)
+    assert config.allowed_origins == ("https://other.example",)
+
+
+@pytest.mark.parametrize("raw", ["*", "https://ok.example,*", "chat.example.com"])
+def test_allowed_origins_rejects_wildcards_and_non_origins(tmp_path: Path, raw: str) -> None:
+    with pytest.raises(ConfigError, match="ALLOWED_ORIGINS"):
+        load_config([], env={"CHAT_DATA_DIR": str(tmp_path), "ALLOWED_ORIGINS": raw})
+    with pytest.raises(ConfigError, match="ALLOWED_ORIGINS"):
+        load_config(["--allowed-origins", raw, "--data-dir", str(tmp_path)], env={})
+
+
+def test_config_is_frozen(tmp_path: Path) -> None:
+    config = load_config(["--data-dir", str(tmp_path)], env={})
+    with pytest.raises(AttributeError):
+        config.port = 1  # type: ignore[misc]
