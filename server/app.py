@@ -7,13 +7,17 @@ from typing import Any
 
 import tornado.web
 
-from server.auth import Auth
+from server.auth import Auth, Bots
 from server.chat import Chat
 from server.config import Config
 from server.handlers import http
 from server.handlers.base import CSP
+from server.handlers.bots import BotsHandler, BotTokenHandler, BotTokensHandler
 from server.handlers.health import HealthHandler, ReadyHandler
 from server.handlers.socket import ChatSocket
+from server.handlers.status import MetricsHandler, StatusHandler
+from server.metrics import Metrics
+from server.status import StatusReporter
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
@@ -41,9 +45,24 @@ class StaticHandler(tornado.web.StaticFileHandler):
         self.set_header("Content-Security-Policy", CSP)
 
 
-def make_app(config: Config, chat: Chat, auth: Auth, **extra: Any) -> tornado.web.Application:
-    """Build the Application; `extra` adds named handler dependencies (status, metrics)."""
+class PageHandler(IndexHandler):
+    """Another page of static/ rendered as a template (for static_url versioning)."""
+
+    def initialize(self, template: str) -> None:
+        self.template = template
+
+    def get(self) -> None:
+        self.xsrf_token  # noqa: B018 - touching it sets the _xsrf cookie
+        self.render(self.template)
+
+
+def make_app(config: Config, chat: Chat, auth: Auth, bots: Bots, reporter: StatusReporter,
+             metrics: Metrics) -> tornado.web.Application:
+    """Build the Application with every collaborator injected through the route table."""
     deps = dict(auth=auth, chat=chat)
+    bot_deps = dict(auth=auth, chat=chat, bots=bots)
+    operator = dict(auth=auth, admin_users=config.admin_users,
+                    status_token=config.status_token)
     ws = dict(chat=chat, auth=auth, allowed_origins=config.allowed_origins,
               max_body=config.max_body_chars)
     routes: list[Any] = [
@@ -55,11 +74,16 @@ def make_app(config: Config, chat: Chat, auth: Auth, **extra: Any) -> tornado.we
         (r"/api/me", http.MeHandler, deps),
         (r"/api/rooms", http.RoomsHandler, deps),
         (r"/api/rooms/([^/]+)/messages", http.MessagesHandler, deps),
+        (r"/api/bots", BotsHandler, bot_deps),
+        (r"/api/bots/([^/]+)/tokens", BotTokensHandler, bot_deps),
+        (r"/api/bots/([^/]+)/tokens/([^/]+)", BotTokenHandler, bot_deps),
         (r"/ws", ChatSocket, ws),
         (r"/healthz", HealthHandler),
         (r"/readyz", ReadyHandler, dict(chat=chat)),
+        (r"/status", StatusHandler, dict(operator, reporter=reporter)),
+        (r"/metrics", MetricsHandler, dict(operator, metrics=metrics)),
+        (r"/status.html", PageHandler, dict(template="status.html")),
     ]
-    routes.extend(extra.get("routes", []))
     return tornado.web.Application(
         routes,
         template_path=str(STATIC_DIR),

@@ -128,19 +128,6 @@ class Auth:
             return None
         return await self.store.token_user(token_digest(token))
 
-    async def create_bot(self, owner: User, name: object) -> User:
-        botname = validate_username(name)
-        try:
-            return await self.store.create_user(botname, b"", bot=True, owner_id=owner["id"])
-        except Conflict:
-            raise AuthError("name_taken", "that name is taken") from None
-
-    async def issue_token(self, bot: User, label: str = "") -> tuple[str, dict[str, object]]:
-        token, prefix = new_token()
-        doc = await self.store.create_token(bot, token_digest(token), prefix, label)
-        return token, {"id": prefix, "label": label,
-                       "created_at": int(doc["created_at"].timestamp() * 1000)}
-
 
 TOKEN_PREFIX = "chat_"
 
@@ -154,6 +141,50 @@ def new_token() -> tuple[str, str]:
     """A fresh API token and its public id (shown in listings, useless to log in)."""
     secret = secrets.token_urlsafe(32)
     return f"{TOKEN_PREFIX}{secret}", f"{TOKEN_PREFIX}{secret[:8]}"
+
+
+class Bots:
+    """Bot accounts owned by users, and their API tokens."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def create(self, owner: User, name: object) -> User:
+        botname = validate_username(name)
+        try:
+            bot = await self.store.create_user(botname, b"", bot=True, owner_id=owner["id"])
+        except Conflict:
+            raise AuthError("name_taken", "that name is taken") from None
+        return bot
+
+    async def of_owner(self, owner: User) -> list[User]:
+        return await self.store.bots_of(owner["id"])
+
+    async def owned(self, owner: User, name: str) -> User | None:
+        doc = await self.store.find_user(name)
+        if doc is None or not doc.get("bot") or doc.get("owner_id") != owner["id"]:
+            return None
+        return {"id": str(doc["_id"]), "name": doc["name"], "bot": True}
+
+    async def issue_token(self, bot: User, label: str = "") -> tuple[str, dict[str, object]]:
+        """A new token: returned once here, stored only as its SHA-256."""
+        token, prefix = new_token()
+        doc = await self.store.create_token(bot, token_digest(token), prefix, label)
+        return token, _token_view(doc)
+
+    async def tokens(self, bot: User) -> list[dict[str, object]]:
+        return [_token_view(d) for d in await self.store.tokens_of(bot["id"])]
+
+    async def revoke(self, bot: User, token_id: str) -> str | None:
+        """Delete a token by its public id; returns its digest (to close its sockets)."""
+        return await self.store.delete_token(bot["id"], token_id)
+
+
+def _token_view(doc: dict[str, object]) -> dict[str, object]:
+    created = doc["created_at"]
+    assert isinstance(created, dt.datetime)
+    return {"id": doc["prefix"], "label": doc.get("label", ""),
+            "created_at": int(created.timestamp() * 1000)}
 
 
 def _checkpw(raw: bytes, hashed: bytes) -> bool:

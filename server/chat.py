@@ -19,6 +19,7 @@ from bson import ObjectId
 
 from server import protocol
 from server.bus import Bus, BusError
+from server.metrics import Metrics
 from server.presence import Presence, PresenceError
 from server.protocol import ProtocolError
 from server.rooms import LocalRooms, Outgoing
@@ -36,7 +37,7 @@ class Connection(Protocol):
 
     conn_id: bytes
     user: User
-    session_id: str | None
+    credential: str | None
 
     def send_raw(self, data: bytes) -> None: ...
 
@@ -68,24 +69,12 @@ class _Pending:
         self.future.set_result(ack)
 
 
-@dataclass
-class Stats:
-    """Counters read by /status and /metrics."""
-
-    messages_stored: int = 0
-    deliveries: int = 0
-    store_failures: int = 0
-    publish_failures: int = 0
-    duplicate_sends: int = 0
-    fanout_seconds: list[float] = field(default_factory=list)
-
-
 class Chat:
     """Rooms, messages, history, presence and typing for this process's connections."""
 
     def __init__(self, store: Store, redis: Any, rooms: LocalRooms, *, node_id: str,
-                 prefix: str, presence_ttl: float = 30.0, send_timeout: float = 5.0,
-                 on_fanout: Callable[[float, int], None] | None = None) -> None:
+                 prefix: str, metrics: Metrics | None = None, presence_ttl: float = 30.0,
+                 send_timeout: float = 5.0) -> None:
         self.store = store
         self.rooms = rooms
         self.node_id = node_id
@@ -95,8 +84,7 @@ class Chat:
         self.presence = Presence(redis, prefix, node_id, ttl=presence_ttl)
         self.presence_ttl = presence_ttl
         self.send_timeout = send_timeout
-        self.stats = Stats()
-        self._on_fanout = on_fanout
+        self.metrics = metrics or Metrics()
         self._pending: dict[str, list[_Pending]] = {}
         self._writers: dict[str, asyncio.Task[None]] = {}
         self._last_seq: dict[str, int] = {}
@@ -251,12 +239,13 @@ class Chat:
             self._writers.pop(room, None)
 
     async def _store_batch(self, room: str, batch: list[_Pending]) -> None:
+        started = time.perf_counter()
         try:
             fresh, repeats = await self._dedupe(room, batch)
             stored = await self._insert(room, fresh) if fresh else []
         except StoreError as e:
             log.warning("storing %d message(s) in %s failed: %s", len(batch), room, e)
-            self.stats.store_failures += len(batch)
+            self.metrics.store_failures.inc(len(batch))
             for item in batch:
                 if not item.future.done():
                     item.future.set_exception(unavailable("the message store"))
@@ -267,7 +256,7 @@ class Chat:
                     item.future.set_exception(e)
             return
         for item, ack in repeats:
-            self.stats.duplicate_sends += 1
+            self.metrics.duplicate_sends.inc()
             item.resolve(ack)
         if not stored:
             return
@@ -278,7 +267,7 @@ class Chat:
             item.resolve(ack)
             frames.append((message["seq"], protocol.dump({"type": "message", **message})
                            .encode()))
-        self.stats.messages_stored += len(frames)
+        self.metrics.stored(len(frames), time.perf_counter() - started)
         await self._fanout(room, frames, b"")
 
     async def _dedupe(self, room: str, batch: list[_Pending]
@@ -325,7 +314,7 @@ class Chat:
                 key = (item.user["id"], item.client_id or "")
                 found = await self.store.find_by_client_ids(room, [key])
                 if key in found:
-                    self.stats.duplicate_sends += 1
+                    self.metrics.duplicate_sends.inc()
                     item.resolve(_ack(found[key]))
                 else:
                     item.future.set_exception(unavailable("the message store"))
@@ -352,30 +341,33 @@ class Chat:
 
     async def _fanout(self, room: str, frames: list[Outgoing], exclude: bytes) -> None:
         """Deliver to local members now and publish once for the other processes."""
-        start = time.perf_counter()
         self._deliver_local(room, frames, exclude)
-        if self._on_fanout is not None:
-            self._on_fanout(time.perf_counter() - start, len(frames))
-        payload = b"\n".join([self._node + b" " + exclude,
+        header = b"%s %s %.6f" % (self._node, exclude or b"-", time.time())
+        payload = b"\n".join([header,
                               *(b"%d\t%s" % (seq, data) for seq, data in frames)])
         try:
             await self.bus.publish(room, payload)
         except BusError as e:
             # Stored already; other processes resync from MongoDB when Redis is back.
-            self.stats.publish_failures += 1
+            self.metrics.publish_failures.inc()
             log.warning("publish to %s failed: %s", room, e)
 
     def _deliver_local(self, room: str, frames: list[Outgoing], exclude: bytes) -> None:
-        self.stats.deliveries += self.rooms.deliver(room, frames, exclude)
+        start = time.perf_counter()
+        count = self.rooms.deliver(room, frames, exclude)
+        self.metrics.delivered(count, time.perf_counter() - start)
         top = frames[-1][0]
         if top and top > self._last_seq.get(room, 0):
             self._last_seq[room] = top
 
     def _on_bus_message(self, room: str, payload: bytes) -> None:
         header, _, rest = payload.partition(b"\n")
-        node, _, exclude = header.partition(b" ")
+        node, exclude, sent = header.split(b" ", 2)
         if node == self._node or room not in self.rooms:
             return
+        if exclude == b"-":
+            exclude = b""
+        self.metrics.bus_latency.observe(max(0.0, time.time() - float(sent)))
         frames: list[Outgoing] = []
         for line in rest.split(b"\n"):
             seq, _, data = line.partition(b"\t")
@@ -386,20 +378,24 @@ class Chat:
     def _on_control(self, payload: bytes) -> None:
         """Cluster-wide commands; see `close_session`."""
         kind, _, arg = payload.partition(b" ")
-        if kind == b"close-session":
-            sid = arg.decode()
+        if kind == b"close-credential":
+            credential = arg.decode()
             for conn in list(self._connections):
-                if conn.session_id == sid:
-                    conn.shut(1008, "session ended")
+                if conn.credential == credential:
+                    conn.shut(1008, "credential revoked")
 
-    async def close_session_everywhere(self, sid: str) -> None:
-        """Close the sockets of a revoked session on every process."""
-        self._on_control(b"close-session " + sid.encode())
-        with contextlib.suppress(BusError):
-            await self.bus.publish_control(b"close-session " + sid.encode())
+    async def close_credential_everywhere(self, credential: str) -> None:
+        """Close the sockets opened with a revoked session or token, on every process."""
+        command = b"close-credential " + credential.encode()
+        self._on_control(command)
+        try:
+            await self.bus.publish_control(command)
+        except BusError as e:
+            log.warning("revocation not broadcast: %s", e)
 
     async def resync(self) -> None:
         """After Redis comes back, fetch what pub/sub may have dropped from MongoDB."""
+        self.metrics.resyncs.inc()
         for room in self.rooms.rooms():
             after = self._last_seq.get(room)
             if after is None:

@@ -27,6 +27,8 @@ class Config:
     data_dir: Path = Path("var")
     cookie_secrets: Mapping[int, str] = field(default_factory=dict)
     allowed_origins: tuple[str, ...] = ()
+    admin_users: tuple[str, ...] = ()
+    status_token: str | None = None
     xheaders: bool = False
     node_id: str = field(default_factory=lambda: secrets.token_hex(4))
     # Limits; the protocol documents each of them.
@@ -73,6 +75,8 @@ def _parser() -> argparse.ArgumentParser:
                    "(env CHAT_DATA_DIR, default ./var)")
     p.add_argument("--allowed-origins", help="comma-separated extra Origins allowed to open "
                    "/ws with a cookie, besides the server's own (env ALLOWED_ORIGINS)")
+    p.add_argument("--admin-users", help="comma-separated usernames allowed to read /status "
+                   "and /metrics (env ADMIN_USERS)")
     p.add_argument("--xheaders", action="store_true", default=None,
                    help="trust X-Forwarded-For/-Proto from a reverse proxy (env CHAT_XHEADERS=1)")
     p.add_argument("--log-level", help="debug, info, warning, error (env LOG_LEVEL)")
@@ -82,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     p.epilog = (
         "Secrets come from the environment only: COOKIE_SECRET (required unless both "
         "services are embedded; several as 'v1:secret,v2:secret', the highest version "
-        "signs new cookies)."
+        "signs new cookies); STATUS_TOKEN (optional bearer token for /status and /metrics)."
     )
     return p
 
@@ -173,6 +177,9 @@ def load_config(argv: Sequence[str] | None = None,
         data_dir=data_dir,
         cookie_secrets=cookie_secrets,
         allowed_origins=_origins(pick(args.allowed_origins, "ALLOWED_ORIGINS", "") or ""),
+        admin_users=tuple(n.strip().lower() for n in (pick(args.admin_users, "ADMIN_USERS", "")
+                                                      or "").split(",") if n.strip()),
+        status_token=env.get("STATUS_TOKEN") or None,
         xheaders=bool(xheaders),
         log_level=(pick(args.log_level, "LOG_LEVEL", "info") or "info").lower(),
         log_format=pick(args.log_format, "LOG_FORMAT", "text") or "text",

@@ -17,10 +17,12 @@ import tornado.web
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from server.app import make_app
-from server.auth import Auth
+from server.auth import Auth, Bots
 from server.chat import Chat
 from server.config import Config
+from server.metrics import Metrics
 from server.rooms import LocalRooms
+from server.status import StatusReporter
 from server.store import Store
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,9 @@ class Runtime:
     redis: Redis = field(init=False)
     chat: Chat = field(init=False)
     auth: Auth = field(init=False)
+    bots: Bots = field(init=False)
+    metrics: Metrics = field(init=False)
+    reporter: StatusReporter = field(init=False)
     app: tornado.web.Application = field(init=False)
     executor: ThreadPoolExecutor = field(init=False)
 
@@ -61,10 +66,20 @@ class Runtime:
         self.redis = redis_client(self.redis_url, cfg.redis_pool_size)
         self.auth = Auth(self.store, executor=self.executor, rounds=cfg.bcrypt_rounds,
                          session_ttl=dt.timedelta(days=cfg.session_days))
+        self.bots = Bots(self.store)
+        self.metrics = Metrics()
         self.chat = Chat(self.store, self.redis, LocalRooms(), node_id=cfg.node_id,
-                         prefix=cfg.redis_prefix, presence_ttl=cfg.presence_ttl)
+                         prefix=cfg.redis_prefix, metrics=self.metrics,
+                         presence_ttl=cfg.presence_ttl)
+        conns = self.chat.connections
+        self.metrics.gauge_from("bot", lambda: sum(1 for c in conns if c.user["bot"]))
+        self.metrics.gauge_from("browser", lambda: sum(1 for c in conns if not c.user["bot"]))
+        self.metrics.rooms.set_function(lambda: len(self.chat.rooms.rooms()))
+        self.metrics.start()
         await self.chat.start()
-        self.app = make_app(cfg, self.chat, self.auth)
+        self.reporter = StatusReporter(self.chat, self.redis, cfg.redis_prefix)
+        self.reporter.start()
+        self.app = make_app(cfg, self.chat, self.auth, self.bots, self.reporter, self.metrics)
 
     async def shutdown(self, server: tornado.httpserver.HTTPServer | None,
                        timeout: float) -> None:
@@ -82,8 +97,12 @@ class Runtime:
 
     async def close(self) -> None:
         """Close in reverse order of start; safe to call on a half-started runtime."""
+        if hasattr(self, "reporter"):
+            await self.reporter.close()
         if hasattr(self, "chat"):
             await self.chat.close()
+        if hasattr(self, "metrics"):
+            await self.metrics.close()
         if hasattr(self, "redis"):
             await self.redis.aclose()
         if hasattr(self, "store"):

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
 import tornado.web
 
-from server.auth import Auth, AuthError
+from server.auth import Auth, AuthError, token_digest
 from server.store import StoreError, User
 
 log = logging.getLogger(__name__)
@@ -54,17 +55,28 @@ def bearer_token(request: Any) -> str | None:
     return None
 
 
-async def resolve_user(handler: tornado.web.RequestHandler, auth: Auth
-                       ) -> tuple[User | None, str | None, str]:
-    """(user, session id, how) for a request; `how` is "bearer", "cookie" or "none"."""
+@dataclass(frozen=True)
+class Caller:
+    """Who made a request and with which credential."""
+
+    user: User | None
+    how: str  # "bearer", "cookie" or "none"
+    session_id: str | None = None
+    # sha256 of the session id or token: names the credential on the control channel
+    # (to close its sockets everywhere) without revealing it.
+    credential: str | None = None
+
+
+async def resolve_user(handler: tornado.web.RequestHandler, auth: Auth) -> Caller:
+    """The caller of a request: bearer token first, else the signed session cookie."""
     token = bearer_token(handler.request)
     if token is not None:
-        return await auth.token_user(token), None, "bearer"
+        return Caller(await auth.token_user(token), "bearer", None, token_digest(token))
     raw = handler.get_signed_cookie(SESSION_COOKIE, max_age_days=auth.session_days)
     if raw is None:
-        return None, None, "none"
+        return Caller(None, "none")
     sid = raw.decode("ascii", "replace")
-    return await auth.session_user(sid), sid, "cookie"
+    return Caller(await auth.session_user(sid), "cookie", sid, token_digest(sid))
 
 
 class BaseHandler(tornado.web.RequestHandler):
@@ -96,15 +108,14 @@ class BaseHandler(tornado.web.RequestHandler):
 
     async def prepare(self) -> None:
         try:
-            user, sid, how = await resolve_user(self, self.auth)
+            caller = await resolve_user(self, self.auth)
         except StoreError:
             raise ApiError(503, "unavailable", "the account store is unavailable") from None
-        except AuthError as e:
-            raise ApiError(401, "unauthorized", e.message) from None
-        self.current_user = user
-        self.session_id = sid if user else None
-        self.auth_method = how if user else "none"
-        if self.login_required and user is None:
+        self.caller = caller
+        self.current_user = caller.user
+        self.session_id = caller.session_id if caller.user else None
+        self.auth_method = caller.how if caller.user else "none"
+        if self.login_required and caller.user is None:
             raise ApiError(401, "unauthorized", "log in or present a bearer token")
 
     @property

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from server import protocol
-from server.auth import AuthError
+from server.auth import AuthError, token_digest
 from server.chat import Chat
 from server.handlers.base import SESSION_COOKIE, ApiError, BaseHandler
 from server.protocol import ProtocolError
@@ -74,7 +74,7 @@ class LogoutHandler(BaseHandler):
                 await self.auth.end_session(self.session_id)
             except StoreError:
                 raise ApiError(503, "unavailable", "the session store is unavailable") from None
-            await self.chat.close_session_everywhere(self.session_id)
+            await self.chat.close_credential_everywhere(token_digest(self.session_id))
         self.clear_cookie(SESSION_COOKIE, path="/")
         self.set_status(204)
         self.finish()
@@ -95,7 +95,7 @@ class PasswordHandler(BaseHandler):
         except StoreError:
             raise ApiError(503, "unavailable", "the account store is unavailable") from None
         for sid in revoked:
-            await self.chat.close_session_everywhere(sid)
+            await self.chat.close_credential_everywhere(token_digest(sid))
         self.set_status(204)
         self.finish()
 

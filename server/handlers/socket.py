@@ -13,7 +13,7 @@ import tornado.websocket
 from tornado.iostream import StreamClosedError
 
 from server import protocol
-from server.auth import Auth, AuthError
+from server.auth import Auth
 from server.chat import Chat
 from server.handlers.base import CSP, resolve_user
 from server.protocol import ProtocolError
@@ -37,6 +37,7 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         self.max_body = max_body
         self.conn_id = b"%s.%d" % (chat.node_id.encode(), next(_ids))
         self.session_id: str | None = None
+        self.credential: str | None = None
         self.auth_method = "none"
         self.joined: set[str] = set()
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -48,12 +49,12 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
 
     async def prepare(self) -> None:
         try:
-            user, sid, how = await resolve_user(self, self.auth)
-        except (StoreError, AuthError):
-            user, sid, how = None, None, "none"
+            caller = await resolve_user(self, self.auth)
+        except StoreError:
             self.set_status(503)
             self.finish({"error": {"code": "unavailable", "message": "try again"}})
             return
+        user = caller.user
         if user is None:
             self.set_status(401)
             self.finish({"error": {"code": "unauthorized",
@@ -61,8 +62,9 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             return
         self.current_user = user
         self.user = user
-        self.session_id = sid
-        self.auth_method = how
+        self.session_id = caller.session_id
+        self.credential = caller.credential
+        self.auth_method = caller.how
 
     def check_origin(self, origin: str) -> bool:
         """Cross-origin cookie upgrades only from configured origins; bearer needs none.

@@ -1,0 +1,46 @@
+"""Operator endpoints: /status (cluster JSON) and /metrics (Prometheus text)."""
+
+from __future__ import annotations
+
+import hmac
+
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from server.handlers.base import ApiError, BaseHandler, bearer_token
+from server.metrics import Metrics
+from server.status import StatusReporter
+
+
+class OperatorHandler(BaseHandler):
+    """Open to an admin user's session or `Authorization: Bearer $STATUS_TOKEN`."""
+
+    login_required = False
+    admin_users: tuple[str, ...]
+    status_token: str | None
+
+    async def prepare(self) -> None:
+        token = bearer_token(self.request)
+        if token is not None and self.status_token and hmac.compare_digest(
+            token.encode(), self.status_token.encode()
+        ):
+            return
+        await super().prepare()
+        if self.current_user is None:
+            raise ApiError(401, "unauthorized", "operator credentials required")
+        if self.user["bot"] or self.user["name"].lower() not in self.admin_users:
+            raise ApiError(403, "forbidden", "operators only")
+
+
+class StatusHandler(OperatorHandler):
+    reporter: StatusReporter
+
+    async def get(self) -> None:
+        self.write_json(await self.reporter.cluster())
+
+
+class MetricsHandler(OperatorHandler):
+    metrics: Metrics
+
+    def get(self) -> None:
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.finish(self.metrics.exposition())
