@@ -1,76 +1,209 @@
 #!/usr/bin/env python3
-"""Start the chat server: python run.py --help lists every option."""
+"""Start the chat server (python run.py --help lists every option), or manage bots:
+python run.py create-bot NAME --owner USER."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import dataclasses
 import logging
+import os
+import secrets
 import signal
+import socket
 import sys
 
 import tornado.httpserver
+import tornado.netutil
 
+from server import logs
+from server.auth import AuthError, Bots
 from server.config import Config, ConfigError, load_config
-from server.embedded import EmbeddedError, EmbeddedServices
+from server.embedded import EmbeddedError, EmbeddedServices, _die_with_parent
 from server.runtime import Runtime
+from server.store import Store, StoreError
 
 log = logging.getLogger("chat")
 
 
-def setup_logging(config: Config) -> None:
-    logging.basicConfig(
-        level=getattr(logging, config.log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
-    )
-
-
-async def serve(config: Config) -> None:
-    """Run until SIGINT/SIGTERM, then drain and close everything in reverse order."""
-    services = EmbeddedServices(config.data_dir, want_redis=config.embedded_redis,
-                                want_mongo=config.embedded_mongo)
-    runtime: Runtime | None = None
+async def serve(config: Config, mongo_url: str, redis_url: str,
+                sockets: list[socket.socket]) -> None:
+    """Serve on the given sockets until SIGINT/SIGTERM, then drain and close."""
+    runtime = Runtime(config, mongo_url=mongo_url, redis_url=redis_url)
     server: tornado.httpserver.HTTPServer | None = None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     try:
-        if config.embedded_redis or config.embedded_mongo:
-            await asyncio.to_thread(services.start)
-        runtime = Runtime(config, mongo_url=config.mongo_url or services.mongo_url or "",
-                          redis_url=config.redis_url or services.redis_url or "")
         await runtime.start()
         server = tornado.httpserver.HTTPServer(
             runtime.app, xheaders=config.xheaders, max_buffer_size=1024 * 1024,
             max_body_size=64 * 1024, idle_connection_timeout=120,
         )
-        server.listen(config.port, config.host)
-        log.info("chat server %s listening on http://%s:%d/ (%s)", config.node_id,
-                 config.host or "0.0.0.0", config.port,  # noqa: S104 - display only
-                 "embedded services" if services.redis or services.mongo else "external services")
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        server.add_sockets(sockets)
+        log.info("node %s serving http://%s:%d/", config.node_id,
+                 config.host or "0.0.0.0", config.port)  # noqa: S104 - display only
         await stop.wait()
-        log.info("shutting down")
+        log.info("node %s shutting down (up to %.0fs)", config.node_id, config.shutdown_timeout)
     finally:
         if server is not None:
-            server.stop()
-        if runtime is not None:
-            await runtime.shutdown(server, config.shutdown_timeout)
-        await asyncio.to_thread(services.stop)
+            server.stop()  # stop accepting; open connections are drained next
+        await runtime.shutdown(server, config.shutdown_timeout)
+        log.info("node %s stopped", config.node_id)
+
+
+def supervise(config: Config, mongo_url: str, redis_url: str,
+              sockets: list[socket.socket]) -> int:
+    """Fork worker processes that share the listening sockets; restart crashed ones.
+
+    SIGTERM/SIGINT are forwarded to every worker, which drains and exits; each worker
+    also gets SIGTERM from the kernel if this supervisor dies.
+    """
+    count = config.processes or os.cpu_count() or 1
+    children: dict[int, int] = {}
+    stopping = False
+
+    def spawn(index: int) -> None:
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            _die_with_parent()
+            child = dataclasses.replace(config, node_id=f"{config.node_id}-{index}")
+            code = 0
+            try:
+                asyncio.run(serve(child, mongo_url, redis_url, sockets))
+            except Exception:
+                log.exception("worker %d failed", index)
+                code = 1
+            finally:
+                logging.shutdown()
+            os._exit(code)
+        children[pid] = index
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for i in range(count):
+        spawn(i)
+    log.info("supervising %d worker processes", count)
+    failures = 0
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        index = children.pop(pid, None)
+        if index is None:
+            continue
+        code = os.waitstatus_to_exitcode(status)
+        if not stopping and code != 0:
+            failures += 1
+            log.error("worker %d (pid %d) exited with %d; restarting", index, pid, code)
+            spawn(index)
+    return 1 if failures and not stopping else 0
+
+
+async def create_bot(config: Config, name: str, owner: str, label: str) -> int:
+    """Create (or reuse) a bot owned by OWNER and print a new API token for it."""
+    mongo_url = config.mongo_url or (EmbeddedServices.running(config.data_dir) or {}).get(
+        "mongo_url")
+    services = None
+    if mongo_url is None:
+        services = EmbeddedServices(config.data_dir, want_redis=False, want_mongo=True)
+        await asyncio.to_thread(services.start)
+        mongo_url = services.mongo_url
+    assert mongo_url is not None
+    store = Store.connect(mongo_url, config.db_name)
+    try:
+        await store.setup()
+        doc = await store.find_user(owner)
+        if doc is None or doc.get("bot"):
+            print(f"run.py create-bot: no user named {owner!r}", file=sys.stderr)
+            return 1
+        owner_user = {"id": str(doc["_id"]), "name": doc["name"], "bot": False}
+        bots = Bots(store)
+        bot = await bots.owned(owner_user, name)
+        if bot is None:
+            bot = await bots.create(owner_user, name)
+        token, info = await bots.issue_token(bot, label)
+    except AuthError as e:
+        print(f"run.py create-bot: {e.message}", file=sys.stderr)
+        return 1
+    except StoreError as e:
+        print(f"run.py create-bot: database unavailable: {e}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+        if services is not None:
+            await asyncio.to_thread(services.stop)
+    print(f"bot {bot['name']} (owner {owner_user['name']}), token id {info['id']}")
+    print(token)
+    print("The token is shown once; connect with the header  Authorization: Bearer <token>",
+          file=sys.stderr)
+    return 0
+
+
+def _bot_command(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="run.py create-bot",
+                                description="Create a bot account and print an API token.")
+    p.add_argument("name", help="the bot's username")
+    p.add_argument("--owner", required=True, help="the user who owns the bot")
+    p.add_argument("--label", default="", help="a note to recognise the token by")
+    args, rest = p.parse_known_args(argv)
+    try:
+        config = load_config(rest)
+    except ConfigError as e:
+        print(f"run.py: {e}", file=sys.stderr)
+        return 2
+    logs.configure("warning", "text")
+    return asyncio.run(create_bot(config, args.name, args.owner, args.label))
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["create-bot"]:
+        return _bot_command(argv[1:])
     try:
         config = load_config(argv)
     except ConfigError as e:
         print(f"run.py: {e}", file=sys.stderr)
         return 2
-    setup_logging(config)
+    logs.configure(config.log_level, config.log_format)
+    services = EmbeddedServices(config.data_dir, want_redis=config.embedded_redis,
+                                want_mongo=config.embedded_mongo)
     try:
-        asyncio.run(serve(config))
+        services.start()
+        mongo_url = config.mongo_url or services.mongo_url or ""
+        redis_url = config.redis_url or services.redis_url or ""
+        sockets = tornado.netutil.bind_sockets(config.port, config.host or None)
+        if config.processes == 1:
+            asyncio.run(serve(config, mongo_url, redis_url, sockets))
+            return 0
+        config = dataclasses.replace(config, node_id=secrets.token_hex(3))
+        return supervise(config, mongo_url, redis_url, sockets)
     except EmbeddedError as e:
         log.error("%s", e)
         return 1
-    return 0
+    except OSError as e:
+        log.error("cannot listen on port %d: %s", config.port, e)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        services.stop()
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from server.handlers.bots import BotsHandler, BotTokenHandler, BotTokensHandler
 from server.handlers.health import HealthHandler, ReadyHandler
 from server.handlers.socket import ChatSocket
 from server.handlers.status import MetricsHandler, StatusHandler
+from server.logs import log_request
 from server.metrics import Metrics
 from server.status import StatusReporter
 
@@ -97,6 +98,7 @@ def make_app(config: Config, chat: Chat, auth: Auth, bots: Bots, reporter: Statu
         websocket_ping_timeout=config.ws_ping_timeout,
         websocket_max_message_size=config.max_frame_bytes,
         compress_response=True,
+        log_function=log_request,
         autoreload=False,
         debug=False,
     )

@@ -41,6 +41,7 @@ class Config:
     presence_ttl: float = 30.0
     redis_pool_size: int = 64
     shutdown_timeout: float = 10.0
+    processes: int = 1
     log_level: str = "info"
     log_format: str = "text"
 
@@ -79,11 +80,15 @@ def _parser() -> argparse.ArgumentParser:
                    "and /metrics (env ADMIN_USERS)")
     p.add_argument("--xheaders", action="store_true", default=None,
                    help="trust X-Forwarded-For/-Proto from a reverse proxy (env CHAT_XHEADERS=1)")
+    p.add_argument("--processes", type=int,
+                   help="worker processes sharing the port; 0 = one per core (env PROCESSES, "
+                   "default 1)")
     p.add_argument("--log-level", help="debug, info, warning, error (env LOG_LEVEL)")
     p.add_argument("--log-format", choices=["text", "json"], help="env LOG_FORMAT")
     p.add_argument("--shutdown-timeout", type=float,
                    help="seconds to drain on SIGTERM (env SHUTDOWN_TIMEOUT, default 10)")
     p.epilog = (
+        "Operators: 'run.py create-bot NAME --owner USER' creates a bot and prints a token. "
         "Secrets come from the environment only: COOKIE_SECRET (required unless both "
         "services are embedded; several as 'v1:secret,v2:secret', the highest version "
         "signs new cookies); STATUS_TOKEN (optional bearer token for /status and /metrics)."
@@ -184,4 +189,15 @@ def load_config(argv: Sequence[str] | None = None,
         log_level=(pick(args.log_level, "LOG_LEVEL", "info") or "info").lower(),
         log_format=pick(args.log_format, "LOG_FORMAT", "text") or "text",
         shutdown_timeout=float(timeout_raw),
+        processes=_int(pick(args.processes, "PROCESSES", "1"), "PROCESSES"),
     )
+
+
+def _int(raw: str | None, name: str) -> int:
+    try:
+        value = int(raw or "0")
+    except ValueError:
+        raise ConfigError(f"{name}: {raw!r} is not a number") from None
+    if value < 0:
+        raise ConfigError(f"{name}: must not be negative")
+    return value

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import logging
 import os
 import shutil
@@ -173,7 +174,14 @@ class EmbeddedServices:
     redis: ChildService | None = None
     mongo: ChildService | None = None
 
+    @property
+    def _state_file(self) -> Path:
+        return self.data_dir / "services.json"
+
     def start(self) -> None:
+        """Start what is wanted; record the URLs so `run.py create-bot` can find them."""
+        if not (self.want_redis or self.want_mongo):
+            return
         self.data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.data_dir, 0o700)
         try:
@@ -186,11 +194,25 @@ class EmbeddedServices:
         except BaseException:
             self.stop()
             raise
+        self._state_file.write_text(json.dumps(
+            {"pid": os.getpid(), "redis_url": self.redis_url, "mongo_url": self.mongo_url}))
 
     def stop(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._state_file.unlink()
         for svc in (self.mongo, self.redis):
             if svc is not None:
                 svc.stop()
+
+    @staticmethod
+    def running(data_dir: Path) -> dict[str, str] | None:
+        """URLs of the embedded services of a server running on this data dir, if any."""
+        try:
+            state = json.loads((data_dir / "services.json").read_text())
+            os.kill(int(state["pid"]), 0)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return {k: v for k, v in state.items() if k.endswith("_url") and v}
 
     @property
     def redis_url(self) -> str | None:

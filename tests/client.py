@@ -53,11 +53,12 @@ class Client:
                       xsrf: bool = True) -> tuple[int, Any, HTTPResponse]:
         """(status, parsed JSON or None, response), whatever the status."""
         hdrs = dict(headers or {})
-        if method == "POST" and xsrf and "_xsrf" not in self.cookies and self.token is None:
+        unsafe = method not in ("GET", "HEAD", "OPTIONS")
+        if unsafe and xsrf and "_xsrf" not in self.cookies and self.token is None:
             await self.request("GET", "/")
         if self.cookies and "Cookie" not in hdrs:
             hdrs["Cookie"] = self.cookie_header()
-        if method == "POST" and xsrf and "_xsrf" in self.cookies:
+        if unsafe and xsrf and "_xsrf" in self.cookies:
             hdrs.setdefault("X-XSRFToken", self.cookies["_xsrf"])
         if self.token is not None:
             hdrs.setdefault("Authorization", f"Bearer {self.token}")

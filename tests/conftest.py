@@ -26,6 +26,7 @@ from tests.client import Client
 from tests.services import Services
 
 TEST_SECRET = "test-cookie-secret-not-for-production"
+STATUS_TOKEN = "status-token-for-tests-only"
 
 
 @pytest.fixture(scope="session")
@@ -49,6 +50,8 @@ def config(services: Services, tmp_path: Path) -> Config:
         bcrypt_rounds=4,
         presence_ttl=3.0,
         node_id=f"n1-{tag}",
+        admin_users=("operator",),
+        status_token=STATUS_TOKEN,
     )
 
 

@@ -1,0 +1,76 @@
+"""Log set-up for run.py (the only place that configures handlers) and the access log."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import tornado.web
+
+access = logging.getLogger("chat.access")
+
+_RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, pid, logger, msg, and any `extra` fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "pid": record.process,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _RESERVED and not key.startswith("_"):
+                out[key] = value
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+# Their DEBUG records carry whole commands and replies: password hashes, session ids,
+# message bodies. They stay at WARNING whatever --log-level says.
+NOISY_LOGGERS = ("pymongo", "motor", "redis")
+
+
+def quiet_noisy_loggers() -> None:
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def configure(level: str = "info", fmt: str = "text") -> None:
+    handler = logging.StreamHandler()
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter(
+            "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    # Tornado's own access log is replaced by log_request below.
+    logging.getLogger("tornado.access").setLevel(logging.WARNING)
+    quiet_noisy_loggers()
+
+
+def log_request(handler: tornado.web.RequestHandler) -> None:
+    """Application `log_function`: method, path (never the query), status, duration.
+
+    The query string is left out on purpose: whatever a client put there (a token
+    pasted by mistake) never reaches the logs.
+    """
+    status = handler.get_status()
+    request = handler.request
+    duration_ms = round(request.request_time() * 1000, 2)
+    level = logging.INFO if status < 400 else (logging.WARNING if status < 500 else logging.ERROR)
+    if request.path in ("/healthz", "/readyz", "/metrics") and status < 400:
+        level = logging.DEBUG
+    access.log(level, "%s %s %d %.2fms", request.method, request.path, status, duration_ms,
+               extra={"method": request.method, "path": request.path, "status": status,
+                      "duration_ms": duration_ms, "remote_ip": request.remote_ip,
+                      "at": time.time()})

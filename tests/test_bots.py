@@ -1,0 +1,148 @@
+"""Bot accounts and API tokens: created by their owner, used over WebSocket and REST."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from tornado.httpclient import HTTPClientError
+
+from tests.client import Client
+
+
+async def owner_with_bot(make_client, name: str = "helper-bot") -> tuple[Client, dict, str]:
+    owner = make_client()
+    await owner.register()
+    status, bot, _ = await owner.request("POST", "/api/bots", {"name": name})
+    assert status == 201, bot
+    status, issued, _ = await owner.request("POST", f"/api/bots/{name}/tokens",
+                                            {"label": "ci"})
+    assert status == 201, issued
+    return owner, bot, issued["token"]
+
+
+async def test_owner_creates_bot_and_token_shown_once_with_prefix(make_client):
+    owner, bot, token = await owner_with_bot(make_client)
+    assert bot["bot"] is True and bot["name"] == "helper-bot"
+    assert token.startswith("chat_") and len(token) > 40
+    status, listing, _ = await owner.request("GET", "/api/bots/helper-bot/tokens")
+    assert status == 200 and len(listing["tokens"]) == 1
+    listed = listing["tokens"][0]
+    assert listed["label"] == "ci" and token.startswith(listed["id"])
+    assert token not in str(listing)
+    status, bots, _ = await owner.request("GET", "/api/bots")
+    assert [b["name"] for b in bots["bots"]] == ["helper-bot"]
+
+
+async def test_bot_names_share_the_user_namespace(make_client):
+    owner, _, _ = await owner_with_bot(make_client, "taken-name")
+    other = make_client()
+    status, body, _ = await other.request("POST", "/api/register",
+                                          {"username": "Taken-Name", "password": "x" * 12})
+    assert status == 409
+    status, body, _ = await owner.request("POST", "/api/bots", {"name": "bad name"})
+    assert status == 400
+
+
+async def test_only_the_owner_manages_a_bot(make_client):
+    _, _, _ = await owner_with_bot(make_client, "mine")
+    stranger = make_client()
+    await stranger.register()
+    status, body, _ = await stranger.request("POST", "/api/bots/mine/tokens", {})
+    assert status == 404 and body["error"]["code"] == "not_found"
+
+
+async def test_bot_connects_with_bearer_and_its_frames_say_bot(make_client):
+    _, bot, token = await owner_with_bot(make_client)
+    human = make_client()
+    await human.register()
+    hws = await human.ws()
+    await hws.join("general")
+    botc = make_client()
+    botc.token = token
+    bws = await botc.ws(origin=None)
+    assert bws.hello["user"] == {"id": bot["id"], "name": "helper-bot", "bot": True}
+    await bws.join("general")
+    await bws.call({"type": "send", "room": "general", "body": "beep"})
+    msg = await hws.expect("message")
+    assert msg["user"]["bot"] is True and msg["body"] == "beep"
+
+
+async def test_bearer_rest_calls_skip_xsrf_and_work(make_client):
+    _, bot, token = await owner_with_bot(make_client)
+    botc = make_client()
+    botc.token = token
+    status, me, _ = await botc.request("GET", "/api/me")
+    assert status == 200 and me["bot"] is True
+    status, room, _ = await botc.request("POST", "/api/rooms", {"name": "bots-only"},
+                                         xsrf=False)
+    assert status == 201
+
+
+async def test_bearer_from_any_origin_is_allowed_but_bad_token_is_401(make_client):
+    _, _, token = await owner_with_bot(make_client)
+    botc = make_client()
+    botc.token = token
+    ws = await botc.ws(origin="http://elsewhere.example")
+    assert ws.hello["user"]["bot"]
+    bad = make_client()
+    bad.token = token[:-2] + "xx"
+    with pytest.raises(HTTPClientError) as err:
+        await bad.ws_raw()
+    assert err.value.code == 401
+
+
+async def test_token_in_query_string_or_cookie_is_not_accepted(make_client, base_url):
+    _, _, token = await owner_with_bot(make_client)
+    anon = make_client()
+    status, _, _ = await anon.request("GET", f"/api/me?token={token}")
+    assert status == 401
+    status, _, _ = await anon.request("GET", f"/api/me?access_token={token}")
+    assert status == 401
+    anon.cookies["token"] = token
+    status, _, _ = await anon.request("GET", "/api/me")
+    assert status == 401
+
+
+async def test_revoking_a_token_closes_the_bot_on_every_process_within_a_second(
+        make_client, second_node):
+    owner, _, token = await owner_with_bot(make_client)
+    sockets = []
+    for url in (None, second_node.base_url):
+        c = make_client(url)
+        c.token = token
+        sockets.append(await c.ws(origin=None))
+    token_id = (await owner.request("GET", "/api/bots/helper-bot/tokens"))[1]["tokens"][0]["id"]
+    status, _, _ = await owner.request("DELETE", f"/api/bots/helper-bot/tokens/{token_id}")
+    assert status == 204
+    closes = await asyncio.gather(*(s.closed(timeout=1.0) for s in sockets))
+    assert [c[0] for c in closes] == [1008, 1008]
+    again = make_client()
+    again.token = token
+    with pytest.raises(HTTPClientError) as err:
+        await again.ws_raw(origin=None)
+    assert err.value.code == 401
+
+
+async def test_logout_closes_that_sessions_sockets_everywhere(make_client, second_node):
+    user = make_client()
+    await user.register()
+    here = await user.ws()
+    there_client = make_client(second_node.base_url)
+    there_client.cookies = dict(user.cookies)
+    there = await there_client.ws()
+    status, _, _ = await user.request("POST", "/api/logout")
+    assert status == 204
+    closes = await asyncio.gather(here.closed(1.0), there.closed(1.0))
+    assert [c[0] for c in closes] == [1008, 1008]
+
+
+async def test_bots_cannot_manage_bots_or_use_password_login(make_client):
+    _, bot, token = await owner_with_bot(make_client)
+    botc = make_client()
+    botc.token = token
+    status, _, _ = await botc.request("POST", "/api/bots", {"name": "child"}, xsrf=False)
+    assert status == 403
+    anon = make_client()
+    status, _ = await anon.login("helper-bot", "")
+    assert status == 401

@@ -1,0 +1,131 @@
+"""Operators: /status for the whole cluster, /metrics, and logs that keep secrets out."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from server import logs
+from tests.client import PASSWORD, Client
+from tests.conftest import STATUS_TOKEN
+
+
+async def operator(url: str) -> Client:
+    client = Client(url)
+    status, _, _ = await client.request("POST", "/api/register",
+                                        {"username": "operator", "password": PASSWORD})
+    if status == 409:
+        assert (await client.login("operator"))[0] == 200
+    else:
+        assert status == 201
+    return client
+
+
+async def test_status_and_metrics_need_operator_credentials(make_client):
+    anonymous = make_client()
+    for path in ("/status", "/metrics"):
+        status, body, _ = await anonymous.request("GET", path)
+        assert status == 401 and body["error"]["code"] == "unauthorized"
+    user = make_client()
+    await user.register()
+    for path in ("/status", "/metrics"):
+        status, body, _ = await user.request("GET", path)
+        assert status == 403 and body["error"]["code"] == "forbidden"
+    wrong = make_client()
+    wrong.token = "not-the-status-token"
+    assert (await wrong.request("GET", "/status"))[0] == 401
+
+
+async def test_status_lists_every_live_process_with_its_figures(base_url, second_node,
+                                                                runtime):
+    admin = await operator(base_url)
+    user = Client(second_node.base_url)
+    await user.register()
+    ws = await user.ws()
+    await ws.join("general")
+    await ws.call({"type": "send", "room": "general", "body": "count me"})
+    # Each process reports on its own timer; make both report now instead of waiting.
+    await runtime.reporter.publish()
+    await second_node.runtime.reporter.publish()
+    status, body, _ = await admin.request("GET", "/status")
+    assert status == 200
+    ids = {p["id"] for p in body["processes"]}
+    assert ids == {runtime.config.node_id, second_node.runtime.config.node_id}
+    node2 = next(p for p in body["processes"] if p["id"] == second_node.runtime.config.node_id)
+    for key in ("host", "pid", "version", "uptime_s", "connections", "rooms", "rate_1m",
+                "rate_5m", "fanout_ms", "ioloop_lag_ms", "rss_bytes", "messages_total",
+                "deliveries_total", "redis_resubscribes"):
+        assert key in node2, key
+    assert node2["connections"]["browser"] == 1 and node2["messages_total"] == 1
+    assert node2["rss_bytes"] > 10_000_000
+    assert set(node2["fanout_ms"]) == {"p50", "p95", "p99"}
+    assert body["services"]["mongodb"]["ok"] and body["services"]["redis"]["ok"]
+    assert body["services"]["redis"]["rtt_ms"] >= 0
+    assert body["totals"]["processes"] == 2 and body["totals"]["connections"] >= 1
+
+
+async def test_stopped_process_drops_out_of_status(base_url, runtime, second_node):
+    admin = await operator(base_url)
+    await second_node.runtime.reporter.publish()
+    await runtime.reporter.publish()
+    body = (await admin.request("GET", "/status"))[1]
+    assert len(body["processes"]) == 2
+    await second_node.runtime.reporter.close()  # what a clean shutdown does
+    body = (await admin.request("GET", "/status"))[1]
+    assert [p["id"] for p in body["processes"]] == [runtime.config.node_id]
+
+
+async def test_status_token_opens_status_without_a_session(make_client):
+    client = make_client()
+    client.token = STATUS_TOKEN
+    status, body, _ = await client.request("GET", "/status")
+    assert status == 200 and body["totals"]["processes"] >= 1
+
+
+async def test_metrics_are_prometheus_text_and_count_messages(base_url):
+    admin = await operator(base_url)
+    ws = await admin.ws()
+    await ws.join("general")
+    for i in range(3):
+        await ws.call({"type": "send", "room": "general", "body": f"m{i}"})
+    status, _, response = await admin.request("GET", "/metrics")
+    assert status == 200
+    assert response.headers["Content-Type"].startswith("text/plain")
+    families = {f.name: f for f in text_string_to_metric_families(response.body.decode())}
+    def value(name: str, **labels: str) -> float:
+        for sample in families[name].samples:
+            if sample.name.endswith("_total") or sample.name == name:
+                if all(sample.labels.get(k) == v for k, v in labels.items()):
+                    return sample.value
+        raise KeyError(name)
+    assert value("chat_messages") == 3
+    assert value("chat_deliveries") >= 3
+    assert value("chat_ws_connections", kind="browser") == 1
+    assert families["chat_fanout_seconds"].type == "histogram"
+    assert "process_resident_memory_bytes" in families
+
+
+async def test_logs_carry_no_passwords_cookies_or_tokens(make_client, caplog):
+    logs.quiet_noisy_loggers()  # as run.py's logging set-up does, even at --log-level debug
+    caplog.set_level(logging.DEBUG)
+    client = make_client()
+    await client.register(password="hunter2-secret-pass")
+    await client.login(client.user["name"], "hunter2-secret-pass")
+    await client.login(client.user["name"], "wrong-secret-pass")
+    status, bot, _ = await client.request("POST", "/api/bots", {"name": "logbot"})
+    assert status == 201
+    status, issued, _ = await client.request("POST", "/api/bots/logbot/tokens", {})
+    assert status == 201
+    bot_client = make_client()
+    bot_client.token = issued["token"]
+    ws = await bot_client.ws(origin=None)
+    await ws.join("general")
+    await ws.call({"type": "send", "room": "general", "body": "secret body text"})
+    await asyncio.sleep(0)
+    text = "\n".join(r.getMessage() + " " + str(vars(r)) for r in caplog.records)
+    for secret in ("hunter2-secret-pass", "wrong-secret-pass", issued["token"],
+                   client.cookies["session"], "secret body text"):
+        assert secret not in text
+    assert any("POST /api/login" in r.getMessage() for r in caplog.records)
