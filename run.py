@@ -123,7 +123,7 @@ async def create_bot(config: Config, name: str, owner: str, label: str) -> int:
     services = None
     if mongo_url is None:
         services = EmbeddedServices(config.data_dir, want_redis=False, want_mongo=True)
-        await asyncio.to_thread(services.start)
+        services.start()  # on this thread: children die with the thread that forked them
         mongo_url = services.mongo_url
     assert mongo_url is not None
     store = Store.connect(mongo_url, config.db_name)
@@ -148,7 +148,7 @@ async def create_bot(config: Config, name: str, owner: str, label: str) -> int:
     finally:
         store.close()
         if services is not None:
-            await asyncio.to_thread(services.stop)
+            services.stop()
     print(f"bot {bot['name']} (owner {owner_user['name']}), token id {info['id']}")
     print(token)
     print("The token is shown once; connect with the header  Authorization: Bearer <token>",

@@ -11,11 +11,12 @@ from server.auth import Auth, Bots
 from server.chat import Chat
 from server.config import Config
 from server.handlers import http
-from server.handlers.base import CSP
+from server.handlers.base import CSP, NotFoundHandler
 from server.handlers.bots import BotsHandler, BotTokenHandler, BotTokensHandler
 from server.handlers.health import HealthHandler, ReadyHandler
 from server.handlers.socket import ChatSocket
 from server.handlers.status import MetricsHandler, StatusHandler
+from server.limits import ConnectionCaps, RateLimits
 from server.logs import log_request
 from server.metrics import Metrics
 from server.status import StatusReporter
@@ -58,14 +59,16 @@ class PageHandler(IndexHandler):
 
 
 def make_app(config: Config, chat: Chat, auth: Auth, bots: Bots, reporter: StatusReporter,
-             metrics: Metrics) -> tornado.web.Application:
+             metrics: Metrics, limits: RateLimits, caps: ConnectionCaps
+             ) -> tornado.web.Application:
     """Build the Application with every collaborator injected through the route table."""
-    deps = dict(auth=auth, chat=chat)
+    deps = dict(auth=auth, chat=chat, limits=limits)
     bot_deps = dict(auth=auth, chat=chat, bots=bots)
     operator = dict(auth=auth, admin_users=config.admin_users,
                     status_token=config.status_token)
-    ws = dict(chat=chat, auth=auth, allowed_origins=config.allowed_origins,
-              max_body=config.max_body_chars)
+    ws = dict(chat=chat, auth=auth, limits=limits, caps=caps,
+              allowed_origins=config.allowed_origins, max_body=config.max_body_chars,
+              max_pending_bytes=config.max_pending_bytes)
     routes: list[Any] = [
         (r"/", IndexHandler),
         (r"/api/register", http.RegisterHandler, deps),
@@ -99,6 +102,7 @@ def make_app(config: Config, chat: Chat, auth: Auth, bots: Bots, reporter: Statu
         websocket_max_message_size=config.max_frame_bytes,
         compress_response=True,
         log_function=log_request,
+        default_handler_class=NotFoundHandler,
         autoreload=False,
         debug=False,
     )

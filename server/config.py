@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from server.limits import LimitSettings
 
 
 class ConfigError(Exception):
@@ -34,6 +37,8 @@ class Config:
     # Limits; the protocol documents each of them.
     max_frame_bytes: int = 64 * 1024
     max_body_chars: int = 4000
+    max_pending_bytes: int = 1024 * 1024
+    limits: LimitSettings = field(default_factory=LimitSettings)
     ws_ping_interval: float = 20.0
     ws_ping_timeout: float = 20.0
     session_days: int = 30
@@ -111,17 +116,21 @@ def _origins(raw: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+_VERSIONED = re.compile(r"^v?\d+:")
+
+
 def parse_cookie_secrets(raw: str) -> dict[int, str]:
     """Parse COOKIE_SECRET: one secret, or 'version:secret' pairs separated by commas."""
     raw = raw.strip()
-    if "," not in raw and not raw.split(":", 1)[0].isdigit():
+    if not (_VERSIONED.match(raw) or "," in raw):
         secrets_by_version = {1: raw}
     else:
         secrets_by_version = {}
         for part in raw.split(","):
             version, sep, secret = part.strip().partition(":")
+            version = version.removeprefix("v")
             if not sep or not version.isdigit() or not secret:
-                raise ConfigError("COOKIE_SECRET: expected 'secret' or 'v:secret,v:secret'")
+                raise ConfigError("COOKIE_SECRET: expected 'secret' or 'v1:secret,v2:secret'")
             secrets_by_version[int(version)] = secret
     for secret in secrets_by_version.values():
         if len(secret) < 16:

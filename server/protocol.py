@@ -29,11 +29,13 @@ Ref = Union[str, int, None]
 class ProtocolError(Exception):
     """A frame the server cannot accept; becomes an `error` frame with `code`."""
 
-    def __init__(self, code: str, message: str, ref: Ref = None) -> None:
+    def __init__(self, code: str, message: str, ref: Ref = None,
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.ref = ref
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True, slots=True)

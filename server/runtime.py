@@ -20,6 +20,7 @@ from server.app import make_app
 from server.auth import Auth, Bots
 from server.chat import Chat
 from server.config import Config
+from server.limits import ConnectionCaps, RateLimits
 from server.metrics import Metrics
 from server.rooms import LocalRooms
 from server.status import StatusReporter
@@ -55,6 +56,8 @@ class Runtime:
     bots: Bots = field(init=False)
     metrics: Metrics = field(init=False)
     reporter: StatusReporter = field(init=False)
+    limits: RateLimits = field(init=False)
+    caps: ConnectionCaps = field(init=False)
     app: tornado.web.Application = field(init=False)
     executor: ThreadPoolExecutor = field(init=False)
 
@@ -79,7 +82,10 @@ class Runtime:
         await self.chat.start()
         self.reporter = StatusReporter(self.chat, self.redis, cfg.redis_prefix)
         self.reporter.start()
-        self.app = make_app(cfg, self.chat, self.auth, self.bots, self.reporter, self.metrics)
+        self.limits = RateLimits(self.redis, cfg.redis_prefix, cfg.limits)
+        self.caps = ConnectionCaps(cfg.limits)
+        self.app = make_app(cfg, self.chat, self.auth, self.bots, self.reporter, self.metrics,
+                            self.limits, self.caps)
 
     async def shutdown(self, server: tornado.httpserver.HTTPServer | None,
                        timeout: float) -> None:

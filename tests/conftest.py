@@ -21,6 +21,7 @@ import tornado.web
 
 from server.config import Config
 from server.embedded import ChildService, mongo_service, redis_service
+from server.limits import LimitSettings
 from server.runtime import Runtime
 from tests.client import Client
 from tests.services import Services
@@ -51,6 +52,10 @@ def config(services: Services, tmp_path: Path) -> Config:
         presence_ttl=3.0,
         node_id=f"n1-{tag}",
         admin_users=("operator",),
+        # Tests send bursts and register many users from one address; the limit tests
+        # set the production-like values they exercise.
+        limits=LimitSettings(message_rate=10_000, message_burst=10_000,
+                             registrations_per_ip=100_000, login_failures_per_ip=1_000),
         status_token=STATUS_TOKEN,
     )
 

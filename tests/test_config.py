@@ -42,11 +42,11 @@ def test_non_numeric_port_env_is_a_config_error_naming_port(tmp_path: Path) -> N
 
 def test_data_dir_comes_from_env_and_the_flag_wins_over_env(tmp_path: Path) -> None:
     from_env, from_flag = tmp_path / "env", tmp_path / "flag"
-    assert load_config([], env={"CHAT_DATA_DIR": str(from_env)}).data_dir == from_env
     config = load_config(["--data-dir", str(from_flag)], env={"CHAT_DATA_DIR": str(from_env)})
     assert config.data_dir == from_flag
     assert (from_flag / "cookie_secret").is_file()
     assert not (from_env / "cookie_secret").exists()
+    assert load_config([], env={"CHAT_DATA_DIR": str(from_env)}).data_dir == from_env
 
 
 @pytest.mark.parametrize("env", [

@@ -72,7 +72,10 @@ async def resolve_user(handler: tornado.web.RequestHandler, auth: Auth) -> Calle
     token = bearer_token(handler.request)
     if token is not None:
         return Caller(await auth.token_user(token), "bearer", None, token_digest(token))
-    raw = handler.get_signed_cookie(SESSION_COOKIE, max_age_days=auth.session_days)
+    # min_version=2: with versioned secrets Tornado asserts (a 500) on an old-format
+    # value unless told that only version 2 is acceptable.
+    raw = handler.get_signed_cookie(SESSION_COOKIE, max_age_days=auth.session_days,
+                                    min_version=2)
     if raw is None:
         return Caller(None, "none")
     sid = raw.decode("ascii", "replace")
@@ -149,7 +152,7 @@ class BaseHandler(tornado.web.RequestHandler):
             else:
                 message = _phrase(status_code)
             extra = {}
-        if status_code == 403 and "XSRF" in message:
+        if status_code == 403 and ("XSRF" in message or "_xsrf" in message):
             code = "xsrf"
             message = "missing or invalid XSRF token: send the _xsrf cookie in X-XSRFToken"
         retry = extra.pop("retry_after", None)
@@ -158,6 +161,19 @@ class BaseHandler(tornado.web.RequestHandler):
             extra["retry_after"] = retry
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.finish(json.dumps({"error": {"code": code, "message": message, **extra}}))
+
+
+class NotFoundHandler(BaseHandler):
+    """Unknown paths: a JSON 404 like every other error."""
+
+    login_required = False
+
+    def initialize(self, **deps: Any) -> None:  # type: ignore[override]
+        self.session_id = None
+        self.auth_method = "none"
+
+    async def prepare(self) -> None:
+        raise ApiError(404, "not_found", "no such path")
 
 
 def _phrase(status: int) -> str:

@@ -8,6 +8,7 @@ from server import protocol
 from server.auth import AuthError, token_digest
 from server.chat import Chat
 from server.handlers.base import SESSION_COOKIE, ApiError, BaseHandler
+from server.limits import Limited, RateLimits
 from server.protocol import ProtocolError
 from server.store import Conflict, StoreError, User
 
@@ -40,8 +41,14 @@ class SessionHandler(BaseHandler):
 
 
 class RegisterHandler(SessionHandler):
+    limits: RateLimits
+
     async def post(self) -> None:
         body = self.json_body()
+        try:
+            await self.limits.check_register(self.request.remote_ip or "")
+        except Limited as e:
+            raise ApiError(429, "rate_limited", e.message, retry_after=e.retry_after) from None
         try:
             user = await self.auth.register(body.get("username"), body.get("password"))
             await self.start_session(user)
@@ -53,12 +60,20 @@ class RegisterHandler(SessionHandler):
 
 
 class LoginHandler(SessionHandler):
+    limits: RateLimits
+
     async def post(self) -> None:
         body = self.json_body()
+        ip, name = self.request.remote_ip or "", body.get("username")
         try:
-            user = await self.auth.login(body.get("username"), body.get("password"))
+            await self.limits.check_login(ip, name)
+        except Limited as e:
+            raise ApiError(429, "rate_limited", e.message, retry_after=e.retry_after) from None
+        try:
+            user = await self.auth.login(name, body.get("password"))
             await self.start_session(user)
         except AuthError as e:
+            await self.limits.login_failed(ip, name)
             raise _auth_error(e) from None
         except StoreError:
             raise ApiError(503, "unavailable", "the account store is unavailable") from None
@@ -126,7 +141,7 @@ class RoomsHandler(BaseHandler):
         try:
             doc = await self.chat.store.create_room(name, self.user)
         except Conflict:
-            raise ApiError(409, "conflict", f"room {name!r} exists") from None
+            raise ApiError(409, "name_taken", f"room {name!r} exists") from None
         except StoreError:
             raise ApiError(503, "unavailable", "the room store is unavailable") from None
         self.write_json(_room_view(doc), 201)
@@ -135,7 +150,7 @@ class RoomsHandler(BaseHandler):
 class MessagesHandler(BaseHandler):
     chat: Chat
 
-    def _int_arg(self, name: str) -> int | None:
+    def _int_arg(self, name: str, signed: bool = False) -> int | None:
         raw = self.get_query_argument(name, None)
         if raw is None or raw == "":
             return None
@@ -143,6 +158,8 @@ class MessagesHandler(BaseHandler):
             value = int(raw)
         except ValueError:
             raise ApiError(400, "bad_request", f"{name} must be an integer") from None
+        if signed:
+            return value
         if value < 0 or value >= 2**62:
             raise ApiError(400, "bad_request", f"{name} must be a non-negative integer")
         return value
@@ -151,7 +168,7 @@ class MessagesHandler(BaseHandler):
         if not protocol.valid_room(room):
             raise ApiError(400, "bad_request", "room name must match ^[a-z0-9][a-z0-9_-]{0,63}$")
         before, after = self._int_arg("before"), self._int_arg("after")
-        limit = protocol.clamp_limit(self._int_arg("limit"))
+        limit = protocol.clamp_limit(self._int_arg("limit", signed=True))
         try:
             page = await self.chat.history(room, before, after, limit)
         except ProtocolError as e:

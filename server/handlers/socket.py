@@ -16,6 +16,7 @@ from server import protocol
 from server.auth import Auth
 from server.chat import Chat
 from server.handlers.base import CSP, resolve_user
+from server.limits import ConnectionCaps, Limited, RateLimits
 from server.protocol import ProtocolError
 from server.store import StoreError
 
@@ -23,18 +24,25 @@ log = logging.getLogger(__name__)
 
 MAX_IN_FLIGHT = 32  # sends awaiting their ack, per connection
 MAX_ROOMS = 100  # rooms one connection may have joined
+MAX_STRIKES = 50  # rate-limited sends in a row before the connection is closed (1008)
 _ids = itertools.count(1)
 
 
 class ChatSocket(tornado.websocket.WebSocketHandler):
     """One client connection. Unauthenticated upgrades are refused in prepare()."""
 
-    def initialize(self, chat: Chat, auth: Auth, allowed_origins: tuple[str, ...],
-                   max_body: int) -> None:
+    def initialize(self, chat: Chat, auth: Auth, limits: RateLimits, caps: ConnectionCaps,
+                   allowed_origins: tuple[str, ...], max_body: int,
+                   max_pending_bytes: int) -> None:
         self.chat = chat
         self.auth = auth
+        self.limits = limits
+        self.caps = caps
         self.allowed_origins = allowed_origins
         self.max_body = max_body
+        self.max_pending_bytes = max_pending_bytes
+        self._counted = False
+        self._strikes = 0
         self.conn_id = b"%s.%d" % (chat.node_id.encode(), next(_ids))
         self.session_id: str | None = None
         self.credential: str | None = None
@@ -60,6 +68,15 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             self.finish({"error": {"code": "unauthorized",
                                    "message": "log in or present a bearer token"}})
             return
+        over = self.caps.check(user["id"], self.request.remote_ip or "")
+        if over is not None:
+            status, reason = over
+            self.set_status(status)
+            if status == 429:
+                self.set_header("Retry-After", "10")
+            self.finish({"error": {"code": "rate_limited" if status == 429 else "unavailable",
+                                   "message": reason}})
+            return
         self.current_user = user
         self.user = user
         self.session_id = caller.session_id
@@ -84,6 +101,8 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         return None
 
     def open(self, *args: str, **kwargs: str) -> None:
+        self.caps.opened(self.user["id"], self.request.remote_ip or "")
+        self._counted = True
         self.chat.connect(self)
         self.send_raw(protocol.dump({"type": "hello", "protocol": protocol.PROTOCOL_VERSION,
                                      "user": self.user, "node": self.chat.node_id}).encode())
@@ -92,6 +111,13 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         """Queue one already-serialized text frame; never waits for the peer."""
         conn = self.ws_connection
         if conn is None or self._closing:
+            return
+        if _pending_bytes(conn) + len(data) > self.max_pending_bytes:
+            # A reader this far behind is not coming back soon: drop it rather than
+            # buffer without bound. It resumes with `since` when it reconnects.
+            log.info("closing slow consumer %s (%d bytes unsent)", self.user["name"],
+                     _pending_bytes(conn))
+            self.shut(1008, "too slow: reconnect and resume with since")
             return
         try:
             # write_message() wraps every write in a new Task; the fan-out hot path
@@ -120,9 +146,11 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
 
     def send_error_frame(self, e: ProtocolError, frame: protocol.Frame | None) -> None:
         """An error frame echoing the frame's ref and, for sends, its client_id."""
-        extra = {}
+        extra: dict[str, Any] = {}
         if isinstance(frame, protocol.Send) and frame.client_id is not None:
             extra["client_id"] = frame.client_id
+        if e.retry_after is not None:
+            extra["retry_after"] = e.retry_after
         ref = e.ref if e.ref is not None else (frame.ref if frame is not None else None)
         self.send_frame(protocol.error_frame(e.code, e.message, ref, **extra))
 
@@ -135,6 +163,15 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             if frame.room not in self.joined:
                 raise ProtocolError(protocol.FORBIDDEN,
                                     f"join {frame.room!r} before sending to it", frame.ref)
+            try:
+                await self.limits.message(self.user["id"])
+            except Limited as e:
+                self._strikes += 1
+                if self._strikes > MAX_STRIKES:
+                    self.shut(1008, "rate limit exceeded")
+                raise ProtocolError(protocol.RATE_LIMITED, e.message, frame.ref,
+                                    retry_after=e.retry_after) from None
+            self._strikes = 0
             # Sends run concurrently so that many in flight share one store batch;
             # Chat.post queues them in arrival order before its first await.
             task = asyncio.ensure_future(self._send(frame))
@@ -171,8 +208,20 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
 
     def on_close(self) -> None:
         self._closing = True
+        if self._counted:
+            self._counted = False
+            self.caps.closed(self.user["id"], self.request.remote_ip or "")
         rooms, self.joined = list(self.joined), set()
         self.chat.spawn(self.chat.disconnect(self, rooms))
+
+
+def _pending_bytes(conn: Any) -> int:
+    """Bytes written to the socket but not yet sent: the IOStream's write buffer.
+
+    Tornado has no public accessor; the stream's max_write_buffer_size would raise
+    from inside Tornado's own ping writes, so the bound is checked here instead.
+    """
+    return len(conn.stream._write_buffer)
 
 
 def _with_ref(frame: dict[str, Any], ref: protocol.Ref) -> dict[str, Any]:
