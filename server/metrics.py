@@ -113,6 +113,6 @@ def quantiles(samples: list[float], qs: tuple[float, ...] = (0.5, 0.95, 0.99)) -
     ordered = sorted(samples)
     out = {}
     for q in qs:
-        idx = min(len(ordered) - 1, max(0, int(round(q * len(ordered))) - 1))
+        idx = min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))
         out[f"p{int(q * 100)}"] = round(ordered[idx] * 1000, 3)
     return out

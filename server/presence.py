@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -30,8 +31,10 @@ def _entry(node: str, user: User) -> str:
     return f"{node}|{user['id']}|{int(bool(user['bot']))}|{user['name']}"
 
 
-def _parse(entry: bytes) -> tuple[str, User]:
-    node, uid, bot, name = entry.decode().split("|", 3)
+def _parse(entry: Any) -> tuple[str, User]:
+    """Split a sorted-set member (bytes from Redis) into (node, user)."""
+    text = entry.decode() if isinstance(entry, bytes) else str(entry)
+    node, uid, bot, name = text.split("|", 3)
     return node, {"id": uid, "name": name, "bot": bot == "1"}
 
 
@@ -115,7 +118,7 @@ class Presence:
         try:
             for room in rooms:
                 key = self._key(room)
-                expired = await self.redis.zrangebyscore(key, "-inf", now)
+                expired: list[Any] = list(await self.redis.zrangebyscore(key, "-inf", now))
                 if not expired:
                     continue
                 live = {_parse(raw)[1]["id"]

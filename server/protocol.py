@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 PROTOCOL_VERSION = 1
 ROOM_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -23,7 +24,7 @@ RATE_LIMITED = "rate_limited"
 TOO_LARGE = "too_large"
 UNAVAILABLE = "unavailable"
 
-Ref = Union[str, int, None]
+Ref = str | int | None
 
 
 class ProtocolError(Exception):
@@ -79,7 +80,7 @@ class Ping:
     ref: Ref = None
 
 
-Frame = Union[Join, Leave, Send, History, Typing, Ping]
+Frame = Join | Leave | Send | History | Typing | Ping
 
 
 def dump(obj: dict[str, Any]) -> str:
@@ -208,7 +209,7 @@ def _ping(raw: dict[str, Any], ref: Ref, max_body: int) -> Ping:
     return Ping(ref)
 
 
-_BUILDERS = {
+_BUILDERS: dict[str, Callable[[dict[str, Any], Ref, int], Frame]] = {
     "join": _join,
     "leave": _leave,
     "send": _send,

@@ -147,7 +147,9 @@ class StatusReporter:
             now = int(time.time() * 1000)
             ids = await self.redis.zrangebyscore(self._index, now, "+inf")
             if ids:
-                raw = await self.redis.mget([self._key + i.decode() for i in ids])
+                keys = [self._key + (i.decode() if isinstance(i, bytes) else str(i))
+                        for i in ids]
+                raw = await self.redis.mget(keys)
                 nodes = [json.loads(r) for r in raw if r]
         except (BusError, RedisError, OSError, asyncio.TimeoutError) as e:
             services["redis"] = {"ok": False, "error": type(e).__name__}

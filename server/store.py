@@ -185,7 +185,8 @@ class Store:
             raise StoreError(str(e)) from e
         return [user_view(d) for d in docs]
 
-    async def create_token(self, user: User, digest: str, prefix: str, label: str) -> dict[str, Any]:
+    async def create_token(self, user: User, digest: str, prefix: str,
+                           label: str) -> dict[str, Any]:
         doc = {"_id": digest, "user": user, "user_id": user["id"], "prefix": prefix,
                "label": label, "created_at": _utcnow()}
         try:

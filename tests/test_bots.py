@@ -37,10 +37,10 @@ async def test_owner_creates_bot_and_token_shown_once_with_prefix(make_client):
 async def test_bot_names_share_the_user_namespace(make_client):
     owner, _, _ = await owner_with_bot(make_client, "taken-name")
     other = make_client()
-    status, body, _ = await other.request("POST", "/api/register",
-                                          {"username": "Taken-Name", "password": "x" * 12})
+    status, _, _ = await other.request("POST", "/api/register",
+                                       {"username": "Taken-Name", "password": "x" * 12})
     assert status == 409
-    status, body, _ = await owner.request("POST", "/api/bots", {"name": "bad name"})
+    status, _body, _ = await owner.request("POST", "/api/bots", {"name": "bad name"})
     assert status == 400
 
 
@@ -69,12 +69,12 @@ async def test_bot_connects_with_bearer_and_its_frames_say_bot(make_client):
 
 
 async def test_bearer_rest_calls_skip_xsrf_and_work(make_client):
-    _, bot, token = await owner_with_bot(make_client)
+    _, _bot, token = await owner_with_bot(make_client)
     botc = make_client()
     botc.token = token
     status, me, _ = await botc.request("GET", "/api/me")
     assert status == 200 and me["bot"] is True
-    status, room, _ = await botc.request("POST", "/api/rooms", {"name": "bots-only"},
+    status, _room, _ = await botc.request("POST", "/api/rooms", {"name": "bots-only"},
                                          xsrf=False)
     assert status == 201
 
@@ -138,7 +138,7 @@ async def test_logout_closes_that_sessions_sockets_everywhere(make_client, secon
 
 
 async def test_bots_cannot_manage_bots_or_use_password_login(make_client):
-    _, bot, token = await owner_with_bot(make_client)
+    _, _bot, token = await owner_with_bot(make_client)
     botc = make_client()
     botc.token = token
     status, _, _ = await botc.request("POST", "/api/bots", {"name": "child"}, xsrf=False)

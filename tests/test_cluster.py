@@ -103,9 +103,9 @@ async def test_two_server_processes_deliver_to_each_others_clients(services, con
     procs = [_start(p, env, tmp_path / f"node{i}.log") for i, p in enumerate(ports)]
     try:
         urls = [f"http://127.0.0.1:{p}" for p in ports]
-        for url, proc in zip(urls, procs):
+        for url, proc in zip(urls, procs, strict=False):
             await _ready(url, proc)
-        client_a, a = await joined_user(urls[0])
+        _client_a, a = await joined_user(urls[0])
         client_b, b = await joined_user(urls[1])
         online = await a.expect("presence")
         assert online["user"] == client_b.user

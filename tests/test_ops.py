@@ -114,7 +114,7 @@ async def test_logs_carry_no_passwords_cookies_or_tokens(make_client, caplog):
     await client.register(password="hunter2-secret-pass")
     await client.login(client.user["name"], "hunter2-secret-pass")
     await client.login(client.user["name"], "wrong-secret-pass")
-    status, bot, _ = await client.request("POST", "/api/bots", {"name": "logbot"})
+    status, _bot, _ = await client.request("POST", "/api/bots", {"name": "logbot"})
     assert status == 201
     status, issued, _ = await client.request("POST", "/api/bots/logbot/tokens", {})
     assert status == 201

@@ -53,7 +53,7 @@ async def test_sigterm_closes_with_1001_and_clients_resume_on_another_process(
                           tmp_path / f"n{i}.log") for i, p in enumerate(ports)]
     urls = [f"http://127.0.0.1:{p}" for p in ports]
     try:
-        for url, proc in zip(urls, procs):
+        for url, proc in zip(urls, procs, strict=False):
             await wait_ready(url, proc)
         reader = Client(urls[0])
         await reader.register()

@@ -309,7 +309,7 @@ async def test_presence_online_offline_counts_tabs_once(make_client):
 
 
 async def test_joined_members_lists_each_user_once(make_client):
-    client_a, a = await user_socket(make_client)
+    client_a, _a = await user_socket(make_client)
     tab2 = await client_a.ws()
     await tab2.join("general")
     _, b = await user_socket(make_client, room=None)

@@ -10,7 +10,7 @@ from typing import Any
 
 import tornado.web
 
-from server.auth import Auth, AuthError, token_digest
+from server.auth import Auth, token_digest
 from server.store import StoreError, User
 
 log = logging.getLogger(__name__)
@@ -123,8 +123,9 @@ class BaseHandler(tornado.web.RequestHandler):
 
     @property
     def user(self) -> User:
-        assert self.current_user is not None
-        return self.current_user  # type: ignore[no-any-return]
+        user: User | None = self.current_user
+        assert user is not None
+        return user
 
     def json_body(self) -> dict[str, Any]:
         try:

@@ -136,7 +136,7 @@ class RoomsHandler(BaseHandler):
 
     async def post(self) -> None:
         name = self.json_body().get("name")
-        if not protocol.valid_room(name):
+        if not isinstance(name, str) or not protocol.valid_room(name):
             raise ApiError(400, "bad_request", "room name must match ^[a-z0-9][a-z0-9_-]{0,63}$")
         try:
             doc = await self.chat.store.create_room(name, self.user)
