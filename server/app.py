@@ -16,6 +16,7 @@ from server.handlers.bots import BotsHandler, BotTokenHandler, BotTokensHandler
 from server.handlers.health import HealthHandler, ReadyHandler
 from server.handlers.socket import ChatSocket
 from server.handlers.status import MetricsHandler, StatusHandler
+from server.inflight import Inflight
 from server.limits import ConnectionCaps, RateLimits
 from server.logs import log_request
 from server.metrics import Metrics
@@ -59,14 +60,14 @@ class PageHandler(IndexHandler):
 
 
 def make_app(config: Config, chat: Chat, auth: Auth, bots: Bots, reporter: StatusReporter,
-             metrics: Metrics, limits: RateLimits, caps: ConnectionCaps
+             metrics: Metrics, limits: RateLimits, caps: ConnectionCaps, inflight: Inflight
              ) -> tornado.web.Application:
     """Build the Application with every collaborator injected through the route table."""
-    deps = dict(auth=auth, chat=chat, limits=limits)
-    bot_deps = dict(auth=auth, chat=chat, bots=bots)
+    deps = dict(auth=auth, chat=chat, limits=limits, inflight=inflight)
+    bot_deps = dict(auth=auth, chat=chat, bots=bots, inflight=inflight)
     operator = dict(auth=auth, admin_users=config.admin_users,
                     status_token=config.status_token)
-    ws = dict(chat=chat, auth=auth, limits=limits, caps=caps,
+    ws = dict(chat=chat, auth=auth, limits=limits, caps=caps, inflight=inflight,
               allowed_origins=config.allowed_origins, max_body=config.max_body_chars,
               max_pending_bytes=config.max_pending_bytes)
     routes: list[Any] = [

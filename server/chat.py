@@ -87,7 +87,8 @@ class Chat:
         self.metrics = metrics or Metrics()
         self._pending: dict[str, list[_Pending]] = {}
         self._writers: dict[str, asyncio.Task[None]] = {}
-        self._last_seq: dict[str, int] = {}
+        self._marks: dict[str, _Watermark] = {}
+        self._catching_up: asyncio.Task[None] | None = None
         self._connections: set[Connection] = set()
         self._heartbeat: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -105,11 +106,11 @@ class Chat:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def close(self) -> None:
-        """Finish in-flight stores and departures, then stop background work."""
+    async def close(self, timeout: float) -> None:
+        """Finish in-flight stores and departures (up to `timeout`), then stop."""
         pending = [*self._writers.values(), *self._tasks]
         if pending:
-            await asyncio.wait(pending, timeout=self.send_timeout)
+            await asyncio.wait(pending, timeout=timeout)
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -170,6 +171,8 @@ class Chat:
         if already:
             conn.send_raw(protocol.dump(frame).encode())
             return
+        # Subscribed before last_seq was read: everything after it arrives live.
+        self._marks.setdefault(room, _Watermark(last_seq))
         # Live frames that arrived while joining were held; they follow `joined`.
         held = self.rooms.finish_join(room, conn, seen)
         conn.send_raw(protocol.dump(frame).encode())
@@ -186,7 +189,7 @@ class Chat:
             return
         empty, last_of_user = self.rooms.leave(room, conn)
         if empty:
-            self._last_seq.pop(room, None)
+            self._marks.pop(room, None)
             await self.bus.unsubscribe(room)
         if last_of_user and announce:
             try:
@@ -356,9 +359,11 @@ class Chat:
         start = time.perf_counter()
         count = self.rooms.deliver(room, frames, exclude)
         self.metrics.delivered(count, time.perf_counter() - start)
-        top = frames[-1][0]
-        if top and top > self._last_seq.get(room, 0):
-            self._last_seq[room] = top
+        mark = self._marks.get(room)
+        if mark is not None:
+            for seq, _ in frames:
+                if seq:
+                    mark.seen(seq)
 
     def _on_bus_message(self, room: str, payload: bytes) -> None:
         header, _, rest = payload.partition(b"\n")
@@ -396,29 +401,50 @@ class Chat:
     async def resync(self) -> None:
         """After Redis comes back, fetch what pub/sub may have dropped from MongoDB."""
         self.metrics.resyncs.inc()
-        for room in self.rooms.rooms():
-            after = self._last_seq.get(room)
-            if after is None:
+        await self._catch_up(self.rooms.rooms())
+
+    async def _catch_up(self, rooms: list[str]) -> None:
+        """Deliver every stored message after a room's watermark not yet delivered here.
+
+        Starting at the watermark, not at the highest seq delivered, matters: while
+        Redis was away this process kept delivering its own messages, whose seqs
+        interleave with the other processes' lost ones.
+        """
+        for room in rooms:
+            mark = self._marks.get(room)
+            if mark is None:
                 continue
+            after = mark.upto
             try:
                 for _page in range(20):
                     messages, has_more = await self.store.messages(room, after=after,
                                                                    limit=SINCE_PAGE)
-                    if messages:
-                        frames = [(m["seq"], protocol.dump({"type": "message", **m}).encode())
-                                  for m in messages]
+                    frames = [(m["seq"], protocol.dump({"type": "message", **m}).encode())
+                              for m in messages if not mark.covers(m["seq"])]
+                    if frames:
                         self._deliver_local(room, frames, b"")
+                    if messages:
+                        # Seqs of the page's range that MongoDB lacks are failed stores.
+                        mark.through(after, messages[-1]["seq"])
                         after = messages[-1]["seq"]
                     if not has_more:
                         break
             except StoreError as e:
                 log.warning("resync of %s failed: %s", room, e)
 
+    def _check_watermarks(self) -> None:
+        """Catch up rooms whose watermark sat below delivered seqs for a whole heartbeat:
+        a publish was lost without the subscriber noticing, or a store failed."""
+        stuck = [room for room, mark in self._marks.items() if mark.stuck()]
+        if stuck and (self._catching_up is None or self._catching_up.done()):
+            self._catching_up = self.spawn(self._catch_up(stuck))
+
     async def _presence_loop(self) -> None:
         """Heartbeat: keep our users' presence alive, expire other processes' dead ones."""
         interval = self.presence_ttl / 3
         while True:
             await asyncio.sleep(interval)
+            self._check_watermarks()
             try:
                 present = [(room, m.user) for room in self.rooms.rooms()
                            for m in self.rooms.members(room)]
@@ -429,6 +455,44 @@ class Chat:
                 log.warning("presence heartbeat failed: %s", e)
             except Exception:
                 log.exception("presence heartbeat crashed; continuing")
+
+
+class _Watermark:
+    """Up to which seq this process has delivered every stored message of a room.
+
+    `upto` moves only over seqs delivered here (stored here, received from Redis,
+    read back from MongoDB) or shown by MongoDB to be holes, never past a message
+    that pub/sub dropped; so a resync knows exactly where to start.
+    """
+
+    __slots__ = ("above", "upto", "was")
+
+    def __init__(self, upto: int) -> None:
+        self.upto = upto
+        self.above: set[int] = set()  # delivered seqs beyond a hole
+        self.was = -1  # upto at the previous heartbeat, while seqs sat above it
+
+    def seen(self, seq: int) -> None:
+        if seq <= self.upto:
+            return
+        self.above.add(seq)
+        while self.upto + 1 in self.above:
+            self.upto += 1
+            self.above.discard(self.upto)
+
+    def covers(self, seq: int) -> bool:
+        return seq <= self.upto or seq in self.above
+
+    def through(self, after: int, last: int) -> None:
+        """Every seq in (after, last] is delivered or a hole."""
+        for seq in range(max(after, self.upto) + 1, last + 1):
+            self.seen(seq)
+
+    def stuck(self) -> bool:
+        """Whether a hole has held the watermark since the previous heartbeat."""
+        stuck = bool(self.above) and self.upto == self.was
+        self.was = self.upto if self.above else -1
+        return stuck
 
 
 def _ack(m: dict[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from server.app import make_app
 from server.auth import Auth, Bots
 from server.chat import Chat
 from server.config import Config
+from server.inflight import Inflight
 from server.limits import ConnectionCaps, RateLimits
 from server.metrics import Metrics
 from server.rooms import LocalRooms
@@ -60,10 +61,12 @@ class Runtime:
     caps: ConnectionCaps = field(init=False)
     app: tornado.web.Application = field(init=False)
     executor: ThreadPoolExecutor = field(init=False)
+    inflight: Inflight = field(init=False)
 
     async def start(self) -> None:
         cfg = self.config
         self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bcrypt")
+        self.inflight = Inflight()
         self.store = Store.connect(self.mongo_url, cfg.db_name)
         await self.store.setup()
         self.redis = redis_client(self.redis_url, cfg.redis_pool_size)
@@ -85,20 +88,32 @@ class Runtime:
         self.limits = RateLimits(self.redis, cfg.redis_prefix, cfg.limits)
         self.caps = ConnectionCaps(cfg.limits)
         self.app = make_app(cfg, self.chat, self.auth, self.bots, self.reporter, self.metrics,
-                            self.limits, self.caps)
+                            self.limits, self.caps, self.inflight)
 
     async def shutdown(self, server: tornado.httpserver.HTTPServer | None,
                        timeout: float) -> None:
-        """Graceful stop: the caller stopped accepting; tell clients to go (1001),
-        let in-flight stores and publishes finish, then close everything."""
+        """Graceful stop within `timeout` seconds; the caller stopped accepting already.
+
+        Leave /status, tell WebSocket clients to go (1001) and wait for their
+        departures (presence offline), let HTTP requests and message stores in
+        flight finish, then close idle connections and everything else.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.5, timeout - 0.5)
+        if hasattr(self, "reporter"):
+            await self.reporter.close()
         if hasattr(self, "chat"):
             for conn in list(self.chat.connections):
                 conn.shut(1001, "server shutting down")
+            while (self.chat.connections or self.inflight.count) and loop.time() < deadline:
+                await self.inflight.changed(deadline - loop.time())
+            await self.chat.close(max(0.1, deadline - loop.time()))
+        if self.chat.connections if hasattr(self, "chat") else False:
+            log.warning("%d connections still open at the shutdown deadline",
+                        len(self.chat.connections))
         if server is not None:
-            try:
-                await asyncio.wait_for(server.close_all_connections(), timeout)
-            except asyncio.TimeoutError:
-                log.warning("connections still open after %.0fs; closing anyway", timeout)
+            # Tornado closes the remaining (idle keep-alive) HTTP connections here.
+            await server.close_all_connections()
         await self.close()
 
     async def close(self) -> None:
@@ -106,7 +121,7 @@ class Runtime:
         if hasattr(self, "reporter"):
             await self.reporter.close()
         if hasattr(self, "chat"):
-            await self.chat.close()
+            await self.chat.close(1.0)
         if hasattr(self, "metrics"):
             await self.metrics.close()
         if hasattr(self, "redis"):

@@ -83,6 +83,9 @@ async def test_sigterm_closes_with_1001_and_clients_resume_on_another_process(
         procs[0].send_signal(signal.SIGTERM)
         code, _ = await asyncio.wait_for(reading, 10)
         assert code == 1001
+        # The drain announces the departure at once, not after the presence TTL (30 s).
+        offline = await wws.expect("presence", timeout=3, status="offline")
+        assert offline["user"] == reader.user
         for i in range(10, 20):  # traffic continues while the reader is away
             acked.append((await wws.call({"type": "send", "room": "general",
                                           "body": f"a{i}"}))["seq"])

@@ -11,6 +11,7 @@ from typing import Any
 import tornado.web
 
 from server.auth import Auth, token_digest
+from server.inflight import Inflight
 from server.store import StoreError, User
 
 log = logging.getLogger(__name__)
@@ -88,12 +89,14 @@ class BaseHandler(tornado.web.RequestHandler):
     auth: Auth
     login_required = True
 
-    def initialize(self, auth: Auth, **deps: Any) -> None:
+    def initialize(self, auth: Auth, inflight: Inflight | None = None, **deps: Any) -> None:
         self.auth = auth
+        self.inflight = inflight
         for name, value in deps.items():
             setattr(self, name, value)
         self.session_id: str | None = None
         self.auth_method = "none"
+        self._counted = False
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Security-Policy", CSP)
@@ -110,6 +113,9 @@ class BaseHandler(tornado.web.RequestHandler):
         super().check_xsrf_cookie()
 
     async def prepare(self) -> None:
+        if self.inflight is not None:
+            self.inflight.enter()  # graceful shutdown waits for this request
+            self._counted = True
         try:
             caller = await resolve_user(self, self.auth)
         except StoreError:
@@ -120,6 +126,18 @@ class BaseHandler(tornado.web.RequestHandler):
         self.auth_method = caller.how if caller.user else "none"
         if self.login_required and caller.user is None:
             raise ApiError(401, "unauthorized", "log in or present a bearer token")
+
+    def _release(self) -> None:
+        if self._counted and self.inflight is not None:
+            self._counted = False
+            self.inflight.exit()
+
+    def on_finish(self) -> None:
+        self._release()
+
+    def on_connection_close(self) -> None:
+        self._release()
+        super().on_connection_close()
 
     @property
     def user(self) -> User:
@@ -172,6 +190,8 @@ class NotFoundHandler(BaseHandler):
     def initialize(self, **deps: Any) -> None:  # type: ignore[override]
         self.session_id = None
         self.auth_method = "none"
+        self.inflight = None
+        self._counted = False
 
     async def prepare(self) -> None:
         raise ApiError(404, "not_found", "no such path")

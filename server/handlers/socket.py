@@ -16,6 +16,7 @@ from server import protocol
 from server.auth import Auth
 from server.chat import Chat
 from server.handlers.base import CSP, resolve_user
+from server.inflight import Inflight
 from server.limits import ConnectionCaps, Limited, RateLimits
 from server.protocol import ProtocolError
 from server.store import StoreError
@@ -32,9 +33,10 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
     """One client connection. Unauthenticated upgrades are refused in prepare()."""
 
     def initialize(self, chat: Chat, auth: Auth, limits: RateLimits, caps: ConnectionCaps,
-                   allowed_origins: tuple[str, ...], max_body: int,
+                   inflight: Inflight, allowed_origins: tuple[str, ...], max_body: int,
                    max_pending_bytes: int) -> None:
         self.chat = chat
+        self.inflight = inflight
         self.auth = auth
         self.limits = limits
         self.caps = caps
@@ -94,6 +96,12 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         if not parts.scheme or not parts.netloc:
             return False  # "null", garbage
         return f"{parts.scheme}://{parts.netloc}" in self.allowed_origins
+
+    def get_websocket_protocol(self) -> tornado.websocket.WebSocketProtocol | None:
+        protocol = super().get_websocket_protocol()
+        if isinstance(protocol, tornado.websocket.WebSocketProtocol13):
+            return _DropOnMissedPong(self, False, protocol.params)
+        return protocol
 
     def get_compression_options(self) -> None:
         # permessage-deflate stays off: a small compressed frame could inflate past
@@ -213,6 +221,20 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             self.caps.closed(self.user["id"], self.request.remote_ip or "")
         rooms, self.joined = list(self.joined), set()
         self.chat.spawn(self.chat.disconnect(self, rooms))
+        self.inflight.poke()  # a draining shutdown waits for connections to go
+
+
+class _DropOnMissedPong(tornado.websocket.WebSocketProtocol13):
+    """Tornado's protocol, except that a peer that missed its pong is dropped at once.
+
+    Tornado sends the close frame and then waits 5 s for the peer's reply; a peer that
+    does not answer pings will not answer that either, and meanwhile it stays in its
+    rooms, online and counted against the caps.
+    """
+
+    async def periodic_ping(self) -> None:
+        await super().periodic_ping()  # returns only after a missed pong (close sent)
+        self._abort()
 
 
 def _pending_bytes(conn: Any) -> int:
