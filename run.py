@@ -169,7 +169,7 @@ def _bot_command(argv: list[str]) -> int:
     p.add_argument("--label", default="", help="a note to recognise the token by")
     args, rest = p.parse_known_args(argv)
     try:
-        config = load_config(rest)
+        config = load_config(rest, need_secret=False)
     except ConfigError as e:
         print(f"run.py: {e}", file=sys.stderr)
         return 2

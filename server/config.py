@@ -150,9 +150,12 @@ def _embedded_secret(data_dir: Path) -> dict[int, str]:
     return {1: path.read_text().strip()}
 
 
-def load_config(argv: Sequence[str] | None = None,
-                env: Mapping[str, str] | None = None) -> Config:
-    """Build the Config from command-line flags, falling back to environment variables."""
+def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None,
+                *, need_secret: bool = True) -> Config:
+    """Build the Config from command-line flags, falling back to environment variables.
+
+    `need_secret=False` is for commands that sign no cookies (run.py create-bot).
+    """
     env = os.environ if env is None else env
     args = _parser().parse_args(argv)
 
@@ -174,6 +177,8 @@ def load_config(argv: Sequence[str] | None = None,
         cookie_secrets = parse_cookie_secrets(raw_secret)
     elif mongo_url is None and redis_url is None:
         cookie_secrets = _embedded_secret(data_dir)
+    elif not need_secret:
+        cookie_secrets = {1: secrets.token_urlsafe(32)}
     else:
         raise ConfigError(
             "COOKIE_SECRET is required when MONGO_URL or REDIS_URL is set "
