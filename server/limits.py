@@ -8,6 +8,7 @@ from chatting (messages are still stored in MongoDB), so limiting pauses instead
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from dataclasses import dataclass
 
@@ -81,7 +82,8 @@ class RateLimits:
             log.warning("rate limit unavailable, allowing: %s", e)
             return
         if not int(allowed):
-            raise Limited("sending too fast", round(float(wait), 3))
+            # Rounded up, so a client that waits exactly this long is served.
+            raise Limited("sending too fast", math.ceil(float(wait) * 1000) / 1000)
 
     async def _over(self, key: str, limit: int) -> float:
         """Seconds until `key`'s window ends if its count reached `limit`, else 0."""
