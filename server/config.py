@@ -85,6 +85,11 @@ def _parser() -> argparse.ArgumentParser:
                    "and /metrics (env ADMIN_USERS)")
     p.add_argument("--xheaders", action="store_true", default=None,
                    help="trust X-Forwarded-For/-Proto from a reverse proxy (env CHAT_XHEADERS=1)")
+    p.add_argument("--message-rate", type=float,
+                   help="messages per second per user, refill rate (env CHAT_MESSAGE_RATE, "
+                   "default 5)")
+    p.add_argument("--message-burst", type=int,
+                   help="messages a user may send at once (env CHAT_MESSAGE_BURST, default 20)")
     p.add_argument("--processes", type=int,
                    help="worker processes sharing the port; 0 = one per core (env PROCESSES, "
                    "default 1)")
@@ -204,7 +209,23 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         log_format=pick(args.log_format, "LOG_FORMAT", "text") or "text",
         shutdown_timeout=float(timeout_raw),
         processes=_int(pick(args.processes, "PROCESSES", "1"), "PROCESSES"),
+        limits=LimitSettings(
+            message_rate=_positive(pick(args.message_rate, "CHAT_MESSAGE_RATE", "5"),
+                                   "CHAT_MESSAGE_RATE"),
+            message_burst=int(_positive(pick(args.message_burst, "CHAT_MESSAGE_BURST", "20"),
+                                        "CHAT_MESSAGE_BURST")),
+        ),
     )
+
+
+def _positive(raw: str | None, name: str) -> float:
+    try:
+        value = float(raw or "0")
+    except ValueError:
+        raise ConfigError(f"{name}: {raw!r} is not a number") from None
+    if value <= 0:
+        raise ConfigError(f"{name}: must be positive")
+    return value
 
 
 def _int(raw: str | None, name: str) -> int:

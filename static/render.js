@@ -1,0 +1,205 @@
+// Building blocks of the chat screen as plain DOM: elements, safe links, message items,
+// grouping and day dividers. User text only ever reaches the page through textContent
+// and text nodes; links are made only for http(s) URLs. No imports (see app.js).
+
+const GROUP_MS = 5 * 60 * 1000; // consecutive messages by one author within this group
+
+const timeFmt = new Intl.DateTimeFormat(undefined, { hour: 'numeric', minute: '2-digit' });
+const fullFmt = new Intl.DateTimeFormat(undefined, { dateStyle: 'full', timeStyle: 'short' });
+const dayFmt = new Intl.DateTimeFormat(undefined, {
+  weekday: 'long', month: 'long', day: 'numeric', year: 'numeric',
+});
+
+// ----- small DOM helpers -------------------------------------------------------------
+
+/** Create an element; attrs go through setAttribute, children are nodes or plain text. */
+export function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === false || v === null || v === undefined) continue;
+    if (k === 'class') el.className = v;
+    else el.setAttribute(k, v === true ? '' : String(v));
+  }
+  for (const c of children) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(typeof c === 'string' ? document.createTextNode(c) : c);
+  }
+  return el;
+}
+
+const URL_RE = /\bhttps?:\/\/[^\s<>"'`]+/gi;
+
+/** Strip punctuation that ends a sentence rather than the URL. */
+function trimUrl(url) {
+  let out = url;
+  for (;;) {
+    const last = out[out.length - 1];
+    if ('.,;:!?\'"*_'.includes(last)) out = out.slice(0, -1);
+    else if (last === ')' && (out.match(/\(/g) || []).length < (out.match(/\)/g) || []).length) {
+      out = out.slice(0, -1);
+    } else if (last === ']' && !out.includes('[')) out = out.slice(0, -1);
+    else return out;
+  }
+}
+
+function safeHref(text) {
+  try {
+    const url = new URL(text);
+    return url.protocol === 'http:' || url.protocol === 'https:' ? url.href : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Append `text` to `parent` as text nodes, with http(s) URLs as safe links. */
+export function appendLinkified(parent, text) {
+  let pos = 0;
+  for (const m of text.matchAll(URL_RE)) {
+    const url = trimUrl(m[0]);
+    const href = safeHref(url);
+    if (!href) continue;
+    if (m.index > pos) parent.append(document.createTextNode(text.slice(pos, m.index)));
+    const a = document.createElement('a');
+    a.href = href;
+    a.rel = 'noopener noreferrer';
+    a.target = '_blank';
+    a.textContent = url;
+    parent.append(a);
+    pos = m.index + url.length;
+  }
+  if (pos < text.length) parent.append(document.createTextNode(text.slice(pos)));
+}
+
+function dayKey(ts) {
+  const d = new Date(ts);
+  return `${d.getFullYear()}-${d.getMonth()}-${d.getDate()}`;
+}
+
+function dayLabel(ts) {
+  const now = new Date();
+  const key = dayKey(ts);
+  if (key === dayKey(now.getTime())) return 'Today';
+  const y = new Date(now.getFullYear(), now.getMonth(), now.getDate() - 1);
+  if (key === dayKey(y.getTime())) return 'Yesterday';
+  return dayFmt.format(new Date(ts));
+}
+
+/** A stable hue per user, for the avatar. */
+function hue(text) {
+  let x = 0;
+  for (const ch of text) x = (x * 31 + ch.codePointAt(0)) >>> 0;
+  return x % 360;
+}
+
+export function avatar(user) {
+  const el = h('span', { class: 'avatar', 'aria-hidden': 'true' },
+    (Array.from(user.name || '?')[0] || '?').toUpperCase());
+  el.style.setProperty('--hue', String(hue(user.name || '')));
+  return el;
+}
+
+// ----- messages --------------------------------------------------------------------
+
+export function messageItem({ key, seq, user, ts, body, me }) {
+  const time = new Date(ts);
+  const timeEl = h('time', { class: 'time', datetime: time.toISOString(), title: fullFmt.format(time) },
+    timeFmt.format(time));
+  const bodyEl = h('div', { class: 'body', 'data-testid': 'message-body' });
+  appendLinkified(bodyEl, body);
+  const li = h('li', {
+    class: 'msg', 'data-testid': 'message', 'data-key': key, 'data-user': user.id, 'data-ts': ts,
+  },
+  h('div', { class: 'gutter' }, avatar(user),
+    h('span', { class: 'gutter-time', 'aria-hidden': 'true' }, timeFmt.format(time))),
+  h('div', { class: 'msg-main' },
+    h('p', { class: 'msg-head' },
+      h('span', { class: 'author', 'data-testid': 'message-author' }, user.name),
+      user.bot ? h('span', { class: 'tag' }, 'bot') : null,
+      user.id === me?.id ? h('span', { class: 'visually-hidden' }, ' (you)') : null,
+      ' ', timeEl),
+    bodyEl));
+  if (seq !== null) {
+    li.dataset.seq = String(seq);
+    li.dataset.state = 'sent';
+  }
+  return li;
+}
+
+function isMessage(el) {
+  return el && el.classList.contains('msg');
+}
+
+function prevMessage(li) {
+  let el = li.previousElementSibling;
+  while (el && !isMessage(el)) el = el.previousElementSibling;
+  return el;
+}
+
+export function nextMessage(li) {
+  let el = li.nextElementSibling;
+  while (el && !isMessage(el)) el = el.nextElementSibling;
+  return el;
+}
+
+/** Group with the previous message and add a day divider where the date changes. */
+export function decorate(li) {
+  if (!li) return;
+  const prev = prevMessage(li);
+  const ts = Number(li.dataset.ts);
+  const newDay = !prev || dayKey(Number(prev.dataset.ts)) !== dayKey(ts);
+  const cont = !newDay && prev.dataset.user === li.dataset.user
+    && ts - Number(prev.dataset.ts) < GROUP_MS;
+  li.classList.toggle('cont', cont);
+  let day = li.querySelector(':scope > .day');
+  if (newDay) {
+    if (!day) {
+      day = h('div', { class: 'day' }, h('span'));
+      li.prepend(day);
+    }
+    day.firstChild.textContent = dayLabel(ts);
+  } else if (day) {
+    day.remove();
+  }
+}
+
+/** Position of a confirmed message with `seq`: before the first later one or any pending. */
+export function insertionPoint(ol, seq, fromStart) {
+  if (fromStart) {
+    for (let el = ol.firstElementChild; el; el = el.nextElementSibling) {
+      if (el.dataset.seq === undefined || Number(el.dataset.seq) > seq) return el;
+    }
+    return null;
+  }
+  let after = null;
+  for (let el = ol.lastElementChild; el; el = el.previousElementSibling) {
+    if (el.dataset.seq !== undefined && Number(el.dataset.seq) < seq) break;
+    after = el;
+  }
+  return after;
+}
+
+// ----- sidebar items -------------------------------------------------------------------
+
+/** A room in the sidebar: a button, with its unread count for rooms not on screen. */
+export function roomItem(name, { joined, current, unread }) {
+  return h('li', {},
+    h('button', {
+      class: 'room-btn', type: 'button', 'data-room': name, 'data-testid': 'room-item',
+      'aria-current': current ? 'page' : false, 'data-unread': unread || false,
+    },
+    h('span', { class: 'hash', 'aria-hidden': 'true' }, '#'),
+    h('span', { class: 'room-name' }, name),
+    unread ? h('span', { class: 'badge', 'aria-hidden': 'true', 'data-testid': 'unread' },
+      unread > 99 ? '99+' : String(unread)) : null,
+    unread ? h('span', { class: 'visually-hidden' }, ` (${unread} unread)`) : null,
+    joined ? null : h('span', { class: 'join-hint' }, 'Join')));
+}
+
+/** Someone online in the room. */
+export function memberItem(user, me) {
+  return h('li', { 'data-testid': 'member', 'data-user': user.id },
+    avatar(user),
+    h('span', { class: 'member-name' }, user.name),
+    user.bot ? h('span', { class: 'tag' }, 'bot') : null,
+    user.id === me.id ? h('span', { class: 'you' }, '(you)') : null);
+}
