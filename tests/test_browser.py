@@ -84,7 +84,8 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        env = {**os.environ, "COOKIE_SECRET": SECRET, "LOG_LEVEL": "info"}
+        env = {**os.environ, "COOKIE_SECRET": SECRET, "LOG_LEVEL": "info",
+               "ADMIN_USERS": "operator"}
         args = [sys.executable, "run.py", "--host", "127.0.0.1", "--port", str(self.port),
                 "--mongo-url", self.services.mongo_url,
                 "--redis-url", self.redis_url or self.services.redis_url,
@@ -813,3 +814,24 @@ def test_client_recovery_logic_fills_gaps_dedupes_and_resends(server, people):
     assert out["sendClientId"] is True
     assert out["final"] == list(range(1, 11))
     assert out["outbox"] == 0 and out["contiguous"] == 10
+
+
+def test_operator_page_draws_live_status_and_refuses_others(server, people):
+    """/status.html shows processes, services and totals to an operator, and explains
+    itself to anyone else, with no inline script (the CSP would block it)."""
+    visitor = people(server.url)
+    visitor.page.goto(server.url + "/status.html")
+    expect(visitor.t("problem")).to_contain_text("not an operator")
+    operator = people(server.url, name="operator")
+    chatter = people(server.url)
+    chatter.open_room("general")
+    chatter.say("count this one")
+    operator.page.goto(server.url + "/status.html")
+    expect(operator.t("processes").locator("tbody tr")).to_have_count(1)
+    expect(operator.t("services")).to_contain_text("mongodb: up")
+    expect(operator.t("services")).to_contain_text("redis: up")
+    expect(operator.t("totals")).to_contain_text("Connections")
+    expect(operator.t("updated")).to_contain_text("Updated")
+    expect(operator.t("problem")).to_be_hidden()
+    row = operator.t("processes").locator("tbody tr").first
+    expect(row).to_contain_text("connected")
