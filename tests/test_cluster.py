@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 import signal
-import subprocess
-import sys
-from pathlib import Path
 
 from server.embedded import free_port
 from tests.client import Client
+from tests.processes import shared_env, start_server, wait_ready
 
 
 async def joined_user(url: str, room: str = "general") -> tuple[Client, object]:
@@ -72,39 +68,15 @@ async def test_session_from_one_node_opens_the_other(base_url, second_node):
     assert status == 200 and body == me
 
 
-def _start(port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "wb") as out:
-        return subprocess.Popen([sys.executable, "run.py", "--port", str(port)], env=env,
-                                stdout=out, stderr=subprocess.STDOUT,
-                                cwd=Path(__file__).resolve().parent.parent)
-
-
-async def _ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    client = Client(url)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        assert proc.poll() is None, "server exited at start-up"
-        try:
-            status, _, _ = await client.request("GET", "/readyz")
-            if status == 200:
-                return
-        except OSError:
-            pass
-        await asyncio.sleep(0.1)  # polling a starting process: there is no event to await
-    raise TimeoutError(url)
-
-
 async def test_two_server_processes_deliver_to_each_others_clients(services, config, tmp_path):
-    env = {**os.environ, "MONGO_URL": services.mongo_url, "REDIS_URL": services.redis_url,
-           "COOKIE_SECRET": "two-process-secret-0123456789", "CHAT_DB": config.db_name,
-           "CHAT_REDIS_PREFIX": config.redis_prefix}
+    env = shared_env(services, config)
     ports = [free_port(), free_port()]
-    procs = [_start(p, env, tmp_path / f"node{i}.log") for i, p in enumerate(ports)]
+    procs = [start_server(["--port", str(p)], env, tmp_path / f"node{i}.log")
+             for i, p in enumerate(ports)]
     try:
         urls = [f"http://127.0.0.1:{p}" for p in ports]
         for url, proc in zip(urls, procs, strict=False):
-            await _ready(url, proc)
+            await wait_ready(url, proc)
         _client_a, a = await joined_user(urls[0])
         client_b, b = await joined_user(urls[1])
         online = await a.expect("presence")

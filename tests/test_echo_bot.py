@@ -18,7 +18,7 @@ import pytest
 
 from server.embedded import free_port
 from tests.client import Client, Socket
-from tests.test_shutdown import shared_env, start_server, wait_ready
+from tests.processes import shared_env, start_server, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 BOT = ROOT / "examples" / "echo_bot.py"
