@@ -53,6 +53,8 @@ class Bus:
         self._task: asyncio.Task[None] | None = None
         self._resync_task: asyncio.Task[None] | None = None
         self._last_probe_seen = time.monotonic()
+        self._probes = 0  # probes published; each carries its number
+        self._proof = 0  # the first probe number whose return proves a recovery
         self.connected = False
         self.resubscribes = 0
         self.messages_in = 0
@@ -138,14 +140,20 @@ class Bus:
         next_probe = time.monotonic() + self._probe_interval
         while True:
             try:
+                was_connected = self.connected
                 msg = await self._pubsub.get_message(timeout=0.5)
                 if msg is not None:
                     self._dispatch(msg)
                 now = time.monotonic()
-                if not self.connected:
-                    self._recovered()
+                if self.connected and not was_connected:
                     backoff = 0.1
-                if now >= next_probe:
+                if not self.connected:
+                    # A hung Redis raises nothing here: only a probe published after
+                    # the loss coming back proves the subscriber hears again.
+                    if now >= next_probe:
+                        next_probe = now + 0.5
+                        await self._publish_probe()
+                elif now >= next_probe:
                     next_probe = now + self._probe_interval
                     await self._probe(now)
             except asyncio.CancelledError:
@@ -171,10 +179,16 @@ class Bus:
                 await conn.disconnect()
             self._lost()
             return
-        await asyncio.wait_for(self.redis.publish(self._probe_channel, b"1"), self._op_timeout)
+        await self._publish_probe()
+
+    async def _publish_probe(self) -> None:
+        self._probes += 1
+        await asyncio.wait_for(self.redis.publish(self._probe_channel, b"%d" % self._probes),
+                               self._op_timeout)
 
     def _lost(self) -> None:
         self.connected = False
+        self._proof = self._probes + 1
         for waiters in self._confirm.values():
             for fut in waiters:
                 if not fut.done():
@@ -202,6 +216,8 @@ class Bus:
                 self._on_message(channel[len(self._room_prefix):].decode(), data)
             elif channel == self._probe_channel:
                 self._last_probe_seen = time.monotonic()
+                if not self.connected and int(data) >= self._proof:
+                    self._recovered()
             elif channel == self._control and self._on_control is not None:
                 self._on_control(data)
         elif kind == "subscribe":

