@@ -24,7 +24,7 @@ from server.metrics import Metrics
 from server.presence import Presence, PresenceError
 from server.protocol import ProtocolError
 from server.rooms import LocalRooms, Outgoing
-from server.store import Store, StoreError, User
+from server.store import Store, StoreError, User, client_key
 
 log = logging.getLogger(__name__)
 
@@ -324,6 +324,7 @@ class Chat:
                                    "user": item.user, "body": item.body, "ts": ts}
             if item.client_id:
                 doc["client_id"] = item.client_id
+                doc["ckey"] = client_key(room, item.user["id"], item.client_id)
             docs.append(doc)
         dup = await self.store.insert_messages(docs)
         out = []
