@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -164,6 +165,26 @@ def mongo_service(data_dir: Path, port: int | None = None,
     return ChildService("secantusd-py", argv, workdir, port, data_dir / "mongo.log")
 
 
+def start_on_free_port(make: Callable[[], ChildService], attempts: int = 3) -> ChildService:
+    """Start a child on a kernel-chosen port, again on another if it loses a race for it.
+
+    The port is free when chosen, but the kernel may hand it to an outgoing connection
+    before the child binds it; the child then exits at start-up.
+    """
+    for attempt in range(1, attempts + 1):
+        svc = make()
+        try:
+            svc.start()
+        except EmbeddedError as e:
+            svc.stop()
+            if attempt == attempts:
+                raise
+            log.warning("%s; retrying on another port", e)
+            continue
+        return svc
+    raise AssertionError("unreachable")
+
+
 @dataclass
 class EmbeddedServices:
     """The services run.py starts when MONGO_URL / REDIS_URL are not given."""
@@ -186,11 +207,9 @@ class EmbeddedServices:
         os.chmod(self.data_dir, 0o700)
         try:
             if self.want_redis:
-                self.redis = redis_service(self.data_dir)
-                self.redis.start()
+                self.redis = start_on_free_port(lambda: redis_service(self.data_dir))
             if self.want_mongo:
-                self.mongo = mongo_service(self.data_dir)
-                self.mongo.start()
+                self.mongo = start_on_free_port(lambda: mongo_service(self.data_dir))
         except BaseException:
             self.stop()
             raise

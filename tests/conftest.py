@@ -20,7 +20,7 @@ import tornado.testing
 import tornado.web
 
 from server.config import Config
-from server.embedded import ChildService, mongo_service, redis_service
+from server.embedded import ChildService, mongo_service, redis_service, start_on_free_port
 from server.limits import LimitSettings
 from server.runtime import Runtime
 from tests.client import Client
@@ -138,8 +138,7 @@ def second_node(io_loop: tornado.ioloop.IOLoop, config: Config, services: Servic
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[ChildService]:
     """A redis-server of this test's own, which the test may kill and restart."""
-    svc = redis_service(tmp_path / "private", persist=False)
-    svc.start()
+    svc = start_on_free_port(lambda: redis_service(tmp_path / "private", persist=False))
     yield svc
     svc.stop()
 
@@ -147,8 +146,8 @@ def private_redis(tmp_path: Path) -> Iterator[ChildService]:
 @pytest.fixture
 def private_mongo(tmp_path: Path) -> Iterator[ChildService]:
     """A secantusd-py of this test's own, with failpoints enabled, which it may restart."""
-    svc = mongo_service(tmp_path / "private", test_commands=True)
-    svc.start()
+    svc = start_on_free_port(lambda: mongo_service(tmp_path / "private",
+                                                   test_commands=True))
     yield svc
     svc.stop()
 

@@ -7,7 +7,7 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from server.embedded import ChildService, mongo_service, redis_service
+from server.embedded import ChildService, mongo_service, redis_service, start_on_free_port
 
 
 @dataclass
@@ -25,12 +25,10 @@ class Services:
         redis_url = os.environ.get("REDIS_URL")
         mongo_url = os.environ.get("MONGO_URL")
         if not redis_url:
-            redis = redis_service(tmp, persist=False)
-            redis.start()
+            redis = start_on_free_port(lambda: redis_service(tmp, persist=False))
             redis_url = f"redis://127.0.0.1:{redis.port}/0"
         if not mongo_url:
-            mongo = mongo_service(tmp, test_commands=True)
-            mongo.start()
+            mongo = start_on_free_port(lambda: mongo_service(tmp, test_commands=True))
             mongo_url = f"mongodb://127.0.0.1:{mongo.port}/?directConnection=true"
         return cls(redis_url, mongo_url, redis, mongo)
 

@@ -1,0 +1,331 @@
+"""One load-generator process's share of the fan-out scenario: its rooms' connections.
+
+Every room lives wholly in one process, its senders too, so each latency is a send time
+and a receipt time read from the same clock in the same process (`perf_counter_ns`,
+the send time carried in the body as `t=<ns>;`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import resource
+import time
+from array import array
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from accounts import SetupError, ws_url
+from scenario import Scenario, Seat
+from tornado.httpclient import HTTPClientError, HTTPRequest
+from tornado.websocket import WebSocketClientConnection, websocket_connect
+
+CONNECT_TIMEOUT_S = 30.0
+DRAIN_CAP_S = 120.0
+
+
+class Stats:
+    """Counters shared by every connection of one process."""
+
+    def __init__(self) -> None:
+        self.latencies_ms = array("d")
+        self.ack_latencies_ms = array("d")
+        self.ack_sent_s = array("d")  # perf_counter send time (s) of each ack above
+        self.deliveries = 0
+        self.duplicates = 0
+        self.foreign = 0
+        self.malformed = 0
+        self.disconnects = 0
+        self.unexpected_acks = 0
+        self.errors: Counter[str] = Counter()
+        self.acked: dict[str, set[int]] = {}
+        self.first_send_ns = 0
+        self.last_delivery_ns = 0
+        self.closing = False
+
+
+class Member:
+    """One WebSocket connection in one room, and the sequence numbers it received."""
+
+    def __init__(self, seat: Seat, stats: Stats) -> None:
+        self.room = seat.room
+        self.name = seat.name
+        self.cookie = seat.cookie
+        self.source_ip = seat.source_ip
+        self.stats = stats
+        self.ws: WebSocketClientConnection | None = None
+        self.seen: set[int] = set()
+        self.sender: Sender | None = None
+        loop = asyncio.get_running_loop()
+        self.hello: asyncio.Future[dict[str, Any]] = loop.create_future()
+        self.joined: asyncio.Future[dict[str, Any]] = loop.create_future()
+
+    async def connect(self, target: str) -> None:
+        """Open the socket, wait for `hello`, join the room and wait for `joined`."""
+        url = ws_url(target)
+        headers = {"Origin": target}
+        if self.cookie:
+            headers["Cookie"] = self.cookie
+        else:
+            url += f"?name={self.name}"
+        request = HTTPRequest(url, headers=headers, connect_timeout=CONNECT_TIMEOUT_S,
+                              network_interface=self.source_ip or None)
+        try:
+            self.ws = await websocket_connect(request, on_message_callback=self.on_message)
+        except HTTPClientError as exc:
+            raise SetupError(f"/ws upgrade for {self.name}: HTTP {exc.code}") from exc
+        await asyncio.wait_for(asyncio.shield(self.hello), CONNECT_TIMEOUT_S)
+        self.ws.write_message(json.dumps({"type": "join", "room": self.room, "ref": "join"}))
+        await asyncio.wait_for(asyncio.shield(self.joined), CONNECT_TIMEOUT_S)
+
+    def on_message(self, raw: str | bytes | None) -> None:
+        """Account for one frame; runs inside Tornado's read loop, so it stays cheap."""
+        now = time.perf_counter_ns()
+        stats = self.stats
+        if raw is None:
+            if not stats.closing:
+                stats.disconnects += 1
+            for fut in (self.hello, self.joined):
+                if not fut.done():
+                    fut.set_exception(ConnectionError(f"{self.name}: closed during set-up"))
+            return
+        try:
+            frame = json.loads(raw)
+            kind = frame["type"]
+            if kind == "message":
+                body = frame["body"]
+                if frame["room"] != self.room or not body.startswith("t="):
+                    stats.foreign += 1
+                    return
+                seq = frame["seq"]
+                if seq in self.seen:
+                    stats.duplicates += 1
+                    return
+                self.seen.add(seq)
+                stats.deliveries += 1
+                stats.last_delivery_ns = now
+                stats.latencies_ms.append((now - int(body[2 : body.index(";")])) / 1e6)
+            elif kind == "ack":
+                if self.sender is None:
+                    stats.unexpected_acks += 1
+                else:
+                    self.sender.on_ack(frame, now)
+            elif kind == "error":
+                stats.errors[str(frame.get("code"))] += 1
+                if self.sender is not None:
+                    self.sender.on_error(frame)
+                if frame.get("ref") == "join" and not self.joined.done():
+                    self.joined.set_exception(SetupError(f"join {self.room}: {frame}"))
+            elif kind == "hello" and not self.hello.done():
+                self.hello.set_result(frame)
+            elif kind == "joined" and frame.get("room") == self.room and not self.joined.done():
+                self.joined.set_result(frame)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            stats.malformed += 1
+
+    def close(self) -> None:
+        """Close the socket if it is open."""
+        if self.ws is not None:
+            self.ws.close()
+
+
+class Sender:
+    """Sends one member's share of the schedule and matches acks to sends."""
+
+    def __init__(self, member: Member, tag: str, scenario: Scenario) -> None:
+        self.member = member
+        self.tag = tag
+        self.scenario = scenario
+        self.sent_at: dict[str, int] = {}  # client_id -> perf_counter_ns at send
+        self.pending: dict[str, int] = {}  # sends answered by neither ack nor error yet
+        self.acked_ids: set[str] = set()
+        self.sent = 0
+        self.rejected = 0
+        self.acked_after_error = 0
+        self.error_after_ack = 0
+        self.max_lag_s = 0.0
+        self.gate = asyncio.Semaphore(scenario.window)
+        self.padding = "x" * max(0, scenario.body_bytes - 24)
+        member.sender = self
+
+    def _send(self) -> None:
+        client_id = f"{self.tag}-{self.sent}"
+        now = time.perf_counter_ns()
+        stats = self.member.stats
+        if not stats.first_send_ns:
+            stats.first_send_ns = now
+        self.pending[client_id] = self.sent_at[client_id] = now
+        frame = {
+            "type": "send",
+            "room": self.member.room,
+            "body": f"t={now};{self.padding}",
+            "client_id": client_id,
+            "ref": client_id,
+        }
+        assert self.member.ws is not None
+        self.member.ws.write_message(json.dumps(frame))
+        self.sent += 1
+
+    async def run(self, start: float) -> None:
+        """Send on schedule from loop time `start` (open loop), or closed loop at rate 0."""
+        loop = asyncio.get_running_loop()
+        scenario = self.scenario
+        delay = start - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if scenario.rate == 0:
+            end = start + scenario.duration
+            while loop.time() < end:
+                await self.gate.acquire()
+                self._send()
+            return
+        interval = 1.0 / scenario.rate
+        for i in range(round(scenario.rate * scenario.duration)):
+            delay = start + i * interval - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                self.max_lag_s = max(self.max_lag_s, -delay)
+            self._send()
+
+    def on_ack(self, frame: dict[str, Any], now: int) -> None:
+        """Record the ack's seq as owed to every member of the room."""
+        client_id = frame.get("client_id") or ""
+        stats = self.member.stats
+        sent_ns = self.sent_at.get(client_id)
+        if sent_ns is None or client_id in self.acked_ids:
+            stats.unexpected_acks += 1
+            return
+        if self.pending.pop(client_id, None) is None:
+            # Answered with an error first, acknowledged later: the message exists.
+            self.rejected -= 1
+            self.acked_after_error += 1
+        else:
+            self.gate.release()
+        self.acked_ids.add(client_id)
+        stats.ack_latencies_ms.append((now - sent_ns) / 1e6)
+        stats.ack_sent_s.append(sent_ns / 1e9)
+        stats.acked.setdefault(frame["room"], set()).add(frame["seq"])
+
+    def on_error(self, frame: dict[str, Any]) -> None:
+        """An error frame answering one of our sends: rejected, unless an ack follows."""
+        ref = frame.get("ref") or ""
+        if self.pending.pop(ref, None) is not None:
+            self.rejected += 1
+            self.gate.release()
+        elif ref in self.acked_ids:
+            self.error_after_ack += 1
+
+    @property
+    def acked(self) -> int:
+        """Sends acknowledged so far."""
+        return len(self.acked_ids)
+
+
+async def drain(stats: Stats, senders: list[Sender], scenario: Scenario) -> None:
+    """Wait until every owed delivery and ack is in, or nothing has arrived for a while.
+
+    Gives up after `drain_timeout` s without progress (or DRAIN_CAP_S in all): a
+    message still missing then counts as lost.
+    """
+    loop = asyncio.get_running_loop()
+    cap = loop.time() + DRAIN_CAP_S
+    last_progress, seen = loop.time(), (-1, -1)
+    while loop.time() < cap:
+        owed = sum(len(seqs) for seqs in stats.acked.values()) * scenario.members
+        pending = sum(len(s.pending) for s in senders)
+        if not pending and stats.deliveries >= owed:
+            return
+        if (stats.deliveries, pending) != seen:
+            seen, last_progress = (stats.deliveries, pending), loop.time()
+        elif loop.time() - last_progress > scenario.drain_timeout:
+            return
+        await asyncio.sleep(0.02)
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def run_slice(
+    target: str,
+    scenario: Scenario,
+    seats: list[Seat],
+    ready: Callable[[float], Awaitable[float]],
+) -> dict[str, Any]:
+    """Connect `seats`, report ready, send from the agreed start and count what arrives.
+
+    `ready(connect_s)` returns the start time on the `time.monotonic()` clock, shared by
+    every process on the machine. Returns this process's raw counts and samples.
+    """
+    stats = Stats()
+    members = [Member(seat, stats) for seat in seats]
+    senders = [
+        Sender(member, f"{member.name}-{i}", scenario)
+        for i, (member, seat) in enumerate(zip(members, seats, strict=True))
+        if seat.sends
+    ]
+    gate = asyncio.Semaphore(scenario.connect_concurrency)
+
+    async def connect(member: Member) -> None:
+        async with gate:
+            await member.connect(target)
+
+    loop = asyncio.get_running_loop()
+    try:
+        started = time.perf_counter()
+        await asyncio.gather(*(connect(member) for member in members))
+        connect_s = time.perf_counter() - started
+        start_at = await ready(connect_s)  # may wait a while for a quiet machine
+        start = loop.time() + (start_at - time.monotonic())
+
+        # Keep the collector out of the measurement: set-up objects are frozen and
+        # per-frame objects die by reference counting.
+        gc.collect()
+        gc.freeze()
+        gc.disable()
+        cpu0 = cpu_seconds()
+        # Stagger senders evenly over one send interval instead of bursting together.
+        spread = (1.0 / scenario.rate / len(senders)) if scenario.rate and senders else 0.0
+        await asyncio.gather(*(s.run(start + i * spread) for i, s in enumerate(senders)))
+        await drain(stats, senders, scenario)
+        cpu_s = cpu_seconds() - cpu0
+    finally:
+        stats.closing = True
+        for member in members:
+            member.close()
+        gc.enable()
+        gc.unfreeze()
+
+    acked, rejected = sum(s.acked for s in senders), sum(s.rejected for s in senders)
+    return {
+        "connections": len(members),
+        "connect_s": connect_s,
+        "sent": sum(s.sent for s in senders),
+        "acked": acked,
+        "rejected": rejected,
+        "acks_missing": sum(len(s.pending) for s in senders),
+        "errors": dict(stats.errors),
+        "expected_deliveries": sum(len(s) for s in stats.acked.values()) * scenario.members,
+        "deliveries": stats.deliveries,
+        "lost": sum(len(stats.acked.get(m.room, set()) - m.seen) for m in members),
+        "duplicates": stats.duplicates,
+        "unacked_delivered": sum(len(m.seen - stats.acked.get(m.room, set())) for m in members),
+        "foreign_messages": stats.foreign,
+        "malformed": stats.malformed,
+        "disconnects": stats.disconnects,
+        "unexpected_acks": stats.unexpected_acks,
+        "acked_after_error": sum(s.acked_after_error for s in senders),
+        "error_after_ack": sum(s.error_after_ack for s in senders),
+        "first_send_ns": stats.first_send_ns,
+        "last_delivery_ns": stats.last_delivery_ns,
+        "max_send_lag_s": max((s.max_lag_s for s in senders), default=0.0),
+        "cpu_s": cpu_s,
+        "latencies_ms": stats.latencies_ms.tobytes(),
+        "ack_latencies_ms": stats.ack_latencies_ms.tobytes(),
+        "ack_sent_s": stats.ack_sent_s.tobytes(),
+    }
