@@ -284,3 +284,26 @@ async def test_sigkill_of_run_py_leaves_no_orphans(
     # The kernel tells each child its parent died (PR_SET_PDEATHSIG); give them a moment.
     still = await asyncio.to_thread(wait_gone, children, 10.0)
     assert not still, f"orphans after SIGKILL: {still}"
+
+
+async def test_create_bot_command_prints_a_working_token(make_client, services, config):
+    owner = make_client()
+    await owner.register()
+    env = {**os.environ, "MONGO_URL": services.mongo_url, "CHAT_DB": config.db_name}
+    env.pop("COOKIE_SECRET", None)
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "run.py", "create-bot", "cli-bot", "--owner", owner.user["name"]],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    token = done.stdout.strip().splitlines()[-1]
+    assert token.startswith("chat_")
+    bot = make_client()
+    bot.token = token
+    ws = await bot.ws(origin=None)
+    assert ws.hello["user"]["name"] == "cli-bot" and ws.hello["user"]["bot"] is True
+    unknown = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "run.py", "create-bot", "cli-bot2", "--owner", "nobody-here"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert unknown.returncode == 1 and "nobody-here" in unknown.stderr
