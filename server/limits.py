@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections import Counter
 from dataclasses import dataclass
 
@@ -79,13 +80,25 @@ class RateLimits:
         self.timeout = timeout
         self._bucket = redis.register_script(_BUCKET)
         self._warn = OncePer(log)
+        self._skip_until = 0.0
+
+    def _skipping(self) -> bool:
+        """True for a moment after a failure: limits are off instead of slow.
+
+        Without it, a connection with many frames queued would spend the timeout on
+        each of them in turn while Redis hangs.
+        """
+        return time.monotonic() < self._skip_until
 
     def _fail_open(self, what: str, e: BaseException) -> None:
+        self._skip_until = time.monotonic() + 1.0
         self._warn.warning("%s unavailable, allowing: %s", what, e or type(e).__name__)
 
     async def message(self, user_id: str) -> None:
         """Take one token from the user's message bucket or raise Limited."""
         s = self.settings
+        if self._skipping():
+            return
         try:
             allowed, wait = await asyncio.wait_for(
                 self._bucket(keys=[f"{self.prefix}msg:{user_id}"],
@@ -99,6 +112,8 @@ class RateLimits:
 
     async def _over(self, key: str, limit: int) -> float:
         """Seconds until `key`'s window ends if its count reached `limit`, else 0."""
+        if self._skipping():
+            return 0.0
         try:
             count = await asyncio.wait_for(self.redis.get(key), self.timeout)
             if count is not None and int(count) >= limit:
@@ -109,6 +124,8 @@ class RateLimits:
         return 0.0
 
     async def _hit(self, key: str) -> None:
+        if self._skipping():
+            return
         try:
             async with self.redis.pipeline(transaction=True) as pipe:
                 # SET NX EX then INCR: the window starts at the first failure
