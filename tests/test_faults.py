@@ -380,6 +380,15 @@ class Background:
                 raise result
 
 
+async def tear_down(bg: Any, peers: Iterable[Peer], nodes: Iterable[Any]) -> None:
+    """Stop the traffic, then close the clients and the nodes of a fault test."""
+    await bg.halt()
+    for peer in peers:
+        await peer.close()
+    for node in nodes:
+        await close_node(node)
+
+
 def answer_bound_violations(peers: Iterable[Peer], bound: float, now: float) -> list[Sent]:
     """Sends answered later than `bound`, or still unanswered after it."""
     late = []
@@ -629,11 +638,7 @@ async def test_redis_killed_for_5s_under_load_then_restarted_empty_loses_nothing
               f"{sum(p.history_calls for p in peers)}; duplicates per client "
               f"{[sum(lg.duplicates for lg in p.logs.values()) for p in peers]}")
     finally:
-        await bg.halt()
-        for peer in peers:
-            await peer.close()
-        for node in nodes:
-            await close_node(node)
+        await tear_down(bg, peers, nodes)
 
 
 # 2. Redis hung ------------------------------------------------------------------------
@@ -718,11 +723,7 @@ async def test_redis_hung_15s_never_blocks_the_ioloop_and_loses_nothing_acked(
         assert not late, (f"{len(late)} of {len(during)} sends during the hang answered "
                           f"after {SEND_BOUND}s (max {max(s.latency or 0 for s in late):.1f}s)")
     finally:
-        await bg.halt()
-        for peer in peers + idle:
-            await peer.close()
-        for node in nodes:
-            await close_node(node)
+        await tear_down(bg, peers + idle, nodes)
 
 
 # 3. MongoDB hung, then slow ------------------------------------------------------------
@@ -860,11 +861,7 @@ async def test_mongodb_down_10s_answers_unavailable_in_time_and_stores_nothing_u
               f"{back_after:.2f}s after it came back; max queued per node "
               f"{[max(v) for v in pending.values()]}")
     finally:
-        await bg.halt()
-        for peer in peers:
-            await peer.close()
-        for node in nodes:
-            await close_node(node)
+        await tear_down(bg, peers, nodes)
 
 
 async def test_mongodb_slow_keeps_fanout_presence_typing_and_pings_live_and_bounds_sends(
@@ -965,11 +962,7 @@ async def test_mongodb_slow_keeps_fanout_presence_typing_and_pings_live_and_boun
     finally:
         if armed:
             await asyncio.to_thread(fail_point, mongo, "off", {})
-        await bg.halt()
-        for peer in peers + idle:
-            await peer.close()
-        for node in nodes:
-            await close_node(node)
+        await tear_down(bg, peers + idle, nodes)
 
 
 # 4. A server process killed with SIGKILL -------------------------------------------------
