@@ -20,7 +20,14 @@ import tornado.testing
 import tornado.web
 
 from server.config import Config
-from server.embedded import ChildService, mongo_service, redis_service, start_on_free_port
+from server.embedded import (
+    ChildService,
+    mongo_service,
+    mongo_url,
+    redis_service,
+    redis_url,
+    start_on_free_port,
+)
 from server.limits import LimitSettings
 from server.runtime import Runtime
 from tests.client import Client
@@ -153,8 +160,8 @@ def private_mongo(tmp_path: Path) -> Iterator[ChildService]:
 
 
 def redis_url_of(svc: ChildService) -> str:
-    return f"redis://127.0.0.1:{svc.port}/0"
+    return redis_url(svc.port)
 
 
 def mongo_url_of(svc: ChildService) -> str:
-    return f"mongodb://127.0.0.1:{svc.port}/?directConnection=true"
+    return mongo_url(svc.port)

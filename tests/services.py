@@ -7,7 +7,14 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from server.embedded import ChildService, mongo_service, redis_service, start_on_free_port
+from server.embedded import (
+    ChildService,
+    mongo_service,
+    redis_service,
+    start_on_free_port,
+)
+from server.embedded import mongo_url as embedded_mongo_url
+from server.embedded import redis_url as embedded_redis_url
 
 
 @dataclass
@@ -26,10 +33,10 @@ class Services:
         mongo_url = os.environ.get("MONGO_URL")
         if not redis_url:
             redis = start_on_free_port(lambda: redis_service(tmp, persist=False))
-            redis_url = f"redis://127.0.0.1:{redis.port}/0"
+            redis_url = embedded_redis_url(redis.port)
         if not mongo_url:
             mongo = start_on_free_port(lambda: mongo_service(tmp, test_commands=True))
-            mongo_url = f"mongodb://127.0.0.1:{mongo.port}/?directConnection=true"
+            mongo_url = embedded_mongo_url(mongo.port)
         return cls(redis_url, mongo_url, redis, mongo)
 
     def stop(self) -> None:
