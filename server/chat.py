@@ -11,11 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Protocol
-
-from bson import ObjectId
 
 from server import protocol
 from server.bus import Bus, BusError
@@ -24,11 +20,11 @@ from server.metrics import Metrics
 from server.presence import Presence, PresenceError
 from server.protocol import ProtocolError
 from server.rooms import LocalRooms, Outgoing
-from server.store import Store, StoreError, User, client_key
+from server.store import Store, StoreError, User
+from server.writer import MessageWriter, unavailable
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH = 100
 JOIN_BACKLOG = 50
 SINCE_PAGE = 100
 
@@ -43,31 +39,6 @@ class Connection(Protocol):
     def send_raw(self, data: bytes) -> None: ...
 
     def shut(self, code: int, reason: str) -> None: ...
-
-
-def unavailable(what: str) -> ProtocolError:
-    return ProtocolError(protocol.UNAVAILABLE, f"{what} is unavailable, try again")
-
-
-@dataclass
-class _Pending:
-    conn: Connection
-    ref: protocol.Ref
-    body: str
-    client_id: str | None
-    future: asyncio.Future[dict[str, Any]] = field(repr=False)
-
-    @property
-    def user(self) -> User:
-        return self.conn.user
-
-    def resolve(self, ack: dict[str, Any]) -> None:
-        """Write the ack to the sender now, so it always precedes the message frame."""
-        if self.future.done():
-            return
-        frame = {**ack, "ref": self.ref} if self.ref is not None else ack
-        self.conn.send_raw(protocol.dump(frame).encode())
-        self.future.set_result(ack)
 
 
 class Chat:
@@ -88,8 +59,7 @@ class Chat:
         self.metrics = metrics or Metrics()
         self._publish_warning = OncePer(log)
         self._store_warning = OncePer(log)
-        self._pending: dict[str, list[_Pending]] = {}
-        self._writers: dict[str, asyncio.Task[None]] = {}
+        self.writer = MessageWriter(store, self._on_stored, self.metrics)
         self._marks: dict[str, _Watermark] = {}
         self._catching_up: asyncio.Task[None] | None = None
         self._connections: set[Connection] = set()
@@ -111,7 +81,9 @@ class Chat:
 
     async def close(self, timeout: float) -> None:
         """Finish in-flight stores and departures (up to `timeout`), then stop."""
-        pending = [*self._writers.values(), *self._tasks]
+        pending = [*self._tasks]
+        if self.writer.task is not None:
+            pending.append(self.writer.task)
         if pending:
             await asyncio.wait(pending, timeout=timeout)
         if self._heartbeat is not None:
@@ -154,12 +126,14 @@ class Chat:
             if new_room or not self.bus.is_subscribed(room):
                 await self.bus.subscribe(room)
             members, elsewhere = await self.presence.enter(room, conn.user)
+            # Read after subscribing: every message allocated later arrives live.
+            last_seq = int((await self.store.room(room) or doc)["seq"])
             if since is None:
-                messages, has_more = await self.store.messages(room, limit=JOIN_BACKLOG)
+                messages, has_more = await self.store.messages(room, limit=JOIN_BACKLOG,
+                                                               top=last_seq)
             else:
                 messages, has_more = await self.store.messages(room, after=since,
-                                                               limit=SINCE_PAGE)
-            last_seq = int((await self.store.room(room) or doc)["seq"])
+                                                               limit=SINCE_PAGE, top=last_seq)
         except (StoreError, BusError, PresenceError) as e:
             log.warning("join %s failed: %s", room, e)
             if not already:
@@ -217,132 +191,19 @@ class Chat:
 
     async def post(self, conn: Connection, room: str, body: str, client_id: str | None,
                    ref: protocol.Ref = None) -> dict[str, Any]:
-        """Store a message, write its ack to the sender, then fan it out; returns the ack.
-
-        Sends that arrive together for a room are stored as one batch: one seq
-        allocation and one insert for all of them.
-        """
+        """Store a message, write its ack to the sender, then fan it out; returns the ack."""
         if not self.rooms.has(room, conn):
             raise ProtocolError(protocol.FORBIDDEN, f"join {room!r} before sending to it")
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        item = _Pending(conn, ref, body, client_id, fut)
-        queue = self._pending.setdefault(room, [])
-        queue.append(item)
-        if room not in self._writers:
-            self._writers[room] = asyncio.create_task(self._drain(room), name=f"store:{room}")
-        try:
-            return await asyncio.wait_for(asyncio.shield(fut), self.send_timeout)
-        except asyncio.TimeoutError:
-            # Still queued behind a stuck store: drop it, so that while MongoDB hangs
-            # the queue holds only sends younger than send_timeout (never stored: the
-            # sender retries with its client_id). Already in a batch: it may still be
-            # stored, and then a late ack follows.
-            queue = self._pending.get(room, [])
-            for i, queued in enumerate(queue):
-                if queued is item:
-                    del queue[i]
-                    break
-            else:
-                fut.add_done_callback(_retrieve)  # nobody awaits it any more
-            raise unavailable("the message store") from None
+        return await self.writer.send(conn, room, body, client_id, ref, self.send_timeout)
 
-    async def _drain(self, room: str) -> None:
-        try:
-            while self._pending.get(room):
-                queue = self._pending[room]
-                batch, self._pending[room] = queue[:MAX_BATCH], queue[MAX_BATCH:]
-                await self._store_batch(room, batch)
-        finally:
-            self._pending.pop(room, None)
-            self._writers.pop(room, None)
-
-    async def _store_batch(self, room: str, batch: list[_Pending]) -> None:
-        started = time.perf_counter()
-        try:
-            fresh, repeats = await self._dedupe(room, batch)
-            stored = await self._insert(room, fresh) if fresh else []
-        except StoreError as e:
-            self._store_warning.warning("storing %d message(s) in %s failed: %s", len(batch),
-                                        room, e)
-            self.metrics.store_failures.inc(len(batch))
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_exception(unavailable("the message store"))
-            return
-        except ProtocolError as e:
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_exception(e)
-            return
-        for item, ack in repeats:
-            self.metrics.duplicate_sends.inc()
-            item.resolve(ack)
-        if not stored:
-            return
-        frames: list[Outgoing] = []
-        for item, message in stored:
-            ack = {"type": "ack", "room": room, "client_id": message["client_id"],
-                   "id": message["id"], "seq": message["seq"], "ts": message["ts"]}
-            item.resolve(ack)
-            frames.append((message["seq"], protocol.dump({"type": "message", **message})
-                           .encode()))
-        self.metrics.stored(len(frames), time.perf_counter() - started)
-        await self._fanout(room, frames, b"")
-
-    async def _dedupe(self, room: str, batch: list[_Pending]
-                      ) -> tuple[list[_Pending], list[tuple[_Pending, dict[str, Any]]]]:
-        """Split a batch into new sends and repeats of a stored (user, client_id)."""
-        keys = [(p.user["id"], p.client_id) for p in batch if p.client_id is not None]
-        stored = await self.store.find_by_client_ids(room, keys)
-        fresh: list[_Pending] = []
-        repeats: list[tuple[_Pending, dict[str, Any]]] = []
-        firsts: dict[tuple[str, str], _Pending] = {}
-        for item in batch:
-            key = (item.user["id"], item.client_id) if item.client_id else None
-            if key and key in stored:
-                m = stored[key]
-                repeats.append((item, _ack(m)))
-            elif key and key in firsts:
-                # The same send twice in one batch: answer it when the first resolves.
-                firsts[key].future.add_done_callback(_mirror(item))
-            else:
-                if key:
-                    firsts[key] = item
-                fresh.append(item)
-        return fresh, repeats
-
-    async def _insert(self, room: str, fresh: list[_Pending]
-                      ) -> list[tuple[_Pending, dict[str, Any]]]:
-        last = await self.store.allocate_seqs(room, len(fresh))
-        if last is None:
-            raise ProtocolError(protocol.NOT_FOUND, f"no room named {room!r}")
-        ts = int(time.time() * 1000)
-        first = last - len(fresh) + 1
-        docs = []
-        for i, item in enumerate(fresh):
-            doc: dict[str, Any] = {"_id": ObjectId(), "room": room, "seq": first + i,
-                                   "user": item.user, "body": item.body, "ts": ts}
-            if item.client_id:
-                doc["client_id"] = item.client_id
-                doc["ckey"] = client_key(room, item.user["id"], item.client_id)
-            docs.append(doc)
-        dup = await self.store.insert_messages(docs)
-        out = []
-        for i, (item, doc) in enumerate(zip(fresh, docs, strict=False)):
-            if i in dup:
-                # Another process stored the same client_id a moment earlier.
-                key = (item.user["id"], item.client_id or "")
-                found = await self.store.find_by_client_ids(room, [key])
-                if key in found:
-                    self.metrics.duplicate_sends.inc()
-                    item.resolve(_ack(found[key]))
-                else:
-                    item.future.set_exception(unavailable("the message store"))
-                continue
-            out.append((item, {"room": room, "id": str(doc["_id"]), "seq": doc["seq"],
-                               "user": doc["user"], "body": doc["body"], "ts": ts,
-                               "client_id": item.client_id}))
-        return out
+    async def _on_stored(self, room: str, frames: list[Outgoing], unused: list[int]) -> None:
+        """A writer tick stored these messages of a room (acks already written)."""
+        mark = self._marks.get(room)
+        if mark is not None:
+            for seq in unused:
+                mark.seen(seq)
+        if frames:
+            await self._fanout(room, frames, b"")
 
     async def history(self, room: str, before: int | None, after: int | None,
                       limit: int) -> dict[str, Any]:
@@ -510,27 +371,3 @@ class _Watermark:
         stuck = bool(self.above) and self.upto == self.was
         self.was = self.upto if self.above else -1
         return stuck
-
-
-def _ack(m: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "ack", "room": m["room"], "client_id": m["client_id"], "id": m["id"],
-            "seq": m["seq"], "ts": m["ts"]}
-
-
-def _retrieve(fut: asyncio.Future[Any]) -> None:
-    """Mark an abandoned future's exception as seen (asyncio logs it otherwise)."""
-    if not fut.cancelled():
-        fut.exception()
-
-
-def _mirror(target: _Pending) -> Callable[[asyncio.Future[Any]], None]:
-    def copy(source: asyncio.Future[dict[str, Any]]) -> None:
-        if target.future.done():
-            return
-        if source.cancelled():
-            target.future.cancel()
-        elif (exc := source.exception()) is not None:
-            target.future.set_exception(exc)
-        else:
-            target.resolve(source.result())
-    return copy

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable
 from typing import Any
 
 import pymongo
@@ -261,17 +260,13 @@ class Store:
             raise StoreError(str(e)) from e
         return int(doc["seq"]) if doc else None
 
-    async def find_by_client_ids(self, room: str,
-                                 keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Message]:
-        """Stored messages of a room by (user id, client_id)."""
-        ckeys = list({client_key(room, u, c) for u, c in keys})
-        if not ckeys:
-            return {}
+    async def find_by_ckeys(self, ckeys: list[str]) -> dict[str, Message]:
+        """Stored messages by their `client_key`."""
         try:
             docs = await self.db.messages.find({"ckey": {"$in": ckeys}}).to_list(None)
         except PyMongoError as e:
             raise StoreError(str(e)) from e
-        return {(d["user"]["id"], d["client_id"]): message_view(d) for d in docs}
+        return {d["ckey"]: message_view(d) for d in docs}
 
     async def insert_messages(self, docs: list[dict[str, Any]]) -> set[int]:
         """Insert message documents; returns the indexes that hit a duplicate key.
@@ -295,27 +290,45 @@ class Store:
         return set()
 
     async def messages(self, room: str, *, before: int | None = None, after: int | None = None,
-                       limit: int = 50) -> tuple[list[Message], bool]:
+                       limit: int = 50, top: int | None = None) -> tuple[list[Message], bool]:
         """A page of a room's history, ascending by seq, and whether more exist beyond it.
 
         With `after` the page starts just after it and `has_more` means newer messages
         exist; otherwise the page ends just before `before` (or at the newest) and
-        `has_more` means older ones exist.
+        `has_more` means older ones exist. `top` is the room's highest allocated seq
+        if the caller has just read it.
+
+        Pages are read through bounded seq windows (`seq` between two numbers), widened
+        only across gaps: SecantusDB sorts every document a filter matches before it
+        applies the limit, so an open range (`seq < before`) costs the whole room's
+        history; a window costs the page. On mongod both are index walks.
         """
-        seq: dict[str, int] = {}
-        if before is not None:
-            seq["$lt"] = before
-        if after is not None:
-            seq["$gt"] = after
-        query: dict[str, Any] = {"room": room}
-        if seq:
-            query["seq"] = seq
+        want = limit + 1
         ascending = after is not None
+        if top is None and (ascending or before is None):
+            doc = await self.room(room)
+            top = int(doc["seq"]) if doc else 0
+        if ascending:
+            lo, hi = after or 0, top or 0  # pages lie in (lo, hi]
+            if before is not None:
+                hi = min(hi, before - 1)
+        else:
+            lo, hi = 0, (top or 0) if before is None else before - 1
+        docs: list[dict[str, Any]] = []
+        width = want + 16  # a few gaps fit in the first window
         try:
-            cursor = self.db.messages.find(query).sort(
-                "seq", pymongo.ASCENDING if ascending else pymongo.DESCENDING
-            ).limit(limit + 1)
-            docs = await cursor.to_list(limit + 1)
+            while lo < hi and len(docs) < want:
+                if ascending:
+                    window = {"$gt": lo, "$lte": min(hi, lo + width)}
+                    lo = window["$lte"]
+                else:
+                    window = {"$gt": max(lo, hi - width), "$lte": hi}
+                    hi = window["$gt"]
+                cursor = self.db.messages.find({"room": room, "seq": window}).sort(
+                    "seq", pymongo.ASCENDING if ascending else pymongo.DESCENDING
+                ).limit(want - len(docs))
+                docs += await cursor.to_list(None)
+                width *= 4
         except PyMongoError as e:
             raise StoreError(str(e)) from e
         has_more = len(docs) > limit

@@ -737,8 +737,8 @@ def fail_point(mongo_url: str, mode: Any, data: dict[str, Any]) -> None:
 
 def pending_sends(node: Node) -> int:
     """Sends queued in this process for storing. No public figure exposes it, so the
-    test reads Chat's per-room queues (read only; nothing is patched)."""
-    return sum(len(q) for q in node.runtime.chat._pending.values())
+    test reads the writer's queue length (read only; nothing is patched)."""
+    return node.runtime.chat.writer.queued
 
 
 async def sample(probe: Callable[[], int], stop: asyncio.Event, out: list[int],

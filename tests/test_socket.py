@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import json
 
+import pymongo
 import pytest
 from tornado.httpclient import HTTPClientError
 
@@ -264,6 +265,38 @@ async def test_history_pages_backwards_and_forwards(make_client):
     assert [m["seq"] for m in tail["messages"]] == [29, 30] and tail["has_more"] is False
     clamped = await ws.call({"type": "history", "room": "general", "limit": 0})
     assert len(clamped["messages"]) == 1
+
+
+def burn_seqs(config, services, room: str, n: int) -> None:
+    """Leave `n` unused seqs in a room, as `n` failed stores would."""
+    with pymongo.MongoClient(services.mongo_url) as mongo:
+        mongo[config.db_name].rooms.update_one({"_id": room}, {"$inc": {"seq": n}})
+
+
+async def test_history_and_join_read_across_gaps_wider_than_a_page(make_client, config,
+                                                                    services):
+    _, ws = await user_socket(make_client)
+    await send_many(ws, 5, "old")  # seqs 1-5
+    burn_seqs(config, services, "general", 1000)  # 6-1005 never used
+    await send_many(ws, 3, "mid")  # 1006-1008
+    burn_seqs(config, services, "general", 300)  # 1009-1308, and the newest is a gap
+    newest = await ws.call({"type": "history", "room": "general", "limit": 6})
+    assert [m["seq"] for m in newest["messages"]] == [3, 4, 5, 1006, 1007, 1008]
+    assert newest["has_more"] is True
+    older = await ws.call({"type": "history", "room": "general", "before": 1006})
+    assert [m["seq"] for m in older["messages"]] == [1, 2, 3, 4, 5]
+    assert older["has_more"] is False
+    newer = await ws.call({"type": "history", "room": "general", "after": 4, "limit": 2})
+    assert [m["seq"] for m in newer["messages"]] == [5, 1006] and newer["has_more"] is True
+    rest = await ws.call({"type": "history", "room": "general", "after": 1006})
+    assert [m["seq"] for m in rest["messages"]] == [1007, 1008] and rest["has_more"] is False
+    _, late = await user_socket(make_client, room=None)
+    joined = await late.join("general", since=2)
+    assert [m["seq"] for m in joined["messages"]] == [3, 4, 5, 1006, 1007, 1008]
+    assert joined["has_more"] is False and joined["last_seq"] == 1308
+    ack = await send(ws, "after the gap")
+    assert ack["seq"] == 1309
+    assert (await late.expect("message"))["seq"] == 1309
 
 
 async def test_history_of_unknown_room_is_not_found(make_client):
