@@ -27,6 +27,8 @@ from server.store import Store, StoreError
 
 log = logging.getLogger("chat")
 
+SWITCH_INTERVAL_S = 0.0005
+
 
 async def serve(config: Config, mongo_url: str, redis_url: str,
                 sockets: list[socket.socket]) -> None:
@@ -48,6 +50,12 @@ async def serve(config: Config, mongo_url: str, redis_url: str,
         # collector's sight, so full collections (and the p99 they cause) stay short.
         gc.collect()
         gc.freeze()
+        # Motor runs every MongoDB call on a worker thread, which needs the GIL twice
+        # (to send, then to read the reply). A busy event loop gives it up only every
+        # switch interval: 5 ms by default, a delay that lands on every store and
+        # every ack. 0.5 ms makes a busy loop hand over within a fraction of a
+        # millisecond, at no measurable cost in throughput.
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         log.info("node %s serving http://%s:%d/", config.node_id,
                  config.host or "0.0.0.0", config.port)  # noqa: S104 - display only
         await stop.wait()
