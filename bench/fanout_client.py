@@ -3,6 +3,10 @@
 Every room lives wholly in one process, its senders too, so each latency is a send time
 and a receipt time read from the same clock in the same process (`perf_counter_ns`,
 the send time carried in the body as `t=<ns>;`).
+
+The WebSocket client is picows (`bench/requirements.txt`): its Cython frame parser calls
+`Member.on_ws_frame` once per frame with no coroutine, future or task in between, which
+costs a fraction of Tornado's `websocket_connect` read path per received frame.
 """
 
 from __future__ import annotations
@@ -18,12 +22,35 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from accounts import SetupError, ws_url
+from picows import (
+    WSCloseCode,
+    WSFrame,
+    WSHandshakeError,
+    WSListener,
+    WSMsgType,
+    WSTransport,
+    ws_connect,
+)
 from scenario import Scenario, Seat
-from tornado.httpclient import HTTPClientError, HTTPRequest
-from tornado.websocket import WebSocketClientConnection, websocket_connect
+
+TEXT = WSMsgType.TEXT
+CONTINUATION = WSMsgType.CONTINUATION
+CLOSE = WSMsgType.CLOSE
 
 CONNECT_TIMEOUT_S = 30.0
 DRAIN_CAP_S = 120.0
+
+_DECODER: Any = json.JSONDecoder()  # its scan_once is the C scanner behind json.loads
+_scan: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once
+
+
+def _loads(text: str) -> Any:
+    """`json.loads(text)`, without its Python-level layers when nothing surrounds the value."""
+    try:
+        value, end = _scan(text, 0)
+    except StopIteration:  # not a value at 0 (blanks first, or not JSON): json.loads decides
+        return json.loads(text)
+    return value if end == len(text) else json.loads(text)
 
 
 class Stats:
@@ -46,21 +73,31 @@ class Stats:
         self.closing = False
 
 
-class Member:
-    """One WebSocket connection in one room, and the sequence numbers it received."""
+class Member(WSListener):
+    """One WebSocket connection in one room, and the sequence numbers it received.
+
+    It is its own picows listener: `on_ws_frame` runs inside picows's parser, once per
+    frame, so the common case (one unfragmented text frame) stays a few attribute reads,
+    one UTF-8 decode and one `json.loads`.
+    """
 
     def __init__(self, seat: Seat, stats: Stats) -> None:
+        super().__init__()
         self.room = seat.room
         self.name = seat.name
         self.cookie = seat.cookie
         self.source_ip = seat.source_ip
         self.stats = stats
-        self.ws: WebSocketClientConnection | None = None
+        self.ws: WSTransport | None = None
         self.seen: set[int] = set()
         self.sender: Sender | None = None
+        self.fragments: list[bytes] | None = None  # a fragmented message being reassembled
         loop = asyncio.get_running_loop()
         self.hello: asyncio.Future[dict[str, Any]] = loop.create_future()
         self.joined: asyncio.Future[dict[str, Any]] = loop.create_future()
+
+    def _listener(self) -> Member:
+        return self
 
     async def connect(self, target: str) -> None:
         """Open the socket, wait for `hello`, join the room and wait for `joined`."""
@@ -70,29 +107,90 @@ class Member:
             headers["Cookie"] = self.cookie
         else:
             url += f"?name={self.name}"
-        request = HTTPRequest(url, headers=headers, connect_timeout=CONNECT_TIMEOUT_S,
-                              network_interface=self.source_ip or None)
         try:
-            self.ws = await websocket_connect(request, on_message_callback=self.on_message)
-        except HTTPClientError as exc:
-            raise SetupError(f"/ws upgrade for {self.name}: HTTP {exc.code}") from exc
+            ws, _ = await asyncio.wait_for(
+                ws_connect(
+                    self._listener,
+                    url,
+                    extra_headers=headers,
+                    websocket_handshake_timeout=CONNECT_TIMEOUT_S,
+                    max_redirects=0,
+                    # The source address, like Tornado's `network_interface` before.
+                    local_addr=(self.source_ip, 0) if self.source_ip else None,
+                ),
+                CONNECT_TIMEOUT_S,
+            )
+        except WSHandshakeError as exc:
+            status = "no valid HTTP answer" if exc.response is None else int(exc.response.status)
+            raise SetupError(f"/ws upgrade for {self.name}: HTTP {status}") from exc
+        except asyncio.TimeoutError as exc:
+            raise SetupError(
+                f"/ws upgrade for {self.name}: no answer in {CONNECT_TIMEOUT_S:g} s"
+            ) from exc
+        self.ws = ws
         await asyncio.wait_for(asyncio.shield(self.hello), CONNECT_TIMEOUT_S)
-        self.ws.write_message(json.dumps({"type": "join", "room": self.room, "ref": "join"}))
+        ws.send(TEXT, json.dumps({"type": "join", "room": self.room, "ref": "join"}))
         await asyncio.wait_for(asyncio.shield(self.joined), CONNECT_TIMEOUT_S)
 
-    def on_message(self, raw: str | bytes | None) -> None:
-        """Account for one frame; runs inside Tornado's read loop, so it stays cheap."""
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        """picows hands over every frame but pings (it answers those itself)."""
         now = time.perf_counter_ns()
-        stats = self.stats
-        if raw is None:
-            if not stats.closing:
-                stats.disconnects += 1
-            for fut in (self.hello, self.joined):
-                if not fut.done():
-                    fut.set_exception(ConnectionError(f"{self.name}: closed during set-up"))
+        if frame.fin and frame.msg_type is TEXT:
+            try:
+                text = frame.get_payload_as_utf8_text()
+            except UnicodeDecodeError:
+                self.stats.malformed += 1
+                return
+            self.on_message(text, now)
+        else:
+            self._on_other_frame(transport, frame, now)
+
+    def _on_other_frame(self, transport: WSTransport, frame: WSFrame, now: int) -> None:
+        """Close, pong, binary and fragmented frames: none of them is expected in bulk."""
+        kind = frame.msg_type
+        payload = b""
+        if kind is CLOSE:
+            # Finish the server's close handshake; on_ws_disconnected does the counting.
+            transport.send_close(WSCloseCode.OK)
+            transport.disconnect()
             return
+        if kind is CONTINUATION:
+            if self.fragments is None:  # a continuation of nothing: a server bug
+                self.stats.malformed += 1
+                return
+            self.fragments.append(frame.get_payload_as_bytes())
+            if not frame.fin:
+                return
+            payload, self.fragments = b"".join(self.fragments), None
+        elif kind is TEXT or kind is WSMsgType.BINARY:
+            if not frame.fin:  # the first fragment of a message
+                if self.fragments is not None:  # the previous message never finished
+                    self.stats.malformed += 1
+                self.fragments = [frame.get_payload_as_bytes()]
+                return
+            payload = frame.get_payload_as_bytes()  # binary: read as JSON, like Tornado's client
+        else:
+            return  # PONG: we send no pings
         try:
-            frame = json.loads(raw)
+            text = payload.decode()
+        except UnicodeDecodeError:
+            self.stats.malformed += 1
+            return
+        self.on_message(text, now)
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        """The connection is gone, by either side's doing."""
+        if not self.stats.closing:
+            self.stats.disconnects += 1
+        for fut in (self.hello, self.joined):
+            if not fut.done():
+                fut.set_exception(ConnectionError(f"{self.name}: closed during set-up"))
+
+    def on_message(self, text: str, now: int) -> None:
+        """Account for one message received at `now` (perf_counter_ns); stays cheap."""
+        stats = self.stats
+        try:
+            frame = _loads(text)
             kind = frame["type"]
             if kind == "message":
                 body = frame["body"]
@@ -126,9 +224,10 @@ class Member:
             stats.malformed += 1
 
     def close(self) -> None:
-        """Close the socket if it is open."""
+        """Close the socket if it is open: a close frame, then hang up."""
         if self.ws is not None:
-            self.ws.close()
+            self.ws.send_close(WSCloseCode.OK)
+            self.ws.disconnect()
 
 
 class Sender:
@@ -165,7 +264,7 @@ class Sender:
             "ref": client_id,
         }
         assert self.member.ws is not None
-        self.member.ws.write_message(json.dumps(frame))
+        self.member.ws.send(TEXT, json.dumps(frame))
         self.sent += 1
 
     async def run(self, start: float) -> None:

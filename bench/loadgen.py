@@ -1,7 +1,8 @@
 """Fan-out load generator: many WebSocket members per room, a few senders, exact accounting.
 
-Scenario `fanout`: `rooms` rooms of `members` connections each (Tornado
-`websocket_connect` clients); `senders_per_room` of those members send at `rate` msg/s
+Scenario `fanout`: `rooms` rooms of `members` connections each (picows clients, whose
+frames are parsed in C, so the load generator leaves the cores to the server);
+`senders_per_room` of those members send at `rate` msg/s
 for `duration` s, open loop (a slow server does not slow the schedule down). Every
 message acknowledged to a sender must reach every member of its room exactly once.
 Latency is send -> receipt in the process that sent it. Rooms are split over `workers`
