@@ -59,7 +59,7 @@ class Chat:
         self.metrics = metrics or Metrics()
         self._publish_warning = OncePer(log)
         self._store_warning = OncePer(log)
-        self.writer = MessageWriter(store, self._on_stored, self.metrics)
+        self.writer = MessageWriter(store, self._deliver_stored, self._publish, self.metrics)
         self._marks: dict[str, _Watermark] = {}
         self._catching_up: asyncio.Task[None] | None = None
         self._connections: set[Connection] = set()
@@ -126,8 +126,9 @@ class Chat:
             if new_room or not self.bus.is_subscribed(room):
                 await self.bus.subscribe(room)
             members, elsewhere = await self.presence.enter(room, conn.user)
-            # Read after subscribing: every message allocated later arrives live.
-            last_seq = int((await self.store.room(room) or doc)["seq"])
+            # Read after subscribing: every message stored later arrives live.
+            last_seq = await self.store.top_seq(room) or 0
+            self.writer.saw(room, last_seq)
             if since is None:
                 messages, has_more = await self.store.messages(room, limit=JOIN_BACKLOG,
                                                                top=last_seq)
@@ -196,22 +197,19 @@ class Chat:
             raise ProtocolError(protocol.FORBIDDEN, f"join {room!r} before sending to it")
         return await self.writer.send(conn, room, body, client_id, ref, self.send_timeout)
 
-    async def _on_stored(self, room: str, frames: list[Outgoing], unused: list[int]) -> None:
+    def _deliver_stored(self, room: str, frames: list[Outgoing]) -> None:
         """A writer tick stored these messages of a room (acks already written)."""
-        mark = self._marks.get(room)
-        if mark is not None:
-            for seq in unused:
-                mark.seen(seq)
-        if frames:
-            await self._fanout(room, frames, b"")
+        self._deliver_local(room, frames, b"")
 
     async def history(self, room: str, before: int | None, after: int | None,
                       limit: int) -> dict[str, Any]:
         try:
-            if await self.store.room(room) is None:
+            doc = await self.store.room(room)
+            if doc is None:
                 raise ProtocolError(protocol.NOT_FOUND, f"no room named {room!r}")
+            top = max(int(doc["seq"]), self.writer.top(room))
             messages, has_more = await self.store.messages(room, before=before, after=after,
-                                                           limit=limit)
+                                                           limit=limit, top=top)
         except StoreError:
             raise unavailable("the message store") from None
         return {"type": "history", "room": room,
@@ -223,6 +221,10 @@ class Chat:
     async def _fanout(self, room: str, frames: list[Outgoing], exclude: bytes) -> None:
         """Deliver to local members now and publish once for the other processes."""
         self._deliver_local(room, frames, exclude)
+        await self._publish(room, frames, exclude)
+
+    async def _publish(self, room: str, frames: list[Outgoing], exclude: bytes = b"") -> None:
+        """One Redis publish of a room's frames, serialized once for every process."""
         header = b"%s %s %.6f" % (self._node, exclude or b"-", time.time())
         payload = b"\n".join([header,
                               *(b"%d\t%s" % (seq, data) for seq, data in frames)])
@@ -256,6 +258,9 @@ class Chat:
             seq, _, data = line.partition(b"\t")
             frames.append((int(seq), data))
         if frames:
+            top = max(seq for seq, _ in frames)
+            if top:  # messages, not presence or typing
+                self.writer.saw(room, top)
             self._deliver_local(room, frames, exclude)
 
     def _on_control(self, payload: bytes) -> None:
@@ -294,14 +299,16 @@ class Chat:
                 continue
             after = mark.upto
             try:
+                top = await self.store.top_seq(room) or 0
                 for _page in range(20):
                     messages, has_more = await self.store.messages(room, after=after,
-                                                                   limit=SINCE_PAGE)
+                                                                   limit=SINCE_PAGE, top=top)
                     frames = [(m["seq"], protocol.dump({"type": "message", **m}).encode())
                               for m in messages if not mark.covers(m["seq"])]
                     if frames:
                         self._deliver_local(room, frames, b"")
                     if messages:
+                        self.writer.saw(room, messages[-1]["seq"])
                         # Seqs of the page's range that MongoDB lacks are failed stores.
                         mark.through(after, messages[-1]["seq"])
                         after = messages[-1]["seq"]

@@ -43,6 +43,10 @@ class Metrics:
         self.store_failures = Counter("chat_store_failures",
                                       "Sends answered unavailable because MongoDB failed",
                                       registry=r)
+        self.seq_refusals = Counter(
+            "chat_seq_refusals",
+            "Message inserts refused because another process had stored that seq first",
+            registry=r)
         self.publish_failures = Counter("chat_publish_failures",
                                         "Redis publishes that failed (messages stay stored)",
                                         registry=r)

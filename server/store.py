@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 import pymongo
 from bson import ObjectId
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
+from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 log = logging.getLogger(__name__)
@@ -249,16 +251,43 @@ class Store:
 
     # Messages ---------------------------------------------------------------
 
-    async def allocate_seqs(self, room: str, n: int) -> int | None:
-        """Reserve n consecutive seqs in a room atomically; returns the last, or None."""
+    async def room_seqs(self, rooms: list[str]) -> dict[str, int]:
+        """The recorded top seq of each room that exists (absent rooms are missing)."""
         try:
-            doc = await self.db.rooms.find_one_and_update(
-                {"_id": room}, {"$inc": {"seq": n}}, projection={"seq": 1},
-                return_document=pymongo.ReturnDocument.AFTER,
-            )
+            docs = await self.db.rooms.find({"_id": {"$in": rooms}}, {"seq": 1}).to_list(None)
         except PyMongoError as e:
             raise StoreError(str(e)) from e
-        return int(doc["seq"]) if doc else None
+        return {d["_id"]: int(d["seq"]) for d in docs}
+
+    async def top_seq_after(self, room: str, known: int) -> int:
+        """The highest seq stored in a room, given that `known` is stored or recorded.
+
+        Only the messages above `known` are read: those another process has stored
+        since, normally a handful.
+        """
+        try:
+            docs = await self.db.messages.find(
+                {"room": room, "seq": {"$gt": known}}, {"seq": 1}
+            ).sort("seq", pymongo.DESCENDING).limit(1).to_list(None)
+        except PyMongoError as e:
+            raise StoreError(str(e)) from e
+        return max([known, *(int(d["seq"]) for d in docs)])
+
+    async def top_seq(self, room: str) -> int | None:
+        """The highest seq stored in a room (None if no such room): its recorded top,
+        then whatever is stored above it (messages whose record is still on its way)."""
+        doc = await self.room(room)
+        return None if doc is None else await self.top_seq_after(room, int(doc["seq"]))
+
+    def record_seqs(self, tops: dict[str, int]) -> Awaitable[None]:
+        """Raise each room's recorded top seq to at least the given one (`$max`).
+
+        The write is handed to Motor at once, so the caller can do other work (the
+        fan-out) while it travels.
+        """
+        return _guarded(self.db.rooms.bulk_write(
+            [UpdateOne({"_id": room}, {"$max": {"seq": seq}}) for room, seq in tops.items()],
+            ordered=False))
 
     async def find_by_ckeys(self, ckeys: list[str]) -> dict[str, Message]:
         """Stored messages by their `client_key`."""
@@ -268,26 +297,29 @@ class Store:
             raise StoreError(str(e)) from e
         return {d["ckey"]: message_view(d) for d in docs}
 
-    async def insert_messages(self, docs: list[dict[str, Any]]) -> set[int]:
-        """Insert message documents; returns the indexes that hit a duplicate key.
+    async def insert_in_order(self, docs: list[dict[str, Any]]) -> tuple[int, str | None]:
+        """Insert message documents in order, stopping at the first duplicate key.
 
-        Any other failure raises StoreError, and then none of the batch is trusted
-        to be stored.
+        Returns how many were inserted and, if one was refused, which unique key
+        refused it: "seq" (another process stored that seq first), "ckey" (its
+        client_id is stored already) or "" (the server did not say). Any other
+        failure raises StoreError; then an unknown prefix of `docs` may be stored.
         """
         if not docs:
-            return set()
+            return 0, None
         try:
-            await self.db.messages.insert_many(docs, ordered=False)
+            await self.db.messages.insert_many(docs, ordered=True)
         except BulkWriteError as e:
             errors = e.details.get("writeErrors", [])
-            if any(err.get("code") != 11000 for err in errors) or e.details.get(
-                "writeConcernErrors"
-            ):
+            if (len(errors) != 1 or errors[0].get("code") != 11000
+                    or e.details.get("writeConcernErrors")):
                 raise StoreError(str(e)) from e
-            return {int(err["index"]) for err in errors}
+            pattern = errors[0].get("keyPattern") or {}
+            key = "ckey" if "ckey" in pattern else "seq" if "seq" in pattern else ""
+            return int(errors[0]["index"]), key
         except PyMongoError as e:
             raise StoreError(str(e)) from e
-        return set()
+        return len(docs), None
 
     async def messages(self, room: str, *, before: int | None = None, after: int | None = None,
                        limit: int = 50, top: int | None = None) -> tuple[list[Message], bool]:
@@ -295,8 +327,8 @@ class Store:
 
         With `after` the page starts just after it and `has_more` means newer messages
         exist; otherwise the page ends just before `before` (or at the newest) and
-        `has_more` means older ones exist. `top` is the room's highest allocated seq
-        if the caller has just read it.
+        `has_more` means older ones exist. `top` is the room's highest stored seq
+        if the caller has just read it (else the recorded one is read).
 
         Pages are read through bounded seq windows (`seq` between two numbers), widened
         only across gaps: SecantusDB sorts every document a filter matches before it
@@ -336,3 +368,10 @@ class Store:
         if not ascending:
             docs.reverse()
         return [message_view(d) for d in docs], has_more
+
+
+async def _guarded(sent: Awaitable[Any]) -> None:
+    try:
+        await sent
+    except PyMongoError as e:
+        raise StoreError(str(e)) from e

@@ -1,13 +1,24 @@
 """The message writer: every send of this process is stored through one queue.
 
-Sends are stored in ticks. A tick takes everything queued (up to MAX_BATCH), answers
-resent `client_id`s from one lookup, reserves the seqs of each room it touches (one
-`$inc` per room, all rooms at once) and inserts all the messages with one
-`insert_many`. Only then are the senders acked, and the messages fanned out (local
-sockets, then one Redis publish per room) before the next tick starts.
+Sends are stored in ticks. A tick takes everything queued (up to MAX_BATCH) in every
+room and inserts it with one ordered `insert_many`, each message numbered with the
+next seq of its room that this process knows of (the optimistic sequence). The
+unique indexes decide the rare cases, one extra round trip each:
 
-Round trips per tick, not per message or per room, are what bound the latency: with
-the embedded MongoDB-wire server each costs 1-5 ms, and a tick takes three in a row.
+- (room, seq) refuses a seq another process stored first: read that room's newest
+  seq and number the rest of the tick after it;
+- ckey refuses a `client_id` already stored (a resend): answer the resends of the
+  tick with their original acks and store the rest.
+
+The insert is ordered, so it stops at the refused message and a room's seqs never
+get a hole: nothing is reserved that a failure could leave unused. Then the senders
+are acked and the messages delivered to local sockets and published on Redis, while
+the rooms' recorded top seqs (`rooms.seq`) are raised with one `$max` for all; the
+next tick starts when all of that is done. The record only saves readers a scan:
+`Store.top_seq` reads it and then whatever was stored above it.
+
+Round trips per tick, not per message or per room, bound the latency: with the
+embedded MongoDB-wire server each costs 1-5 ms.
 """
 
 from __future__ import annotations
@@ -31,9 +42,14 @@ from server.store import Store, StoreError, User, client_key
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 200
+# Refusals one tick may meet before its remaining sends are answered `unavailable`
+# (each costs a round trip; only several processes racing for one room cause many).
+MAX_REFUSALS = 16
 
-# Called once per room of a tick, in order: (room, stored frames, unused seqs).
-OnStored = Callable[[str, list[Outgoing], list[int]], Awaitable[None]]
+# Hands a room's stored messages of one tick to local sockets (synchronously) ...
+Deliver = Callable[[str, list[Outgoing]], None]
+# ... and to the other processes, through the room's Redis channel.
+Publish = Callable[[str, list[Outgoing]], Awaitable[None]]
 
 
 class Sender(Protocol):
@@ -79,13 +95,20 @@ class Send:
 class MessageWriter:
     """Stores queued sends in ticks; see the module docstring."""
 
-    def __init__(self, store: Store, on_stored: OnStored, metrics: Metrics) -> None:
+    def __init__(self, store: Store, deliver: Deliver, publish: Publish,
+                 metrics: Metrics) -> None:
         self.store = store
-        self.on_stored = on_stored
+        self.deliver = deliver
+        self.publish = publish
         self.metrics = metrics
         self._queue: list[Send] = []
         self._task: asyncio.Task[None] | None = None
         self._warning = OncePer(log)
+        # Per room: the highest seq known to be stored (own inserts, other processes'
+        # messages seen, the record read at join). Never above the truth: a stale
+        # value costs one refusal, never a wrong seq.
+        self._tops: dict[str, int] = {}
+        self._unrecorded: dict[str, int] = {}  # tops stored but not yet in rooms.seq
 
     @property
     def queued(self) -> int:
@@ -95,6 +118,15 @@ class MessageWriter:
     @property
     def task(self) -> asyncio.Task[None] | None:
         return self._task
+
+    def top(self, room: str) -> int:
+        """The highest seq of a room this process knows to be stored (0 if none)."""
+        return self._tops.get(room, 0)
+
+    def saw(self, room: str, seq: int) -> None:
+        """A message of the room, stored by anyone, was seen with this seq."""
+        if seq > self._tops.get(room, -1):
+            self._tops[room] = seq
 
     async def send(self, conn: Sender, room: str, body: str, client_id: str | None,
                    ref: protocol.Ref, timeout: float) -> dict[str, Any]:
@@ -132,86 +164,141 @@ class MessageWriter:
         finally:
             self._task = None
 
-    async def _fan_out(self, stored: dict[str, tuple[list[Outgoing], list[int]]]) -> None:
-        """Hand each room's stored messages on, before the next tick is stored: so every
-        room sees its messages (and Redis its publishes) in seq order."""
+    async def _fan_out(self, stored: dict[str, list[Outgoing]]) -> None:
+        """Deliver and publish while the rooms' top seqs are recorded; all before the
+        next tick, so every room's messages go out in seq order."""
+        tops, self._unrecorded = self._unrecorded, {}
+        recorded = self.store.record_seqs(tops) if tops else None  # travels meanwhile
         try:
-            await asyncio.gather(*(self.on_stored(room, frames, unused)
-                                   for room, (frames, unused) in stored.items()))
+            for room, frames in stored.items():
+                self.deliver(room, frames)
+            await asyncio.gather(*(self.publish(room, frames)
+                                   for room, frames in stored.items()))
         except Exception:
             log.exception("fan-out of stored messages crashed")
+        if recorded is not None:
+            try:
+                await recorded
+            except StoreError as e:  # the next tick records these tops again
+                self._warning.warning("recording top seqs failed: %s", e)
+                for room, seq in tops.items():
+                    self._unrecorded[room] = max(seq, self._unrecorded.get(room, 0))
 
-    async def _tick(self, batch: list[Send]) -> dict[str, tuple[list[Outgoing], list[int]]]:
-        """Store one batch and ack its senders; returns, per room, the message frames
-        to fan out and the seqs that were reserved but not used."""
+    async def _tick(self, batch: list[Send]) -> dict[str, list[Outgoing]]:
+        """Store one batch and ack its senders; returns each room's message frames."""
         started = time.perf_counter()
-        try:
-            batch = await self._answer_repeats(batch)
-        except StoreError as e:
-            self._failed(batch, e)
-            return {}
-        by_room = self._group(batch)
-        docs, placed = await self._place(by_room)
-        if not docs:
-            return {}
-        try:
-            dup = await self.store.insert_messages(docs)
-        except StoreError as e:
-            self._failed(placed, e)
-            return {}
-        originals = await self._originals([docs[i] for i in dup])
-        stored: dict[str, tuple[list[Outgoing], list[int]]] = {}
-        for i, (item, doc) in enumerate(zip(placed, docs, strict=True)):
-            frames, unused = stored.setdefault(item.room, ([], []))
-            if i in dup:
-                # Stored a moment ago through another process (or connection).
-                unused.append(doc["seq"])
-                original = originals.get(doc.get("ckey", ""))
-                if original is None:
-                    item.fail(unavailable("the message store"))
-                else:
-                    self.metrics.duplicate_sends.inc()
-                    item.resolve(_ack(original))
-                continue
-            message = {"room": item.room, "id": str(doc["_id"]), "seq": doc["seq"],
-                       "user": doc["user"], "body": doc["body"], "ts": doc["ts"],
-                       "client_id": item.client_id}
-            item.resolve(_ack(message))
-            frames.append((doc["seq"], protocol.dump({"type": "message", **message}).encode()))
-        self.metrics.stored(len(docs) - len(dup), time.perf_counter() - started)
+        pending = await self._known_rooms(self._firsts(batch))
+        stored: dict[str, list[Outgoing]] = {}
+        ts = int(time.time() * 1000)
+        refusals = 0
+        while pending:
+            docs = self._number(pending, ts)
+            try:
+                done, refused = await self.store.insert_in_order(docs)
+            except StoreError as e:
+                # An unknown prefix may be stored: resends find it by client_id, and
+                # the next insert in its room is refused until the top is read again.
+                self._failed(pending, e)
+                break
+            for item, doc in zip(pending[:done], docs[:done], strict=True):
+                self._stored(item, doc, stored)
+            pending = pending[done:]
+            if refused is None:
+                break
+            refusals += 1
+            if refusals > MAX_REFUSALS:
+                self._failed(pending, StoreError(f"{refusals} duplicate keys in one tick"))
+                break
+            try:
+                pending = await self._after_refusal(pending, refused)
+            except StoreError as e:
+                self._failed(pending, e)
+                break
+        self.metrics.stored(sum(map(len, stored.values())), time.perf_counter() - started)
         return stored
 
-    async def _answer_repeats(self, batch: list[Send]) -> list[Send]:
-        """Ack the sends whose client_id is already stored; returns the others.
-
-        One lookup for the whole tick, so that a resend never reserves a seq: a
-        reserved seq left unused is a gap every member's client would stop to check.
-        """
-        ckeys = {client_key(item.room, item.user["id"], item.client_id): item
-                 for item in batch if item.client_id is not None}
-        if not ckeys:
-            return batch
-        found = await self.store.find_by_ckeys(list(ckeys))
-        if not found:
-            return batch
-        fresh = []
-        for item in batch:
-            original = None
-            if item.client_id is not None:
-                original = found.get(client_key(item.room, item.user["id"], item.client_id))
-            if original is None:
-                fresh.append(item)
+    async def _known_rooms(self, items: list[Send]) -> list[Send]:
+        """Read the recorded top seq of rooms this process has not seen yet; sends to
+        rooms that do not exist are answered `not_found`."""
+        unknown = list({item.room for item in items if item.room not in self._tops})
+        if not unknown:
+            return items
+        try:
+            for room, seq in (await self.store.room_seqs(unknown)).items():
+                self.saw(room, seq)
+        except StoreError as e:
+            self._failed(items, e)
+            return []
+        known = []
+        for item in items:
+            if item.room in self._tops:
+                known.append(item)
             else:
+                item.fail(ProtocolError(protocol.NOT_FOUND, f"no room named {item.room!r}"))
+        return known
+
+    def _number(self, pending: list[Send], ts: int) -> list[dict[str, Any]]:
+        """Documents for the pending sends, numbered after each room's known top."""
+        nexts: dict[str, int] = {}
+        docs = []
+        for item in pending:
+            seq = nexts[item.room] = nexts.get(item.room, self._tops[item.room]) + 1
+            doc: dict[str, Any] = {"_id": ObjectId(), "room": item.room, "seq": seq,
+                                   "user": item.user, "body": item.body, "ts": ts}
+            if item.client_id is not None:
+                doc["client_id"] = item.client_id
+                doc["ckey"] = client_key(item.room, item.user["id"], item.client_id)
+            docs.append(doc)
+        return docs
+
+    def _stored(self, item: Send, doc: dict[str, Any],
+                stored: dict[str, list[Outgoing]]) -> None:
+        room, seq = item.room, doc["seq"]
+        self.saw(room, seq)
+        self._unrecorded[room] = seq
+        message = {"room": room, "id": str(doc["_id"]), "seq": seq, "user": doc["user"],
+                   "body": doc["body"], "ts": doc["ts"], "client_id": item.client_id}
+        item.resolve(_ack(message))
+        stored.setdefault(room, []).append(
+            (seq, protocol.dump({"type": "message", **message}).encode()))
+
+    async def _after_refusal(self, pending: list[Send], refused: str) -> list[Send]:
+        """pending[0] was refused: answer the tick's resends, or read its room's top."""
+        first = pending[0]
+        if refused != "seq" and first.client_id is not None:
+            pending = await self._answer_resends(pending)
+            if not pending or pending[0] is not first:
+                return pending
+            if refused == "ckey":  # refused, yet not found: let the sender retry
+                first.fail(unavailable("the message store"))
+                return pending[1:]
+        self.metrics.seq_refusals.inc()
+        self._tops[first.room] = await self.store.top_seq_after(first.room,
+                                                                self._tops[first.room])
+        return pending
+
+    async def _answer_resends(self, pending: list[Send]) -> list[Send]:
+        """Ack the sends whose client_id is stored already; returns the others."""
+        keys = {item: client_key(item.room, item.user["id"], item.client_id)
+                for item in pending if item.client_id is not None}
+        originals = await self.store.find_by_ckeys(list(keys.values()))
+        rest = []
+        for item in pending:
+            original = originals.get(keys[item]) if item in keys else None
+            if original is None:
+                rest.append(item)
+            else:
+                self.saw(item.room, original["seq"])
                 self.metrics.duplicate_sends.inc()
                 item.resolve(_ack(original))
-        return fresh
+        return rest
 
     @staticmethod
-    def _group(batch: list[Send]) -> dict[str, list[Send]]:
-        """Sends by room in arrival order; a client_id sent twice in one tick is
-        stored once, the second answered with the first's outcome."""
-        by_room: dict[str, list[Send]] = {}
+    def _firsts(batch: list[Send]) -> list[Send]:
+        """The batch without repeats: a client_id sent twice in one tick is stored
+        once, the second answered with the first's outcome."""
         firsts: dict[tuple[str, str, str], Send] = {}
+        out = []
         for item in batch:
             if item.client_id is not None:
                 key = (item.room, item.user["id"], item.client_id)
@@ -220,50 +307,8 @@ class MessageWriter:
                     first.future.add_done_callback(_mirror(item))
                     continue
                 firsts[key] = item
-            by_room.setdefault(item.room, []).append(item)
-        return by_room
-
-    async def _place(self, by_room: dict[str, list[Send]]
-                     ) -> tuple[list[dict[str, Any]], list[Send]]:
-        """Reserve seqs for every room at once; the documents to insert, and their sends."""
-        rooms = list(by_room)
-        lasts = await asyncio.gather(
-            *(self.store.allocate_seqs(room, len(by_room[room])) for room in rooms),
-            return_exceptions=True)
-        ts = int(time.time() * 1000)
-        docs: list[dict[str, Any]] = []
-        placed: list[Send] = []
-        for room, last in zip(rooms, lasts, strict=True):
-            items = by_room[room]
-            if isinstance(last, BaseException):
-                if not isinstance(last, StoreError):
-                    log.error("reserving seqs in %s crashed", room, exc_info=last)
-                self._failed(items, last)
-                continue
-            if last is None:
-                for item in items:
-                    item.fail(ProtocolError(protocol.NOT_FOUND, f"no room named {room!r}"))
-                continue
-            first = last - len(items) + 1
-            for i, item in enumerate(items):
-                doc: dict[str, Any] = {"_id": ObjectId(), "room": room, "seq": first + i,
-                                       "user": item.user, "body": item.body, "ts": ts}
-                if item.client_id is not None:
-                    doc["client_id"] = item.client_id
-                    doc["ckey"] = client_key(room, item.user["id"], item.client_id)
-                docs.append(doc)
-                placed.append(item)
-        return docs, placed
-
-    async def _originals(self, dups: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        ckeys = [doc["ckey"] for doc in dups if "ckey" in doc]
-        if not ckeys:
-            return {}
-        try:
-            return await self.store.find_by_ckeys(ckeys)
-        except StoreError as e:
-            self._warning.warning("looking up resent client_ids failed: %s", e)
-            return {}
+            out.append(item)
+        return out
 
     def _failed(self, items: list[Send], error: BaseException) -> None:
         self._warning.warning("storing %d message(s) failed: %s", len(items), error)

@@ -572,7 +572,7 @@ def test_failed_send_shows_retry_and_retry_never_duplicates(server, people, serv
     with pymongo.MongoClient(services.mongo_url) as mongo:
         # The store fails the next writes (more than PyMongo's one automatic retry).
         mongo.admin.command({"configureFailPoint": "failCommand", "mode": {"times": 3},
-                             "data": {"failCommands": ["findAndModify", "insert"],
+                             "data": {"failCommands": ["insert", "update"],
                                       "errorCode": 2}})
         try:
             frank.say("this one fails first")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 
 from server.embedded import free_port
@@ -27,6 +28,39 @@ async def test_messages_cross_nodes_both_ways(base_url, second_node):
     ack2 = await b.call({"type": "send", "room": "general", "body": "from 2"})
     got2 = await a.expect("message", body="from 2")
     assert got2["seq"] == ack2["seq"] == ack["seq"] + 1
+
+
+async def test_two_nodes_sending_to_one_room_at_once_share_one_gapless_sequence(
+        base_url, second_node):
+    per_sender, senders_per_node = 25, 3
+    _, watch_a = await joined_user(base_url)
+    _, watch_b = await joined_user(second_node.base_url)
+    sockets = [(await joined_user(url))[1]
+               for url in (base_url, second_node.base_url) for _ in range(senders_per_node)]
+
+    async def burst(ws, name: str) -> list[dict]:
+        for i in range(per_sender):
+            await ws.send({"type": "send", "room": "general", "body": f"{name}-{i}",
+                           "client_id": f"{name}-{i}"})
+        return [await ws.expect("ack", timeout=15) for _ in range(per_sender)]
+
+    acks = [a for batch in await asyncio.gather(
+        *(burst(ws, f"s{n}") for n, ws in enumerate(sockets))) for a in batch]
+    total = per_sender * len(sockets)
+    assert sorted(a["seq"] for a in acks) == list(range(1, total + 1))
+    for watcher in (watch_a, watch_b):
+        got = [await watcher.expect("message", timeout=15) for _ in range(total)]
+        assert sorted(m["seq"] for m in got) == list(range(1, total + 1))
+        assert {m["seq"]: m["id"] for m in got} == {a["seq"]: a["id"] for a in acks}
+    stored: list[int] = []
+    while len(stored) < total:
+        page = await watch_a.call({"type": "history", "room": "general",
+                                   "after": stored[-1] if stored else 0, "limit": 100})
+        assert page["messages"], stored
+        stored += [m["seq"] for m in page["messages"]]
+    assert stored == list(range(1, total + 1))
+    late = (await joined_user(second_node.base_url))[1]
+    assert (await late.join("general"))["last_seq"] == total
 
 
 async def test_presence_and_typing_cross_nodes(base_url, second_node):

@@ -40,7 +40,7 @@ async def test_store_failure_answers_unavailable_and_publishes_nothing(config, s
     try:
         _, a = await joined(node.base_url)
         _, b = await joined(node.base_url)
-        fail_point(url, ["findAndModify", "insert"], times=3)
+        fail_point(url, ["insert", "update"], times=3)
         try:
             reply = await a.call({"type": "send", "room": "general", "body": "lost?",
                                   "client_id": "f1"})

@@ -11,7 +11,7 @@ import pytest
 from tornado.httpclient import HTTPClientError
 
 from tests.client import Client, Socket
-from tests.conftest import close_node, open_node
+from tests.conftest import close_node, mongo_url_of, open_node
 
 
 async def user_socket(make_client, room: str | None = "general") -> tuple[Client, Socket]:
@@ -148,19 +148,34 @@ async def test_burst_of_sends_gets_consecutive_seqs_in_order(make_client):
     assert [ack["seq"] for ack in acks] == list(range(1, 31))
 
 
-async def test_sends_beyond_in_flight_bound_get_rate_limited(make_client):
-    _, a = await user_socket(make_client)
-    for i in range(60):
-        await a.send({"type": "send", "room": "general", "body": "x", "client_id": f"f{i}"})
-    replies = {}
-    while len(replies) < 60:
-        frame = await a.recv()
-        if frame["type"] in ("ack", "error"):
-            replies[frame["client_id"]] = frame
-    limited = [f for f in replies.values() if f["type"] == "error"]
-    assert limited and all(f["code"] == "rate_limited" for f in limited)
-    stored = sorted(f["seq"] for f in replies.values() if f["type"] == "ack")
-    assert stored == list(range(1, len(stored) + 1))
+async def test_sends_beyond_in_flight_bound_get_rate_limited(config, services, private_mongo):
+    url = mongo_url_of(private_mongo)
+    node = await open_node(config, services, mongo_url=url)
+    try:
+        _, a = await user_socket(lambda: Client(node.base_url))
+        # Inserts take a second: all 60 sends arrive while the first are being stored.
+        with pymongo.MongoClient(url) as mongo:
+            mongo.admin.command({"configureFailPoint": "failCommand", "mode": "alwaysOn",
+                                 "data": {"failCommands": ["insert"], "blockConnection": True,
+                                          "blockTimeMS": 1000}})
+        try:
+            for i in range(60):
+                await a.send({"type": "send", "room": "general", "body": "x",
+                              "client_id": f"f{i}"})
+            replies = {}
+            while len(replies) < 60:
+                frame = await a.recv(timeout=15)
+                if frame["type"] in ("ack", "error"):
+                    replies[frame["client_id"]] = frame
+        finally:
+            with pymongo.MongoClient(url) as mongo:
+                mongo.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+        limited = [f for f in replies.values() if f["type"] == "error"]
+        assert len(limited) == 60 - 32 and all(f["code"] == "rate_limited" for f in limited)
+        stored = sorted(f["seq"] for f in replies.values() if f["type"] == "ack")
+        assert stored == list(range(1, 33))
+    finally:
+        await close_node(node)
 
 
 async def send_many(ws: Socket, n: int, prefix: str, window: int = 16) -> list[dict]:
@@ -267,19 +282,25 @@ async def test_history_pages_backwards_and_forwards(make_client):
     assert len(clamped["messages"]) == 1
 
 
-def burn_seqs(config, services, room: str, n: int) -> None:
-    """Leave `n` unused seqs in a room, as `n` failed stores would."""
+def store_directly(config, services, seqs, *, record: int | None = None,
+                   room: str = "general") -> None:
+    """Store messages with the given seqs straight into MongoDB, as another process
+    would; `record` sets the room's recorded top seq."""
     with pymongo.MongoClient(services.mongo_url) as mongo:
-        mongo[config.db_name].rooms.update_one({"_id": room}, {"$inc": {"seq": n}})
+        db = mongo[config.db_name]
+        user = {"id": "0" * 24, "name": "elsewhere", "bot": False}
+        db.messages.insert_many([{"room": room, "seq": seq, "user": user,
+                                  "body": f"stored {seq}", "ts": 1} for seq in seqs])
+        if record is not None:
+            db.rooms.update_one({"_id": room}, {"$set": {"seq": record}})
 
 
 async def test_history_and_join_read_across_gaps_wider_than_a_page(make_client, config,
                                                                     services):
+    # Seq allocation before the optimistic sequence left holes where stores failed:
+    # 6-1005, and 1009-1308 at the top.
+    store_directly(config, services, [1, 2, 3, 4, 5, 1006, 1007, 1008], record=1308)
     _, ws = await user_socket(make_client)
-    await send_many(ws, 5, "old")  # seqs 1-5
-    burn_seqs(config, services, "general", 1000)  # 6-1005 never used
-    await send_many(ws, 3, "mid")  # 1006-1008
-    burn_seqs(config, services, "general", 300)  # 1009-1308, and the newest is a gap
     newest = await ws.call({"type": "history", "room": "general", "limit": 6})
     assert [m["seq"] for m in newest["messages"]] == [3, 4, 5, 1006, 1007, 1008]
     assert newest["has_more"] is True
@@ -297,6 +318,46 @@ async def test_history_and_join_read_across_gaps_wider_than_a_page(make_client, 
     ack = await send(ws, "after the gap")
     assert ack["seq"] == 1309
     assert (await late.expect("message"))["seq"] == 1309
+
+
+async def test_seq_taken_by_another_process_is_skipped_without_a_hole(make_client, config,
+                                                                      services, runtime):
+    _, ws = await user_socket(make_client)
+    assert [a["seq"] for a in await send_many(ws, 3, "mine")] == [1, 2, 3]
+    # Another process stored 4 and 5 and has not recorded them yet (or died first).
+    store_directly(config, services, [4, 5])
+    acks = await send_many(ws, 3, "after")
+    assert [a["seq"] for a in acks] == [6, 7, 8]
+    assert runtime.metrics.registry.get_sample_value("chat_seq_refusals_total") == 1
+    page = await ws.call({"type": "history", "room": "general"})
+    assert [m["seq"] for m in page["messages"]] == list(range(1, 9))
+    _, late = await user_socket(make_client, room=None)
+    assert (await late.join("general"))["last_seq"] == 8
+    with pymongo.MongoClient(services.mongo_url) as mongo:
+        assert mongo[config.db_name].rooms.find_one({"_id": "general"})["seq"] == 8
+
+
+async def test_resends_mixed_with_new_sends_take_no_seq(make_client):
+    _, ws = await user_socket(make_client)
+    first = await send_many(ws, 4, "r")
+    # Resends of all four, interleaved with four new messages, sent without waiting.
+    for i in range(4):
+        await ws.send({"type": "send", "room": "general", "body": f"r{i}",
+                       "client_id": f"r{i}", "ref": f"again{i}"})
+        await ws.send({"type": "send", "room": "general", "body": f"n{i}",
+                       "client_id": f"n{i}", "ref": f"new{i}"})
+    acks = {}
+    while len(acks) < 8:
+        frame = await ws.recv()
+        if frame["type"] == "ack":
+            acks[frame["ref"]] = frame
+    for i in range(4):
+        assert {k: acks[f"again{i}"][k] for k in ("seq", "id")} == {
+            k: first[i][k] for k in ("seq", "id")}
+    assert sorted(acks[f"new{i}"]["seq"] for i in range(4)) == [5, 6, 7, 8]
+    page = await ws.call({"type": "history", "room": "general"})
+    assert [m["body"] for m in page["messages"]] == [
+        "r0", "r1", "r2", "r3", "n0", "n1", "n2", "n3"]
 
 
 async def test_history_of_unknown_room_is_not_found(make_client):
