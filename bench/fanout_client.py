@@ -136,14 +136,17 @@ class Member(WSListener):
         """picows hands over every frame but pings (it answers those itself)."""
         now = time.perf_counter_ns()
         if frame.fin and frame.msg_type is TEXT:
-            try:
-                text = frame.get_payload_as_utf8_text()
-            except UnicodeDecodeError:
-                self.stats.malformed += 1
-                return
-            self.on_message(text, now)
+            self._on_text(frame.get_payload_as_utf8_text, now)
         else:
             self._on_other_frame(transport, frame, now)
+
+    def _on_text(self, decode: Callable[[], str], now: int) -> None:
+        try:
+            text = decode()
+        except UnicodeDecodeError:
+            self.stats.malformed += 1
+            return
+        self.on_message(text, now)
 
     def _on_other_frame(self, transport: WSTransport, frame: WSFrame, now: int) -> None:
         """Close, pong, binary and fragmented frames: none of them is expected in bulk."""
@@ -171,12 +174,7 @@ class Member(WSListener):
             payload = frame.get_payload_as_bytes()  # binary: read as JSON, like Tornado's client
         else:
             return  # PONG: we send no pings
-        try:
-            text = payload.decode()
-        except UnicodeDecodeError:
-            self.stats.malformed += 1
-            return
-        self.on_message(text, now)
+        self._on_text(payload.decode, now)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         """The connection is gone, by either side's doing."""
