@@ -81,9 +81,7 @@ class Chat:
 
     async def close(self, timeout: float) -> None:
         """Finish in-flight stores and departures (up to `timeout`), then stop."""
-        pending = [*self._tasks]
-        if self.writer.task is not None:
-            pending.append(self.writer.task)
+        pending = [*self._tasks, *self.writer.tasks]
         if pending:
             await asyncio.wait(pending, timeout=timeout)
         if self._heartbeat is not None:

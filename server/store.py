@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Awaitable
 from typing import Any
 
 import pymongo
@@ -279,15 +278,14 @@ class Store:
         doc = await self.room(room)
         return None if doc is None else await self.top_seq_after(room, int(doc["seq"]))
 
-    def record_seqs(self, tops: dict[str, int]) -> Awaitable[None]:
-        """Raise each room's recorded top seq to at least the given one (`$max`).
-
-        The write is handed to Motor at once, so the caller can do other work (the
-        fan-out) while it travels.
-        """
-        return _guarded(self.db.rooms.bulk_write(
-            [UpdateOne({"_id": room}, {"$max": {"seq": seq}}) for room, seq in tops.items()],
-            ordered=False))
+    async def record_seqs(self, tops: dict[str, int]) -> None:
+        """Raise each room's recorded top seq to at least the given one (`$max`)."""
+        try:
+            await self.db.rooms.bulk_write(
+                [UpdateOne({"_id": room}, {"$max": {"seq": seq}}) for room, seq in tops.items()],
+                ordered=False)
+        except PyMongoError as e:
+            raise StoreError(str(e)) from e
 
     async def find_by_ckeys(self, ckeys: list[str]) -> dict[str, Message]:
         """Stored messages by their `client_key`."""
@@ -369,9 +367,3 @@ class Store:
             docs.reverse()
         return [message_view(d) for d in docs], has_more
 
-
-async def _guarded(sent: Awaitable[Any]) -> None:
-    try:
-        await sent
-    except PyMongoError as e:
-        raise StoreError(str(e)) from e

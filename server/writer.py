@@ -11,11 +11,18 @@ unique indexes decide the rare cases, one extra round trip each:
   tick with their original acks and store the rest.
 
 The insert is ordered, so it stops at the refused message and a room's seqs never
-get a hole: nothing is reserved that a failure could leave unused. Then the senders
-are acked and the messages delivered to local sockets and published on Redis, while
-the rooms' recorded top seqs (`rooms.seq`) are raised with one `$max` for all; the
-next tick starts when all of that is done. The record only saves readers a scan:
-`Store.top_seq` reads it and then whatever was stored above it.
+get a hole: nothing is reserved that a failure could leave unused.
+
+Ticks are pipelined: as soon as one tick's insert returns, the next tick's insert
+is handed to MongoDB, and only then are the first tick's senders acked and its
+messages delivered to local sockets (room by room, yielding to the loop in between)
+and published on Redis. So MongoDB's round trip overlaps the loop's fan-out, while
+each room's messages still go out in seq order, tick after tick.
+
+The rooms' recorded top seqs (`rooms.seq`) are raised with one `$max` for all in
+the background, at most every RECORD_EVERY seconds. The record only saves readers a
+scan: `Store.top_seq` reads it and then whatever was stored above it, so nothing
+waits for it.
 
 Round trips per tick, not per message or per room, bound the latency: with the
 embedded MongoDB-wire server each costs 1-5 ms.
@@ -42,6 +49,7 @@ from server.store import Store, StoreError, User, client_key
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 200
+RECORD_EVERY = 0.1
 # Refusals one tick may meet before its remaining sends are answered `unavailable`
 # (each costs a round trip; only several processes racing for one room cause many).
 MAX_REFUSALS = 16
@@ -92,6 +100,14 @@ class Send:
             self.future.set_exception(error)
 
 
+@dataclass
+class _Stored:
+    """What a tick stored: acks to write, then message frames to fan out, per room."""
+
+    acks: list[tuple[Send, dict[str, Any]]] = field(default_factory=list)
+    frames: dict[str, list[Outgoing]] = field(default_factory=dict)
+
+
 class MessageWriter:
     """Stores queued sends in ticks; see the module docstring."""
 
@@ -109,6 +125,7 @@ class MessageWriter:
         # value costs one refusal, never a wrong seq.
         self._tops: dict[str, int] = {}
         self._unrecorded: dict[str, int] = {}  # tops stored but not yet in rooms.seq
+        self._recording: asyncio.Task[None] | None = None
 
     @property
     def queued(self) -> int:
@@ -116,8 +133,9 @@ class MessageWriter:
         return len(self._queue)
 
     @property
-    def task(self) -> asyncio.Task[None] | None:
-        return self._task
+    def tasks(self) -> list[asyncio.Task[None]]:
+        """What is still running: the tick loop and the write of the top seqs."""
+        return [t for t in (self._task, self._recording) if t is not None and not t.done()]
 
     def top(self, room: str) -> int:
         """The highest seq of a room this process knows to be stored (0 if none)."""
@@ -151,44 +169,69 @@ class MessageWriter:
 
     async def _run(self) -> None:
         try:
-            while self._queue:
-                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-                try:
-                    stored = await self._tick(batch)
-                except Exception:
-                    log.exception("storing %d message(s) crashed", len(batch))
-                    for item in batch:
-                        item.fail(unavailable("the message store"))
-                    continue
-                await self._fan_out(stored)
+            ahead = self._next_tick()
+            while ahead is not None:
+                stored = await ahead
+                # The next tick's insert travels while this one's acks and messages
+                # are written: the loop's CPU and MongoDB's round trip overlap.
+                ahead = self._next_tick()
+                if ahead is not None:
+                    await asyncio.sleep(0)  # let it hand its insert to Motor first
+                for item, ack in stored.acks:
+                    item.resolve(ack)
+                await self._fan_out(stored.frames)
+                if ahead is None:  # sends that came during the fan-out
+                    ahead = self._next_tick()
         finally:
             self._task = None
 
+    def _next_tick(self) -> asyncio.Future[_Stored] | None:
+        if not self._queue:
+            return None
+        batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+        return asyncio.ensure_future(self._tick_or_fail(batch))
+
+    async def _tick_or_fail(self, batch: list[Send]) -> _Stored:
+        try:
+            return await self._tick(batch)
+        except Exception:
+            log.exception("storing %d message(s) crashed", len(batch))
+            for item in batch:
+                item.fail(unavailable("the message store"))
+            return _Stored()
+
     async def _fan_out(self, stored: dict[str, list[Outgoing]]) -> None:
-        """Deliver and publish while the rooms' top seqs are recorded; all before the
-        next tick, so every room's messages go out in seq order."""
-        tops, self._unrecorded = self._unrecorded, {}
-        recorded = self.store.record_seqs(tops) if tops else None  # travels meanwhile
+        """Deliver and publish, before the next tick, so every room's messages go out
+        in seq order; the top seqs are recorded meanwhile."""
+        if self._unrecorded and (self._recording is None or self._recording.done()):
+            self._recording = asyncio.ensure_future(self._record())
         try:
             for room, frames in stored.items():
                 self.deliver(room, frames)
+                await asyncio.sleep(0)  # reads, store replies and acks between rooms
             await asyncio.gather(*(self.publish(room, frames)
                                    for room, frames in stored.items()))
         except Exception:
             log.exception("fan-out of stored messages crashed")
-        if recorded is not None:
+
+    async def _record(self) -> None:
+        """Write the unrecorded tops, and those stored meanwhile, one write at a time."""
+        while self._unrecorded:
+            tops, self._unrecorded = self._unrecorded, {}
             try:
-                await recorded
+                await self.store.record_seqs(tops)
             except StoreError as e:  # the next tick records these tops again
                 self._warning.warning("recording top seqs failed: %s", e)
                 for room, seq in tops.items():
                     self._unrecorded[room] = max(seq, self._unrecorded.get(room, 0))
+                return
+            await asyncio.sleep(RECORD_EVERY)
 
-    async def _tick(self, batch: list[Send]) -> dict[str, list[Outgoing]]:
-        """Store one batch and ack its senders; returns each room's message frames."""
+    async def _tick(self, batch: list[Send]) -> _Stored:
+        """Store one batch; returns the acks to write and each room's message frames."""
         started = time.perf_counter()
         pending = await self._known_rooms(self._firsts(batch))
-        stored: dict[str, list[Outgoing]] = {}
+        stored = _Stored()
         ts = int(time.time() * 1000)
         refusals = 0
         while pending:
@@ -214,7 +257,7 @@ class MessageWriter:
             except StoreError as e:
                 self._failed(pending, e)
                 break
-        self.metrics.stored(sum(map(len, stored.values())), time.perf_counter() - started)
+        self.metrics.stored(len(stored.acks), time.perf_counter() - started)
         return stored
 
     async def _known_rooms(self, items: list[Send]) -> list[Send]:
@@ -251,15 +294,14 @@ class MessageWriter:
             docs.append(doc)
         return docs
 
-    def _stored(self, item: Send, doc: dict[str, Any],
-                stored: dict[str, list[Outgoing]]) -> None:
+    def _stored(self, item: Send, doc: dict[str, Any], stored: _Stored) -> None:
         room, seq = item.room, doc["seq"]
         self.saw(room, seq)
         self._unrecorded[room] = seq
         message = {"room": room, "id": str(doc["_id"]), "seq": seq, "user": doc["user"],
                    "body": doc["body"], "ts": doc["ts"], "client_id": item.client_id}
-        item.resolve(_ack(message))
-        stored.setdefault(room, []).append(
+        stored.acks.append((item, _ack(message)))
+        stored.frames.setdefault(room, []).append(
             (seq, protocol.dump({"type": "message", **message}).encode()))
 
     async def _after_refusal(self, pending: list[Send], refused: str) -> list[Send]:
@@ -339,3 +381,4 @@ def _mirror(target: Send) -> Callable[[asyncio.Future[Any]], None]:
         else:
             target.resolve(source.result())
     return copy
+
