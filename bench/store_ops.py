@@ -10,6 +10,9 @@ measures, with Motor as the server uses it:
    interval and with the server's 0.5 ms.
 3. `history`: the newest page of 50 from a room of `--room-size` messages, read with
    an open range (`seq < top`, sorted) and with the bounded window the store uses.
+4. `seq`: what a tick of 13 messages in 10 rooms costs in seq allocation: ten
+   concurrent `$inc`s (the allocation before the optimistic sequence), the ordered
+   13-document insert that now does it all, and the `$max` record of 10 rooms.
 
 Each figure is the median (p50) and p90 of `--samples` sequential calls, in ms.
 
@@ -106,12 +109,33 @@ async def history(url: str, samples: int, room_size: int) -> None:
     client.close()
 
 
+async def seq(url: str, samples: int) -> None:
+    client: AsyncIOMotorClient = AsyncIOMotorClient(url)
+    db = client.ops_seq
+    await db.messages.create_index([("room", 1), ("seq", 1)], unique=True)
+    await db.messages.create_index("ckey", unique=True, sparse=True)
+    rooms = [f"r{i}" for i in range(10)]
+    await db.rooms.insert_many([{"_id": r, "seq": 0} for r in rooms])
+    user = {"id": "0" * 24, "name": "bench-user", "bot": False}
+    incs = await timed(samples, lambda i: asyncio.gather(*(
+        db.rooms.find_one_and_update({"_id": r}, {"$inc": {"seq": 1}}) for r in rooms)))
+    insert = await timed(samples, lambda i: db.messages.insert_many(
+        [{"room": rooms[k % 10], "seq": 13 * i + k + 1, "user": user, "body": "x" * 64,
+          "ts": 1, "client_id": f"c{i}-{k}", "ckey": f"c{i}-{k}"} for k in range(13)],
+        ordered=True))
+    record = await timed(samples, lambda i: db.rooms.bulk_write(
+        [pymongo.UpdateOne({"_id": r}, {"$max": {"seq": 13 * i + 13}}) for r in rooms]))
+    print(f"10 concurrent $inc {incs} | ordered insert of 13 {insert} | "
+          f"$max record of 10 rooms {record}")
+    client.close()
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument("--writes", type=int, default=10_000)
     parser.add_argument("--room-size", type=int, default=5_000)
-    parser.add_argument("--only", choices=("retry", "gil", "history"))
+    parser.add_argument("--only", choices=("retry", "gil", "history", "seq"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="store-ops-") as tmp:
         service = start_on_free_port(lambda: mongo_service(Path(tmp)))
@@ -123,6 +147,8 @@ async def main() -> None:
                 await gil(url, args.samples)
             if args.only in (None, "history"):
                 await history(url, max(20, args.samples // 10), args.room_size)
+            if args.only in (None, "seq"):
+                await seq(url, args.samples)
         finally:
             service.stop()
 
