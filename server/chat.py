@@ -58,7 +58,6 @@ class Chat:
         self.send_timeout = send_timeout
         self.metrics = metrics or Metrics()
         self._publish_warning = OncePer(log)
-        self._store_warning = OncePer(log)
         self.writer = MessageWriter(store, self._deliver_stored, self._publish, self.metrics)
         self._marks: dict[str, _Watermark] = {}
         self._catching_up: asyncio.Task[None] | None = None
@@ -125,8 +124,7 @@ class Chat:
                 await self.bus.subscribe(room)
             members, elsewhere = await self.presence.enter(room, conn.user)
             # Read after subscribing: every message stored later arrives live.
-            last_seq = await self.store.top_seq(room) or 0
-            self.writer.saw(room, last_seq)
+            last_seq = await self._read_top(room)
             if since is None:
                 messages, has_more = await self.store.messages(room, limit=JOIN_BACKLOG,
                                                                top=last_seq)
@@ -195,6 +193,12 @@ class Chat:
             raise ProtocolError(protocol.FORBIDDEN, f"join {room!r} before sending to it")
         return await self.writer.send(conn, room, body, client_id, ref, self.send_timeout)
 
+    async def _read_top(self, room: str) -> int:
+        """The room's highest stored seq, read from MongoDB; the writer learns it too."""
+        top = await self.store.top_seq(room) or 0
+        self.writer.saw(room, top)
+        return top
+
     def _deliver_stored(self, room: str, frames: list[Outgoing]) -> None:
         """A writer tick stored these messages of a room (acks already written)."""
         self._deliver_local(room, frames, b"")
@@ -256,9 +260,8 @@ class Chat:
             seq, _, data = line.partition(b"\t")
             frames.append((int(seq), data))
         if frames:
-            top = max(seq for seq, _ in frames)
-            if top:  # messages, not presence or typing
-                self.writer.saw(room, top)
+            if frames[-1][0]:  # messages (in seq order), not presence or typing
+                self.writer.saw(room, frames[-1][0])
             self._deliver_local(room, frames, exclude)
 
     def _on_control(self, payload: bytes) -> None:
@@ -297,7 +300,7 @@ class Chat:
                 continue
             after = mark.upto
             try:
-                top = await self.store.top_seq(room) or 0
+                top = await self._read_top(room)
                 for _page in range(20):
                     messages, has_more = await self.store.messages(room, after=after,
                                                                    limit=SINCE_PAGE, top=top)

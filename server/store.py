@@ -366,4 +366,3 @@ class Store:
         if not ascending:
             docs.reverse()
         return [message_view(d) for d in docs], has_more
-

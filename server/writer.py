@@ -82,6 +82,12 @@ class Send:
     body: str
     client_id: str | None
     future: asyncio.Future[dict[str, Any]] = field(repr=False)
+    # What makes (room, user, client_id) unique, in the store and within a tick.
+    ckey: str | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        if self.client_id is not None:
+            self.ckey = client_key(self.room, self.user["id"], self.client_id)
 
     @property
     def user(self) -> User:
@@ -288,9 +294,9 @@ class MessageWriter:
             seq = nexts[item.room] = nexts.get(item.room, self._tops[item.room]) + 1
             doc: dict[str, Any] = {"_id": ObjectId(), "room": item.room, "seq": seq,
                                    "user": item.user, "body": item.body, "ts": ts}
-            if item.client_id is not None:
+            if item.ckey is not None:
                 doc["client_id"] = item.client_id
-                doc["ckey"] = client_key(item.room, item.user["id"], item.client_id)
+                doc["ckey"] = item.ckey
             docs.append(doc)
         return docs
 
@@ -307,7 +313,7 @@ class MessageWriter:
     async def _after_refusal(self, pending: list[Send], refused: str) -> list[Send]:
         """pending[0] was refused: answer the tick's resends, or read its room's top."""
         first = pending[0]
-        if refused != "seq" and first.client_id is not None:
+        if refused != "seq" and first.ckey is not None:
             pending = await self._answer_resends(pending)
             if not pending or pending[0] is not first:
                 return pending
@@ -321,12 +327,11 @@ class MessageWriter:
 
     async def _answer_resends(self, pending: list[Send]) -> list[Send]:
         """Ack the sends whose client_id is stored already; returns the others."""
-        keys = {item: client_key(item.room, item.user["id"], item.client_id)
-                for item in pending if item.client_id is not None}
-        originals = await self.store.find_by_ckeys(list(keys.values()))
+        originals = await self.store.find_by_ckeys(
+            [item.ckey for item in pending if item.ckey is not None])
         rest = []
         for item in pending:
-            original = originals.get(keys[item]) if item in keys else None
+            original = originals.get(item.ckey) if item.ckey is not None else None
             if original is None:
                 rest.append(item)
             else:
@@ -339,16 +344,15 @@ class MessageWriter:
     def _firsts(batch: list[Send]) -> list[Send]:
         """The batch without repeats: a client_id sent twice in one tick is stored
         once, the second answered with the first's outcome."""
-        firsts: dict[tuple[str, str, str], Send] = {}
+        firsts: dict[str, Send] = {}
         out = []
         for item in batch:
-            if item.client_id is not None:
-                key = (item.room, item.user["id"], item.client_id)
-                first = firsts.get(key)
+            if item.ckey is not None:
+                first = firsts.get(item.ckey)
                 if first is not None:
                     first.future.add_done_callback(_mirror(item))
                     continue
-                firsts[key] = item
+                firsts[item.ckey] = item
             out.append(item)
         return out
 
