@@ -21,27 +21,29 @@ from server.logs import OncePer
 
 log = logging.getLogger(__name__)
 
-# Token bucket; time comes from Redis so processes on several machines agree.
+# Token bucket; time comes from Redis so processes on several machines agree. Takes up to
+# ARGV[3] whole tokens at once (a lease the calling process spends without asking again).
 _BUCKET = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
+local want = tonumber(ARGV[3])
 local state = redis.call('HMGET', KEYS[1], 'at', 'tokens')
 local at = tonumber(state[1]) or now
 local tokens = tonumber(state[2]) or burst
 tokens = math.min(burst, tokens + (now - at) * rate)
-local allowed = 0
+local granted = math.min(want, math.floor(tokens))
 local wait = 0
-if tokens >= 1 then
-  tokens = tokens - 1
-  allowed = 1
+if granted >= 1 then
+  tokens = tokens - granted
 else
+  granted = 0
   wait = (1 - tokens) / rate
 end
 redis.call('HSET', KEYS[1], 'at', tostring(now), 'tokens', tostring(tokens))
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
-return {allowed, tostring(wait)}
+return {granted, tostring(wait)}
 """
 
 
@@ -67,8 +69,23 @@ class LimitSettings:
     conns_per_process: int = 10000
 
 
+@dataclass
+class _Lease:
+    """Tokens of one user's bucket that this process took from Redis and has not spent."""
+
+    tokens: int = 0
+    used: float = 0.0  # monotonic time of the last spend or grant
+    refill: asyncio.Future[float | None] | None = None
+
+
 class RateLimits:
-    """Cluster-wide limits kept in Redis."""
+    """Cluster-wide limits kept in Redis.
+
+    Message tokens are leased: a process takes a few of a user's tokens from the bucket
+    in Redis at once and spends them locally, taking the next lease in the background
+    before the current one runs out. A steady sender never waits on Redis, and Redis
+    sees one call per lease instead of one per message.
+    """
 
     def __init__(self, redis: Redis, prefix: str, settings: LimitSettings,
                  timeout: float = 0.25) -> None:
@@ -81,6 +98,14 @@ class RateLimits:
         self._bucket = redis.register_script(_BUCKET)
         self._warn = OncePer(log)
         self._skip_until = 0.0
+        # About a second's refill per lease, at most a quarter of the burst: a process
+        # holds at most 1.5 leases of a user's tokens ahead of their use.
+        self.lease = max(1, min(settings.message_burst // 4, math.ceil(settings.message_rate)))
+        # A lease unused this long is dropped: the bucket in Redis has refilled by then,
+        # so a user back from a pause gets exactly the burst, not the burst plus a lease.
+        self.lease_idle = settings.message_burst / settings.message_rate
+        self._leases: dict[str, _Lease] = {}
+        self._swept = time.monotonic()
 
     def _skipping(self) -> bool:
         """True for a moment after a failure: limits are off instead of slow.
@@ -95,20 +120,61 @@ class RateLimits:
         self._warn.warning("%s unavailable, allowing: %s", what, e or type(e).__name__)
 
     async def message(self, user_id: str) -> None:
-        """Take one token from the user's message bucket or raise Limited."""
-        s = self.settings
+        """Spend one of the user's message tokens or raise Limited."""
         if self._skipping():
             return
+        now = time.monotonic()
+        lease = self._leases.get(user_id)
+        if lease is None or (lease.refill is None and now - lease.used > self.lease_idle):
+            lease = self._leases[user_id] = _Lease(used=now)
+            self._sweep(now)
+        while lease.tokens < 1:
+            if lease.refill is None:
+                lease.refill = asyncio.ensure_future(self._refill(user_id, lease))
+            # Shielded: the refill is shared with the user's other connections.
+            wait = await asyncio.shield(lease.refill)
+            if wait is None:  # Redis unavailable: fail open
+                return
+            if wait and lease.tokens < 1:
+                raise Limited("sending too fast", wait)
+        lease.tokens -= 1
+        lease.used = now
+        if lease.tokens <= self.lease // 2 and lease.refill is None:
+            lease.refill = asyncio.ensure_future(self._refill(user_id, lease))
+
+    async def _refill(self, user_id: str, lease: _Lease) -> float | None:
+        """Add a lease of tokens; the seconds until one is free if none is, None if
+        Redis did not answer."""
+        s = self.settings
         try:
-            allowed, wait = await asyncio.wait_for(
+            granted, wait = await asyncio.wait_for(
                 self._bucket(keys=[f"{self.prefix}msg:{user_id}"],
-                             args=[s.message_rate, s.message_burst]), self.timeout)
+                             args=[s.message_rate, s.message_burst, self.lease]),
+                self.timeout)
         except (RedisError, OSError, asyncio.TimeoutError) as e:
             self._fail_open("message rate limit", e)
+            return None
+        finally:
+            lease.refill = None
+        lease.tokens += int(granted)
+        lease.used = time.monotonic()
+        # Rounded up, so a client that waits exactly this long is served.
+        return 0.0 if int(granted) else math.ceil(float(wait) * 1000) / 1000
+
+    def _sweep(self, now: float) -> None:
+        """Forget idle leases, at most once per idle period."""
+        if now - self._swept < self.lease_idle:
             return
-        if not int(allowed):
-            # Rounded up, so a client that waits exactly this long is served.
-            raise Limited("sending too fast", math.ceil(float(wait) * 1000) / 1000)
+        self._swept = now
+        idle = [u for u, lease in self._leases.items()
+                if lease.refill is None and now - lease.used > self.lease_idle]
+        for user_id in idle:
+            del self._leases[user_id]
+
+    async def close(self) -> None:
+        """Wait for leases still being taken, before Redis is closed."""
+        refills = [lease.refill for lease in self._leases.values() if lease.refill]
+        await asyncio.gather(*refills, return_exceptions=True)
 
     async def _over(self, key: str, limit: int) -> float:
         """Seconds until `key`'s window ends if its count reached `limit`, else 0."""

@@ -124,6 +124,8 @@ class Runtime:
             await self.chat.close(1.0)
         if hasattr(self, "metrics"):
             await self.metrics.close()
+        if hasattr(self, "limits"):
+            await self.limits.close()
         if hasattr(self, "redis"):
             await self.redis.aclose()
         if hasattr(self, "store"):

@@ -536,6 +536,27 @@ async def test_message_rate_is_per_user_across_connections_and_processes(config,
         await close_node(first)
 
 
+async def test_tokens_left_over_from_a_lease_expire_with_a_pause(config, services):
+    # Tokens are leased to a process a few at a time and spent there; a user back after
+    # a pause long enough to refill the bucket gets the burst, not the burst plus what
+    # the process still held.
+    limits = LimitSettings(message_rate=20, message_burst=20)
+    node = await open_node(dataclasses.replace(config, limits=limits), services)
+    try:
+        _, ws = await joined_socket(node.base_url)
+        warmup, refused = await burst(ws, 3, "w")
+        assert len(warmup) == 3 and refused == []
+        await asyncio.sleep(limits.message_burst / limits.message_rate + 0.2)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        acks, errors = await burst(ws, 40, "f")
+        refill = int((loop.time() - started) * limits.message_rate) + 1
+        assert 20 <= len(acks) <= 20 + refill, (len(acks), refill)
+        check_rate_limited(errors, "f")
+    finally:
+        await close_node(node)
+
+
 async def test_sustained_flood_closes_the_connection_with_1008(config, services):
     node = await open_node(dataclasses.replace(config, limits=LimitSettings()), services)
     try:
