@@ -20,6 +20,8 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
+from server import tasks
+
 log = logging.getLogger(__name__)
 
 Handler = Callable[[str, bytes], None]  # (room, payload)
@@ -75,10 +77,7 @@ class Bus:
 
     async def close(self) -> None:
         for task in (self._task, self._resync_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await tasks.stop(task)
         self._task = self._resync_task = None
         with contextlib.suppress(RedisError, OSError):
             await self._pubsub.aclose()

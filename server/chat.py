@@ -13,7 +13,7 @@ import logging
 import time
 from typing import Any, Protocol
 
-from server import protocol
+from server import protocol, tasks
 from server.bus import Bus, BusError
 from server.logs import OncePer
 from server.metrics import Metrics
@@ -83,10 +83,7 @@ class Chat:
         pending = [*self._tasks, *self.writer.tasks]
         if pending:
             await asyncio.wait(pending, timeout=timeout)
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat
+        await tasks.stop(self._heartbeat)
         await self.bus.close()
 
     @property

@@ -7,7 +7,6 @@ several servers in one test process never share counters.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
@@ -21,6 +20,8 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+
+from server import tasks
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -96,10 +97,7 @@ class Metrics:
         self._lag_task = asyncio.create_task(self._measure_lag(interval), name="loop-lag")
 
     async def close(self) -> None:
-        if self._lag_task is not None:
-            self._lag_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._lag_task
+        await tasks.stop(self._lag_task)
 
     async def _measure_lag(self, interval: float) -> None:
         while True:

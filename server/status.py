@@ -20,7 +20,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from server import __version__
+from server import __version__, tasks
 from server.bus import BusError
 from server.chat import Chat
 from server.metrics import quantiles
@@ -61,10 +61,7 @@ class StatusReporter:
 
     async def close(self) -> None:
         """Stop reporting and remove this process from the cluster view."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await tasks.stop(self._task)
         with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
             await asyncio.wait_for(self._deregister(), 2)
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import time
 from pathlib import Path
 
+import pytest
+
+from server import tasks
 from server.embedded import free_port
 from tests.client import Client
 from tests.conftest import STATUS_TOKEN
@@ -105,3 +109,49 @@ async def test_processes_flag_forks_workers_that_share_the_port(services, config
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(
             f"/proc/{pid}/status").read_text().lower()
+
+
+async def test_stop_ends_a_background_loop_that_swallowed_a_cancellation() -> None:
+    # Before Python 3.12, asyncio.wait_for swallows a cancel that arrives just as its
+    # awaitable finishes; a reporting loop around it then ran on and stalled shutdown.
+    loop = asyncio.get_running_loop()
+    finished = loop.create_future()
+    waiting = asyncio.Event()
+    rounds = 0
+
+    async def reporting_loop() -> None:
+        nonlocal rounds
+        while True:
+            rounds += 1
+            waiting.set()
+            try:
+                await asyncio.wait_for(finished if rounds == 1 else loop.create_future(), 3600)
+            except asyncio.CancelledError:
+                if rounds == 1:
+                    continue  # what wait_for itself does on Python 3.11 and older
+                raise
+
+    task = asyncio.ensure_future(reporting_loop(), loop=loop)
+    await waiting.wait()
+    finished.set_result(None)  # the awaitable finishes and the cancel arrives together
+    await asyncio.wait_for(tasks.stop(task, timeout=5), 10)
+    assert task.cancelled() and rounds == 2
+
+
+async def test_stop_gives_up_on_a_task_that_never_ends_and_says_so(
+        caplog: pytest.LogCaptureFixture) -> None:
+    deaf = True
+
+    async def ignores_cancels() -> None:
+        while deaf:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(3600)
+
+    task = asyncio.ensure_future(ignores_cancels())
+    await asyncio.sleep(0)
+    await tasks.stop(task, timeout=0.3)
+    assert not task.done()
+    assert "did not stop within 0.3 s" in caplog.text
+    deaf = False
+    await tasks.stop(task)
+    assert task.done()
