@@ -58,7 +58,7 @@ class Chat:
         self.send_timeout = send_timeout
         self.metrics = metrics or Metrics()
         self._publish_warning = OncePer(log)
-        self.writer = MessageWriter(store, self._deliver_stored, self._publish, self.metrics)
+        self.writer = MessageWriter(store, self._deliver_local, self._publish, self.metrics)
         self._marks: dict[str, _Watermark] = {}
         self._catching_up: asyncio.Task[None] | None = None
         self._connections: set[Connection] = set()
@@ -196,10 +196,6 @@ class Chat:
         self.writer.saw(room, top)
         return top
 
-    def _deliver_stored(self, room: str, frames: list[Outgoing]) -> None:
-        """A writer tick stored these messages of a room (acks already written)."""
-        self._deliver_local(room, frames, b"")
-
     async def history(self, room: str, before: int | None, after: int | None,
                       limit: int) -> dict[str, Any]:
         try:
@@ -234,7 +230,7 @@ class Chat:
             self.metrics.publish_failures.inc()
             self._publish_warning.warning("publish to %s failed: %s", room, e)
 
-    def _deliver_local(self, room: str, frames: list[Outgoing], exclude: bytes) -> None:
+    def _deliver_local(self, room: str, frames: list[Outgoing], exclude: bytes = b"") -> None:
         start = time.perf_counter()
         count = self.rooms.deliver(room, frames, exclude)
         self.metrics.delivered(count, time.perf_counter() - start)
@@ -304,7 +300,7 @@ class Chat:
                     frames = [(m["seq"], protocol.dump({"type": "message", **m}).encode())
                               for m in messages if not mark.covers(m["seq"])]
                     if frames:
-                        self._deliver_local(room, frames, b"")
+                        self._deliver_local(room, frames)
                     if messages:
                         self.writer.saw(room, messages[-1]["seq"])
                         # Seqs of the page's range that MongoDB lacks are failed stores.

@@ -385,4 +385,3 @@ def _mirror(target: Send) -> Callable[[asyncio.Future[Any]], None]:
         else:
             target.resolve(source.result())
     return copy
-
