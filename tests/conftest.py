@@ -14,7 +14,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import tornado.httpserver
+
+try:
+    import tornado.httpserver
+except ModuleNotFoundError as e:  # pytest run outside the project's virtualenv
+    raise pytest.UsageError(
+        f"{e}: the tests need the project installed with its test extras. Run the "
+        "README's test command, which does that in .venv: bash .ci/run, or "
+        "python3 -m venv .venv && . .venv/bin/activate && pip install -e '.[test]' "
+        "&& python -m pytest") from None
 import tornado.ioloop
 import tornado.testing
 import tornado.web
