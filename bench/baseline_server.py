@@ -101,6 +101,9 @@ class BroadcastSocket(tornado.websocket.WebSocketHandler):
         return True
 
     def open(self, *args: str, **kwargs: str) -> None:
+        # As in ours: with Nagle's algorithm on, a sender's message frame right after
+        # its ack waits for the client's delayed ACK (p99 44 ms instead of 7.5 ms).
+        self.set_nodelay(True)
         name = self.get_argument("name", "anon")
         self.user = {"id": f"u-{name}", "name": name, "bot": False}
         self.write_message(

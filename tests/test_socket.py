@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import socket
 
 import pymongo
 import pytest
@@ -36,6 +37,15 @@ async def test_hello_names_the_user_and_protocol(make_client):
     assert ws.hello["protocol"] == 1
     assert ws.hello["user"] == me == {"id": me["id"], "name": me["name"], "bot": False}
     assert isinstance(ws.hello["node"], str) and ws.hello["node"]
+
+
+async def test_server_sockets_send_small_frames_at_once(make_client, runtime):
+    # With Nagle's algorithm on, a message frame written right after its ack waits
+    # for the peer's delayed ACK (40 ms on Linux): TCP_NODELAY keeps chat real-time.
+    await user_socket(make_client)
+    (conn,) = runtime.chat.connections
+    sock = conn.ws_connection.stream.socket
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
 
 
 async def test_unauthenticated_upgrade_is_401_before_handshake(make_client):

@@ -109,6 +109,10 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         return None
 
     def open(self, *args: str, **kwargs: str) -> None:
+        # Chat frames are small and must leave at once. With Nagle's algorithm on (the
+        # default), a frame written while an earlier one is unacknowledged waits for the
+        # peer's delayed ACK: a sender got its own message 40 ms after its ack.
+        self.set_nodelay(True)
         self.caps.opened(self.user["id"], self.request.remote_ip or "")
         self._counted = True
         self.chat.connect(self)
