@@ -80,9 +80,9 @@ class Chat:
 
     async def close(self, timeout: float) -> None:
         """Finish in-flight stores and departures (up to `timeout`), then stop."""
-        pending = [*self._tasks, *self.writer.tasks]
-        if pending:
-            await asyncio.wait(pending, timeout=timeout)
+        writer = asyncio.ensure_future(self.writer.close())
+        await asyncio.wait([*self._tasks, writer], timeout=timeout)
+        await tasks.stop(writer)
         await tasks.stop(self._heartbeat)
         await self.bus.close()
 

@@ -20,9 +20,9 @@ and published on Redis. So MongoDB's round trip overlaps the loop's fan-out, whi
 each room's messages still go out in seq order, tick after tick.
 
 The rooms' recorded top seqs (`rooms.seq`) are raised with one `$max` for all in
-the background, at most every RECORD_EVERY seconds. The record only saves readers a
-scan: `Store.top_seq` reads it and then whatever was stored above it, so nothing
-waits for it.
+the background, at most every RECORD_EVERY seconds, and once more by `close()`. The
+record only saves readers a scan: `Store.top_seq` reads it and then whatever was
+stored above it, so nothing waits for it.
 
 Round trips per tick, not per message or per room, bound the latency: with the
 embedded MongoDB-wire server each costs 1-5 ms.
@@ -49,7 +49,9 @@ from server.store import Store, StoreError, User, client_key
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 200
-RECORD_EVERY = 0.1
+# The record is one write for all rooms, yet a MongoDB-wire server written in Python
+# (SecantusDB) spends about as much on it as on inserting a tick's messages.
+RECORD_EVERY = 1.0
 # Refusals one tick may meet before its remaining sends are answered `unavailable`
 # (each costs a round trip; only several processes racing for one room cause many).
 MAX_REFUSALS = 16
@@ -132,16 +134,27 @@ class MessageWriter:
         self._tops: dict[str, int] = {}
         self._unrecorded: dict[str, int] = {}  # tops stored but not yet in rooms.seq
         self._recording: asyncio.Task[None] | None = None
+        self._record_later: asyncio.TimerHandle | None = None
+        self._recorded_at = -RECORD_EVERY  # loop time of the last record write
+        self._closed = False
 
     @property
     def queued(self) -> int:
         """Sends waiting for a tick (not counting the one being stored)."""
         return len(self._queue)
 
-    @property
-    def tasks(self) -> list[asyncio.Task[None]]:
-        """What is still running: the tick loop and the write of the top seqs."""
-        return [t for t in (self._task, self._recording) if t is not None and not t.done()]
+    async def close(self) -> None:
+        """Finish the ticks under way, then record the top seqs not recorded yet."""
+        while self._task is not None and not self._task.done():
+            await asyncio.wait([self._task])
+        self._closed = True
+        if self._record_later is not None:
+            self._record_later.cancel()
+            self._record_later = None
+        if self._recording is not None and not self._recording.done():
+            await asyncio.wait([self._recording])
+        if self._unrecorded:
+            await self._record()
 
     def top(self, room: str) -> int:
         """The highest seq of a room this process knows to be stored (0 if none)."""
@@ -209,8 +222,7 @@ class MessageWriter:
     async def _fan_out(self, stored: dict[str, list[Outgoing]]) -> None:
         """Deliver and publish, before the next tick, so every room's messages go out
         in seq order; the top seqs are recorded meanwhile."""
-        if self._unrecorded and (self._recording is None or self._recording.done()):
-            self._recording = asyncio.ensure_future(self._record())
+        self._record_soon()
         try:
             for room, frames in stored.items():
                 self.deliver(room, frames)
@@ -220,18 +232,32 @@ class MessageWriter:
         except Exception:
             log.exception("fan-out of stored messages crashed")
 
+    def _record_soon(self) -> None:
+        """Record the unrecorded tops now, or RECORD_EVERY after the last write."""
+        if (self._closed or not self._unrecorded or self._record_later is not None
+                or (self._recording is not None and not self._recording.done())):
+            return
+        loop = asyncio.get_running_loop()
+        self._record_later = loop.call_at(self._recorded_at + RECORD_EVERY, self._record_now)
+
+    def _record_now(self) -> None:
+        self._record_later = None
+        self._recording = asyncio.ensure_future(self._record())
+
     async def _record(self) -> None:
-        """Write the unrecorded tops, and those stored meanwhile, one write at a time."""
-        while self._unrecorded:
-            tops, self._unrecorded = self._unrecorded, {}
-            try:
-                await self.store.record_seqs(tops)
-            except StoreError as e:  # the next tick records these tops again
-                self._warning.warning("recording top seqs failed: %s", e)
-                for room, seq in tops.items():
-                    self._unrecorded[room] = max(seq, self._unrecorded.get(room, 0))
-                return
-            await asyncio.sleep(RECORD_EVERY)
+        """One write of the unrecorded tops; those stored meanwhile follow later."""
+        tops, self._unrecorded = self._unrecorded, {}
+        try:
+            await self.store.record_seqs(tops)
+        except StoreError as e:  # the next tick records these tops again
+            self._warning.warning("recording top seqs failed: %s", e)
+            for room, seq in tops.items():
+                self._unrecorded[room] = max(seq, self._unrecorded.get(room, 0))
+            return
+        finally:
+            self._recorded_at = asyncio.get_running_loop().time()
+        self._recording = None  # this write is done: the next may be scheduled
+        self._record_soon()
 
     async def _tick(self, batch: list[Send]) -> _Stored:
         """Store one batch; returns the acks to write and each room's message frames."""
