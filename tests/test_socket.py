@@ -350,6 +350,26 @@ async def test_seq_taken_by_another_process_is_skipped_without_a_hole(make_clien
         assert mongo[config.db_name].rooms.find_one({"_id": "general"})["seq"] == 8
 
 
+async def test_rooms_top_seq_record_follows_sends_while_the_server_runs(make_client, config,
+                                                                       services):
+    # Written in the background at most once a second: readers need not wait for
+    # shutdown to find it current.
+    _, ws = await user_socket(make_client)
+    await send_many(ws, 5, "r")
+    deadline = asyncio.get_running_loop().time() + 10
+    with pymongo.MongoClient(services.mongo_url) as mongo:
+        rooms = mongo[config.db_name].rooms
+        while rooms.find_one({"_id": "general"})["seq"] != 5:
+            assert asyncio.get_running_loop().time() < deadline, "record never written"
+            await asyncio.sleep(0.05)  # no event announces the write: poll MongoDB
+    await send(ws, "one more")
+    with pymongo.MongoClient(services.mongo_url) as mongo:
+        rooms = mongo[config.db_name].rooms
+        while rooms.find_one({"_id": "general"})["seq"] != 6:
+            assert asyncio.get_running_loop().time() < deadline, "second record never written"
+            await asyncio.sleep(0.05)
+
+
 async def test_resends_mixed_with_new_sends_take_no_seq(make_client):
     _, ws = await user_socket(make_client)
     first = await send_many(ws, 4, "r")
