@@ -133,7 +133,7 @@ class MessageWriter:
         # value costs one refusal, never a wrong seq.
         self._tops: dict[str, int] = {}
         self._unrecorded: dict[str, int] = {}  # tops stored but not yet in rooms.seq
-        self._recording: asyncio.Task[None] | None = None
+        self._recording: asyncio.Task[None] | None = None  # a record write under way
         self._record_later: asyncio.TimerHandle | None = None
         self._recorded_at = -RECORD_EVERY  # loop time of the last record write
         self._closed = False
@@ -151,7 +151,7 @@ class MessageWriter:
         if self._record_later is not None:
             self._record_later.cancel()
             self._record_later = None
-        if self._recording is not None and not self._recording.done():
+        if self._recording is not None:
             await asyncio.wait([self._recording])
         if self._unrecorded:
             await self._record()
@@ -235,7 +235,7 @@ class MessageWriter:
     def _record_soon(self) -> None:
         """Record the unrecorded tops now, or RECORD_EVERY after the last write."""
         if (self._closed or not self._unrecorded or self._record_later is not None
-                or (self._recording is not None and not self._recording.done())):
+                or self._recording is not None):
             return
         loop = asyncio.get_running_loop()
         self._record_later = loop.call_at(self._recorded_at + RECORD_EVERY, self._record_now)
@@ -256,7 +256,7 @@ class MessageWriter:
             return
         finally:
             self._recorded_at = asyncio.get_running_loop().time()
-        self._recording = None  # this write is done: the next may be scheduled
+            self._recording = None
         self._record_soon()
 
     async def _tick(self, batch: list[Send]) -> _Stored:

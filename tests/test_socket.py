@@ -355,19 +355,19 @@ async def test_rooms_top_seq_record_follows_sends_while_the_server_runs(make_cli
     # Written in the background at most once a second: readers need not wait for
     # shutdown to find it current.
     _, ws = await user_socket(make_client)
-    await send_many(ws, 5, "r")
     deadline = asyncio.get_running_loop().time() + 10
     with pymongo.MongoClient(services.mongo_url) as mongo:
         rooms = mongo[config.db_name].rooms
-        while rooms.find_one({"_id": "general"})["seq"] != 5:
-            assert asyncio.get_running_loop().time() < deadline, "record never written"
-            await asyncio.sleep(0.05)  # no event announces the write: poll MongoDB
-    await send(ws, "one more")
-    with pymongo.MongoClient(services.mongo_url) as mongo:
-        rooms = mongo[config.db_name].rooms
-        while rooms.find_one({"_id": "general"})["seq"] != 6:
-            assert asyncio.get_running_loop().time() < deadline, "second record never written"
-            await asyncio.sleep(0.05)
+
+        async def recorded(top: int) -> None:
+            while rooms.find_one({"_id": "general"})["seq"] != top:
+                assert asyncio.get_running_loop().time() < deadline, f"{top} never recorded"
+                await asyncio.sleep(0.05)  # no event announces the write: poll MongoDB
+
+        await send_many(ws, 5, "r")
+        await recorded(5)
+        await send(ws, "one more")
+        await recorded(6)
 
 
 async def test_resends_mixed_with_new_sends_take_no_seq(make_client):
