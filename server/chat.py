@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from typing import Any, Protocol
 
 from server import protocol, tasks
@@ -45,14 +46,15 @@ class Chat:
     """Rooms, messages, history, presence and typing for this process's connections."""
 
     def __init__(self, store: Store, redis: Any, rooms: LocalRooms, *, node_id: str,
-                 prefix: str, metrics: Metrics | None = None, presence_ttl: float = 30.0,
-                 send_timeout: float = 5.0) -> None:
+                 prefix: str, subscriber: Any = None, metrics: Metrics | None = None,
+                 presence_ttl: float = 30.0, send_timeout: float = 5.0) -> None:
         self.store = store
         self.rooms = rooms
         self.node_id = node_id
         self._node = node_id.encode()
         self.bus = Bus(redis, prefix, node_id, on_message=self._on_bus_message,
-                       on_control=self._on_control, on_resync=self.resync)
+                       on_control=self._on_control, on_resync=self.resync,
+                       subscriber=subscriber)
         self.presence = Presence(redis, prefix, node_id, ttl=presence_ttl)
         self.presence_ttl = presence_ttl
         self.send_timeout = send_timeout
@@ -61,6 +63,9 @@ class Chat:
         self.writer = MessageWriter(store, self._deliver_local, self._publish, self.metrics)
         self._marks: dict[str, _Watermark] = {}
         self._catching_up: asyncio.Task[None] | None = None
+        # Rooms whose messages were stored but not published: room -> (lowest, highest seq)
+        self._unpublished: dict[str, tuple[int, int]] = {}
+        self._announcer: asyncio.Task[None] | None = None
         self._connections: set[Connection] = set()
         self._heartbeat: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -81,8 +86,12 @@ class Chat:
     async def close(self, timeout: float) -> None:
         """Finish in-flight stores and departures (up to `timeout`), then stop."""
         writer = asyncio.ensure_future(self.writer.close())
-        await asyncio.wait([*self._tasks, writer], timeout=timeout)
+        pending = [*self._tasks, writer]
+        if self._announcer is not None:
+            pending.append(self._announcer)
+        await asyncio.wait(pending, timeout=timeout)
         await tasks.stop(writer)
+        await tasks.stop(self._announcer)
         await tasks.stop(self._heartbeat)
         await self.bus.close()
 
@@ -226,9 +235,43 @@ class Chat:
         try:
             await self.bus.publish(room, payload)
         except BusError as e:
-            # Stored already; other processes resync from MongoDB when Redis is back.
+            # Stored already: other processes read the messages back from MongoDB, when
+            # their subscriber recovers or when we announce what failed.
             self.metrics.publish_failures.inc()
             self._publish_warning.warning("publish to %s failed: %s", room, e)
+            self._remember_unpublished(room, [seq for seq, _ in frames if seq])
+
+    def _remember_unpublished(self, room: str, seqs: list[int]) -> None:
+        if not seqs:
+            return  # presence and typing are not worth a catch-up
+        lo, hi = self._unpublished.get(room, (seqs[0], seqs[-1]))
+        self._unpublished[room] = (min(lo, seqs[0]), max(hi, seqs[-1]))
+        if self._announcer is None or self._announcer.done():
+            self._announcer = asyncio.create_task(self._announce_unpublished(),
+                                                  name="announce-unpublished")
+
+    async def _announce_unpublished(self) -> None:
+        """Once Redis takes publishes again, tell the other processes which stored
+        messages never reached them, so they read those from MongoDB.
+
+        Their own subscriber's recovery covers a Redis restart, but not a publish that
+        failed while their subscriber stayed up (a Redis that only this process lost,
+        a pooled connection that broke, a timeout): without this, such a message would
+        reach their members only when a later one revealed the gap.
+        """
+        delay = 0.1
+        while self._unpublished:
+            await asyncio.sleep(delay)
+            for room, (lo, hi) in list(self._unpublished.items()):
+                command = b"unpublished %s %s %d %d" % (self._node, room.encode(), lo, hi)
+                try:
+                    await self.bus.publish_control(command)
+                except BusError:
+                    delay = min(delay * 2, 2.0)
+                    break
+                if self._unpublished.get(room) == (lo, hi):
+                    del self._unpublished[room]
+                log.info("announced unpublished messages %d-%d of %s", lo, hi, room)
 
     def _deliver_local(self, room: str, frames: list[Outgoing], exclude: bytes = b"") -> None:
         start = time.perf_counter()
@@ -248,10 +291,16 @@ class Chat:
         if exclude == b"-":
             exclude = b""
         self.metrics.bus_latency.observe(max(0.0, time.time() - float(sent)))
+        mark = self._marks.get(room)
         frames: list[Outgoing] = []
         for line in rest.split(b"\n"):
-            seq, _, data = line.partition(b"\t")
-            frames.append((int(seq), data))
+            seq_text, _, data = line.partition(b"\t")
+            seq = int(seq_text)
+            if seq and mark is not None and mark.delivered(seq):
+                # Read back from MongoDB already, or published twice (a retried PUBLISH).
+                self.metrics.bus_duplicates.inc()
+                continue
+            frames.append((seq, data))
         if frames:
             if frames[-1][0]:  # messages (in seq order), not presence or typing
                 self.writer.saw(room, frames[-1][0])
@@ -265,6 +314,23 @@ class Chat:
             for conn in list(self._connections):
                 if conn.credential == credential:
                     conn.shut(1008, "credential revoked")
+        elif kind == b"unpublished":
+            self._on_unpublished(arg)
+
+    def _on_unpublished(self, arg: bytes) -> None:
+        """Another process stored messages lo..hi of a room but could not publish them."""
+        try:
+            node, room_name, lo_text, hi_text = arg.split(b" ")
+            room, lo, hi = room_name.decode(), int(lo_text), int(hi_text)
+        except (ValueError, UnicodeDecodeError):
+            log.warning("ignoring a malformed unpublished notice: %r", arg[:200])
+            return
+        mark = self._marks.get(room)
+        if node == self._node or mark is None:
+            return
+        span = range(lo, hi + 1)
+        if len(span) > mark.RECENT or any(not mark.delivered(seq) for seq in span):
+            self.spawn(self._catch_up([room], start=lo - 1))
 
     async def close_credential_everywhere(self, credential: str) -> None:
         """Close the sockets opened with a revoked session or token, on every process."""
@@ -280,8 +346,9 @@ class Chat:
         self.metrics.resyncs.inc()
         await self._catch_up(self.rooms.rooms())
 
-    async def _catch_up(self, rooms: list[str]) -> None:
-        """Deliver every stored message after a room's watermark not yet delivered here.
+    async def _catch_up(self, rooms: list[str], start: int | None = None) -> None:
+        """Deliver every stored message after a room's watermark (or after `start`, if
+        lower) not yet delivered here.
 
         Starting at the watermark, not at the highest seq delivered, matters: while
         Redis was away this process kept delivering its own messages, whose seqs
@@ -291,15 +358,16 @@ class Chat:
             mark = self._marks.get(room)
             if mark is None:
                 continue
-            after = mark.upto
+            after = mark.upto if start is None else min(start, mark.upto)
             try:
                 top = await self._read_top(room)
                 for _page in range(20):
                     messages, has_more = await self.store.messages(room, after=after,
                                                                    limit=SINCE_PAGE, top=top)
                     frames = [(m["seq"], protocol.dump({"type": "message", **m}).encode())
-                              for m in messages if not mark.covers(m["seq"])]
+                              for m in messages if not mark.delivered(m["seq"])]
                     if frames:
+                        self.metrics.catch_ups.inc(len(frames))
                         self._deliver_local(room, frames)
                     if messages:
                         self.writer.saw(room, messages[-1]["seq"])
@@ -337,21 +405,39 @@ class Chat:
 
 
 class _Watermark:
-    """Up to which seq this process has delivered every stored message of a room.
+    """Up to which seq this process has delivered every stored message of a room, and
+    which seqs it delivered lately.
 
     `upto` moves only over seqs delivered here (stored here, received from Redis,
     read back from MongoDB) or shown by MongoDB to be holes, never past a message
-    that pub/sub dropped; so a resync knows exactly where to start.
+    that pub/sub dropped; so a resync knows exactly where to start. The recent seqs
+    keep a message that arrives twice (read back, then published late; or published
+    twice) from being delivered twice; a hole is not among them, so a message that was
+    still being stored when MongoDB showed it missing is delivered when it comes.
     """
 
-    __slots__ = ("above", "upto", "was")
+    __slots__ = ("_order", "above", "recent", "upto", "was")
+
+    RECENT = 4096
 
     def __init__(self, upto: int) -> None:
         self.upto = upto
         self.above: set[int] = set()  # delivered seqs beyond a hole
         self.was = -1  # upto at the previous heartbeat, while seqs sat above it
+        self.recent: set[int] = set()
+        self._order: deque[int] = deque()
 
     def seen(self, seq: int) -> None:
+        """`seq` was delivered here."""
+        if seq in self.recent:
+            return
+        self.recent.add(seq)
+        self._order.append(seq)
+        if len(self._order) > self.RECENT:
+            self.recent.discard(self._order.popleft())
+        self._advance(seq)
+
+    def _advance(self, seq: int) -> None:
         if seq <= self.upto:
             return
         self.above.add(seq)
@@ -359,13 +445,13 @@ class _Watermark:
             self.upto += 1
             self.above.discard(self.upto)
 
-    def covers(self, seq: int) -> bool:
-        return seq <= self.upto or seq in self.above
+    def delivered(self, seq: int) -> bool:
+        return seq in self.recent or seq in self.above
 
     def through(self, after: int, last: int) -> None:
         """Every seq in (after, last] is delivered or a hole."""
         for seq in range(max(after, self.upto) + 1, last + 1):
-            self.seen(seq)
+            self._advance(seq)
 
     def stuck(self) -> bool:
         """Whether a hole has held the watermark since the previous heartbeat."""

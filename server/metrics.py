@@ -51,6 +51,14 @@ class Metrics:
         self.publish_failures = Counter("chat_publish_failures",
                                         "Redis publishes that failed (messages stay stored)",
                                         registry=r)
+        self.catch_ups = Counter(
+            "chat_catch_ups",
+            "Messages read back from MongoDB and delivered because Redis did not bring them",
+            registry=r)
+        self.bus_duplicates = Counter(
+            "chat_bus_duplicates",
+            "Messages from Redis not delivered again because this process already had",
+            registry=r)
         self.resyncs = Counter("chat_redis_resubscribes",
                                "Times the Redis subscriber reconnected and resynced",
                                registry=r)

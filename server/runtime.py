@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 import tornado.httpserver
 import tornado.web
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from server.app import make_app
 from server.auth import Auth, Bots
@@ -31,14 +34,34 @@ log = logging.getLogger(__name__)
 
 
 def redis_client(url: str, pool_size: int) -> Redis:
-    """A Redis client whose pool makes callers wait for a connection instead of failing.
+    """The client for commands: a pool that makes callers wait for a connection instead
+    of failing, and that retries a command over a fresh connection when the pooled one
+    turns out dead.
 
     redis-py's default pool raises once its connections are all busy; a bounded,
     blocking pool turns a burst into a short queue (and a timeout into an error).
+    After a Redis restart the pool still holds the connections to the old server, and
+    redis-py 8 does not always notice before it uses one ("Connection closed by
+    server"); without the retry, such a publish fails although Redis is back.
     """
     pool = BlockingConnectionPool.from_url(
         url, max_connections=pool_size, timeout=2, socket_timeout=2,
         socket_connect_timeout=2, health_check_interval=10,
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
+        retry_on_error=[RedisConnectionError],
+    )
+    return Redis(connection_pool=pool)
+
+
+def redis_subscriber(url: str) -> Redis:
+    """The client for the pub/sub subscriber: one connection, never retried quietly.
+
+    A subscriber that reconnected behind our back would have missed what was published
+    meanwhile with no one the wiser; its errors must reach the bus, which resyncs.
+    """
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=1, timeout=2, socket_timeout=2, socket_connect_timeout=2,
+        health_check_interval=10, retry=Retry(NoBackoff(), 0),
     )
     return Redis(connection_pool=pool)
 
@@ -52,6 +75,7 @@ class Runtime:
     redis_url: str
     store: Store = field(init=False)
     redis: Redis = field(init=False)
+    subscriber: Redis = field(init=False)
     chat: Chat = field(init=False)
     auth: Auth = field(init=False)
     bots: Bots = field(init=False)
@@ -70,11 +94,13 @@ class Runtime:
         self.store = Store.connect(self.mongo_url, cfg.db_name)
         await self.store.setup()
         self.redis = redis_client(self.redis_url, cfg.redis_pool_size)
+        self.subscriber = redis_subscriber(self.redis_url)
         self.auth = Auth(self.store, executor=self.executor, rounds=cfg.bcrypt_rounds,
                          session_ttl=dt.timedelta(days=cfg.session_days))
         self.bots = Bots(self.store)
         self.metrics = Metrics()
-        self.chat = Chat(self.store, self.redis, LocalRooms(), node_id=cfg.node_id,
+        self.chat = Chat(self.store, self.redis, LocalRooms(), subscriber=self.subscriber,
+                         node_id=cfg.node_id,
                          prefix=cfg.redis_prefix, metrics=self.metrics,
                          presence_ttl=cfg.presence_ttl)
         conns = self.chat.connections
@@ -128,6 +154,8 @@ class Runtime:
             await self.limits.close()
         if hasattr(self, "redis"):
             await self.redis.aclose()
+        if hasattr(self, "subscriber"):
+            await self.subscriber.aclose()
         if hasattr(self, "store"):
             self.store.close()
         if hasattr(self, "executor"):
