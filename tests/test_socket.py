@@ -48,6 +48,24 @@ async def test_server_sockets_send_small_frames_at_once(make_client, runtime):
     assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
 
 
+async def test_frames_of_every_length_class_arrive_whole(make_client):
+    # A frame's header differs below 126 bytes, up to 64 KiB and beyond; fan-out and
+    # replies are written by the server's own frame writer, so all three must hold.
+    _, ws = await user_socket(make_client)
+    _, other = await user_socket(make_client)
+    bodies = ["a", "b" * 300, "é" * 4000]  # one frame of each size up to 64 KiB
+    for body in bodies:
+        ack = await send(ws, body)
+        got = await other.expect("message")
+        assert (got["seq"], got["body"]) == (ack["seq"], body)
+    for i in range(17):
+        await send(ws, f"{i:02d}" + "é" * 3998)
+    page = await other.call({"type": "history", "room": "general", "limit": 20})
+    assert len(json.dumps(page, ensure_ascii=False).encode()) > 0xFFFF
+    assert [m["body"] for m in page["messages"][:3]] == bodies
+    assert [m["body"] for m in page["messages"][3:]] == [f"{i:02d}" + "é" * 3998 for i in range(17)]
+
+
 async def test_unauthenticated_upgrade_is_401_before_handshake(make_client):
     client = make_client()
     with pytest.raises(HTTPClientError) as err:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import struct
 from typing import Any
 from urllib.parse import urlsplit
 
 import tornado.web
 import tornado.websocket
-from tornado.iostream import StreamClosedError
+from tornado.iostream import IOStream, StreamClosedError
 
 from server import protocol
 from server.auth import Auth
@@ -132,9 +133,7 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             self.shut(1008, "too slow: reconnect and resume with since")
             return
         try:
-            # write_message() wraps every write in a new Task; the fan-out hot path
-            # writes the frame directly (the IOStream future reports its own errors).
-            conn._write_frame(True, 0x1, data)  # type: ignore[attr-defined]
+            _send_text_frame(conn, data)
         except StreamClosedError:
             self._closing = True
         except tornado.websocket.WebSocketClosedError:
@@ -239,6 +238,41 @@ class _DropOnMissedPong(tornado.websocket.WebSocketProtocol13):
     async def periodic_ping(self) -> None:
         await super().periodic_ping()  # returns only after a missed pong (close sent)
         self._abort()
+
+
+def _send_text_frame(conn: Any, data: bytes) -> None:
+    """Write one unmasked, uncompressed text frame (the server side of RFC 6455).
+
+    The fan-out hot path. write_message() wraps every write in a new Task, and even
+    the frame writer below it costs a Future, a done-callback and a scheduled call per
+    frame in IOStream.write. When nothing is queued on a plain TCP stream the frame
+    goes to the socket at once, as IOStream would send it; only what the socket does
+    not take (or a TLS stream, or an error, which IOStream then handles and reports)
+    goes through IOStream.
+    """
+    stream = conn.stream
+    n = len(data)
+    if n < 126:
+        frame = _HEADER_SHORT(0x81, n) + data
+    elif n <= 0xFFFF:
+        frame = _HEADER_MEDIUM(0x81, 126, n) + data
+    else:
+        frame = _HEADER_LONG(0x81, 127, n) + data
+    conn._wire_bytes_out += len(frame)
+    if type(stream) is IOStream and not stream._write_buffer and not stream.closed():
+        try:
+            sent = stream.socket.send(frame)
+        except OSError:
+            sent = 0  # EAGAIN, or an error that IOStream's own write will meet and report
+        if sent == len(frame):
+            return
+        frame = frame[sent:]
+    stream.write(frame)
+
+
+_HEADER_SHORT = struct.Struct("!BB").pack
+_HEADER_MEDIUM = struct.Struct("!BBH").pack
+_HEADER_LONG = struct.Struct("!BBQ").pack
 
 
 def _pending_bytes(conn: Any) -> int:
