@@ -244,8 +244,9 @@ class Chat:
     def _remember_unpublished(self, room: str, seqs: list[int]) -> None:
         if not seqs:
             return  # presence and typing are not worth a catch-up
-        lo, hi = self._unpublished.get(room, (seqs[0], seqs[-1]))
-        self._unpublished[room] = (min(lo, seqs[0]), max(hi, seqs[-1]))
+        lo, hi = min(seqs), max(seqs)
+        known = self._unpublished.get(room)
+        self._unpublished[room] = (min(lo, known[0]), max(hi, known[1])) if known else (lo, hi)
         if self._announcer is None or self._announcer.done():
             self._announcer = asyncio.create_task(self._announce_unpublished(),
                                                   name="announce-unpublished")
