@@ -38,8 +38,8 @@ class Bus:
     def __init__(self, redis: Redis, prefix: str, node_id: str, *, on_message: Handler,
                  on_control: ControlHandler | None = None,
                  on_resync: Callable[[], Coroutine[Any, Any, None]] | None = None,
-                 probe_interval: float = 3.0, op_timeout: float = 2.0,
-                 subscriber: Redis | None = None) -> None:
+                 subscriber: Redis, probe_interval: float = 3.0,
+                 op_timeout: float = 2.0) -> None:
         self.redis = redis
         self.node_id = node_id
         self._room_prefix = f"{prefix}room:".encode()
@@ -50,8 +50,8 @@ class Bus:
         self._on_resync = on_resync
         self._probe_interval = probe_interval
         self._op_timeout = op_timeout
-        # The subscriber may have a client of its own (see runtime.redis_subscriber).
-        self._pubsub: PubSub = (subscriber or redis).pubsub()
+        # A client of its own, which never reconnects quietly (runtime.redis_subscriber).
+        self._pubsub: PubSub = subscriber.pubsub()
         self._rooms: set[str] = set()
         self._confirm: dict[bytes, list[asyncio.Future[None]]] = {}
         self._task: asyncio.Task[None] | None = None

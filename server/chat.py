@@ -46,7 +46,7 @@ class Chat:
     """Rooms, messages, history, presence and typing for this process's connections."""
 
     def __init__(self, store: Store, redis: Any, rooms: LocalRooms, *, node_id: str,
-                 prefix: str, subscriber: Any = None, metrics: Metrics | None = None,
+                 prefix: str, subscriber: Any, metrics: Metrics | None = None,
                  presence_ttl: float = 30.0, send_timeout: float = 5.0) -> None:
         self.store = store
         self.rooms = rooms

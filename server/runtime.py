@@ -11,6 +11,7 @@ import datetime as dt
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import tornado.httpserver
 import tornado.web
@@ -44,13 +45,8 @@ def redis_client(url: str, pool_size: int) -> Redis:
     redis-py 8 does not always notice before it uses one ("Connection closed by
     server"); without the retry, such a publish fails although Redis is back.
     """
-    pool = BlockingConnectionPool.from_url(
-        url, max_connections=pool_size, timeout=2, socket_timeout=2,
-        socket_connect_timeout=2, health_check_interval=10,
-        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
-        retry_on_error=[RedisConnectionError],
-    )
-    return Redis(connection_pool=pool)
+    return _redis(url, pool_size, Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
+                  retry_on_error=[RedisConnectionError])
 
 
 def redis_subscriber(url: str) -> Redis:
@@ -59,9 +55,13 @@ def redis_subscriber(url: str) -> Redis:
     A subscriber that reconnected behind our back would have missed what was published
     meanwhile with no one the wiser; its errors must reach the bus, which resyncs.
     """
+    return _redis(url, 1, Retry(NoBackoff(), 0))
+
+
+def _redis(url: str, size: int, retry: Retry, **options: Any) -> Redis:
     pool = BlockingConnectionPool.from_url(
-        url, max_connections=1, timeout=2, socket_timeout=2, socket_connect_timeout=2,
-        health_check_interval=10, retry=Retry(NoBackoff(), 0),
+        url, max_connections=size, timeout=2, socket_timeout=2, socket_connect_timeout=2,
+        health_check_interval=10, retry=retry, **options,
     )
     return Redis(connection_pool=pool)
 
@@ -100,8 +100,7 @@ class Runtime:
         self.bots = Bots(self.store)
         self.metrics = Metrics()
         self.chat = Chat(self.store, self.redis, LocalRooms(), subscriber=self.subscriber,
-                         node_id=cfg.node_id,
-                         prefix=cfg.redis_prefix, metrics=self.metrics,
+                         node_id=cfg.node_id, prefix=cfg.redis_prefix, metrics=self.metrics,
                          presence_ttl=cfg.presence_ttl)
         conns = self.chat.connections
         self.metrics.gauge_from("bot", lambda: sum(1 for c in conns if c.user["bot"]))
