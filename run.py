@@ -22,6 +22,7 @@ from server import logs
 from server.auth import AuthError, Bots
 from server.config import Config, ConfigError, load_config
 from server.embedded import EmbeddedError, EmbeddedServices, _die_with_parent
+from server.model import User
 from server.runtime import Runtime
 from server.store import Store, StoreError
 
@@ -146,7 +147,7 @@ async def create_bot(config: Config, name: str, owner: str, label: str) -> int:
         if doc is None or doc.get("bot"):
             print(f"run.py create-bot: no user named {owner!r}", file=sys.stderr)
             return 1
-        owner_user = {"id": str(doc["_id"]), "name": doc["name"], "bot": False}
+        owner_user = User.from_doc(doc)
         bots = Bots(store)
         bot = await bots.owned(owner_user, name)
         if bot is None:
@@ -162,7 +163,7 @@ async def create_bot(config: Config, name: str, owner: str, label: str) -> int:
         store.close()
         if services is not None:
             services.stop()
-    print(f"bot {bot['name']} (owner {owner_user['name']}), token id {info['id']}")
+    print(f"bot {bot.name} (owner {owner_user.name}), token id {info['id']}")
     print(token)
     print("The token is shown once; connect with the header  Authorization: Bearer <token>",
           file=sys.stderr)

@@ -11,16 +11,19 @@ from server.auth import Auth, Bots
 from server.chat import Chat
 from server.config import Config
 from server.handlers import http
-from server.handlers.base import CSP, NotFoundHandler
+from server.handlers.base import SECURITY_HEADERS, NotFoundHandler
 from server.handlers.bots import BotsHandler, BotTokenHandler, BotTokensHandler
 from server.handlers.health import HealthHandler, ReadyHandler
+from server.handlers.operator import MetricsHandler, StatusHandler
 from server.handlers.socket import ChatSocket
-from server.handlers.status import MetricsHandler, StatusHandler
 from server.inflight import Inflight
 from server.limits import ConnectionCaps, RateLimits
 from server.logs import log_request
 from server.metrics import Metrics
-from server.status import StatusReporter
+from server.probe import ServiceProbe
+from server.reporter import StatusReporter
+from server.rooms import LocalRooms
+from server.store import Store
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
@@ -29,10 +32,8 @@ class IndexHandler(tornado.web.RequestHandler):
     """The browser client; rendering it also sets the `_xsrf` cookie."""
 
     def set_default_headers(self) -> None:
-        self.set_header("Content-Security-Policy", CSP)
-        self.set_header("X-Content-Type-Options", "nosniff")
-        self.set_header("X-Frame-Options", "DENY")
-        self.set_header("Referrer-Policy", "same-origin")
+        for name, value in SECURITY_HEADERS.items():
+            self.set_header(name, value)
         self.set_header("Cache-Control", "no-cache")
 
     def get(self) -> None:
@@ -44,8 +45,8 @@ class StaticHandler(tornado.web.StaticFileHandler):
     """Static files with the same security headers as pages."""
 
     def set_default_headers(self) -> None:
-        self.set_header("X-Content-Type-Options", "nosniff")
-        self.set_header("Content-Security-Policy", CSP)
+        for name, value in SECURITY_HEADERS.items():
+            self.set_header(name, value)
 
 
 class PageHandler(IndexHandler):
@@ -59,32 +60,32 @@ class PageHandler(IndexHandler):
         self.render(self.template)
 
 
-def make_app(config: Config, chat: Chat, auth: Auth, bots: Bots, reporter: StatusReporter,
-             metrics: Metrics, limits: RateLimits, caps: ConnectionCaps, inflight: Inflight
+def make_app(config: Config, *, store: Store, rooms: LocalRooms, chat: Chat, auth: Auth,
+             bots: Bots, probe: ServiceProbe, reporter: StatusReporter, metrics: Metrics,
+             limits: RateLimits, caps: ConnectionCaps, inflight: Inflight
              ) -> tornado.web.Application:
     """Build the Application with every collaborator injected through the route table."""
-    deps = dict(auth=auth, chat=chat, limits=limits, inflight=inflight)
-    bot_deps = dict(auth=auth, chat=chat, bots=bots, inflight=inflight)
+    api = dict(auth=auth, inflight=inflight)
     operator = dict(auth=auth, admin_users=config.admin_users,
                     status_token=config.status_token)
-    ws = dict(chat=chat, auth=auth, limits=limits, caps=caps, inflight=inflight,
+    ws = dict(chat=chat, rooms=rooms, auth=auth, limits=limits, caps=caps, inflight=inflight,
               allowed_origins=config.allowed_origins, max_body=config.max_body_chars,
               max_pending_bytes=config.max_pending_bytes)
     routes: list[Any] = [
         (r"/", IndexHandler),
-        (r"/api/register", http.RegisterHandler, deps),
-        (r"/api/login", http.LoginHandler, deps),
-        (r"/api/logout", http.LogoutHandler, deps),
-        (r"/api/password", http.PasswordHandler, deps),
-        (r"/api/me", http.MeHandler, deps),
-        (r"/api/rooms", http.RoomsHandler, deps),
-        (r"/api/rooms/([^/]+)/messages", http.MessagesHandler, deps),
-        (r"/api/bots", BotsHandler, bot_deps),
-        (r"/api/bots/([^/]+)/tokens", BotTokensHandler, bot_deps),
-        (r"/api/bots/([^/]+)/tokens/([^/]+)", BotTokenHandler, bot_deps),
+        (r"/api/register", http.RegisterHandler, dict(api, limits=limits)),
+        (r"/api/login", http.LoginHandler, dict(api, limits=limits)),
+        (r"/api/logout", http.LogoutHandler, dict(api, chat=chat)),
+        (r"/api/password", http.PasswordHandler, dict(api, chat=chat)),
+        (r"/api/me", http.MeHandler, api),
+        (r"/api/rooms", http.RoomsHandler, dict(api, store=store)),
+        (r"/api/rooms/([^/]+)/messages", http.MessagesHandler, dict(api, chat=chat)),
+        (r"/api/bots", BotsHandler, dict(api, bots=bots, chat=chat)),
+        (r"/api/bots/([^/]+)/tokens", BotTokensHandler, dict(api, bots=bots, chat=chat)),
+        (r"/api/bots/([^/]+)/tokens/([^/]+)", BotTokenHandler, dict(api, bots=bots, chat=chat)),
         (r"/ws", ChatSocket, ws),
         (r"/healthz", HealthHandler),
-        (r"/readyz", ReadyHandler, dict(chat=chat)),
+        (r"/readyz", ReadyHandler, dict(probe=probe)),
         (r"/status", StatusHandler, dict(operator, reporter=reporter)),
         (r"/metrics", MetricsHandler, dict(operator, metrics=metrics)),
         (r"/status.html", PageHandler, dict(template="status.html")),

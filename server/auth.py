@@ -12,7 +12,8 @@ from concurrent.futures import Executor
 
 import bcrypt
 
-from server.store import Conflict, Store, User
+from server.model import User
+from server.store import Conflict, Store
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ class Auth:
         ok = await self._check(raw, hashed)
         if not ok or doc is None or doc.get("bot"):
             raise AuthError("unauthorized", LOGIN_FAILED)
-        return {"id": str(doc["_id"]), "name": doc["name"], "bot": False}
+        return User.from_doc(doc)
 
     async def start_session(self, user: User) -> str:
         """A new random session id, stored server-side; the cookie carries only this id."""
@@ -115,13 +116,13 @@ class Auth:
     async def change_password(self, user: User, old: object, new: object,
                               keep_sid: str | None) -> list[str]:
         """Check the old password, store the new one, revoke every other session."""
-        doc = await self.store.find_user(user["name"])
+        doc = await self.store.find_user(user.name)
         raw_old = old.encode("utf-8", "surrogatepass") if isinstance(old, str) else b""
         if doc is None or not await self._check(raw_old, doc["password"]):
             raise AuthError("unauthorized", "the current password is wrong")
         hashed = await self._hash(validate_password(new))
-        await self.store.set_password(user["id"], hashed)
-        return await self.store.delete_user_sessions(user["id"], keep=keep_sid)
+        await self.store.set_password(user.id, hashed)
+        return await self.store.delete_user_sessions(user.id, keep=keep_sid)
 
     async def token_user(self, token: str) -> User | None:
         if not token.startswith(TOKEN_PREFIX) or len(token) > 128:
@@ -152,19 +153,19 @@ class Bots:
     async def create(self, owner: User, name: object) -> User:
         botname = validate_username(name)
         try:
-            bot = await self.store.create_user(botname, b"", bot=True, owner_id=owner["id"])
+            bot = await self.store.create_user(botname, b"", bot=True, owner_id=owner.id)
         except Conflict:
             raise AuthError("name_taken", "that name is taken") from None
         return bot
 
     async def of_owner(self, owner: User) -> list[User]:
-        return await self.store.bots_of(owner["id"])
+        return await self.store.bots_of(owner.id)
 
     async def owned(self, owner: User, name: str) -> User | None:
         doc = await self.store.find_user(name)
-        if doc is None or not doc.get("bot") or doc.get("owner_id") != owner["id"]:
+        if doc is None or not doc.get("bot") or doc.get("owner_id") != owner.id:
             return None
-        return {"id": str(doc["_id"]), "name": doc["name"], "bot": True}
+        return User.from_doc(doc)
 
     async def issue_token(self, bot: User, label: str = "") -> tuple[str, dict[str, object]]:
         """A new token: returned once here, stored only as its SHA-256."""
@@ -173,11 +174,11 @@ class Bots:
         return token, _token_view(doc)
 
     async def tokens(self, bot: User) -> list[dict[str, object]]:
-        return [_token_view(d) for d in await self.store.tokens_of(bot["id"])]
+        return [_token_view(d) for d in await self.store.tokens_of(bot.id)]
 
     async def revoke(self, bot: User, token_id: str) -> str | None:
         """Delete a token by its public id; returns its digest (to close its sockets)."""
-        return await self.store.delete_token(bot["id"], token_id)
+        return await self.store.delete_token(bot.id, token_id)
 
 
 def _token_view(doc: dict[str, object]) -> dict[str, object]:

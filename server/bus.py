@@ -13,8 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Protocol
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
@@ -24,8 +23,19 @@ from server import tasks
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[str, bytes], None]  # (room, payload)
-ControlHandler = Callable[[bytes], None]
+
+
+class Listener(Protocol):
+    """Who gets what the bus hears (Delivery)."""
+
+    def on_envelope(self, room: str, payload: bytes) -> None:
+        """A message on a room's channel."""
+
+    def on_command(self, payload: bytes) -> None:
+        """A message on the control channel."""
+
+    async def resync(self) -> None:
+        """The subscriber reconnected: what was published meanwhile is lost."""
 
 
 class BusError(Exception):
@@ -35,19 +45,14 @@ class BusError(Exception):
 class Bus:
     """Publishes to room channels and feeds messages of subscribed rooms to a handler."""
 
-    def __init__(self, redis: Redis, prefix: str, node_id: str, *, on_message: Handler,
-                 on_control: ControlHandler | None = None,
-                 on_resync: Callable[[], Coroutine[Any, Any, None]] | None = None,
-                 subscriber: Redis, probe_interval: float = 3.0,
-                 op_timeout: float = 2.0) -> None:
+    def __init__(self, redis: Redis, prefix: str, node_id: str, *, subscriber: Redis,
+                 probe_interval: float = 3.0, op_timeout: float = 2.0) -> None:
         self.redis = redis
         self.node_id = node_id
         self._room_prefix = f"{prefix}room:".encode()
         self._control = f"{prefix}control".encode()
         self._probe_channel = f"{prefix}probe:{node_id}".encode()
-        self._on_message = on_message
-        self._on_control = on_control
-        self._on_resync = on_resync
+        self._listener: Listener | None = None
         self._probe_interval = probe_interval
         self._op_timeout = op_timeout
         # A client of its own, which never reconnects quietly (runtime.redis_subscriber).
@@ -66,8 +71,9 @@ class Bus:
     def channel(self, room: str) -> bytes:
         return self._room_prefix + room.encode()
 
-    async def start(self) -> None:
+    async def start(self, listener: Listener) -> None:
         """Connect the subscriber and start listening; raises BusError if Redis is down."""
+        self._listener = listener
         try:
             await asyncio.wait_for(
                 self._pubsub.subscribe(self._control, self._probe_channel), self._op_timeout
@@ -201,9 +207,10 @@ class Bus:
         self.resubscribes += 1
         self._last_probe_seen = time.monotonic()
         log.info("redis subscriber reconnected (%d rooms resubscribed)", len(self._rooms))
-        if self._on_resync is not None and (self._resync_task is None
-                                            or self._resync_task.done()):
-            self._resync_task = asyncio.create_task(self._on_resync(), name="bus-resync")
+        if self._listener is not None and (self._resync_task is None
+                                           or self._resync_task.done()):
+            self._resync_task = asyncio.create_task(self._listener.resync(),
+                                                    name="bus-resync")
 
     def _dispatch(self, msg: dict[str, object]) -> None:
         kind = msg["type"]
@@ -211,16 +218,16 @@ class Bus:
         assert isinstance(channel, bytes)
         if kind == "message":
             data = msg["data"]
-            assert isinstance(data, bytes)
+            assert isinstance(data, bytes) and self._listener is not None
             if channel.startswith(self._room_prefix):
                 self.messages_in += 1
-                self._on_message(channel[len(self._room_prefix):].decode(), data)
+                self._listener.on_envelope(channel[len(self._room_prefix):].decode(), data)
             elif channel == self._probe_channel:
                 self._last_probe_seen = time.monotonic()
                 if not self.connected and int(data) >= self._proof:
                     self._recovered()
-            elif channel == self._control and self._on_control is not None:
-                self._on_control(data)
+            elif channel == self._control:
+                self._listener.on_command(data)
         elif kind == "subscribe":
             for fut in self._confirm.pop(channel, ()):
                 if not fut.done():

@@ -15,7 +15,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from server.store import User
+from server.model import User
 
 
 class PresenceError(Exception):
@@ -28,14 +28,14 @@ def _now_ms() -> int:
 
 def _entry(node: str, user: User) -> str:
     # Names match ^[A-Za-z0-9_.-]+$ and ids are hex, so "|" cannot occur inside them.
-    return f"{node}|{user['id']}|{int(bool(user['bot']))}|{user['name']}"
+    return f"{node}|{user.id}|{int(user.bot)}|{user.name}"
 
 
 def _parse(entry: Any) -> tuple[str, User]:
     """Split a sorted-set member (bytes from Redis) into (node, user)."""
     text = entry.decode() if isinstance(entry, bytes) else str(entry)
     node, uid, bot, name = text.split("|", 3)
-    return node, {"id": uid, "name": name, "bot": bot == "1"}
+    return node, User(uid, name, bot == "1")
 
 
 class Presence:
@@ -67,8 +67,8 @@ class Presence:
         elsewhere = False
         for raw in entries:
             node, member = _parse(raw)
-            members.setdefault(member["id"], member)
-            if member["id"] == user["id"] and node != self.node_id:
+            members.setdefault(member.id, member)
+            if member.id == user.id and node != self.node_id:
                 elsewhere = True
         return list(members.values()), elsewhere
 
@@ -83,7 +83,7 @@ class Presence:
                 _, entries = await pipe.execute()
         except (RedisError, OSError) as e:
             raise PresenceError(str(e)) from e
-        return any(_parse(raw)[1]["id"] == user["id"] for raw in entries)
+        return any(_parse(raw)[1].id == user.id for raw in entries)
 
     async def members(self, room: str) -> list[User]:
         try:
@@ -93,7 +93,7 @@ class Presence:
         members: dict[str, User] = {}
         for raw in entries:
             member = _parse(raw)[1]
-            members.setdefault(member["id"], member)
+            members.setdefault(member.id, member)
         return list(members.values())
 
     async def refresh(self, present: Iterable[tuple[str, User]]) -> None:
@@ -121,15 +121,15 @@ class Presence:
                 expired: list[Any] = list(await self.redis.zrangebyscore(key, "-inf", now))
                 if not expired:
                     continue
-                live = {_parse(raw)[1]["id"]
+                live = {_parse(raw)[1].id
                         for raw in await self.redis.zrangebyscore(key, now, "+inf")}
                 for raw in expired:
                     # Only the process whose ZREM removes the entry announces it.
                     if await self.redis.zrem(key, raw):
                         user = _parse(raw)[1]
-                        if user["id"] not in live:
+                        if user.id not in live:
                             gone.append((room, user))
-                            live.add(user["id"])
+                            live.add(user.id)
         except (RedisError, OSError) as e:
             raise PresenceError(str(e)) from e
         return gone

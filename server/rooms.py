@@ -1,32 +1,38 @@
-"""This process's WebSocket connections per room, and local fan-out. No I/O imports.
+"""This process's WebSocket connections, which rooms each is in, and local fan-out.
+No I/O imports.
 
 Room bookkeeping is kept apart from transport: a member is anything with `conn_id`,
-`user` and `send_raw(data)`. Leaving costs O(rooms of that connection), so ten
-thousand sockets closing at once stays linear.
+`user`, `credential`, `send_raw(data)` and `shut(code, reason)`. Leaving costs
+O(rooms of that connection), so ten thousand sockets closing at once stays linear.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Protocol
 
-# A fanned-out frame: (seq or 0 for frames without one, serialized UTF-8 JSON).
-Outgoing = tuple[int, bytes]
+from server.envelope import Outgoing
+from server.model import User
 
 
 class Member(Protocol):
-    """What LocalRooms needs of a connection."""
+    """What LocalRooms needs of a connection (the WebSocket handler implements it)."""
 
     conn_id: bytes
-    user: dict[str, Any]
+    user: User
+    credential: str | None  # sha256 of the session id or token it was opened with
 
     def send_raw(self, data: bytes) -> None: ...
 
+    def shut(self, code: int, reason: str) -> None: ...
+
 
 class LocalRooms:
-    """Which local connections are in which rooms, with per-user counts for presence."""
+    """The open connections, which rooms each is in (or joining), per-user counts for
+    presence, and the writes of a room's frames to its members."""
 
     def __init__(self) -> None:
+        self._conns: dict[Member, set[str]] = {}  # connection -> its rooms
         self._members: dict[str, set[Member]] = {}
         self._users: dict[str, dict[str, int]] = {}
         # Connections between `begin_join` and `finish_join`: live frames wait here so
@@ -35,6 +41,44 @@ class LocalRooms:
 
     def __contains__(self, room: str) -> bool:
         return room in self._members
+
+    # Connections -------------------------------------------------------------
+
+    @property
+    def connections(self) -> Iterable[Member]:
+        return self._conns.keys()
+
+    def connection_kinds(self) -> dict[str, int]:
+        """Open connections by kind: {"browser", "bot", "total"}."""
+        bots = sum(1 for c in self._conns if c.user.bot)
+        return {"browser": len(self._conns) - bots, "bot": bots, "total": len(self._conns)}
+
+    def is_connected(self, member: Member) -> bool:
+        return member in self._conns
+
+    def connect(self, member: Member) -> None:
+        self._conns.setdefault(member, set())
+
+    def disconnect(self, member: Member) -> list[tuple[str, bool, bool]]:
+        """Forget a connection and take it out of its rooms; returns, per room left,
+        (room, room now empty here, user's last connection in it here)."""
+        left = []
+        for room in list(self._conns.get(member, ())):
+            outcome = self.leave(room, member)
+            if outcome is not None:
+                left.append((room, *outcome))
+        self._conns.pop(member, None)
+        return left
+
+    def rooms_of(self, member: Member) -> set[str]:
+        return self._conns.get(member, set())
+
+    def shut_credential(self, credential: str, code: int, reason: str) -> None:
+        """Close the connections opened with a revoked session or token."""
+        for member in [m for m in self._conns if m.credential == credential]:
+            member.shut(code, reason)
+
+    # Rooms ----------------------------------------------------------------------
 
     def rooms(self) -> list[str]:
         return list(self._members)
@@ -46,17 +90,22 @@ class LocalRooms:
         return len(self._members.get(room, ()))
 
     def has(self, room: str, member: Member) -> bool:
-        return member in self._members.get(room, ()) or member in self._joining.get(room, {})
+        """Whether the connection is in the room, or joining it."""
+        return room in self._conns.get(member, ())
 
     def local_users(self, room: str) -> list[str]:
         return list(self._users.get(room, {}))
 
     def begin_join(self, room: str, member: Member) -> tuple[bool, bool]:
-        """Register a joining member; returns (room is new here, user is new in room here)."""
+        """Register a joining member; returns (room is new here, user is new in room here).
+
+        The connection must be connected (it may have closed while its join awaited).
+        """
+        self._conns[member].add(room)
         new_room = room not in self._members
         members = self._members.setdefault(room, set())
         counts = self._users.setdefault(room, {})
-        uid = member.user["id"]
+        uid = member.user.id
         new_user = counts.get(uid, 0) == 0
         counts[uid] = counts.get(uid, 0) + 1
         members.discard(member)
@@ -74,14 +123,18 @@ class LocalRooms:
         self._members.setdefault(room, set()).add(member)
         return [data for seq, data in held if seq == 0 or seq > after_seq]
 
-    def leave(self, room: str, member: Member) -> tuple[bool, bool]:
-        """Remove a member; returns (room now empty here, user's last connection here)."""
+    def leave(self, room: str, member: Member) -> tuple[bool, bool] | None:
+        """Remove a member; returns (room now empty here, user's last connection here),
+        or None if it was not in the room."""
         members = self._members.get(room)
         pending = self._joining.get(room)
         was_member = members is not None and member in members
         was_joining = pending is not None and member in pending
         if not (was_member or was_joining):
-            return False, False
+            return None
+        rooms = self._conns.get(member)
+        if rooms is not None:
+            rooms.discard(room)
         if was_member and members is not None:
             members.discard(member)
         if was_joining and pending is not None:
@@ -89,7 +142,7 @@ class LocalRooms:
             if not pending:
                 del self._joining[room]
         counts = self._users[room]
-        uid = member.user["id"]
+        uid = member.user.id
         counts[uid] -= 1
         last_of_user = counts[uid] == 0
         if last_of_user:

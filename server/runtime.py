@@ -22,14 +22,20 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from server.app import make_app
 from server.auth import Auth, Bots
+from server.bus import Bus
 from server.chat import Chat
 from server.config import Config
+from server.delivery import Delivery
 from server.inflight import Inflight
 from server.limits import ConnectionCaps, RateLimits
 from server.metrics import Metrics
+from server.presence import Presence
+from server.probe import ServiceProbe
+from server.reporter import StatusReporter
 from server.rooms import LocalRooms
-from server.status import StatusReporter
+from server.seqs import RoomSeqs
 from server.store import Store
+from server.writer import MessageWriter
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +82,15 @@ class Runtime:
     store: Store = field(init=False)
     redis: Redis = field(init=False)
     subscriber: Redis = field(init=False)
+    rooms: LocalRooms = field(init=False)
+    bus: Bus = field(init=False)
+    writer: MessageWriter = field(init=False)
+    delivery: Delivery = field(init=False)
     chat: Chat = field(init=False)
     auth: Auth = field(init=False)
     bots: Bots = field(init=False)
     metrics: Metrics = field(init=False)
+    probe: ServiceProbe = field(init=False)
     reporter: StatusReporter = field(init=False)
     limits: RateLimits = field(init=False)
     caps: ConnectionCaps = field(init=False)
@@ -99,21 +110,30 @@ class Runtime:
                          session_ttl=dt.timedelta(days=cfg.session_days))
         self.bots = Bots(self.store)
         self.metrics = Metrics()
-        self.chat = Chat(self.store, self.redis, LocalRooms(), subscriber=self.subscriber,
-                         node_id=cfg.node_id, prefix=cfg.redis_prefix, metrics=self.metrics,
-                         presence_ttl=cfg.presence_ttl)
-        conns = self.chat.connections
-        self.metrics.gauge_from("bot", lambda: sum(1 for c in conns if c.user["bot"]))
-        self.metrics.gauge_from("browser", lambda: sum(1 for c in conns if not c.user["bot"]))
-        self.metrics.rooms.set_function(lambda: len(self.chat.rooms.rooms()))
+        self.rooms = rooms = LocalRooms()
+        seqs = RoomSeqs()
+        self.bus = Bus(self.redis, cfg.redis_prefix, cfg.node_id, subscriber=self.subscriber)
+        self.writer = MessageWriter(self.store, seqs, self.metrics)
+        self.delivery = Delivery(self.store, self.bus, rooms, seqs, self.metrics,
+                                 node_id=cfg.node_id, check_interval=cfg.presence_ttl / 3)
+        presence = Presence(self.redis, cfg.redis_prefix, cfg.node_id, ttl=cfg.presence_ttl)
+        self.chat = Chat(self.store, rooms, seqs, self.writer, self.delivery, presence,
+                         node_id=cfg.node_id, presence_ttl=cfg.presence_ttl)
+        self.metrics.gauge_from("bot", lambda: rooms.connection_kinds()["bot"])
+        self.metrics.gauge_from("browser", lambda: rooms.connection_kinds()["browser"])
+        self.metrics.rooms.set_function(lambda: len(rooms.rooms()))
         self.metrics.start()
         await self.chat.start()
-        self.reporter = StatusReporter(self.chat, self.redis, cfg.redis_prefix)
+        self.probe = ServiceProbe(self.store, self.bus)
+        self.reporter = StatusReporter(cfg.node_id, rooms, self.metrics, self.bus, self.probe,
+                                       self.redis, cfg.redis_prefix)
         self.reporter.start()
         self.limits = RateLimits(self.redis, cfg.redis_prefix, cfg.limits)
         self.caps = ConnectionCaps(cfg.limits)
-        self.app = make_app(cfg, self.chat, self.auth, self.bots, self.reporter, self.metrics,
-                            self.limits, self.caps, self.inflight)
+        self.app = make_app(cfg, store=self.store, rooms=rooms, chat=self.chat, auth=self.auth,
+                            bots=self.bots, probe=self.probe, reporter=self.reporter,
+                            metrics=self.metrics, limits=self.limits, caps=self.caps,
+                            inflight=self.inflight)
 
     async def shutdown(self, server: tornado.httpserver.HTTPServer | None,
                        timeout: float) -> None:
@@ -128,14 +148,15 @@ class Runtime:
         if hasattr(self, "reporter"):
             await self.reporter.close()
         if hasattr(self, "chat"):
-            for conn in list(self.chat.connections):
+            for conn in list(self.rooms.connections):
                 conn.shut(1001, "server shutting down")
-            while (self.chat.connections or self.inflight.count) and loop.time() < deadline:
+            while ((self.rooms.connection_kinds()["total"] or self.inflight.count)
+                   and loop.time() < deadline):
                 await self.inflight.changed(deadline - loop.time())
             await self.chat.close(max(0.1, deadline - loop.time()))
-        if self.chat.connections if hasattr(self, "chat") else False:
-            log.warning("%d connections still open at the shutdown deadline",
-                        len(self.chat.connections))
+            left = self.rooms.connection_kinds()["total"]
+            if left:
+                log.warning("%d connections still open at the shutdown deadline", left)
         if server is not None:
             # Tornado closes the remaining (idle keep-alive) HTTP connections here.
             await server.close_all_connections()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import pymongo
@@ -12,10 +14,9 @@ from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
-log = logging.getLogger(__name__)
+from server.model import Message, User
 
-User = dict[str, Any]  # {"id", "name", "bot"}: the public user object
-Message = dict[str, Any]  # a `message` frame without "type"
+log = logging.getLogger(__name__)
 
 DEFAULT_ROOM = "general"
 
@@ -28,13 +29,17 @@ class Conflict(Exception):
     """A unique name (user or room) is already taken."""
 
 
+@contextlib.contextmanager
+def _errors() -> Iterator[None]:
+    """Every MongoDB failure leaves the store as StoreError; callers never see PyMongo."""
+    try:
+        yield
+    except PyMongoError as e:
+        raise StoreError(str(e)) from e
+
+
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
-
-
-def user_view(doc: dict[str, Any]) -> User:
-    """The public {"id","name","bot"} object of a user document."""
-    return {"id": str(doc["_id"]), "name": doc["name"], "bot": bool(doc.get("bot", False))}
 
 
 def client_key(room: str, user_id: str, client_id: str) -> str:
@@ -42,17 +47,15 @@ def client_key(room: str, user_id: str, client_id: str) -> str:
     return f"{room}|{user_id}|{client_id}"
 
 
-def message_view(doc: dict[str, Any]) -> Message:
-    """A stored message in the shape of a `message` frame (without "type")."""
-    return {
-        "room": doc["room"],
-        "id": str(doc["_id"]),
-        "seq": doc["seq"],
-        "user": doc["user"],
-        "body": doc["body"],
-        "ts": doc["ts"],
-        "client_id": doc.get("client_id"),
-    }
+def message_doc(room: str, seq: int, user: User, body: str, ts: int,
+                client_id: str | None) -> dict[str, Any]:
+    """A new message document; its `ckey` makes a resent client_id a duplicate key."""
+    doc: dict[str, Any] = {"_id": ObjectId(), "room": room, "seq": seq,
+                           "user": user.as_dict(), "body": body, "ts": ts}
+    if client_id is not None:
+        doc["client_id"] = client_id
+        doc["ckey"] = client_key(room, user.id, client_id)
+    return doc
 
 
 class Store:
@@ -79,15 +82,13 @@ class Store:
         self.client.close()
 
     async def ping(self) -> None:
-        try:
+        with _errors():
             await self.client.admin.command("ping")
-        except PyMongoError as e:
-            raise StoreError(str(e)) from e
 
     async def setup(self) -> None:
         """Create indexes and the default room; safe to run on every start."""
         db = self.db
-        try:
+        with _errors():
             await db.users.create_index("name_lower", unique=True)
             await db.sessions.create_index("expires_at", expireAfterSeconds=0)
             await db.sessions.create_index("user_id")
@@ -98,11 +99,17 @@ class Store:
             # uses a partial index for lookups (a full scan per batch, growing with
             # the collection); a plain sparse one serves both it and mongod.
             await db.messages.create_index("ckey", unique=True, sparse=True)
+        with contextlib.suppress(Conflict):
             await self.create_room(DEFAULT_ROOM, creator=None)
-        except Conflict:
-            pass
-        except PyMongoError as e:
-            raise StoreError(str(e)) from e
+
+    @staticmethod
+    async def _insert_unique(collection: Any, doc: dict[str, Any], name: str) -> None:
+        """Insert a document whose unique key is a name; Conflict if it is taken."""
+        with _errors():
+            try:
+                await collection.insert_one(doc)
+            except DuplicateKeyError:
+                raise Conflict(name) from None
 
     # Users ------------------------------------------------------------------
 
@@ -117,145 +124,107 @@ class Store:
             "owner_id": owner_id,
             "created_at": _utcnow(),
         }
-        try:
-            await self.db.users.insert_one(doc)
-        except DuplicateKeyError:
-            raise Conflict(name) from None
-        except PyMongoError as e:
-            raise StoreError(str(e)) from e
-        return user_view(doc)
+        await self._insert_unique(self.db.users, doc, name)
+        return User.from_doc(doc)
 
     async def find_user(self, name: str) -> dict[str, Any] | None:
         """The full user document (with password hash) by case-insensitive name."""
-        try:
+        with _errors():
             return await self.db.users.find_one({"name_lower": name.lower()})
-        except PyMongoError as e:
-            raise StoreError(str(e)) from e
 
     # Sessions ---------------------------------------------------------------
 
     async def create_session(self, sid: str, user: User, ttl: dt.timedelta) -> None:
         now = _utcnow()
-        doc = {"_id": sid, "user": user, "user_id": user["id"], "created_at": now,
+        doc = {"_id": sid, "user": user.as_dict(), "user_id": user.id, "created_at": now,
                "expires_at": now + ttl}
-        try:
+        with _errors():
             await self.db.sessions.insert_one(doc)
-        except PyMongoError as e:
-            raise StoreError(str(e)) from e
 
     async def session_user(self, sid: str) -> User | None:
         """The user of a live session; expired ones count as gone before the TTL sweep."""
-        try:
+        with _errors():
             doc = await self.db.sessions.find_one(
                 {"_id": sid, "expires_at": {"$gt": _utcnow()}}, {"user": 1}
             )
-        except PyMongoError as e:
-            raise StoreError(str(e)) from e
-        return doc["user"] if doc else None
+        return User.from_doc(doc["user"]) if doc else None
 
     async def delete_session(self, sid: str) -> None:
-        try:
+        with _errors():
             await self.db.sessions.delete_one({"_id": sid})
-        except PyMongoError as e:
-            raise StoreError(str(e)) from e
 
     async def delete_user_sessions(self, user_id: str, keep: str | None = None) -> list[str]:
         """Delete every session of a user except `keep`; returns the deleted ids."""
         query: dict[str, Any] = {"user_id": user_id}
         if keep is not None:
             query["_id"] = {"$ne": keep}
-        try:
+        with _errors():
             sids = [d["_id"] for d in await self.db.sessions.find(query, {"_id": 1})
                     .to_list(None)]
             if sids:
                 await self.db.sessions.delete_many({"_id": {"$in": sids}})
-        except PyMongoError as e:
-            raise StoreError(str(e)) from e
         return sids
 
     async def set_password(self, user_id: str, password_hash: bytes) -> None:
-        try:
+        with _errors():
             await self.db.users.update_one({"_id": ObjectId(user_id)},
                                            {"$set": {"password": password_hash}})
-        except PyMongoError as e:
-            raise StoreError(str(e)) from e
 
     # Bots and tokens ----------------------------------------------------------
 
     async def bots_of(self, owner_id: str) -> list[User]:
-        try:
+        with _errors():
             docs = await self.db.users.find({"bot": True, "owner_id": owner_id}).sort(
                 "name_lower", 1).to_list(1000)
-        except PyMongoError as e:
-            raise StoreError(str(e)) from e
-        return [user_view(d) for d in docs]
+        return [User.from_doc(d) for d in docs]
 
     async def create_token(self, user: User, digest: str, prefix: str,
                            label: str) -> dict[str, Any]:
-        doc = {"_id": digest, "user": user, "user_id": user["id"], "prefix": prefix,
+        doc = {"_id": digest, "user": user.as_dict(), "user_id": user.id, "prefix": prefix,
                "label": label, "created_at": _utcnow()}
-        try:
+        with _errors():
             await self.db.tokens.insert_one(doc)
-        except PyMongoError as e:
-            raise StoreError(str(e)) from e
         return doc
 
     async def token_user(self, digest: str) -> User | None:
-        try:
+        with _errors():
             doc = await self.db.tokens.find_one({"_id": digest}, {"user": 1})
-        except PyMongoError as e:
-            raise StoreError(str(e)) from e
-        return doc["user"] if doc else None
+        return User.from_doc(doc["user"]) if doc else None
 
     async def tokens_of(self, user_id: str) -> list[dict[str, Any]]:
-        try:
+        with _errors():
             return await self.db.tokens.find({"user_id": user_id}).sort(
                 "created_at", 1).to_list(1000)
-        except PyMongoError as e:
-            raise StoreError(str(e)) from e
 
     async def delete_token(self, user_id: str, prefix: str) -> str | None:
         """Delete a user's token by its public prefix; returns its digest if it existed."""
-        try:
+        with _errors():
             doc = await self.db.tokens.find_one_and_delete({"user_id": user_id,
                                                             "prefix": prefix})
-        except PyMongoError as e:
-            raise StoreError(str(e)) from e
         return doc["_id"] if doc else None
 
     # Rooms ------------------------------------------------------------------
 
     async def create_room(self, name: str, creator: User | None) -> dict[str, Any]:
         doc = {"_id": name, "seq": 0, "created_at": _utcnow(),
-               "created_by": creator["id"] if creator else None}
-        try:
-            await self.db.rooms.insert_one(doc)
-        except DuplicateKeyError:
-            raise Conflict(name) from None
-        except PyMongoError as e:
-            raise StoreError(str(e)) from e
+               "created_by": creator.id if creator else None}
+        await self._insert_unique(self.db.rooms, doc, name)
         return doc
 
     async def room(self, name: str) -> dict[str, Any] | None:
-        try:
+        with _errors():
             return await self.db.rooms.find_one({"_id": name})
-        except PyMongoError as e:
-            raise StoreError(str(e)) from e
 
     async def rooms(self) -> list[dict[str, Any]]:
-        try:
+        with _errors():
             return await self.db.rooms.find({}).sort("_id", 1).to_list(1000)
-        except PyMongoError as e:
-            raise StoreError(str(e)) from e
 
     # Messages ---------------------------------------------------------------
 
     async def room_seqs(self, rooms: list[str]) -> dict[str, int]:
         """The recorded top seq of each room that exists (absent rooms are missing)."""
-        try:
+        with _errors():
             docs = await self.db.rooms.find({"_id": {"$in": rooms}}, {"seq": 1}).to_list(None)
-        except PyMongoError as e:
-            raise StoreError(str(e)) from e
         return {d["_id"]: int(d["seq"]) for d in docs}
 
     async def top_seq_after(self, room: str, known: int) -> int:
@@ -264,12 +233,10 @@ class Store:
         Only the messages above `known` are read: those another process has stored
         since, normally a handful.
         """
-        try:
+        with _errors():
             docs = await self.db.messages.find(
                 {"room": room, "seq": {"$gt": known}}, {"seq": 1}
             ).sort("seq", pymongo.DESCENDING).limit(1).to_list(None)
-        except PyMongoError as e:
-            raise StoreError(str(e)) from e
         return max([known, *(int(d["seq"]) for d in docs)])
 
     async def top_seq(self, room: str) -> int | None:
@@ -280,20 +247,16 @@ class Store:
 
     async def record_seqs(self, tops: dict[str, int]) -> None:
         """Raise each room's recorded top seq to at least the given one (`$max`)."""
-        try:
+        with _errors():
             await self.db.rooms.bulk_write(
                 [UpdateOne({"_id": room}, {"$max": {"seq": seq}}) for room, seq in tops.items()],
                 ordered=False)
-        except PyMongoError as e:
-            raise StoreError(str(e)) from e
 
     async def find_by_ckeys(self, ckeys: list[str]) -> dict[str, Message]:
         """Stored messages by their `client_key`."""
-        try:
+        with _errors():
             docs = await self.db.messages.find({"ckey": {"$in": ckeys}}).to_list(None)
-        except PyMongoError as e:
-            raise StoreError(str(e)) from e
-        return {d["ckey"]: message_view(d) for d in docs}
+        return {d["ckey"]: Message.from_doc(d) for d in docs}
 
     async def insert_in_order(self, docs: list[dict[str, Any]]) -> tuple[int, str | None]:
         """Insert message documents in order, stopping at the first duplicate key.
@@ -305,18 +268,17 @@ class Store:
         """
         if not docs:
             return 0, None
-        try:
-            await self.db.messages.insert_many(docs, ordered=True)
-        except BulkWriteError as e:
-            errors = e.details.get("writeErrors", [])
-            if (len(errors) != 1 or errors[0].get("code") != 11000
-                    or e.details.get("writeConcernErrors")):
-                raise StoreError(str(e)) from e
-            pattern = errors[0].get("keyPattern") or {}
-            key = "ckey" if "ckey" in pattern else "seq" if "seq" in pattern else ""
-            return int(errors[0]["index"]), key
-        except PyMongoError as e:
-            raise StoreError(str(e)) from e
+        with _errors():
+            try:
+                await self.db.messages.insert_many(docs, ordered=True)
+            except BulkWriteError as e:
+                errors = e.details.get("writeErrors", [])
+                if (len(errors) != 1 or errors[0].get("code") != 11000
+                        or e.details.get("writeConcernErrors")):
+                    raise
+                pattern = errors[0].get("keyPattern") or {}
+                key = "ckey" if "ckey" in pattern else "seq" if "seq" in pattern else ""
+                return int(errors[0]["index"]), key
         return len(docs), None
 
     async def messages(self, room: str, *, before: int | None = None, after: int | None = None,
@@ -346,7 +308,7 @@ class Store:
             lo, hi = 0, (top or 0) if before is None else before - 1
         docs: list[dict[str, Any]] = []
         width = want + 16  # a few gaps fit in the first window
-        try:
+        with _errors():
             while lo < hi and len(docs) < want:
                 if ascending:
                     window = {"$gt": lo, "$lte": min(hi, lo + width)}
@@ -359,10 +321,8 @@ class Store:
                 ).limit(want - len(docs))
                 docs += await cursor.to_list(None)
                 width *= 4
-        except PyMongoError as e:
-            raise StoreError(str(e)) from e
         has_more = len(docs) > limit
         docs = docs[:limit]
         if not ascending:
             docs.reverse()
-        return [message_view(d) for d in docs], has_more
+        return [Message.from_doc(d) for d in docs], has_more

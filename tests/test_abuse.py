@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import pytest
 from tornado.websocket import WebSocketClosedError
 
+from server import wsio
 from server.config import Config
 from server.handlers.socket import MAX_ROOMS, MAX_STRIKES
 from server.limits import LimitSettings
@@ -236,7 +237,7 @@ async def joined_socket(base_url: str, room: str | None = "general"
 
 def handler_of(runtime: Runtime, user_id: str) -> Any:
     """The server's handler object of a user's (only) connection on that process."""
-    found = [c for c in runtime.chat.connections if c.user["id"] == user_id]
+    found = [c for c in runtime.rooms.connections if c.user.id == user_id]
     assert len(found) == 1, found
     return found[0]
 
@@ -251,7 +252,7 @@ def watch_writes(handler: Any, high_water: list[int], i: int) -> None:
 
     def measured_write(data: Any) -> Any:
         future = write(data)
-        high_water[i] = max(high_water[i], len(stream._write_buffer))
+        high_water[i] = max(high_water[i], wsio.pending_bytes(handler.ws_connection))
         return future
 
     stream.write = measured_write
@@ -371,7 +372,7 @@ async def test_slow_reader_is_closed_at_the_bound_and_others_miss_nothing(
         await watch_inbox.until(
             lambda: {f["user"]["id"] for f in watch_inbox.of("presence", status="offline")}
             == offline, 10, "presence offline of both slow readers")
-        assert not set(slow) & set(node.runtime.chat.connections)
+        assert not set(slow) & set(node.runtime.rooms.connections)
 
         # Memory stayed bounded: never more than the bound plus one frame per reader.
         assert max(high_water) <= bound + frame_bytes, (high_water, bound)
@@ -419,7 +420,7 @@ async def test_peer_that_never_answers_pings_is_dropped_and_goes_offline(config,
         assert elapsed <= interval + timeout + margin
         offline = inbox.of("presence", status="offline")
         assert [f["user"] for f in offline] == [dead_client.user]
-        assert handler not in node.runtime.chat.connections
+        assert handler not in node.runtime.rooms.connections
         # Had it been alive, it would have read why: 1000 "ping timed out", then EOF.
         while True:
             opcode, payload = await peer.frame(timeout=2)

@@ -611,7 +611,7 @@ async def test_redis_killed_for_5s_under_load_then_restarted_empty_loses_nothing
         assert len(errors) < 0.1 * len(during), errors[:3]
         await asyncio.gather(*(p.flush_outbox(timeout=20) for p in peers))
         for node in nodes:  # no process died: each resubscribed by itself and reports it
-            assert node.runtime.chat.bus.resubscribes >= 1
+            assert node.runtime.bus.resubscribes >= 1
         for node in nodes:
             processes = (await status_of(node.base_url))["processes"]
             me = next(p for p in processes if p["id"] == node.runtime.config.node_id)
@@ -715,10 +715,10 @@ async def test_redis_hung_15s_never_blocks_the_ioloop_and_loses_nothing_acked(
               f"{sum(1 for s in during if s.ack is None)} errors; idle ping max "
               f"{max(r for _, r in rtts) * 1000:.0f} ms over {len(rtts)}; /readyz 503 after "
               f"{max(down):.1f}s, 200 {max(up):.1f}s after SIGCONT; resubscribes "
-              f"{[n.runtime.chat.bus.resubscribes for n in nodes]}")
+              f"{[n.runtime.bus.resubscribes for n in nodes]}")
         # One hang, one recovery: the subscriber counts as back only once a probe
         # made the round trip, not whenever a read happened to return nothing.
-        assert [n.runtime.chat.bus.resubscribes for n in nodes] == [1, 1]
+        assert [n.runtime.bus.resubscribes for n in nodes] == [1, 1]
         late = answer_bound_violations(peers, SEND_BOUND, loop.time())
         assert not late, (f"{len(late)} of {len(during)} sends during the hang answered "
                           f"after {SEND_BOUND}s (max {max(s.latency or 0 for s in late):.1f}s)")
@@ -738,7 +738,7 @@ def fail_point(mongo_url: str, mode: Any, data: dict[str, Any]) -> None:
 def pending_sends(node: Node) -> int:
     """Sends queued in this process for storing. No public figure exposes it, so the
     test reads the writer's queue length (read only; nothing is patched)."""
-    return node.runtime.chat.writer.queued
+    return node.runtime.writer.queued
 
 
 async def sample(probe: Callable[[], int], stop: asyncio.Event, out: list[int],

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from server import protocol
+from server.model import Message, User
 from server.protocol import ProtocolError, parse
 
 
@@ -60,8 +61,54 @@ def test_error_keeps_the_ref_of_a_frame_it_rejects():
     assert err.value.ref == "x1"
 
 
-def test_dump_is_compact_utf8_json():
-    assert protocol.dump({"a": "é", "b": [1]}) == '{"a":"é","b":[1]}'
+ANN = User("u1", "ann")
+MESSAGE = Message("general", "m1", 7, ANN, "héllo", 1700000000000, "c-1")
+
+
+def test_dump_is_compact_utf8_json_with_type_first_and_ref_last():
+    assert protocol.dump(MESSAGE, ref="r1") == (
+        '{"type":"message","room":"general","id":"m1","seq":7,'
+        '"user":{"id":"u1","name":"ann","bot":false},"body":"héllo","ts":1700000000000,'
+        '"client_id":"c-1","ref":"r1"}').encode()
+
+
+def _wire(frame, ref=None):
+    return json.loads(protocol.dump(frame, ref))
+
+
+def test_each_server_frame_has_its_documented_fields():
+    user = {"id": "u1", "name": "ann", "bot": False}
+    assert _wire(protocol.Hello(ANN, "node-1")) == {
+        "type": "hello", "protocol": protocol.PROTOCOL_VERSION, "user": user, "node": "node-1"}
+    assert _wire(protocol.Joined("general", 7, [ANN], [MESSAGE], False), 3) == {
+        "type": "joined", "room": "general", "last_seq": 7, "members": [user],
+        "messages": [_wire(MESSAGE)], "has_more": False, "ref": 3}
+    assert _wire(protocol.Left("general")) == {"type": "left", "room": "general"}
+    assert _wire(protocol.Ack.of(MESSAGE)) == {
+        "type": "ack", "room": "general", "client_id": "c-1", "id": "m1", "seq": 7,
+        "ts": 1700000000000}
+    assert _wire(protocol.HistoryPage("general", [MESSAGE], True)) == {
+        "type": "history", "room": "general", "messages": [_wire(MESSAGE)], "has_more": True}
+    assert _wire(protocol.TypingNow("general", ANN)) == {
+        "type": "typing", "room": "general", "user": user}
+    assert _wire(protocol.PresenceChange("general", ANN, "online")) == {
+        "type": "presence", "room": "general", "user": user, "status": "online"}
+    assert _wire(protocol.Pong(), "p") == {"type": "pong", "ref": "p"}
+
+
+def test_error_frames_carry_client_id_and_retry_after_only_when_known():
+    assert _wire(protocol.Error("bad_request", "no")) == {
+        "type": "error", "code": "bad_request", "message": "no"}
+    assert _wire(protocol.Error("rate_limited", "slow down", "c-1", 0.5), 9) == {
+        "type": "error", "code": "rate_limited", "message": "slow down", "client_id": "c-1",
+        "retry_after": 0.5, "ref": 9}
+
+
+def test_a_message_survives_its_stored_document_shape():
+    doc = {"_id": "m1", "room": "general", "seq": 7, "user": ANN.as_dict(), "body": "héllo",
+           "ts": 1700000000000, "client_id": "c-1", "ckey": "general|u1|c-1"}
+    assert Message.from_doc(doc) == MESSAGE
+    assert User.from_doc({"_id": "u1", "name": "ann", "bot": False, "password": b"x"}) == ANN
 
 
 json_values = st.recursive(

@@ -43,7 +43,7 @@ async def test_server_sockets_send_small_frames_at_once(make_client, runtime):
     # With Nagle's algorithm on, a message frame written right after its ack waits
     # for the peer's delayed ACK (40 ms on Linux): TCP_NODELAY keeps chat real-time.
     await user_socket(make_client)
-    (conn,) = runtime.chat.connections
+    (conn,) = runtime.rooms.connections
     sock = conn.ws_connection.stream.socket
     assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
 
@@ -363,7 +363,7 @@ async def test_seq_taken_by_another_process_is_skipped_without_a_hole(make_clien
     assert (await late.join("general"))["last_seq"] == 8  # read above the record
     # The record catches up in the background, at the latest when the writer closes
     # (read only: nothing is patched).
-    await runtime.chat.writer.close()
+    await runtime.writer.close()
     with pymongo.MongoClient(services.mongo_url) as mongo:
         assert mongo[config.db_name].rooms.find_one({"_id": "general"})["seq"] == 8
 

@@ -12,7 +12,8 @@ import tornado.web
 
 from server.auth import Auth, token_digest
 from server.inflight import Inflight
-from server.store import StoreError, User
+from server.model import User
+from server.store import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,14 @@ CSP = (
     "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
     "form-action 'self'; frame-ancestors 'none'"
 )
+
+# Every response: pages, static files, the API, WebSocket upgrades.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+}
 
 _DEFAULT_CODES = {
     400: "bad_request",
@@ -86,23 +95,18 @@ async def resolve_user(handler: tornado.web.RequestHandler, auth: Auth) -> Calle
 class BaseHandler(tornado.web.RequestHandler):
     """JSON API handler: JSON errors, security headers, caller resolved in prepare()."""
 
-    auth: Auth
     login_required = True
 
-    def initialize(self, auth: Auth, inflight: Inflight | None = None, **deps: Any) -> None:
+    def initialize(self, auth: Auth, inflight: Inflight | None = None) -> None:
         self.auth = auth
         self.inflight = inflight
-        for name, value in deps.items():
-            setattr(self, name, value)
         self.session_id: str | None = None
         self.auth_method = "none"
         self._counted = False
 
     def set_default_headers(self) -> None:
-        self.set_header("Content-Security-Policy", CSP)
-        self.set_header("X-Content-Type-Options", "nosniff")
-        self.set_header("X-Frame-Options", "DENY")
-        self.set_header("Referrer-Policy", "same-origin")
+        for name, value in SECURITY_HEADERS.items():
+            self.set_header(name, value)
         self.set_header("Cache-Control", "no-store")
 
     def check_xsrf_cookie(self) -> None:
@@ -116,10 +120,7 @@ class BaseHandler(tornado.web.RequestHandler):
         if self.inflight is not None:
             self.inflight.enter()  # graceful shutdown waits for this request
             self._counted = True
-        try:
-            caller = await resolve_user(self, self.auth)
-        except StoreError:
-            raise ApiError(503, "unavailable", "the account store is unavailable") from None
+        caller = await resolve_user(self, self.auth)
         self.caller = caller
         self.current_user = caller.user
         self.session_id = caller.session_id if caller.user else None
@@ -159,9 +160,23 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.finish(json.dumps(obj, separators=(",", ":")))
 
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, StoreError):  # answered 503; MongoDB's own log says why
+            log.warning("%s %s: the store failed: %s", self.request.method,
+                        self.request.path, value)
+            return
+        super().log_exception(typ, value, tb)
+
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        """Every error is `{"error": {"code", "message"}}`: no HTML, no traceback."""
+        """Every error is `{"error": {"code", "message"}}`: no HTML, no traceback.
+
+        A StoreError that a handler let through is a 503: MongoDB failed, try again.
+        """
         exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, StoreError):
+            status_code = 503
+            self.set_status(503)
+            exc = ApiError(503, "unavailable", "the store is unavailable, try again")
         if isinstance(exc, ApiError):
             code, message, extra = exc.code, exc.message, exc.extra
         else:
@@ -187,7 +202,7 @@ class NotFoundHandler(BaseHandler):
 
     login_required = False
 
-    def initialize(self, **deps: Any) -> None:  # type: ignore[override]
+    def initialize(self) -> None:  # type: ignore[override]
         self.session_id = None
         self.auth_method = "none"
         self.inflight = None

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import tornado.web
 
-from server.bus import BusError
-from server.chat import Chat
-from server.store import StoreError
+from server.probe import ServiceProbe
 
 
 class HealthHandler(tornado.web.RequestHandler):
@@ -22,22 +18,16 @@ class HealthHandler(tornado.web.RequestHandler):
 class ReadyHandler(tornado.web.RequestHandler):
     """200 when MongoDB and Redis both answer (and Redis pub/sub is connected), else 503."""
 
-    def initialize(self, chat: Chat) -> None:
-        self.chat = chat
+    def initialize(self, probe: ServiceProbe) -> None:
+        self.probe = probe
 
     async def get(self) -> None:
         self.set_header("Cache-Control", "no-store")
-        checks: dict[str, str] = {}
-        try:
-            await asyncio.wait_for(self.chat.store.ping(), 2.0)
-            checks["mongodb"] = "ok"
-        except (StoreError, asyncio.TimeoutError) as e:
-            checks["mongodb"] = f"down: {type(e).__name__}"
-        try:
-            await self.chat.bus.ping()
-            checks["redis"] = "ok" if self.chat.bus.connected else "down: subscriber"
-        except BusError as e:
-            checks["redis"] = f"down: {type(e).__name__}"
+        services = await self.probe.check()
+        checks = {name: "ok" if s["ok"] else f"down: {s['error']}"
+                  for name, s in services.items()}
+        if checks["redis"] == "ok" and not self.probe.subscriber_connected:
+            checks["redis"] = "down: subscriber"
         ready = all(v == "ok" for v in checks.values())
         self.set_status(200 if ready else 503)
         self.write({"status": "ready" if ready else "unavailable", "checks": checks})

@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from server import protocol
-from server.auth import AuthError, token_digest
+from server.auth import Auth, AuthError, token_digest
 from server.chat import Chat
 from server.handlers.base import SESSION_COOKIE, ApiError, BaseHandler
+from server.inflight import Inflight
 from server.limits import Limited, RateLimits
+from server.model import User
 from server.protocol import ProtocolError
-from server.store import Conflict, StoreError, User
+from server.store import Conflict, Store
 
 _AUTH_STATUS = {"bad_request": 400, "name_taken": 409, "unauthorized": 401}
 _CHAT_STATUS = {
@@ -32,6 +34,11 @@ class SessionHandler(BaseHandler):
 
     login_required = False
 
+    def initialize(self, auth: Auth, inflight: Inflight, limits: RateLimits  # type: ignore[override]
+                   ) -> None:
+        super().initialize(auth, inflight)
+        self.limits = limits
+
     async def start_session(self, user: User) -> None:
         sid = await self.auth.start_session(user)
         self.set_signed_cookie(
@@ -41,8 +48,6 @@ class SessionHandler(BaseHandler):
 
 
 class RegisterHandler(SessionHandler):
-    limits: RateLimits
-
     async def post(self) -> None:
         body = self.json_body()
         try:
@@ -54,14 +59,10 @@ class RegisterHandler(SessionHandler):
             await self.start_session(user)
         except AuthError as e:
             raise _auth_error(e) from None
-        except StoreError:
-            raise ApiError(503, "unavailable", "the account store is unavailable") from None
-        self.write_json(user, 201)
+        self.write_json(user.as_dict(), 201)
 
 
 class LoginHandler(SessionHandler):
-    limits: RateLimits
-
     async def post(self) -> None:
         body = self.json_body()
         ip, name = self.request.remote_ip or "", body.get("username")
@@ -75,31 +76,31 @@ class LoginHandler(SessionHandler):
         except AuthError as e:
             await self.limits.login_failed(ip, name)
             raise _auth_error(e) from None
-        except StoreError:
-            raise ApiError(503, "unavailable", "the account store is unavailable") from None
-        self.write_json(user)
+        self.write_json(user.as_dict())
 
 
-class LogoutHandler(BaseHandler):
-    chat: Chat
+class RevokingHandler(BaseHandler):
+    """A handler that ends sessions, whose sockets Chat then closes on every process."""
 
+    def initialize(self, auth: Auth, inflight: Inflight, chat: Chat  # type: ignore[override]
+                   ) -> None:
+        super().initialize(auth, inflight)
+        self.chat = chat
+
+
+class LogoutHandler(RevokingHandler):
     async def post(self) -> None:
         if self.session_id is not None:
-            try:
-                await self.auth.end_session(self.session_id)
-            except StoreError:
-                raise ApiError(503, "unavailable", "the session store is unavailable") from None
-            await self.chat.close_credential_everywhere(token_digest(self.session_id))
+            await self.auth.end_session(self.session_id)
+            await self.chat.close_credential(token_digest(self.session_id))
         self.clear_cookie(SESSION_COOKIE, path="/")
         self.set_status(204)
         self.finish()
 
 
-class PasswordHandler(BaseHandler):
-    chat: Chat
-
+class PasswordHandler(RevokingHandler):
     async def post(self) -> None:
-        if self.current_user is None or self.user["bot"]:
+        if self.current_user is None or self.user.bot:
             raise ApiError(403, "forbidden", "bots have no password")
         body = self.json_body()
         try:
@@ -107,17 +108,15 @@ class PasswordHandler(BaseHandler):
                 self.user, body.get("old_password"), body.get("new_password"), self.session_id)
         except AuthError as e:
             raise _auth_error(e) from None
-        except StoreError:
-            raise ApiError(503, "unavailable", "the account store is unavailable") from None
         for sid in revoked:
-            await self.chat.close_credential_everywhere(token_digest(sid))
+            await self.chat.close_credential(token_digest(sid))
         self.set_status(204)
         self.finish()
 
 
 class MeHandler(BaseHandler):
     async def get(self) -> None:
-        self.write_json(self.user)
+        self.write_json(self.user.as_dict())
 
 
 def _room_view(doc: dict[str, Any]) -> dict[str, Any]:
@@ -125,13 +124,13 @@ def _room_view(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 class RoomsHandler(BaseHandler):
-    chat: Chat
+    def initialize(self, auth: Auth, inflight: Inflight, store: Store  # type: ignore[override]
+                   ) -> None:
+        super().initialize(auth, inflight)
+        self.store = store
 
     async def get(self) -> None:
-        try:
-            rooms = await self.chat.store.rooms()
-        except StoreError:
-            raise ApiError(503, "unavailable", "the room store is unavailable") from None
+        rooms = await self.store.rooms()
         self.write_json({"rooms": [_room_view(r) for r in rooms]})
 
     async def post(self) -> None:
@@ -139,16 +138,17 @@ class RoomsHandler(BaseHandler):
         if not isinstance(name, str) or not protocol.valid_room(name):
             raise ApiError(400, "bad_request", "room name must match ^[a-z0-9][a-z0-9_-]{0,63}$")
         try:
-            doc = await self.chat.store.create_room(name, self.user)
+            doc = await self.store.create_room(name, self.user)
         except Conflict:
             raise ApiError(409, "name_taken", f"room {name!r} exists") from None
-        except StoreError:
-            raise ApiError(503, "unavailable", "the room store is unavailable") from None
         self.write_json(_room_view(doc), 201)
 
 
 class MessagesHandler(BaseHandler):
-    chat: Chat
+    def initialize(self, auth: Auth, inflight: Inflight, chat: Chat  # type: ignore[override]
+                   ) -> None:
+        super().initialize(auth, inflight)
+        self.chat = chat
 
     def _int_arg(self, name: str, signed: bool = False) -> int | None:
         raw = self.get_query_argument(name, None)
@@ -173,5 +173,4 @@ class MessagesHandler(BaseHandler):
             page = await self.chat.history(room, before, after, limit)
         except ProtocolError as e:
             raise ApiError(_CHAT_STATUS.get(e.code, 400), e.code, e.message) from None
-        self.write_json({"room": room, "messages": page["messages"],
-                         "has_more": page["has_more"]})
+        self.write_json(page.as_dict())

@@ -6,17 +6,22 @@ import hmac
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from server.auth import Auth
 from server.handlers.base import ApiError, BaseHandler, bearer_token
 from server.metrics import Metrics
-from server.status import StatusReporter
+from server.reporter import StatusReporter
 
 
 class OperatorHandler(BaseHandler):
     """Open to an admin user's session or `Authorization: Bearer $STATUS_TOKEN`."""
 
     login_required = False
-    admin_users: tuple[str, ...]
-    status_token: str | None
+
+    def initialize(self, auth: Auth, admin_users: tuple[str, ...],  # type: ignore[override]
+                   status_token: str | None) -> None:
+        super().initialize(auth)
+        self.admin_users = admin_users
+        self.status_token = status_token
 
     async def prepare(self) -> None:
         token = bearer_token(self.request)
@@ -27,19 +32,25 @@ class OperatorHandler(BaseHandler):
         await super().prepare()
         if self.current_user is None:
             raise ApiError(401, "unauthorized", "operator credentials required")
-        if self.user["bot"] or self.user["name"].lower() not in self.admin_users:
+        if self.user.bot or self.user.name.lower() not in self.admin_users:
             raise ApiError(403, "forbidden", "operators only")
 
 
 class StatusHandler(OperatorHandler):
-    reporter: StatusReporter
+    def initialize(self, auth: Auth, admin_users: tuple[str, ...],  # type: ignore[override]
+                   status_token: str | None, reporter: StatusReporter) -> None:
+        super().initialize(auth, admin_users, status_token)
+        self.reporter = reporter
 
     async def get(self) -> None:
         self.write_json(await self.reporter.cluster())
 
 
 class MetricsHandler(OperatorHandler):
-    metrics: Metrics
+    def initialize(self, auth: Auth, admin_users: tuple[str, ...],  # type: ignore[override]
+                   status_token: str | None, metrics: Metrics) -> None:
+        super().initialize(auth, admin_users, status_token)
+        self.metrics = metrics
 
     def get(self) -> None:
         self.set_header("Content-Type", CONTENT_TYPE_LATEST)

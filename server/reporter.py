@@ -21,10 +21,10 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from server import __version__, tasks
-from server.bus import BusError
-from server.chat import Chat
-from server.metrics import quantiles
-from server.store import StoreError
+from server.bus import Bus
+from server.metrics import Metrics, quantiles
+from server.probe import ServiceProbe
+from server.rooms import LocalRooms
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +41,14 @@ def rss_bytes() -> int:
 class StatusReporter:
     """Samples this process every `interval` seconds and shares the sample via Redis."""
 
-    def __init__(self, chat: Chat, redis: Redis, prefix: str, *, interval: float = 2.0,
+    def __init__(self, node_id: str, rooms: LocalRooms, metrics: Metrics, bus: Bus,
+                 probe: ServiceProbe, redis: Redis, prefix: str, *, interval: float = 2.0,
                  ttl: float = 10.0) -> None:
-        self.chat = chat
+        self.node_id = node_id
+        self.rooms = rooms
+        self.metrics = metrics
+        self.bus = bus
+        self.probe = probe
         self.redis = redis
         self.interval = interval
         self.ttl_ms = int(ttl * 1000)
@@ -66,8 +71,8 @@ class StatusReporter:
             await asyncio.wait_for(self._deregister(), 2)
 
     async def _deregister(self) -> None:
-        await self.redis.zrem(self._index, self.chat.node_id)
-        await self.redis.delete(self._key + self.chat.node_id)
+        await self.redis.zrem(self._index, self.node_id)
+        await self.redis.delete(self._key + self.node_id)
 
     def _rate(self, window: float) -> dict[str, float]:
         if len(self._samples) < 2:
@@ -83,19 +88,17 @@ class StatusReporter:
                 "deliveries": round((dels - old[2]) / span, 2)}
 
     def snapshot(self) -> dict[str, Any]:
-        m = self.chat.metrics
+        m = self.metrics
         self._samples.append((time.monotonic(), m.messages_total, m.deliveries_total))
-        conns = self.chat.connections
-        bots = sum(1 for c in conns if c.user.get("bot"))
         return {
-            "id": self.chat.node_id,
+            "id": self.node_id,
             "host": self.host,
             "pid": self.pid,
             "version": __version__,
             "started_at": int(self.started * 1000),
             "uptime_s": round(time.time() - self.started, 1),
-            "connections": {"browser": len(conns) - bots, "bot": bots, "total": len(conns)},
-            "rooms": len(self.chat.rooms.rooms()),
+            "connections": self.rooms.connection_kinds(),
+            "rooms": len(self.rooms.rooms()),
             "messages_total": m.messages_total,
             "deliveries_total": m.deliveries_total,
             "rate_1m": self._rate(60),
@@ -103,8 +106,8 @@ class StatusReporter:
             "fanout_ms": quantiles(list(m.recent_fanout)),
             "ioloop_lag_ms": round(m.loop_lag_seconds * 1000, 3),
             "rss_bytes": rss_bytes(),
-            "redis_subscriber": "connected" if self.chat.bus.connected else "reconnecting",
-            "redis_resubscribes": self.chat.bus.resubscribes,
+            "redis_subscriber": "connected" if self.bus.connected else "reconnecting",
+            "redis_resubscribes": self.bus.resubscribes,
             "reported_at": int(time.time() * 1000),
         }
 
@@ -112,8 +115,8 @@ class StatusReporter:
         snap = self.snapshot()
         now = int(time.time() * 1000)
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.set(self._key + self.chat.node_id, json.dumps(snap), px=self.ttl_ms)
-            pipe.zadd(self._index, {self.chat.node_id: now + self.ttl_ms})
+            pipe.set(self._key + self.node_id, json.dumps(snap), px=self.ttl_ms)
+            pipe.zadd(self._index, {self.node_id: now + self.ttl_ms})
             pipe.zremrangebyscore(self._index, "-inf", now)
             await pipe.execute()
 
@@ -129,28 +132,20 @@ class StatusReporter:
 
     async def cluster(self) -> dict[str, Any]:
         """The whole cluster's status as seen from this process."""
-        services: dict[str, Any] = {}
-        start = time.perf_counter()
-        try:
-            await asyncio.wait_for(self.chat.store.ping(), 2)
-            services["mongodb"] = {"ok": True,
-                                   "rtt_ms": round((time.perf_counter() - start) * 1000, 3)}
-        except (StoreError, asyncio.TimeoutError) as e:
-            services["mongodb"] = {"ok": False, "error": type(e).__name__}
+        services = await self.probe.check()
         nodes: list[dict[str, Any]] = []
-        try:
-            rtt = await self.chat.bus.ping()
-            services["redis"] = {"ok": True, "rtt_ms": round(rtt * 1000, 3)}
-            now = int(time.time() * 1000)
-            ids = await self.redis.zrangebyscore(self._index, now, "+inf")
-            if ids:
-                keys = [self._key + (i.decode() if isinstance(i, bytes) else str(i))
-                        for i in ids]
-                raw = await self.redis.mget(keys)
-                nodes = [json.loads(r) for r in raw if r]
-        except (BusError, RedisError, OSError, asyncio.TimeoutError) as e:
-            services["redis"] = {"ok": False, "error": type(e).__name__}
-        if not any(n["id"] == self.chat.node_id for n in nodes):
+        if services["redis"]["ok"]:
+            try:
+                now = int(time.time() * 1000)
+                ids = await self.redis.zrangebyscore(self._index, now, "+inf")
+                if ids:
+                    keys = [self._key + (i.decode() if isinstance(i, bytes) else str(i))
+                            for i in ids]
+                    raw = await self.redis.mget(keys)
+                    nodes = [json.loads(r) for r in raw if r]
+            except (RedisError, OSError, asyncio.TimeoutError) as e:
+                services["redis"] = {"ok": False, "error": type(e).__name__}
+        if not any(n["id"] == self.node_id for n in nodes):
             nodes.append(self.snapshot())
         nodes.sort(key=lambda n: n["id"])
         totals = {
@@ -161,5 +156,5 @@ class StatusReporter:
             "deliveries_per_s_1m": round(sum(n["rate_1m"]["deliveries"] for n in nodes), 2),
             "rss_bytes": sum(n["rss_bytes"] for n in nodes),
         }
-        return {"node": self.chat.node_id, "time": int(time.time() * 1000),
+        return {"node": self.node_id, "time": int(time.time() * 1000),
                 "services": services, "processes": nodes, "totals": totals}

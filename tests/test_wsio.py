@@ -1,0 +1,69 @@
+"""The Tornado internals behind server/wsio.py: each must still be where it was.
+
+If a Tornado upgrade moves one, these fail by name, before any chat test does.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import tornado
+import tornado.websocket
+from tornado.iostream import IOStream
+
+from server import wsio
+from tests.client import Client
+
+
+def test_the_installed_tornado_is_a_supported_one():
+    low, high = wsio.SUPPORTED
+    assert low <= tornado.version_info[:2] < high, (
+        f"Tornado {tornado.version} is outside {low}..{high}: check server/wsio.py")
+
+
+def test_the_protocol_methods_overridden_and_called_still_exist():
+    proto = tornado.websocket.WebSocketProtocol13
+    assert inspect.iscoroutinefunction(proto.periodic_ping)
+    assert callable(proto._abort)
+    assert "params" in inspect.signature(proto.__init__).parameters
+
+
+async def _server_side(make_client, runtime) -> tuple[Client, object]:
+    client = make_client()
+    await client.register()
+    ws = await client.ws()
+    (handler,) = runtime.rooms.connections
+    return ws, handler.ws_connection
+
+
+async def test_a_live_connection_has_the_attributes_the_fence_uses(make_client, runtime):
+    _, conn = await _server_side(make_client, runtime)
+    assert isinstance(conn, wsio.DropOnMissedPong)
+    assert isinstance(conn.stream, IOStream) and conn.stream.socket is not None
+    assert len(conn.stream._write_buffer) == 0
+    assert isinstance(conn._wire_bytes_out, int)
+
+
+async def test_a_frame_written_around_tornado_arrives_and_is_counted(make_client, runtime):
+    ws, conn = await _server_side(make_client, runtime)
+    before = conn._wire_bytes_out
+    wsio.send_text_frame(conn, b'{"type":"pong","ref":"direct"}')
+    assert await ws.recv() == {"type": "pong", "ref": "direct"}
+    assert conn._wire_bytes_out == before + 2 + len(b'{"type":"pong","ref":"direct"}')
+
+
+async def test_pending_bytes_counts_what_the_socket_did_not_take(make_client, runtime):
+    ws, conn = await _server_side(make_client, runtime)
+    assert wsio.pending_bytes(conn) == 0
+    # Written in one go, with no turn of the loop for the client to read: once the
+    # kernel's buffers are full, the rest waits in Tornado's write buffer.
+    frame = b'{"type":"pong","pad":"' + b"x" * 65536 + b'"}'
+    written = 0
+    while not wsio.pending_bytes(conn):
+        assert written < 1000, "64 MB went out without ever queueing"
+        wsio.send_text_frame(conn, frame)
+        written += 1
+    assert 0 < wsio.pending_bytes(conn) <= len(frame) + 14
+    for _ in range(written):  # all of them arrive, whole, once the client reads
+        assert len((await ws.recv())["pad"]) == 65536
+    assert wsio.pending_bytes(conn) == 0
