@@ -17,7 +17,7 @@ from server.bus import BusError
 from server.delivery import Delivery
 from server.envelope import CloseCredential
 from server.model import User
-from server.presence import Presence, PresenceError
+from server.presence import Coalescer, Presence, PresenceError
 from server.protocol import ProtocolError
 from server.rooms import LocalRooms, Member
 from server.seqs import RoomSeqs
@@ -35,7 +35,8 @@ class Chat:
 
     def __init__(self, store: Store, rooms: LocalRooms, seqs: RoomSeqs, writer: MessageWriter,
                  delivery: Delivery, presence: Presence, *, node_id: str,
-                 presence_ttl: float = 30.0, send_timeout: float = 5.0) -> None:
+                 presence_ttl: float = 30.0, presence_hold: float = 2.0,
+                 send_timeout: float = 5.0) -> None:
         self.store = store
         self.rooms = rooms
         self.seqs = seqs
@@ -45,6 +46,7 @@ class Chat:
         self.node_id = node_id
         self.presence_ttl = presence_ttl
         self.send_timeout = send_timeout
+        self._presence_frames = Coalescer(self._send_presence, presence_hold)
         self._heartbeat: asyncio.Task[None] | None = None
         self._departures: set[asyncio.Task[None]] = set()
 
@@ -63,6 +65,7 @@ class Chat:
         await asyncio.wait([writer, *self._departures], timeout=timeout)
         await tasks.stop(writer)
         await tasks.stop(self._heartbeat)
+        await self._presence_frames.close()
         await self.delivery.close(max(0.0, deadline - loop.time()))
 
     def connect(self, conn: Member) -> None:
@@ -114,6 +117,8 @@ class Chat:
             else:
                 messages, has_more = await self.store.messages(room, after=since,
                                                                limit=SINCE_PAGE, top=last_seq)
+            messages, cut = protocol.fit_page(messages, newest=since is None)
+            has_more = has_more or cut
         except (StoreError, BusError, PresenceError) as e:
             log.warning("join %s failed: %s", room, e)
             if not already:
@@ -156,6 +161,11 @@ class Chat:
                 await self._announce(room, conn.user, "offline", exclude=conn.conn_id)
 
     async def _announce(self, room: str, user: User, status: str, exclude: bytes) -> None:
+        """A presence change, coalesced: one frame per user and room per hold at most."""
+        await self._presence_frames.change(room, user, status, exclude)
+
+    async def _send_presence(self, room: str, user: User, status: str,
+                             exclude: bytes) -> None:
         frame = protocol.dump(protocol.PresenceChange(room, user, status))
         await self.delivery.fan_out(room, frame, exclude)
 
@@ -183,12 +193,15 @@ class Chat:
             doc = await self.store.room(room)
             if doc is None:
                 raise ProtocolError(protocol.NOT_FOUND, f"no room named {room!r}")
-            top = max(int(doc["seq"]), self.seqs.top(room))
+            # The exact top: what another process stored in the last second is not in
+            # the record yet, and a page ends at the top however high `before` is.
+            top = await self.store.top_seq_after(room, max(int(doc["seq"]), self.seqs.top(room)))
             messages, has_more = await self.store.messages(room, before=before, after=after,
                                                            limit=limit, top=top)
         except StoreError:
             raise unavailable("the message store") from None
-        return protocol.HistoryPage(room, messages, has_more)
+        messages, cut = protocol.fit_page(messages, newest=after is None)
+        return protocol.HistoryPage(room, messages, has_more or cut)
 
     # Presence heartbeat ---------------------------------------------------------
 
@@ -197,6 +210,7 @@ class Chat:
         interval = self.presence_ttl / 3
         while True:
             await asyncio.sleep(interval)
+            self._presence_frames.forget_old()
             try:
                 present = [(room, m.user) for room in self.rooms.rooms()
                            for m in self.rooms.members(room)]

@@ -44,6 +44,7 @@ class Config:
     session_days: int = 30
     bcrypt_rounds: int = 12
     presence_ttl: float = 30.0
+    presence_hold: float = 2.0  # at most one presence frame per user and room per hold
     redis_pool_size: int = 64
     shutdown_timeout: float = 10.0
     processes: int = 1

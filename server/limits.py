@@ -67,6 +67,11 @@ class LimitSettings:
     conns_per_user: int = 20
     conns_per_ip: int = 200
     conns_per_process: int = 10000
+    # Per connection: join, leave, history and ping together. The burst lets a client
+    # that reconnects rejoin all of its rooms (at most 100) at once.
+    frame_rate: float = 10.0
+    frame_burst: int = 120
+    typing_every: float = 2.5  # a connection's typing frames per room, the rest dropped
 
 
 @dataclass
@@ -262,3 +267,26 @@ class ConnectionCaps:
             counter[key] -= 1
             if counter[key] <= 0:
                 del counter[key]
+
+
+class FrameBucket:
+    """A connection's own token bucket for frames other than `send` (join, leave,
+    history, ping): local, no Redis, two floats per connection."""
+
+    __slots__ = ("_stamp", "_tokens", "burst", "rate")
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = float(burst)
+        self._stamp = time.monotonic()
+
+    def take(self) -> float:
+        """Take a token; returns 0.0, or the seconds until one is available."""
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return 0.0
+        return (1.0 - self._tokens) / self.rate

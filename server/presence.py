@@ -8,13 +8,15 @@ sweeps an expired entry first announces the user offline.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from server import tasks
 from server.model import User
 
 
@@ -133,3 +135,62 @@ class Presence:
         except (RedisError, OSError) as e:
             raise PresenceError(str(e)) from e
         return gone
+
+
+Announce = Callable[[str, User, str, bytes], Awaitable[None]]  # room, user, status, exclude
+
+
+class Coalescer:
+    """At most one presence frame per (room, user) every `hold` seconds from this process.
+
+    The first change goes out at once. Changes within the hold wait for its end, and
+    only the last one goes out, if it differs from what was announced: a user who
+    joins and leaves in a loop costs the room one frame per hold, not two per cycle.
+    """
+
+    def __init__(self, announce: Announce, hold: float = 2.0) -> None:
+        self._announce = announce
+        self.hold = hold
+        self._last: dict[tuple[str, str], tuple[str, float]] = {}  # -> (status, when)
+        self._waiting: dict[tuple[str, str], tuple[User, str, bytes]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def change(self, room: str, user: User, status: str, exclude: bytes) -> None:
+        key = (room, user.id)
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is None or (now - last[1] >= self.hold and key not in self._waiting):
+            if last is not None and last[0] == status:
+                return
+            self._last[key] = (status, now)
+            await self._announce(room, user, status, exclude)
+            return
+        if key not in self._waiting:
+            task = asyncio.ensure_future(self._flush(key, last[1] + self.hold - now))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        self._waiting[key] = (user, status, exclude)
+
+    async def _flush(self, key: tuple[str, str], delay: float) -> None:
+        await asyncio.sleep(delay)
+        await self._send_waiting(key)
+
+    async def _send_waiting(self, key: tuple[str, str]) -> None:
+        user, status, exclude = self._waiting.pop(key)
+        if self._last[key][0] != status:
+            self._last[key] = (status, time.monotonic())
+            await self._announce(key[0], user, status, exclude)
+
+    def forget_old(self) -> None:
+        """Drop what was announced more than a hold ago and has nothing waiting."""
+        cutoff = time.monotonic() - self.hold
+        for key in [k for k, (_, when) in self._last.items()
+                    if when < cutoff and k not in self._waiting]:
+            del self._last[key]
+
+    async def close(self) -> None:
+        """Send what is waiting now: nobody would announce it after this process."""
+        for task in list(self._tasks):
+            await tasks.stop(task)
+        for key in list(self._waiting):
+            await self._send_waiting(key)

@@ -15,6 +15,14 @@ PROTOCOL_VERSION = 1
 ROOM_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 MAX_BODY_CHARS = 4000
+# Also a bound in bytes: 4000 characters of CJK text (3 bytes each) fit, 4000 emoji do not.
+MAX_BODY_BYTES = 12000
+# C0 control characters other than tab and newline: JSON escapes each into six bytes,
+# and no client means to send them.
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f]")
+# What one page of history (`joined`, `history`, the REST route) may weigh: a page is
+# cut to fit, with `has_more`, so that no page can pass a reader's slow-reader bound.
+PAGE_BYTES = 256 * 1024
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100
 
@@ -212,6 +220,23 @@ def _stream(records: list[Message]) -> list[dict[str, Any]]:
     return [{"type": r.TYPE, **r.as_dict()} for r in records]
 
 
+def fit_page(records: list[Message], newest: bool,
+             budget: int = PAGE_BYTES) -> tuple[list[Message], bool]:
+    """The records that fit in `budget` bytes once serialized, kept from the newest end
+    (a page that ends at the top or before a seq) or the oldest (a page after a seq);
+    and whether any were cut. The first one kept always fits: a record is far smaller."""
+    total = 0
+    kept = 0
+    for record in (reversed(records) if newest else records):
+        total += len(dump(record)) + 1
+        if kept and total > budget:
+            break
+        kept += 1
+    if kept == len(records):
+        return records, False
+    return (records[len(records) - kept:] if newest else records[:kept]), True
+
+
 def dump(frame: Outbound | Message, ref: Ref = None) -> bytes:
     """Serialize one frame compactly, `ref` last; the only JSON encoder of sent frames."""
     obj = {"type": frame.TYPE, **frame.as_dict()}
@@ -306,8 +331,15 @@ def _send(raw: dict[str, Any], ref: Ref, max_body: int) -> Send:
         raise ProtocolError(BAD_REQUEST, "body must not be empty", ref)
     if len(body) > max_body:
         raise ProtocolError(TOO_LARGE, f"body is over {max_body} characters", ref)
-    if not _encodable(body):
-        raise ProtocolError(BAD_REQUEST, "body is not valid Unicode text", ref)
+    try:
+        encoded = len(body.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ProtocolError(BAD_REQUEST, "body is not valid Unicode text", ref) from None
+    if encoded > MAX_BODY_BYTES:
+        raise ProtocolError(TOO_LARGE, f"body is over {MAX_BODY_BYTES} bytes of UTF-8", ref)
+    if _CONTROL_RE.search(body):
+        raise ProtocolError(BAD_REQUEST, "body must not contain control characters other "
+                            "than newline and tab", ref)
     client_id = raw.get("client_id")
     if client_id is not None and (
         not isinstance(client_id, str) or not CLIENT_ID_RE.fullmatch(client_id)

@@ -118,7 +118,8 @@ class Runtime:
                                  node_id=cfg.node_id, check_interval=cfg.presence_ttl / 3)
         presence = Presence(self.redis, cfg.redis_prefix, cfg.node_id, ttl=cfg.presence_ttl)
         self.chat = Chat(self.store, rooms, seqs, self.writer, self.delivery, presence,
-                         node_id=cfg.node_id, presence_ttl=cfg.presence_ttl)
+                         node_id=cfg.node_id, presence_ttl=cfg.presence_ttl,
+                         presence_hold=cfg.presence_hold)
         self.metrics.gauge_from("bot", lambda: rooms.connection_kinds()["bot"])
         self.metrics.gauge_from("browser", lambda: rooms.connection_kinds()["browser"])
         self.metrics.rooms.set_function(lambda: len(rooms.rooms()))

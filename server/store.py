@@ -297,15 +297,13 @@ class Store:
         """
         want = limit + 1
         ascending = after is not None
-        if top is None and (ascending or before is None):
+        if top is None:
             doc = await self.room(room)
-            top = int(doc["seq"]) if doc else 0
-        if ascending:
-            lo, hi = after or 0, top or 0  # pages lie in (lo, hi]
-            if before is not None:
-                hi = min(hi, before - 1)
-        else:
-            lo, hi = 0, (top or 0) if before is None else before - 1
+            top = await self.top_seq_after(room, int(doc["seq"])) if doc else 0
+        # Pages lie in (lo, hi]. A `before` far above the top is the top: the windows
+        # below start where messages are, not at 2**62.
+        hi = top if before is None else min(top, before - 1)
+        lo = after or 0
         docs: list[dict[str, Any]] = []
         width = want + 16  # a few gaps fit in the first window
         with _errors():

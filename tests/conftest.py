@@ -70,7 +70,8 @@ def config(services: Services, tmp_path: Path) -> Config:
         # Tests send bursts and register many users from one address; the limit tests
         # set the production-like values they exercise.
         limits=LimitSettings(message_rate=10_000, message_burst=10_000,
-                             registrations_per_ip=100_000, login_failures_per_ip=1_000),
+                             registrations_per_ip=100_000, login_failures_per_ip=1_000,
+                             frame_rate=10_000, frame_burst=10_000, typing_every=0.0),
         status_token=STATUS_TOKEN,
     )
 

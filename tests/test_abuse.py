@@ -339,7 +339,7 @@ async def test_slow_reader_is_closed_at_the_bound_and_others_miss_nothing(
 
         draining = asyncio.ensure_future(drain())
         tasks.append(draining)
-        body = "\U0001f600" * 4000  # 4000 characters, 16 000 bytes of UTF-8
+        body = "\U0001f600" * 3000  # the longest body in bytes: 12 000 of UTF-8
         frame_bytes = len(json.dumps({"type": "message", "body": body},
                                      ensure_ascii=False).encode()) + 400
         sent = 0

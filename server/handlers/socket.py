@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from urllib.parse import urlsplit
 
 import tornado.web
@@ -16,7 +17,7 @@ from server.auth import Auth
 from server.chat import Chat
 from server.handlers.base import SECURITY_HEADERS, resolve_user
 from server.inflight import Inflight
-from server.limits import ConnectionCaps, Limited, RateLimits
+from server.limits import ConnectionCaps, FrameBucket, Limited, RateLimits
 from server.model import User
 from server.protocol import ProtocolError
 from server.rooms import LocalRooms
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 
 MAX_IN_FLIGHT = 32  # sends awaiting their ack, per connection
 MAX_ROOMS = 100  # rooms one connection may have joined
-MAX_STRIKES = 50  # rate-limited sends in a row before the connection is closed (1008)
+MAX_STRIKES = 50  # rate-limited frames in a row before the connection is closed (1008)
 _ids = itertools.count(1)
 
 
@@ -53,6 +54,8 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         self.session_id: str | None = None
         self.credential: str | None = None
         self.auth_method = "none"
+        self._frames = FrameBucket(limits.settings.frame_rate, limits.settings.frame_burst)
+        self._typed: dict[str, float] = {}  # room -> when its last typing frame went out
         self._in_flight: set[asyncio.Task[None]] = set()
         self._closing = False
 
@@ -123,9 +126,10 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         conn = self.ws_connection
         if conn is None or self._closing:
             return
-        if wsio.pending_bytes(conn) + len(data) > self.max_pending_bytes:
+        if wsio.pending_bytes(conn) > self.max_pending_bytes:
             # A reader this far behind is not coming back soon: drop it rather than
-            # buffer without bound. It resumes with `since` when it reconnects.
+            # buffer without bound. It resumes with `since` when it reconnects. Only
+            # what is queued counts: any one frame (a page of history at most) goes.
             log.info("closing slow consumer %s (%d bytes unsent)", self.user.name,
                      wsio.pending_bytes(conn))
             self.shut(1008, "too slow: reconnect and resume with since")
@@ -171,18 +175,30 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             try:
                 await self.limits.message(self.user.id)
             except Limited as e:
-                self._strikes += 1
-                if self._strikes > MAX_STRIKES:
-                    self.shut(1008, "rate limit exceeded")
-                raise ProtocolError(protocol.RATE_LIMITED, e.message, frame.ref,
-                                    retry_after=e.retry_after) from None
+                raise self._strike(e.message, e.retry_after, frame.ref) from None
             self._strikes = 0
+            # A message clears its author's typing indicator for the others: the next
+            # keystroke may say so again at once.
+            self._typed.pop(frame.room, None)
             # Sends run concurrently so that many in flight share one store batch;
             # Chat.post queues them in arrival order before its first await.
             task = asyncio.ensure_future(self._send(frame))
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
-        elif isinstance(frame, protocol.Join):
+        elif isinstance(frame, protocol.Typing):
+            # At most one per room every few seconds reaches the room; the rest are
+            # dropped without a reply (a client repeats typing while the user types).
+            now = time.monotonic()
+            if now - self._typed.get(frame.room, -1e9) < self.limits.settings.typing_every:
+                return
+            await self.chat.typing(self, frame.room)
+            self._typed[frame.room] = now
+            return
+        wait = self._frames.take()
+        if wait:
+            raise self._strike("too many frames; slow down", wait, frame.ref)
+        self._strikes = 0
+        if isinstance(frame, protocol.Join):
             joined = self.rooms.rooms_of(self)
             if frame.room not in joined and len(joined) >= MAX_ROOMS:
                 raise ProtocolError(protocol.FORBIDDEN,
@@ -190,14 +206,21 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             await self.chat.join(self, frame.room, frame.since, frame.ref)
         elif isinstance(frame, protocol.Leave):
             await self.chat.leave(self, frame.room)
+            self._typed.pop(frame.room, None)
             self.send_frame(protocol.Left(frame.room), frame.ref)
         elif isinstance(frame, protocol.History):
             page = await self.chat.history(frame.room, frame.before, frame.after, frame.limit)
             self.send_frame(page, frame.ref)
-        elif isinstance(frame, protocol.Typing):
-            await self.chat.typing(self, frame.room)
         elif isinstance(frame, protocol.Ping):
             self.send_frame(protocol.Pong(), frame.ref)
+
+    def _strike(self, message: str, retry_after: float, ref: protocol.Ref) -> ProtocolError:
+        """A rate-limited frame; too many in a row close the connection (1008)."""
+        self._strikes += 1
+        if self._strikes > MAX_STRIKES:
+            self.shut(1008, "rate limit exceeded")
+        return ProtocolError(protocol.RATE_LIMITED, message, ref,
+                             retry_after=round(retry_after, 3))
 
     async def _send(self, frame: protocol.Send) -> None:
         try:
