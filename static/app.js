@@ -9,14 +9,21 @@
 // versioned URLs (and start the downloads early); the other modules import nothing and
 // get their collaborators from here.
 
+const MODULES = ['api', 'connection', 'roomlog', 'presence', 'outbox', 'room', 'chat',
+  'render', 'view'];
+
 function moduleUrl(name) {
   const link = document.querySelector(`link[rel="modulepreload"][data-module="${name}"]`);
   return link ? link.href : new URL(`./${name}.js`, import.meta.url).href;
 }
 
-const [{ createApi, ApiError }, { Connection }, { Chat }, render, { defineChatView }] =
-  await Promise.all(['api', 'connection', 'chat', 'render', 'view'].map((name) => import(moduleUrl(name))));
-const ChatView = defineChatView(render);
+const lib = Object.fromEntries(await Promise.all(
+  MODULES.map(async (name) => [name, await import(moduleUrl(name))])));
+const { createApi, ApiError } = lib.api;
+const { render } = lib;
+const Room = lib.room.defineRoom({ ...lib.roomlog, ...lib.presence });
+const Chat = lib.chat.defineChat({ Room, Outbox: lib.outbox.Outbox });
+const ChatView = lib.view.defineChatView(render);
 
 const $ = (id) => document.getElementById(id);
 const api = createApi();
@@ -274,7 +281,7 @@ async function startChat(me) {
   }
 
   const wsUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
-  conn = new Connection({
+  conn = new lib.connection.Connection({
     url: wsUrl,
     onFrame: (frame) => chat.handle(frame),
     onClose: () => chat.disconnected(),

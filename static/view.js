@@ -442,14 +442,14 @@ export function defineChatView({
 
     _renderMembers(room) {
       const e = this.el;
-      const members = [...room.members.values()].sort((a, b) => a.name.localeCompare(b.name));
+      const members = [...room.people.members.values()].sort((a, b) => a.name.localeCompare(b.name));
       e.members.replaceChildren(...members.map((u) => memberItem(u, this.me)));
       e.membersCount.textContent = members.length ? `(${members.length})` : '';
       e.sub.textContent = members.length ? `${members.length} online` : '';
     }
 
     _renderTyping(room) {
-      const names = [...room.typing.values()].map((t) => t.user.name);
+      const names = [...room.people.typing.values()].map((t) => t.user.name);
       let text = '';
       if (names.length === 1) text = `${names[0]} is typing…`;
       else if (names.length === 2) text = `${names[0]} and ${names[1]} are typing…`;

@@ -673,7 +673,11 @@ def test_redis_restart_loses_no_message_between_two_nodes(make_server, people, p
 
 CLIENT_PROTOCOL_JS = """async () => {
   // Drive static/chat.js directly, as the server would, to pin down its recovery logic.
-  const { Chat } = await import(document.querySelector('link[data-module="chat"]').href);
+  // Built from its modules as app.js builds it, each by its versioned URL.
+  const load = (name) => import(document.querySelector(`link[data-module="${name}"]`).href);
+  const [{ defineChat }, { defineRoom }, roomlog, presence, { Outbox }] = await Promise.all(
+    ['chat', 'room', 'roomlog', 'presence', 'outbox'].map(load));
+  const Chat = defineChat({ Room: defineRoom({ ...roomlog, ...presence }), Outbox });
   const sent = [];
   const view = new Proxy({}, { get: (_, k) => (k === 'isReading' ? () => true : () => {}) });
   const storage = {
