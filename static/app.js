@@ -10,7 +10,7 @@
 // get their collaborators from here.
 
 const MODULES = ['api', 'connection', 'roomlog', 'presence', 'outbox', 'room', 'chat',
-  'render', 'view'];
+  'render', 'messagelist', 'sidebar', 'composer', 'notices', 'view'];
 
 function moduleUrl(name) {
   const link = document.querySelector(`link[rel="modulepreload"][data-module="${name}"]`);
@@ -23,7 +23,6 @@ const { createApi, ApiError } = lib.api;
 const { render } = lib;
 const Room = lib.room.defineRoom({ ...lib.roomlog, ...lib.presence });
 const Chat = lib.chat.defineChat({ Room, Outbox: lib.outbox.Outbox });
-const ChatView = lib.view.defineChatView(render);
 
 const $ = (id) => document.getElementById(id);
 const api = createApi();
@@ -88,6 +87,7 @@ function show(which) {
 }
 
 const auth = (() => {
+  const { fieldError } = render;
   const form = $('auth-form');
   const user = $('auth-username');
   const pass = $('auth-password');
@@ -97,12 +97,6 @@ const auth = (() => {
   const submit = $('auth-submit');
   const note = $('auth-note');
   let mode = 'login';
-
-  function fieldError(input, out, text) {
-    out.textContent = text;
-    if (text) input.setAttribute('aria-invalid', 'true');
-    else input.removeAttribute('aria-invalid');
-  }
 
   function clearErrors() {
     fieldError(user, userErr, '');
@@ -205,7 +199,12 @@ const auth = (() => {
 async function startChat(me) {
   session?.stop();
   const storage = makeStorage(me.id);
-  const view = new ChatView();
+  const view = new lib.view.ChatView(render, {
+    list: new lib.messagelist.MessageList(render),
+    sidebar: new lib.sidebar.Sidebar(render),
+    composer: new lib.composer.Composer(render),
+    notices: new lib.notices.Notices(),
+  });
   let conn = null;
   let refreshTimer = null;
   const chat = new Chat({ me, send: (frame) => conn.send(frame), storage, view });

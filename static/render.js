@@ -27,6 +27,13 @@ export function h(tag, attrs = {}, ...children) {
   return el;
 }
 
+/** Show `text` as the error of a form field (empty: no error), for screen readers too. */
+export function fieldError(input, out, text) {
+  out.textContent = text;
+  if (text) input.setAttribute('aria-invalid', 'true');
+  else input.removeAttribute('aria-invalid');
+}
+
 const URL_RE = /\bhttps?:\/\/[^\s<>"'`]+/gi;
 
 /** Strip punctuation that ends a sentence rather than the URL. */
