@@ -16,7 +16,7 @@ export function defineChat({ Room, Outbox }) {
      * @param {object} o
      * @param {{id:string,name:string,bot:boolean}} o.me
      * @param {(frame: object) => boolean} o.send  false when offline
-     * @param {object} o.storage  see makeStorage in app.js
+     * @param {object} o.storage  see makeStorage in storage.js
      * @param {object} o.view     receives change notifications (see view.js)
      */
     constructor({ me, send, storage, view }) {

@@ -23,7 +23,7 @@ export class Outbox {
    * @param {(room: object, frame: object, info: object) => boolean} o.request  sends a
    *        frame with a ref, remembering `info` for the reply; false when offline
    * @param {() => boolean} o.isOnline
-   * @param {object} o.storage  see makeStorage in app.js
+   * @param {object} o.storage  see makeStorage in storage.js
    * @param {object} o.view     told of every change to an entry (see view.js)
    */
   constructor({ rooms, request, isOnline, storage, view }) {
