@@ -27,18 +27,36 @@ export function h(tag, attrs = {}, ...children) {
   return el;
 }
 
-const URL_RE = /\bhttps?:\/\/[^\s<>"'`]+/gi;
+/** Show `text` as the error of a form field (empty: no error), for screen readers too. */
+export function fieldError(input, out, text) {
+  out.textContent = text;
+  if (text) input.setAttribute('aria-invalid', 'true');
+  else input.removeAttribute('aria-invalid');
+}
 
-/** Strip punctuation that ends a sentence rather than the URL. */
+const URL_RE = /\bhttps?:\/\/[^\s<>"'`]+/gi;
+const MAX_LINK = 2048; // a longer URL stays plain text
+
+/** Strip punctuation that ends a sentence rather than the URL, in one pass from the end:
+ *  a `)` only while the URL holds more `)` than `(` (so `/wiki/Foo_(bar)` keeps its own),
+ *  a `]` only when it holds no `[`. Linear: a body is up to 4000 characters of `)`. */
 function trimUrl(url) {
-  let out = url;
+  let opens = 0;
+  let closes = 0;
+  for (let i = 0; i < url.length; i += 1) {
+    if (url[i] === '(') opens += 1;
+    else if (url[i] === ')') closes += 1;
+  }
+  const bracket = url.includes('[');
+  let end = url.length;
   for (;;) {
-    const last = out[out.length - 1];
-    if ('.,;:!?\'"*_'.includes(last)) out = out.slice(0, -1);
-    else if (last === ')' && (out.match(/\(/g) || []).length < (out.match(/\)/g) || []).length) {
-      out = out.slice(0, -1);
-    } else if (last === ']' && !out.includes('[')) out = out.slice(0, -1);
-    else return out;
+    const last = url[end - 1];
+    if ('.,;:!?\'"*_'.includes(last)) end -= 1;
+    else if (last === ')' && opens < closes) {
+      end -= 1;
+      closes -= 1;
+    } else if (last === ']' && !bracket) end -= 1;
+    else return url.slice(0, end);
   }
 }
 
@@ -51,12 +69,13 @@ function safeHref(text) {
   }
 }
 
-/** Append `text` to `parent` as text nodes, with http(s) URLs as safe links. */
+/** Append `text` to `parent` as text nodes, with http(s) URLs (up to MAX_LINK
+ *  characters) as safe links; linear in the length of `text`. */
 export function appendLinkified(parent, text) {
   let pos = 0;
   for (const m of text.matchAll(URL_RE)) {
     const url = trimUrl(m[0]);
-    const href = safeHref(url);
+    const href = url.length <= MAX_LINK && safeHref(url);
     if (!href) continue;
     if (m.index > pos) parent.append(document.createTextNode(text.slice(pos, m.index)));
     const a = document.createElement('a');

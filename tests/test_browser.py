@@ -494,6 +494,61 @@ def test_html_in_messages_renders_as_text_and_runs_nothing(server, people):
     assert victim.dialogs == [] and mallory.dialogs == []
 
 
+PAREN_FLOOD = "http://a" + ")" * 3992  # 4000 characters, the longest body allowed
+WIKI = "Read https://en.wikipedia.org/wiki/Foo_(bar) first (see https://example.com/docs)."
+WIKI_LINKS = [["https://en.wikipedia.org/wiki/Foo_(bar)", "https://en.wikipedia.org/wiki/Foo_(bar)"],
+              ["https://example.com/docs", "https://example.com/docs"]]
+
+RENDER_JS = """async (bodies) => {
+  // Render each body as a message with the page's own render module, the way the
+  // message list does, and time it inside the page.
+  const render = await import(document.querySelector('link[data-module="render"]').href);
+  const me = { id: 'me', name: 'me', bot: false };
+  const host = document.createElement('ol');
+  document.body.append(host);
+  const start = performance.now();
+  const items = bodies.map((body, i) => {
+    const li = render.messageItem({ key: `s${i}`, seq: i + 1, user: me, ts: Date.now(), body, me });
+    host.append(li);
+    return li;
+  });
+  const ms = performance.now() - start;
+  const out = items.map((li) => ({
+    text: li.querySelector('[data-testid="message-body"]').textContent,
+    links: [...li.querySelectorAll('a')].map((a) => [a.textContent, a.href]),
+  }));
+  host.remove();
+  return { ms, items: out };
+}"""
+
+
+def test_one_message_cannot_freeze_the_browser_and_links_keep_their_parentheses(server, people):
+    mia = people(server.url, unique("mia"))
+    # 50 messages built to make link detection slow render in well under a second.
+    out = mia.page.evaluate(RENDER_JS, [PAREN_FLOOD] * 50)
+    assert out["ms"] < 250, f"50 messages took {out['ms']:.0f} ms to render"
+    for item in out["items"]:
+        assert item["text"] == PAREN_FLOOD
+        assert item["links"] == [["http://a", "http://a/"]]
+    # A URL becomes a link up to 2048 characters; a longer one stays plain text.
+    longest, too_long = ("https://example.com/" + "a" * (n - 20) for n in (2048, 2049))
+    out = mia.page.evaluate(RENDER_JS, [longest, too_long, WIKI])
+    assert [item["text"] for item in out["items"]] == [longest, too_long, WIKI]
+    assert out["items"][0]["links"] == [[longest, longest]]
+    assert out["items"][1]["links"] == []
+    assert out["items"][2]["links"] == WIKI_LINKS
+
+    # The same through the server, as another user sees them.
+    noah = people(server.url, unique("noah"))
+    for text in (WIKI, PAREN_FLOOD, too_long):
+        mia.say(text)
+    expect(noah.sent()).to_have_count(3)
+    assert noah.bodies() == [WIKI, PAREN_FLOOD, too_long]
+    links = [noah.sent().nth(i).locator("a").evaluate_all(
+        "els => els.map(a => [a.textContent, a.href])") for i in range(3)]
+    assert links == [WIKI_LINKS, [["http://a", "http://a/"]], []]
+
+
 def test_failed_send_shows_retry_and_retry_never_duplicates(server, people, services):
     frank = people(server.url, unique("frank"))
     grace = people(server.url, unique("grace"))
@@ -673,7 +728,11 @@ def test_redis_restart_loses_no_message_between_two_nodes(make_server, people, p
 
 CLIENT_PROTOCOL_JS = """async () => {
   // Drive static/chat.js directly, as the server would, to pin down its recovery logic.
-  const { Chat } = await import(document.querySelector('link[data-module="chat"]').href);
+  // Built from its modules as app.js builds it, each by its versioned URL.
+  const load = (name) => import(document.querySelector(`link[data-module="${name}"]`).href);
+  const [{ defineChat }, { defineRoom }, roomlog, presence, { Outbox }] = await Promise.all(
+    ['chat', 'room', 'roomlog', 'presence', 'outbox'].map(load));
+  const Chat = defineChat({ Room: defineRoom({ ...roomlog, ...presence }), Outbox });
   const sent = [];
   const view = new Proxy({}, { get: (_, k) => (k === 'isReading' ? () => true : () => {}) });
   const storage = {

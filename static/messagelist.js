@@ -1,0 +1,273 @@
+// The message log on screen: one list per room (kept while another room is shown),
+// confirmed messages in seq order with pending and failed ones after them, the scroll
+// position (pinned to the bottom while the reader is there), the "New messages" marker
+// and divider, the top of the log (load older, or the beginning of the room), and when
+// the room on screen counts as read. Built on render.js's building blocks, which app.js
+// passes in (no imports: see app.js).
+
+const BOTTOM_SLACK_PX = 48; // "at the bottom" tolerance
+const LOAD_OLDER_PX = 400; // start loading older messages this close to the top
+
+const $ = (id) => document.getElementById(id);
+
+export class MessageList {
+  constructor({ h, messageItem, nextMessage, decorate, insertionPoint }) {
+    Object.assign(this, { h, messageItem, nextMessage, decorate, insertionPoint });
+    this.chat = null; // set by bind(); read-only use
+    this.handlers = null;
+    this.me = null;
+    this.composer = null;
+    this.active = null; // the room on screen
+    this.lists = new Map(); // room name -> {ol, atBottom, scrollTop}
+    this.scrollQueued = false;
+    this.quietTimer = null;
+    this.el = {
+      log: $('log'), host: $('list-host'), empty: $('empty-state'), loadOlder: $('load-older'),
+      logStart: $('log-start'), jump: $('jump-new'),
+    };
+  }
+
+  /** Listen to scrolling and the log's buttons until `signal` aborts. */
+  bind({ chat, handlers, me, composer, signal }) {
+    Object.assign(this, { chat, handlers, me, composer });
+    const e = this.el;
+    e.log.addEventListener('scroll', () => this._onScroll(), { signal, passive: true });
+    e.loadOlder.addEventListener('click', () => this.active && handlers.loadOlder(this.active), { signal });
+    e.jump.addEventListener('click', () => {
+      this._scrollToBottom();
+      composer.focus();
+    }, { signal });
+    document.addEventListener('visibilitychange', () => this.maybeRead(), { signal });
+    window.addEventListener('focus', () => this.maybeRead(), { signal });
+  }
+
+  destroy() {
+    this.active = null; // late timers of the old session then draw nothing
+    this.lists.clear();
+    clearTimeout(this.quietTimer);
+    this.quietTimer = null;
+    this.el.host.replaceChildren();
+  }
+
+  add(room) {
+    if (!this.lists.has(room.name)) {
+      const ol = this.h('ol', { class: 'messages', 'data-room': room.name, 'data-testid': 'messages' });
+      this.lists.set(room.name, { ol, atBottom: true, scrollTop: 0 });
+    }
+  }
+
+  remove(room) {
+    this.lists.delete(room.name);
+  }
+
+  /** Put `name`'s list on screen (none for null); false when there is no such list. */
+  show(name) {
+    const e = this.el;
+    const prev = this.active && this.lists.get(this.active);
+    if (prev) {
+      prev.atBottom = this._atBottom();
+      prev.scrollTop = e.log.scrollTop;
+      prev.ol.querySelector(':scope > .new-divider')?.remove();
+    }
+    this.active = name;
+    const entry = name && this.lists.get(name);
+    this._quiet();
+    e.host.replaceChildren(...(entry ? [entry.ol] : []));
+    e.empty.hidden = Boolean(entry);
+    e.log.setAttribute('aria-label', entry ? `Messages in #${name}` : 'Messages');
+    e.jump.hidden = true;
+    return Boolean(entry);
+  }
+
+  /** Once the screen around it is drawn: where the reader left `room`, or its first
+   *  unread message (null: no room on screen). */
+  place(room) {
+    const e = this.el;
+    if (!room) {
+      e.loadOlder.hidden = true;
+      e.logStart.hidden = true;
+      return;
+    }
+    const entry = this.lists.get(room.name);
+    this._unreadDivider(room, entry.ol);
+    this._renderTop(room);
+    if (entry.atBottom === false) e.log.scrollTop = entry.scrollTop;
+    else this._scrollToUnread(entry.ol);
+  }
+
+  roomChanged(room) {
+    if (room.name !== this.active) return;
+    this._renderTop(room);
+    // A short first page leaves nothing to scroll: fetch older ones to fill the view.
+    const log = this.el.log;
+    if (room.hasOlder && !room.loadingOlder && log.scrollHeight <= log.clientHeight + 8) {
+      this.handlers.loadOlder(room.name);
+    }
+  }
+
+  isReading(name) {
+    return name === this.active && document.visibilityState === 'visible' && this._atBottom();
+  }
+
+  /** The room on screen is read when the page is visible and scrolled to the bottom. */
+  maybeRead() {
+    if (this.active && this.isReading(this.active)) {
+      this.el.jump.hidden = true;
+      this.handlers?.markRead(this.active);
+    }
+  }
+
+  messagesAdded(room, msgs, { live = false, older = false, own = false } = {}) {
+    const entry = this.lists.get(room.name);
+    if (!entry) return;
+    const active = room.name === this.active;
+    const log = this.el.log;
+    const fromBottom = log.scrollHeight - log.scrollTop;
+    const wasBottom = active ? this._atBottom() : entry.atBottom;
+    if (active && (older || !live)) this._quiet();
+    let first = null;
+    for (const m of msgs) {
+      const li = this.messageItem({ key: `s${m.seq}`, seq: m.seq, user: m.user, ts: m.ts, body: m.body, me: this.me });
+      entry.ol.insertBefore(li, this.insertionPoint(entry.ol, m.seq, older));
+      this.decorate(li);
+      this.decorate(this.nextMessage(li));
+      if (!first || m.seq < Number(first.dataset.seq)) first = li;
+    }
+    if (!active) return;
+    this._renderTop(room);
+    if (older) {
+      // Keep what the reader is looking at in place while content grows above it.
+      log.scrollTop = log.scrollHeight - fromBottom;
+      return;
+    }
+    const mine = msgs.every((m) => m.user.id === this.me.id);
+    if (wasBottom || own || !live || mine) {
+      this._scrollToBottom();
+    } else {
+      this.el.jump.hidden = false;
+      if (!entry.ol.querySelector(':scope > .new-divider')) this._placeDivider(entry.ol, first);
+    }
+  }
+
+  pendingChanged(room, item, { own = false } = {}) {
+    const entry = this.lists.get(room.name);
+    if (!entry) return;
+    const h = this.h;
+    const key = `c${item.clientId}`;
+    let li = entry.ol.querySelector(`:scope > li[data-key="${CSS.escape(key)}"]`);
+    if (!li) {
+      li = this.messageItem({ key, seq: null, user: this.me, ts: item.ts, body: item.body, me: this.me });
+      li.dataset.clientId = item.clientId;
+      li.querySelector('.msg-main').append(h('p', { class: 'msg-status', 'data-testid': 'message-status' }));
+      entry.ol.append(li);
+      this.decorate(li);
+    }
+    li.dataset.state = item.status === 'failed' ? 'failed' : 'pending';
+    const status = li.querySelector('.msg-status');
+    if (item.status === 'failed') {
+      status.replaceChildren(
+        h('span', { class: 'status-text' }, `Not sent. ${item.error || ''}`.trim()), ' ',
+        h('button', { class: 'btn-link', type: 'button', 'data-testid': 'retry' }, 'Retry'), ' ',
+        h('button', { class: 'btn-link', type: 'button', 'data-testid': 'discard' }, 'Discard'));
+      const [retry, discard] = status.querySelectorAll('button');
+      retry.addEventListener('click', () => this.handlers.retry(room.name, item.clientId));
+      discard.addEventListener('click', () => this.handlers.discard(room.name, item.clientId));
+    } else {
+      status.replaceChildren(h('span', { class: 'status-text' },
+        item.status === 'sending' || this.chat.online ? 'Sending…'
+          : 'Waiting for the connection…'));
+    }
+    if (room.name === this.active && (own || this._atBottom())) this._scrollToBottom();
+  }
+
+  pendingRemoved(room, clientId) {
+    const entry = this.lists.get(room.name);
+    const li = entry?.ol.querySelector(`:scope > li[data-key="${CSS.escape(`c${clientId}`)}"]`);
+    if (!li) return;
+    const next = this.nextMessage(li);
+    const hadFocus = li.contains(document.activeElement);
+    li.remove();
+    this.decorate(next);
+    if (hadFocus) this.composer.input.focus();
+  }
+
+  // ----- internals ---------------------------------------------------------------------
+
+  _atBottom() {
+    const log = this.el.log;
+    return log.scrollHeight - log.scrollTop - log.clientHeight <= BOTTOM_SLACK_PX;
+  }
+
+  _scrollToBottom() {
+    const log = this.el.log;
+    log.scrollTop = log.scrollHeight;
+    this.el.jump.hidden = true;
+    this.maybeRead();
+  }
+
+  _onScroll() {
+    if (this.scrollQueued) return;
+    this.scrollQueued = true;
+    requestAnimationFrame(() => {
+      this.scrollQueued = false;
+      if (!this.active) return;
+      const entry = this.lists.get(this.active);
+      if (entry) entry.atBottom = this._atBottom();
+      if (this.el.log.scrollTop < LOAD_OLDER_PX) this.handlers.loadOlder(this.active);
+      this.maybeRead();
+    });
+  }
+
+  _placeDivider(ol, before) {
+    if (!before) return;
+    const seq = Number(before.dataset.seq);
+    const divider = this.h('li', { class: 'new-divider', 'data-testid': 'new-divider' },
+      this.h('span', {}, 'New messages'));
+    if (Number.isFinite(seq)) divider.dataset.seq = String(seq - 0.5);
+    ol.insertBefore(divider, before);
+  }
+
+  /** Mark where unread messages start when opening a room that has some. */
+  _unreadDivider(room, ol) {
+    if (!room.unread || ol.querySelector(':scope > .new-divider')) return;
+    const first = room.messages.find((m) => m.seq > room.lastRead && m.user.id !== this.me.id);
+    if (first) this._placeDivider(ol, ol.querySelector(`:scope > li[data-seq="${first.seq}"]`));
+  }
+
+  _scrollToUnread(ol) {
+    const log = this.el.log;
+    log.scrollTop = log.scrollHeight;
+    const divider = ol.querySelector(':scope > .new-divider');
+    if (divider && divider.offsetTop < log.scrollTop) {
+      log.scrollTop = Math.max(0, divider.offsetTop - 16);
+      this.el.jump.hidden = false;
+    }
+  }
+
+  /** Mark the log busy for a moment, so screen readers do not read out a whole page
+   *  of history that was swapped in or loaded above, only messages that arrive live. */
+  _quiet() {
+    clearTimeout(this.quietTimer);
+    this.el.log.setAttribute('aria-busy', 'true');
+    this.quietTimer = setTimeout(() => {
+      this.quietTimer = null;
+      const room = this.active && this.chat.rooms.get(this.active);
+      if (room) this._renderTop(room);
+      else this.el.log.setAttribute('aria-busy', 'false');
+    }, 200);
+  }
+
+  _renderTop(room) {
+    const e = this.el;
+    const showButton = room.hasOlder;
+    e.loadOlder.hidden = !showButton;
+    e.loadOlder.disabled = room.loadingOlder || room.state !== 'live';
+    e.loadOlder.textContent = room.loadingOlder ? 'Loading older messages…' : 'Load older messages';
+    const busy = room.loadingOlder || room.state === 'joining' || this.quietTimer !== null;
+    e.log.setAttribute('aria-busy', String(busy));
+    e.logStart.hidden = showButton || !room.loaded;
+    e.logStart.textContent = room.messages.length
+      ? `This is the beginning of #${room.name}.`
+      : `#${room.name} has no messages yet. Say hello!`;
+  }
+}

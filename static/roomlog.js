@@ -1,0 +1,83 @@
+// One room's confirmed messages: each once, in seq order, and how far they are known to
+// be gap-free. Pure bookkeeping, no timers, DOM or I/O. No imports (see app.js).
+//
+// Invariants:
+// - messages holds confirmed messages once each, ascending by seq (dedupe by seq).
+// - contiguous: every seq from the oldest loaded message up to it is present, so
+//   rejoining with since = contiguous can never leave a hole.
+
+/** Whether a message from the server has what the client needs to show it. */
+export function validMessage(m) {
+  return m && typeof m === 'object' && Number.isInteger(m.seq) && typeof m.body === 'string'
+    && m.user && typeof m.user === 'object';
+}
+
+/** The highest seq in a page of messages (0 for an empty page). */
+function topSeq(messages) {
+  return Math.max(0, ...messages.map((m) => m.seq));
+}
+
+export class RoomLog {
+  constructor() {
+    this.messages = [];
+    this.bySeq = new Map();
+    this.contiguous = 0;
+    this.hasOlder = false; // the server has messages before the oldest one loaded
+    this.loaded = false; // a `joined` arrived at least once
+  }
+
+  get newestSeq() {
+    return this.messages.length ? this.messages[this.messages.length - 1].seq : 0;
+  }
+
+  get oldestSeq() {
+    return this.messages.length ? this.messages[0].seq : 0;
+  }
+
+  /** The `since` of a rejoin; undefined before the first page, which asks for the latest. */
+  get resumePoint() {
+    return this.loaded && this.contiguous > 0 ? this.contiguous : undefined;
+  }
+
+  /** A message beyond contiguous + 1 is here: something before it is missing. */
+  get hasGap() {
+    return this.newestSeq > this.contiguous;
+  }
+
+  /** Insert in seq order; returns false for a duplicate. */
+  add(msg) {
+    if (this.bySeq.has(msg.seq)) return false;
+    this.bySeq.set(msg.seq, msg);
+    const list = this.messages;
+    let i = list.length;
+    while (i > 0 && list[i - 1].seq > msg.seq) i -= 1; // almost always appends or prepends
+    if (i === 0 && list.length && msg.seq < list[0].seq) list.unshift(msg);
+    else list.splice(i, 0, msg);
+    return true;
+  }
+
+  /** Move contiguous over the seqs that are present right after it. */
+  advance() {
+    while (this.bySeq.has(this.contiguous + 1)) this.contiguous += 1;
+  }
+
+  /** A `joined` page was added. The page holds every message in its range, and the
+   *  latest page (no `since`) or the last page after `since` reaches `lastSeq`.
+   *  Returns true when more messages after `since` remain to be fetched. */
+  joined(messages, { lastSeq, hasMore, resumed }) {
+    this.loaded = true;
+    this.contiguous = Math.max(this.contiguous, topSeq(messages));
+    if (!hasMore || !resumed) this.contiguous = Math.max(this.contiguous, lastSeq);
+    this.advance();
+    return resumed && hasMore;
+  }
+
+  /** A `history after` page was added while closing a gap; returns its highest seq. */
+  filled(messages, { hasMore }) {
+    const last = topSeq(messages);
+    this.contiguous = Math.max(this.contiguous, last);
+    if (!hasMore && !messages.length) this.contiguous = Math.max(this.contiguous, this.newestSeq);
+    this.advance();
+    return last;
+  }
+}

@@ -1,0 +1,49 @@
+// What the client keeps in the browser for one user: joined rooms and read positions
+// (per browser), the room on screen and unsent messages (per tab). No imports (see app.js).
+
+const ROOM_RE = /^[a-z0-9][a-z0-9_-]{0,63}$/;
+
+/** What survives a reload: joined rooms and read positions (per browser), the room on
+ *  screen and unsent messages (per tab, so two tabs do not send each other's drafts). */
+export function makeStorage(userId) {
+  const key = (name) => `chat:${userId}:${name}`;
+  const read = (store, name, fallback) => {
+    try {
+      const raw = store.getItem(key(name));
+      return raw ? JSON.parse(raw) : fallback;
+    } catch {
+      return fallback; // storage disabled or corrupt: start clean
+    }
+  };
+  const write = (store, name, value) => {
+    try {
+      store.setItem(key(name), JSON.stringify(value));
+    } catch {
+      // private mode / quota: the app still works, it just forgets on reload
+    }
+  };
+  return {
+    joinedRooms: () => {
+      const list = read(localStorage, 'rooms', []);
+      return Array.isArray(list) ? list.filter((n) => typeof n === 'string' && ROOM_RE.test(n)) : [];
+    },
+    setJoinedRooms: (names) => write(localStorage, 'rooms', names),
+    lastRead: (room) => Number(read(localStorage, 'read', {})[room]) || 0,
+    setLastRead: (room, seq) => {
+      const all = read(localStorage, 'read', {});
+      all[room] = seq;
+      write(localStorage, 'read', all);
+    },
+    activeRoom: () => read(sessionStorage, 'active', null) ?? read(localStorage, 'active', null),
+    setActiveRoom: (name) => {
+      write(sessionStorage, 'active', name);
+      write(localStorage, 'active', name);
+    },
+    outbox: () => {
+      const items = read(sessionStorage, 'outbox', []);
+      return Array.isArray(items) ? items.filter((i) => i && typeof i.body === 'string'
+        && typeof i.clientId === 'string' && ROOM_RE.test(i.room)) : [];
+    },
+    setOutbox: (items) => write(sessionStorage, 'outbox', items),
+  };
+}
