@@ -189,14 +189,14 @@ class User:
     def sign_up(self) -> None:
         self.open()
         self.t("auth-switch").click()
-        self._submit(self.name, PASSWORD)
+        self.submit(self.name, PASSWORD)
         expect(self.t("chat-screen")).to_be_visible()
         expect(self.t("me-name")).to_have_text(self.name)
 
     def log_in(self, password: str = PASSWORD) -> None:
-        self._submit(self.name, password)
+        self.submit(self.name, password)
 
-    def _submit(self, name: str, password: str) -> None:
+    def submit(self, name: str, password: str) -> None:
         self.t("auth-username").fill(name)
         self.t("auth-password").fill(password)
         self.t("auth-submit").click()
@@ -372,24 +372,24 @@ def test_sign_up_and_log_in_show_inline_errors_and_session_survives_reload(serve
     carol = people(server.url, name, sign_up=False)
     carol.open()
     carol.t("auth-switch").click()
-    carol._submit(name, "short")
+    carol.submit(name, "short")
     expect(carol.t("auth-password-error")).to_contain_text("at least 8")
     expect(carol.t("auth-password")).to_have_attribute("aria-invalid", "true")
-    carol._submit(name, "x" * 73)
+    carol.submit(name, "x" * 73)
     expect(carol.t("auth-password-error")).to_contain_text("at most 72")
-    carol._submit("no spaces allowed", PASSWORD)
+    carol.submit("no spaces allowed", PASSWORD)
     expect(carol.t("auth-username-error")).to_contain_text("Username must be")
-    carol._submit(name, PASSWORD)
+    carol.submit(name, PASSWORD)
     expect(carol.t("chat-screen")).to_be_visible()
 
     # The name is taken now, for anyone else.
     other = people(server.url, unique("x"), sign_up=False)
     other.open()
     other.t("auth-switch").click()
-    other._submit(name, PASSWORD)
+    other.submit(name, PASSWORD)
     expect(other.t("auth-username-error")).to_have_text("That username is taken. Pick another one.")
     other.t("auth-switch").click()  # back to sign in
-    other._submit(name, "wrong password!")
+    other.submit(name, "wrong password!")
     expect(other.t("auth-error")).to_have_text("Wrong username or password.")
 
     # History and session survive a reload.
