@@ -136,7 +136,11 @@ async def create_bot(config: Config, name: str, owner: str, label: str) -> int:
     services = None
     if mongo_url is None:
         services = EmbeddedServices(config.data_dir, want_redis=False, want_mongo=True)
-        services.start()  # on this thread: children die with the thread that forked them
+        try:
+            services.start()  # on this thread: children die with the thread that forked them
+        except EmbeddedError as e:
+            print(f"run.py create-bot: {e}", file=sys.stderr)
+            return 1
         mongo_url = services.mongo_url
     assert mongo_url is not None
     store = Store.connect(mongo_url, config.db_name)

@@ -176,10 +176,10 @@ async def wait_ready(server: Server) -> None:
 
 
 def embedded_children(server: Server) -> list[ProcId]:
-    """The redis-server and secantusd-py processes (and anything they started)."""
+    """The valkey-server and secantusd-py processes (and anything they started)."""
     tree = descendants(server.proc.pid)
     commands = " | ".join(tree.values())
-    assert "redis-server" in commands, commands
+    assert "valkey-server" in commands, commands
     assert "secantus" in commands, commands
     return list(tree)
 
@@ -237,10 +237,22 @@ async def test_sigterm_exits_0_without_orphans_and_data_survives_a_restart(
     first = launch(data_dir)
     await wait_ready(first)
     children = embedded_children(first)
-    assert stat.S_IMODE((data_dir / "cookie_secret").stat().st_mode) == 0o600
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    for name in ("cookie_secret", "redis.password", "mongo.password"):
+        assert stat.S_IMODE((data_dir / name).stat().st_mode) == 0o600, name
+        # The services' URLs carry these: they are never logged.
+        assert (data_dir / name).read_text().strip() not in first.output(), name
 
     alice = Client(first.base_url)
     user = await alice.register("alice")
+    # An operator command finds the running server's services (and their credentials).
+    made = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, str(RUN_PY), "create-bot", "helper", "--owner", "alice",
+         "--data-dir", str(data_dir)],
+        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.strip().splitlines()[-1].startswith("chat_")
     sock = await alice.ws()
     await sock.join("general")
     ack = await sock.call({"type": "send", "room": "general", "body": "kept across restarts",
