@@ -11,11 +11,12 @@ reused across restarts. Nothing here logs a URL: the URLs carry the passwords.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -63,13 +64,18 @@ def start_on_free_port(make: Callable[[], S], attempts: int = 3) -> S:
 
 @dataclass
 class EmbeddedServices:
-    """The services run.py starts when MONGO_URL / REDIS_URL are not given."""
+    """The services run.py starts when MONGO_URL / REDIS_URL are not given.
+
+    They hold the data dir's lock while they run: a second server on the same data dir
+    is told so instead of fighting over the same files.
+    """
 
     data_dir: Path
     want_redis: bool
     want_mongo: bool
     redis: RedisService | None = None
     mongo: MongoService | None = None
+    _lock_fd: int | None = field(default=None, repr=False)
 
     @property
     def _state_file(self) -> Path:
@@ -81,6 +87,7 @@ class EmbeddedServices:
             return
         try:
             private_dir(self.data_dir)
+            self._lock()
             if self.want_redis:
                 self.redis = redis_service(self.data_dir)
                 self.redis.start()
@@ -98,12 +105,31 @@ class EmbeddedServices:
                  "mongo_port": self.mongo.port if self.mongo else None}
         self._state_file.write_text(json.dumps(state) + "\n")
 
+    def _lock(self) -> None:
+        path = self.data_dir / "lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise EmbeddedError(
+                f"the data dir {self.data_dir} is in use by another server (pid {holder}); "
+                "give each run.py its own --data-dir, or run them all against shared "
+                "services (MONGO_URL and REDIS_URL)") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
     def stop(self) -> None:
         for svc in (self.mongo, self.redis):
             if svc is not None:
                 svc.stop()
-        with contextlib.suppress(FileNotFoundError):
-            self._state_file.unlink()
+        if self._lock_fd is not None:  # what is in the data dir is ours to clean up
+            with contextlib.suppress(FileNotFoundError):
+                self._state_file.unlink()
+            os.close(self._lock_fd)  # releases the lock; the file stays, harmlessly
+            self._lock_fd = None
 
     @staticmethod
     def running(data_dir: Path) -> dict[str, str] | None:

@@ -138,7 +138,7 @@ def test_secrets_are_owner_only_and_never_on_a_command_line(
         embedded: EmbeddedServices) -> None:
     data = embedded.data_dir
     assert mode(data) == 0o700
-    for name in ("redis.password", "mongo.password", "redis.log", "mongo.log"):
+    for name in ("redis.password", "mongo.password", "lock", "redis.log", "mongo.log"):
         assert mode(data / name) == 0o600, name
     for name in ("redis", "mongo"):
         assert mode(data / name) == 0o700, name
@@ -176,6 +176,17 @@ def test_the_same_data_dir_restarts_with_the_same_credentials(tmp_path: Path) ->
             assert client.chat.kept.count_documents({"n": 1}) == 1
     finally:
         second.stop()
+
+
+def test_a_second_server_on_the_same_data_dir_is_refused(
+        embedded: EmbeddedServices) -> None:
+    second = EmbeddedServices(embedded.data_dir, want_redis=True, want_mongo=True)
+    with pytest.raises(EmbeddedError, match=rf"in use by another server \(pid {os.getpid()}\)"):
+        second.start()
+    assert second.redis is None and second.mongo is None
+    # The first one's services and its record of them are untouched.
+    assert EmbeddedServices.running(embedded.data_dir) is not None
+    assert redis.Redis.from_url(embedded.redis_url or "").ping()
 
 
 def test_a_port_answered_by_another_mongodb_is_refused(
