@@ -137,7 +137,11 @@ async def create_bot(config: Config, name: str, owner: str, label: str) -> int:
     services = None
     if mongo_url is None:
         services = EmbeddedServices(config.data_dir, want_redis=False, want_mongo=True)
-        services.start()  # on this thread: children die with the thread that forked them
+        try:
+            services.start()  # on this thread: children die with the thread that forked them
+        except EmbeddedError as e:
+            print(f"run.py create-bot: {e}", file=sys.stderr)
+            return 1
         mongo_url = services.mongo_url
     assert mongo_url is not None
     store = Store.connect(mongo_url, config.db_name)
@@ -196,13 +200,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run.py: {e}", file=sys.stderr)
         return 2
     logs.configure(config.log_level, config.log_format)
+    # The port first: when it is taken, say so at once, before starting anything.
+    try:
+        sockets = tornado.netutil.bind_sockets(config.port, config.host or None)
+    except OSError as e:
+        log.error("cannot listen on port %d (--port / PORT): %s", config.port,
+                  e.strerror or e)
+        return 1
     services = EmbeddedServices(config.data_dir, want_redis=config.embedded_redis,
                                 want_mongo=config.embedded_mongo)
     try:
         services.start()
         mongo_url = config.mongo_url or services.mongo_url or ""
         redis_url = config.redis_url or services.redis_url or ""
-        sockets = tornado.netutil.bind_sockets(config.port, config.host or None)
         if config.processes == 1:
             asyncio.run(serve(config, mongo_url, redis_url, sockets))
             return 0
@@ -210,9 +220,6 @@ def main(argv: list[str] | None = None) -> int:
         return supervise(config, mongo_url, redis_url, sockets)
     except EmbeddedError as e:
         log.error("%s", e)
-        return 1
-    except OSError as e:
-        log.error("cannot listen on port %d: %s", config.port, e)
         return 1
     except KeyboardInterrupt:
         return 0

@@ -184,7 +184,7 @@ def _role(pid: int) -> str:
     line = " ".join(argv)
     if "secantus" in line:
         return "secantusd"
-    if "redis-server" in line:
+    if "redis-server" in line or "valkey-server" in line:
         return "redis-server"
     return Path(argv[0]).name or "child"
 

@@ -35,7 +35,7 @@ import pymongo
 from motor.motor_asyncio import AsyncIOMotorClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from server.embedded import mongo_service, mongo_url, start_on_free_port
+from server.embedded import mongo_service, start_on_free_port
 
 
 async def timed(samples: int, call: Callable[[int], Awaitable[Any]]) -> str:
@@ -140,7 +140,7 @@ async def main() -> None:
     with tempfile.TemporaryDirectory(prefix="store-ops-") as tmp:
         service = start_on_free_port(lambda: mongo_service(Path(tmp)))
         try:
-            url = mongo_url(service.port)
+            url = service.url
             if args.only in (None, "retry"):
                 await retry(url, args.samples, args.writes)
             if args.only in (None, "gil"):

@@ -23,15 +23,16 @@ class Config:
 
     port: int = 8888
     host: str = ""
-    mongo_url: str | None = None
-    redis_url: str | None = None
+    # The URLs may carry passwords: kept out of repr, like the secrets.
+    mongo_url: str | None = field(default=None, repr=False)
+    redis_url: str | None = field(default=None, repr=False)
     db_name: str = "chat"
     redis_prefix: str = "chat:"
     data_dir: Path = Path("var")
-    cookie_secrets: Mapping[int, str] = field(default_factory=dict)
+    cookie_secrets: Mapping[int, str] = field(default_factory=dict, repr=False)
     allowed_origins: tuple[str, ...] = ()
     admin_users: tuple[str, ...] = ()
-    status_token: str | None = None
+    status_token: str | None = field(default=None, repr=False)
     xheaders: bool = False
     node_id: str = field(default_factory=lambda: secrets.token_hex(4))
     # Limits; the protocol documents each of them.

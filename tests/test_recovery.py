@@ -179,10 +179,11 @@ async def test_a_publish_that_only_one_process_lost_still_reaches_the_others(
         config, services, private_redis):
     """Redis stays up for node1, so its subscriber never resyncs; node2 alone loses Redis
     while storing a message. node1's members still get it, once, when node2 is back."""
-    proxy = TcpProxy(private_redis.port)  # node2's only way to Redis
+    proxy = TcpProxy(private_redis.socket_path)  # node2's only way to Redis
     node1 = await open_node(config, services, redis_url=redis_url_of(private_redis))
     node2 = await open_node(dataclasses.replace(config, node_id=config.node_id + "-b"),
-                            services, redis_url=f"redis://127.0.0.1:{proxy.port}/0")
+                            services, redis_url=f"redis://:{private_redis.password}"
+                            f"@127.0.0.1:{proxy.port}/0")
     try:
         _, a = await joined(node1.base_url)
         _, b = await joined(node2.base_url)

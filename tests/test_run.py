@@ -13,6 +13,7 @@ import contextlib
 import os
 import select
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -176,10 +177,10 @@ async def wait_ready(server: Server) -> None:
 
 
 def embedded_children(server: Server) -> list[ProcId]:
-    """The redis-server and secantusd-py processes (and anything they started)."""
+    """The valkey-server and secantusd-py processes (and anything they started)."""
     tree = descendants(server.proc.pid)
     commands = " | ".join(tree.values())
-    assert "redis-server" in commands, commands
+    assert "valkey-server" in commands, commands
     assert "secantus" in commands, commands
     return list(tree)
 
@@ -237,10 +238,22 @@ async def test_sigterm_exits_0_without_orphans_and_data_survives_a_restart(
     first = launch(data_dir)
     await wait_ready(first)
     children = embedded_children(first)
-    assert stat.S_IMODE((data_dir / "cookie_secret").stat().st_mode) == 0o600
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    for name in ("cookie_secret", "redis.password", "mongo.password"):
+        assert stat.S_IMODE((data_dir / name).stat().st_mode) == 0o600, name
+        # The services' URLs carry these: they are never logged.
+        assert (data_dir / name).read_text().strip() not in first.output(), name
 
     alice = Client(first.base_url)
     user = await alice.register("alice")
+    # An operator command finds the running server's services (and their credentials).
+    made = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, str(RUN_PY), "create-bot", "helper", "--owner", "alice",
+         "--data-dir", str(data_dir)],
+        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.strip().splitlines()[-1].startswith("chat_")
     sock = await alice.ws()
     await sock.join("general")
     ack = await sock.call({"type": "send", "room": "general", "body": "kept across restarts",
@@ -272,6 +285,48 @@ async def test_sigterm_exits_0_without_orphans_and_data_survives_a_restart(
     second_children = embedded_children(second)
     assert await stop(second, signal.SIGTERM) == 0, second.output()
     assert not [p for p in second_children if running(p)]
+
+
+def test_a_taken_port_fails_at_once_naming_the_option_and_starts_nothing(
+        tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, str(RUN_PY), "--host", "127.0.0.1", "--port", str(port),
+             "--data-dir", str(data_dir)],
+            cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=30,
+            check=False)
+        took = time.monotonic() - started
+    assert done.returncode == 1
+    assert f"cannot listen on port {port} (--port / PORT)" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert took < 5, f"took {took:.1f}s to fail"
+    assert not (data_dir / "redis").exists() and not (data_dir / "mongo").exists()
+
+
+async def test_a_second_server_on_the_same_data_dir_says_it_is_in_use(
+    io_loop: tornado.ioloop.IOLoop, launch: Launch, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    first = launch(data_dir)
+    await wait_ready(first)
+    second = launch(data_dir)
+    code = await asyncio.to_thread(second.proc.wait, STOP_TIMEOUT)
+    assert code == 1, second.output()
+    assert f"the data dir {data_dir} is in use by another server (pid {first.proc.pid})" \
+        in second.output(), second.output()
+    assert "Traceback" not in second.output()
+    # The first one never noticed.
+    client = Client(first.base_url)
+    await client.register("still-served")
+    ws = await client.ws()
+    await ws.join("general")
+    ack = await ws.call({"type": "send", "room": "general", "body": "fine"})
+    assert ack["type"] == "ack", ack
+    ws.close()
+    assert await stop(first, signal.SIGTERM) == 0, first.output()
 
 
 async def test_sigkill_of_run_py_leaves_no_orphans(
