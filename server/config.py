@@ -7,14 +7,31 @@ import os
 import re
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from server.limits import LimitSettings
 
 
 class ConfigError(Exception):
     """A setting is missing or invalid; the message names the variable."""
+
+
+_SECRET_PARAMS = re.compile(r"pass|secret|token|key", re.IGNORECASE)
+
+
+def redact_url(url: str | None) -> str | None:
+    """A service URL fit for logs and reprs: its password and secret parameters masked."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if at and ":" in userinfo:
+        userinfo = userinfo.split(":", 1)[0] + ":***"
+    query = urlencode([(k, "***" if _SECRET_PARAMS.search(k) else v)
+                       for k, v in parse_qsl(parts.query, keep_blank_values=True)], safe="*")
+    return urlunsplit(parts._replace(netloc=f"{userinfo}{at}{hosts}", query=query))
 
 
 @dataclass(frozen=True)
@@ -49,6 +66,20 @@ class Config:
     processes: int = 1
     log_level: str = "info"
     log_format: str = "text"
+
+    def __repr__(self) -> str:
+        """Every setting except the secrets: cookie secrets, the status token and the
+        passwords in service URLs are masked (a repr ends up in logs and tracebacks)."""
+        masked: dict[str, str | None] = {
+            "status_token": "***" if self.status_token else None,
+            "mongo_url": redact_url(self.mongo_url),
+            "redis_url": redact_url(self.redis_url),
+        }
+        items = [f"cookie_secrets=<{len(self.cookie_secrets)} secret(s)>"
+                 if f.name == "cookie_secrets" else
+                 f"{f.name}={masked[f.name] if f.name in masked else getattr(self, f.name)!r}"
+                 for f in fields(self)]
+        return f"Config({', '.join(items)})"
 
     @property
     def embedded_mongo(self) -> bool:

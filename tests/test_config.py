@@ -167,3 +167,21 @@ def test_config_is_frozen(tmp_path: Path) -> None:
     config = load_config(["--data-dir", str(tmp_path)], env={})
     with pytest.raises(AttributeError):
         config.port = 1  # type: ignore[misc]
+
+
+def test_config_repr_shows_no_secrets(tmp_path: Path) -> None:
+    env = {"COOKIE_SECRET": f"v1:{SECRET_A},v2:{SECRET_B}",
+           "STATUS_TOKEN": "status-token-0123456789",
+           "MONGO_URL": "mongodb://chat:m0ngo-pa55@db1.example:27017,db2.example/chat"
+                        "?authSource=admin&replicaSet=rs0",
+           "REDIS_URL": "redis://:r3dis-pa55@cache.example:6379/0?password=r3dis-pa55",
+           "CHAT_DATA_DIR": str(tmp_path)}
+    config = load_config([], env=env)
+    for text in (repr(config), str(config), f"{config!r}"):
+        for secret in (SECRET_A, SECRET_B, "status-token-0123456789", "m0ngo-pa55",
+                       "r3dis-pa55"):
+            assert secret not in text, text
+        # Still useful for debugging: where the services are and the other settings.
+        for shown in ("db1.example", "cache.example", "replicaSet=rs0", "chat:",
+                      "port=8888", "message_rate=5.0"):
+            assert shown in text, (shown, text)
