@@ -19,6 +19,7 @@ import tornado.httpserver
 import tornado.netutil
 
 from server import logs
+from server.app import make_server
 from server.auth import AuthError, Bots
 from server.config import Config, ConfigError, load_config
 from server.embedded import EmbeddedError, EmbeddedServices, _die_with_parent
@@ -42,10 +43,7 @@ async def serve(config: Config, mongo_url: str, redis_url: str,
         loop.add_signal_handler(sig, stop.set)
     try:
         await runtime.start()
-        server = tornado.httpserver.HTTPServer(
-            runtime.app, xheaders=config.xheaders, max_buffer_size=1024 * 1024,
-            max_body_size=64 * 1024, idle_connection_timeout=120,
-        )
+        server = make_server(runtime.app, config)
         server.add_sockets(sockets)
         # Everything allocated so far lives as long as the process: move it out of the
         # collector's sight, so full collections (and the p99 they cause) stay short.

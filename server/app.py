@@ -1,10 +1,12 @@
-"""make_app(): the route table and Tornado settings, with every collaborator injected."""
+"""make_app(): the route table and Tornado settings, with every collaborator injected;
+make_server(): the HTTP server's limits."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import tornado.httpserver
 import tornado.web
 
 from server.auth import Auth, Bots
@@ -107,4 +109,18 @@ def make_app(config: Config, *, store: Store, rooms: LocalRooms, chat: Chat, aut
         default_handler_class=NotFoundHandler,
         autoreload=False,
         debug=False,
+    )
+
+
+def make_server(app: tornado.web.Application, config: Config) -> tornado.httpserver.HTTPServer:
+    """The HTTP server in front of the app, as run.py and the tests build it.
+
+    Bodies are bounded in size and in time (a client that trickles or withholds its
+    body is dropped after `http_body_timeout`), and a connection whose headers never
+    come, or that sits idle between requests, is closed after `http_idle_timeout`.
+    """
+    return tornado.httpserver.HTTPServer(
+        app, xheaders=config.xheaders, max_buffer_size=1024 * 1024,
+        max_body_size=64 * 1024, body_timeout=config.http_body_timeout,
+        idle_connection_timeout=config.http_idle_timeout,
     )

@@ -56,6 +56,10 @@ class Config:
     max_body_chars: int = 4000
     max_pending_bytes: int = 1024 * 1024
     limits: LimitSettings = field(default_factory=LimitSettings)
+    # HTTP: a request's body must arrive within http_body_timeout; a connection with no
+    # request under way (or whose headers do not arrive) is closed after http_idle_timeout.
+    http_body_timeout: float = 30.0
+    http_idle_timeout: float = 60.0
     ws_ping_interval: float = 20.0
     ws_ping_timeout: float = 20.0
     session_days: int = 30

@@ -27,6 +27,7 @@ import tornado.ioloop
 import tornado.testing
 import tornado.web
 
+from server.app import make_server
 from server.config import Config
 from server.embedded import (
     ChildService,
@@ -96,6 +97,18 @@ def app(runtime: Runtime) -> tornado.web.Application:
 
 
 @pytest.fixture
+def http_server(io_loop: tornado.ioloop.IOLoop, app: tornado.web.Application, config: Config,
+                http_server_port: tuple[object, int]
+                ) -> Iterator[tornado.httpserver.HTTPServer]:
+    """The main test server, built as run.py builds it (pytest-tornasync's has no limits)."""
+    server = make_server(app, config)
+    server.add_socket(http_server_port[0])
+    yield server
+    server.stop()
+    io_loop.run_sync(server.close_all_connections, timeout=10)
+
+
+@pytest.fixture
 def base_url(http_server: tornado.httpserver.HTTPServer,
              http_server_port: tuple[object, int]) -> str:
     return f"http://127.0.0.1:{http_server_port[1]}"
@@ -125,7 +138,7 @@ async def open_node(config: Config, services: Services | None = None, *,
                  redis_url=redis_url or (services.redis_url if services else ""))
     await rt.start()
     sock, port = tornado.testing.bind_unused_port()
-    server = tornado.httpserver.HTTPServer(rt.app)
+    server = make_server(rt.app, config)
     server.add_socket(sock)
     return Node(rt, server, f"http://127.0.0.1:{port}")
 
@@ -142,7 +155,7 @@ def second_node(io_loop: tornado.ioloop.IOLoop, config: Config, services: Servic
     cfg = dataclasses.replace(config, node_id=config.node_id.replace("n1-", "n2-"))
     rt = start_runtime(io_loop, cfg, services)
     sock, port = tornado.testing.bind_unused_port()
-    server = tornado.httpserver.HTTPServer(rt.app)
+    server = make_server(rt.app, cfg)
     server.add_socket(sock)
     yield Node(rt, server, f"http://127.0.0.1:{port}")
     server.stop()
