@@ -13,7 +13,7 @@ from server.auth import Auth, Bots
 from server.chat import Chat
 from server.config import Config
 from server.handlers import http
-from server.handlers.base import SECURITY_HEADERS, NotFoundHandler
+from server.handlers.base import SECURITY_HEADERS, NotFoundHandler, XsrfCookieHandler
 from server.handlers.bots import BotsHandler, BotTokenHandler, BotTokensHandler
 from server.handlers.health import HealthHandler, ReadyHandler
 from server.handlers.operator import MetricsHandler, StatusHandler
@@ -30,7 +30,7 @@ from server.store import Store
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 
-class IndexHandler(tornado.web.RequestHandler):
+class IndexHandler(XsrfCookieHandler):
     """The browser client; rendering it also sets the `_xsrf` cookie."""
 
     def set_default_headers(self) -> None:
@@ -101,6 +101,11 @@ def make_app(config: Config, *, store: Store, rooms: LocalRooms, chat: Chat, aut
         key_version=max(config.cookie_secrets),
         xsrf_cookies=True,
         xsrf_cookie_kwargs=dict(samesite="Lax", httponly=False),
+        # State-changing requests with cookies from another origin are refused (403)
+        # even with a valid _xsrf token: a page on another port of the same host can
+        # read that cookie. Bearer requests are exempt (BaseHandler).
+        cross_origin_protection=True,
+        trusted_origins=list(config.allowed_origins),
         websocket_ping_interval=config.ws_ping_interval,
         websocket_ping_timeout=config.ws_ping_timeout,
         websocket_max_message_size=config.max_frame_bytes,
