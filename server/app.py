@@ -9,6 +9,7 @@ from typing import Any
 import tornado.httpserver
 import tornado.web
 
+from server.admins import Admins
 from server.auth import Auth, Bots
 from server.chat import Chat
 from server.config import Config
@@ -64,12 +65,11 @@ class PageHandler(IndexHandler):
 
 def make_app(config: Config, *, store: Store, rooms: LocalRooms, chat: Chat, auth: Auth,
              bots: Bots, probe: ServiceProbe, reporter: StatusReporter, metrics: Metrics,
-             limits: RateLimits, caps: ConnectionCaps, inflight: Inflight
+             limits: RateLimits, caps: ConnectionCaps, inflight: Inflight, admins: Admins
              ) -> tornado.web.Application:
     """Build the Application with every collaborator injected through the route table."""
     api = dict(auth=auth, inflight=inflight)
-    operator = dict(auth=auth, admin_users=config.admin_users,
-                    status_token=config.status_token)
+    operator = dict(auth=auth, admins=admins, status_token=config.status_token)
     ws = dict(chat=chat, rooms=rooms, auth=auth, limits=limits, caps=caps, inflight=inflight,
               allowed_origins=config.allowed_origins, max_body=config.max_body_chars,
               max_pending_bytes=config.max_pending_bytes)

@@ -11,7 +11,7 @@ from typing import Any
 import pymongo
 from bson import ObjectId
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
-from pymongo import UpdateOne
+from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from server.model import Message, User
@@ -131,6 +131,20 @@ class Store:
         """The full user document (with password hash) by case-insensitive name."""
         with _errors():
             return await self.db.users.find_one({"name_lower": name.lower()})
+
+    async def pin_admin(self, name: str, user_id: str) -> str:
+        """Pin an operator name to an account the first time it is seen; returns the id
+        it is pinned to (the given one, or the one pinned before)."""
+        key = name.lower()
+        with _errors():
+            try:
+                doc = await self.db.admins.find_one_and_update(
+                    {"_id": key}, {"$setOnInsert": {"user_id": user_id, "pinned_at": _utcnow()}},
+                    upsert=True, return_document=ReturnDocument.AFTER)
+            except DuplicateKeyError:  # another process pinned it at the same moment
+                doc = await self.db.admins.find_one({"_id": key})
+        assert doc is not None
+        return str(doc["user_id"])
 
     # Sessions ---------------------------------------------------------------
 
