@@ -15,7 +15,7 @@ from server.chat import Chat
 from server.config import Config
 from server.handlers import http
 from server.handlers.base import SECURITY_HEADERS, NotFoundHandler, XsrfCookieHandler
-from server.handlers.bots import BotsHandler, BotTokenHandler, BotTokensHandler
+from server.handlers.bots import BotHandler, BotsHandler, BotTokenHandler, BotTokensHandler
 from server.handlers.health import HealthHandler, ReadyHandler
 from server.handlers.operator import MetricsHandler, StatusHandler
 from server.handlers.socket import ChatSocket
@@ -78,11 +78,12 @@ def make_app(config: Config, *, store: Store, rooms: LocalRooms, chat: Chat, aut
         (r"/api/register", http.RegisterHandler, dict(api, limits=limits)),
         (r"/api/login", http.LoginHandler, dict(api, limits=limits)),
         (r"/api/logout", http.LogoutHandler, dict(api, chat=chat)),
-        (r"/api/password", http.PasswordHandler, dict(api, chat=chat)),
+        (r"/api/password", http.PasswordHandler, dict(api, chat=chat, bots=bots)),
         (r"/api/me", http.MeHandler, api),
         (r"/api/rooms", http.RoomsHandler, dict(api, store=store)),
         (r"/api/rooms/([^/]+)/messages", http.MessagesHandler, dict(api, chat=chat)),
         (r"/api/bots", BotsHandler, dict(api, bots=bots, chat=chat)),
+        (r"/api/bots/([^/]+)", BotHandler, dict(api, bots=bots, chat=chat)),
         (r"/api/bots/([^/]+)/tokens", BotTokensHandler, dict(api, bots=bots, chat=chat)),
         (r"/api/bots/([^/]+)/tokens/([^/]+)", BotTokenHandler, dict(api, bots=bots, chat=chat)),
         (r"/ws", ChatSocket, ws),

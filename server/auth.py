@@ -171,6 +171,12 @@ class Bots:
         """A new token: returned once here, stored only as its SHA-256."""
         token, prefix = new_token()
         doc = await self.store.create_token(bot, token_digest(token), prefix, label)
+        # A token issued while its bot was being deleted must not outlive it: the
+        # deletion sweeps tokens again after removing the bot, and this check covers
+        # a token stored after that sweep.
+        if not await self.store.user_exists(bot.id):
+            await self.store.delete_tokens(bot.id)
+            raise AuthError("not_found", f"no bot named {bot.name!r}")
         return token, _token_view(doc)
 
     async def tokens(self, bot: User) -> list[dict[str, object]]:
@@ -179,6 +185,28 @@ class Bots:
     async def revoke(self, bot: User, token_id: str) -> str | None:
         """Delete a token by its public id; returns its digest (to close its sockets)."""
         return await self.store.delete_token(bot.id, token_id)
+
+    async def revoke_all(self, bot: User) -> list[str]:
+        """Delete every token of a bot; returns their digests (to close their sockets)."""
+        return await self.store.delete_tokens(bot.id)
+
+    async def revoke_all_of_owner(self, owner: User) -> list[str]:
+        """Delete every token of every bot the owner has; returns their digests."""
+        digests: list[str] = []
+        for bot in await self.store.bots_of(owner.id):
+            digests += await self.store.delete_tokens(bot.id)
+        return digests
+
+    async def delete(self, bot: User) -> list[str]:
+        """Delete a bot and its tokens; returns the tokens' digests (to close sockets).
+
+        Tokens first: a token whose bot is gone would still authenticate (it carries a
+        copy of the bot's user), so none may be left behind. Then the bot, then its
+        tokens once more, for one issued meanwhile.
+        """
+        digests = await self.store.delete_tokens(bot.id)
+        await self.store.delete_user(bot.id)
+        return digests + await self.store.delete_tokens(bot.id)
 
 
 def _token_view(doc: dict[str, object]) -> dict[str, object]:

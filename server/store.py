@@ -132,6 +132,15 @@ class Store:
         with _errors():
             return await self.db.users.find_one({"name_lower": name.lower()})
 
+    async def user_exists(self, user_id: str) -> bool:
+        with _errors():
+            return await self.db.users.find_one({"_id": ObjectId(user_id)}, {"_id": 1}) is not None
+
+    async def delete_user(self, user_id: str) -> bool:
+        with _errors():
+            result = await self.db.users.delete_one({"_id": ObjectId(user_id)})
+        return bool(result.deleted_count)
+
     async def pin_admin(self, name: str, user_id: str) -> str:
         """Pin an operator name to an account the first time it is seen; returns the id
         it is pinned to (the given one, or the one pinned before)."""
@@ -216,6 +225,15 @@ class Store:
             doc = await self.db.tokens.find_one_and_delete({"user_id": user_id,
                                                             "prefix": prefix})
         return doc["_id"] if doc else None
+
+    async def delete_tokens(self, user_id: str) -> list[str]:
+        """Delete every token of a user; returns their digests."""
+        with _errors():
+            digests = [d["_id"] for d in await self.db.tokens.find(
+                {"user_id": user_id}, {"_id": 1}).to_list(None)]
+            if digests:
+                await self.db.tokens.delete_many({"_id": {"$in": digests}})
+        return digests
 
     # Rooms ------------------------------------------------------------------
 

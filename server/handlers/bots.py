@@ -29,6 +29,11 @@ class BotHandlerBase(BaseHandler):
             raise ApiError(404, "not_found", f"you own no bot named {name!r}")
         return bot
 
+    async def close_all(self, digests: list[str]) -> None:
+        """Close the sockets of revoked tokens on every process."""
+        for digest in digests:
+            await self.chat.close_credential(digest)
+
 
 class BotsHandler(BotHandlerBase):
     async def get(self) -> None:
@@ -44,6 +49,15 @@ class BotsHandler(BotHandlerBase):
         self.write_json(bot.as_dict(), 201)
 
 
+class BotHandler(BotHandlerBase):
+    async def delete(self, name: str) -> None:
+        """Delete the bot: its tokens stop working and its sockets close everywhere."""
+        bot = await self.owned_bot(name)
+        await self.close_all(await self.bots.delete(bot))
+        self.set_status(204)
+        self.finish()
+
+
 class BotTokensHandler(BotHandlerBase):
     async def get(self, name: str) -> None:
         bot = await self.owned_bot(name)
@@ -55,9 +69,19 @@ class BotTokensHandler(BotHandlerBase):
         label = self.json_body().get("label", "") if self.request.body else ""
         if not isinstance(label, str) or len(label) > 64:
             raise ApiError(400, "bad_request", "label must be a string of at most 64 characters")
-        token, info = await self.bots.issue_token(bot, label)
+        try:
+            token, info = await self.bots.issue_token(bot, label)
+        except AuthError as e:
+            raise ApiError(404, e.code, e.message) from None
         out: dict[str, Any] = {"token": token, **info}
         self.write_json(out, 201)
+
+    async def delete(self, name: str) -> None:
+        """Revoke every token of the bot; answers how many there were."""
+        bot = await self.owned_bot(name)
+        digests = await self.bots.revoke_all(bot)
+        await self.close_all(digests)
+        self.write_json({"revoked": len(digests)})
 
 
 class BotTokenHandler(BotHandlerBase):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from server import protocol
-from server.auth import Auth, AuthError, token_digest
+from server.auth import Auth, AuthError, Bots, token_digest
 from server.chat import Chat
 from server.handlers.base import SESSION_COOKIE, ApiError, BaseHandler
 from server.inflight import Inflight
@@ -99,10 +99,18 @@ class LogoutHandler(RevokingHandler):
 
 
 class PasswordHandler(RevokingHandler):
+    def initialize(self, auth: Auth, inflight: Inflight, chat: Chat,  # type: ignore[override]
+                   bots: Bots) -> None:
+        super().initialize(auth, inflight, chat)
+        self.bots = bots
+
     async def post(self) -> None:
         if self.current_user is None or self.user.bot:
             raise ApiError(403, "forbidden", "bots have no password")
         body = self.json_body()
+        revoke_bot_tokens = body.get("revoke_bot_tokens", False)
+        if not isinstance(revoke_bot_tokens, bool):
+            raise ApiError(400, "bad_request", "revoke_bot_tokens must be true or false")
         try:
             revoked = await self.auth.change_password(
                 self.user, body.get("old_password"), body.get("new_password"), self.session_id)
@@ -110,6 +118,9 @@ class PasswordHandler(RevokingHandler):
             raise _auth_error(e) from None
         for sid in revoked:
             await self.chat.close_credential(token_digest(sid))
+        if revoke_bot_tokens:  # a stolen session may have issued tokens: end them too
+            for digest in await self.bots.revoke_all_of_owner(self.user):
+                await self.chat.close_credential(digest)
         self.set_status(204)
         self.finish()
 
