@@ -158,8 +158,10 @@ class Bots:
             raise AuthError("name_taken", "that name is taken") from None
         return bot
 
-    async def of_owner(self, owner: User) -> list[User]:
-        return await self.store.bots_of(owner.id)
+    async def of_owner(self, owner: User, *, after: str | None = None,
+                       limit: int = 1000) -> tuple[list[User], bool]:
+        """A page of the owner's bots by name, and whether more exist."""
+        return await self.store.bots_of(owner.id, after=after, limit=limit)
 
     async def owned(self, owner: User, name: str) -> User | None:
         doc = await self.store.find_user(name)
@@ -179,8 +181,14 @@ class Bots:
             raise AuthError("not_found", f"no bot named {bot.name!r}")
         return token, _token_view(doc)
 
-    async def tokens(self, bot: User) -> list[dict[str, object]]:
-        return [_token_view(d) for d in await self.store.tokens_of(bot.id)]
+    async def tokens(self, bot: User, *, after: str | None = None,
+                     limit: int = 1000) -> tuple[list[dict[str, object]], bool] | None:
+        """A page of the bot's tokens, oldest first; None if `after` names no token."""
+        page = await self.store.tokens_of(bot.id, after=after, limit=limit)
+        if page is None:
+            return None
+        docs, more = page
+        return [_token_view(d) for d in docs], more
 
     async def revoke(self, bot: User, token_id: str) -> str | None:
         """Delete a token by its public id; returns its digest (to close its sockets)."""
@@ -193,9 +201,14 @@ class Bots:
     async def revoke_all_of_owner(self, owner: User) -> list[str]:
         """Delete every token of every bot the owner has; returns their digests."""
         digests: list[str] = []
-        for bot in await self.store.bots_of(owner.id):
-            digests += await self.store.delete_tokens(bot.id)
-        return digests
+        after: str | None = None
+        while True:
+            bots, more = await self.store.bots_of(owner.id, after=after)
+            for bot in bots:
+                digests += await self.store.delete_tokens(bot.id)
+            if not more:
+                return digests
+            after = bots[-1].name
 
     async def delete(self, bot: User) -> list[str]:
         """Delete a bot and its tokens; returns the tokens' digests (to close sockets).

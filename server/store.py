@@ -195,11 +195,17 @@ class Store:
 
     # Bots and tokens ----------------------------------------------------------
 
-    async def bots_of(self, owner_id: str) -> list[User]:
+    async def bots_of(self, owner_id: str, *, after: str | None = None,
+                      limit: int = 1000) -> tuple[list[User], bool]:
+        """A page of an owner's bots by name (after the name `after`), and whether more
+        exist beyond it."""
+        query: dict[str, Any] = {"bot": True, "owner_id": owner_id}
+        if after is not None:
+            query["name_lower"] = {"$gt": after.lower()}
         with _errors():
-            docs = await self.db.users.find({"bot": True, "owner_id": owner_id}).sort(
-                "name_lower", 1).to_list(1000)
-        return [User.from_doc(d) for d in docs]
+            docs = await self.db.users.find(query).sort("name_lower", 1).limit(
+                limit + 1).to_list(None)
+        return [User.from_doc(d) for d in docs[:limit]], len(docs) > limit
 
     async def create_token(self, user: User, digest: str, prefix: str,
                            label: str) -> dict[str, Any]:
@@ -214,10 +220,23 @@ class Store:
             doc = await self.db.tokens.find_one({"_id": digest}, {"user": 1})
         return User.from_doc(doc["user"]) if doc else None
 
-    async def tokens_of(self, user_id: str) -> list[dict[str, Any]]:
+    async def tokens_of(self, user_id: str, *, after: str | None = None,
+                        limit: int = 1000) -> tuple[list[dict[str, Any]], bool] | None:
+        """A page of a user's tokens, oldest first, after the token whose public id
+        (prefix) is `after`, and whether more exist; None if `after` names no token."""
+        query: dict[str, Any] = {"user_id": user_id}
         with _errors():
-            return await self.db.tokens.find({"user_id": user_id}).sort(
-                "created_at", 1).to_list(1000)
+            if after is not None:
+                cursor = await self.db.tokens.find_one({"user_id": user_id, "prefix": after},
+                                                       {"created_at": 1})
+                if cursor is None:
+                    return None
+                at = cursor["created_at"]
+                query["$or"] = [{"created_at": {"$gt": at}},
+                                {"created_at": at, "prefix": {"$gt": after}}]
+            docs = await self.db.tokens.find(query).sort(
+                [("created_at", 1), ("prefix", 1)]).limit(limit + 1).to_list(None)
+        return docs[:limit], len(docs) > limit
 
     async def delete_token(self, user_id: str, prefix: str) -> str | None:
         """Delete a user's token by its public prefix; returns its digest if it existed."""
@@ -247,9 +266,25 @@ class Store:
         with _errors():
             return await self.db.rooms.find_one({"_id": name})
 
-    async def rooms(self) -> list[dict[str, Any]]:
+    async def rooms(self, *, after: str | None = None,
+                    limit: int = 1000) -> tuple[list[dict[str, Any]], bool]:
+        """A page of rooms and whether more exist beyond it.
+
+        The default room comes first, then every other room by name: a page of rooms
+        named `0000...` cannot push `general` out of the first page. `after` is the last
+        name of the previous page (`general` for the page after the first room).
+        """
+        docs: list[dict[str, Any]] = []
+        query: dict[str, Any] = {"_id": {"$ne": DEFAULT_ROOM}}
         with _errors():
-            return await self.db.rooms.find({}).sort("_id", 1).to_list(1000)
+            if after is None:
+                default = await self.db.rooms.find_one({"_id": DEFAULT_ROOM})
+                docs += [default] if default else []
+            elif after != DEFAULT_ROOM:
+                query["_id"]["$gt"] = after
+            docs += await self.db.rooms.find(query).sort("_id", 1).limit(
+                limit + 1 - len(docs)).to_list(None)
+        return docs[:limit], len(docs) > limit
 
     # Messages ---------------------------------------------------------------
 

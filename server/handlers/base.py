@@ -33,6 +33,10 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
 }
 
+# Lists (rooms, bots, tokens) come in pages: `limit` is clamped to 1..PAGE_MAX.
+PAGE_DEFAULT = 100
+PAGE_MAX = 1000
+
 _DEFAULT_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -176,6 +180,27 @@ class BaseHandler(tornado.web.RequestHandler):
         if not isinstance(body, dict):
             raise ApiError(400, "bad_request", "body must be a JSON object")
         return body
+
+    def page_args(self) -> tuple[str | None, int]:
+        """A list request's `after` cursor (None: from the start) and clamped `limit`."""
+        limit = PAGE_DEFAULT
+        raw = self.get_query_argument("limit", None)
+        if raw:
+            try:
+                limit = max(1, min(PAGE_MAX, int(raw)))
+            except ValueError:
+                raise ApiError(400, "bad_request", "limit must be an integer") from None
+        after = self.get_query_argument("after", None) or None
+        if after is not None and len(after) > 128:
+            raise ApiError(400, "bad_request", "after must be at most 128 characters")
+        return after, limit
+
+    def write_page(self, key: str, items: list[Any], more: bool, last: str | None) -> None:
+        """`{key: items}`, plus `next` (the cursor for `after`) when more exist."""
+        out: dict[str, Any] = {key: items}
+        if more and last is not None:
+            out["next"] = last
+        self.write_json(out)
 
     def write_json(self, obj: Any, status: int = 200) -> None:
         self.set_status(status)

@@ -37,8 +37,10 @@ class BotHandlerBase(BaseHandler):
 
 class BotsHandler(BotHandlerBase):
     async def get(self) -> None:
-        bots = await self.bots.of_owner(self.user)
-        self.write_json({"bots": [b.as_dict() for b in bots]})
+        after, limit = self.page_args()
+        bots, more = await self.bots.of_owner(self.user, after=after, limit=limit)
+        self.write_page("bots", [b.as_dict() for b in bots], more,
+                        bots[-1].name if bots else None)
 
     async def post(self) -> None:
         body = self.json_body()
@@ -60,9 +62,14 @@ class BotHandler(BotHandlerBase):
 
 class BotTokensHandler(BotHandlerBase):
     async def get(self, name: str) -> None:
+        after, limit = self.page_args()
         bot = await self.owned_bot(name)
-        tokens = await self.bots.tokens(bot)
-        self.write_json({"tokens": tokens})
+        page = await self.bots.tokens(bot, after=after, limit=limit)
+        if page is None:
+            raise ApiError(400, "bad_request", f"after names no token of {name!r} "
+                           "(revoked since?): list again from the start")
+        tokens, more = page
+        self.write_page("tokens", tokens, more, str(tokens[-1]["id"]) if tokens else None)
 
     async def post(self, name: str) -> None:
         bot = await self.owned_bot(name)

@@ -141,8 +141,10 @@ class RoomsHandler(BaseHandler):
         self.store = store
 
     async def get(self) -> None:
-        rooms = await self.store.rooms()
-        self.write_json({"rooms": [_room_view(r) for r in rooms]})
+        after, limit = self.page_args()
+        rooms, more = await self.store.rooms(after=after, limit=limit)
+        self.write_page("rooms", [_room_view(r) for r in rooms], more,
+                        rooms[-1]["_id"] if rooms else None)
 
     async def post(self) -> None:
         name = self.json_body().get("name")
