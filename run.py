@@ -146,7 +146,8 @@ async def create_bot(config: Config, name: str, owner: str, label: str) -> int:
             print(f"run.py create-bot: no user named {owner!r}", file=sys.stderr)
             return 1
         owner_user = User.from_doc(doc)
-        bots = Bots(store)
+        bots = Bots(store, max_bots=config.quotas.bots_per_user,
+                    max_tokens=config.quotas.tokens_per_bot)
         bot = await bots.owned(owner_user, name)
         if bot is None:
             bot = await bots.create(owner_user, name)

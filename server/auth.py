@@ -13,7 +13,7 @@ from concurrent.futures import Executor
 import bcrypt
 
 from server.model import User
-from server.store import Conflict, Store
+from server.store import Conflict, QuotaExceeded, Store
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,14 @@ class AuthError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class QuotaError(AuthError):
+    """Creating one more would exceed the owner's quota of `limit`."""
+
+    def __init__(self, message: str, limit: int) -> None:
+        super().__init__("quota_exceeded", message)
+        self.limit = limit
 
 
 LOGIN_FAILED = "invalid username or password"
@@ -147,15 +155,21 @@ def new_token() -> tuple[str, str]:
 class Bots:
     """Bot accounts owned by users, and their API tokens."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, max_bots: int = 20, max_tokens: int = 20) -> None:
         self.store = store
+        self.max_bots = max_bots  # per owner
+        self.max_tokens = max_tokens  # per bot
 
     async def create(self, owner: User, name: object) -> User:
         botname = validate_username(name)
         try:
-            bot = await self.store.create_user(botname, b"", bot=True, owner_id=owner.id)
+            bot = await self.store.create_user(botname, b"", bot=True, owner_id=owner.id,
+                                               limit=self.max_bots)
         except Conflict:
             raise AuthError("name_taken", "that name is taken") from None
+        except QuotaExceeded as e:
+            raise QuotaError(f"you own {e.limit} bots, the most allowed: delete one first",
+                             e.limit) from None
         return bot
 
     async def of_owner(self, owner: User, *, after: str | None = None,
@@ -172,7 +186,13 @@ class Bots:
     async def issue_token(self, bot: User, label: str = "") -> tuple[str, dict[str, object]]:
         """A new token: returned once here, stored only as its SHA-256."""
         token, prefix = new_token()
-        doc = await self.store.create_token(bot, token_digest(token), prefix, label)
+        digest = token_digest(token)
+        try:
+            doc = await self.store.create_token(bot, digest, prefix, label,
+                                                limit=self.max_tokens)
+        except QuotaExceeded as e:
+            raise QuotaError(f"{bot.name} has {e.limit} tokens, the most allowed: revoke one "
+                             "first", e.limit) from None
         # A token issued while its bot was being deleted must not outlive it: the
         # deletion sweeps tokens again after removing the bot, and this check covers
         # a token stored after that sweep.

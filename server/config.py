@@ -18,6 +18,16 @@ class ConfigError(Exception):
     """A setting is missing or invalid; the message names the variable."""
 
 
+@dataclass(frozen=True)
+class Quotas:
+    """How many rooms, bots and tokens one account may create: lists stay short, and
+    no one can bury the rooms others look for or hide a token behind decoys."""
+
+    rooms_per_user: int = 50  # a bot's rooms count against its owner
+    bots_per_user: int = 20
+    tokens_per_bot: int = 20
+
+
 _SECRET_PARAMS = re.compile(r"pass|secret|token|key", re.IGNORECASE)
 
 
@@ -56,6 +66,7 @@ class Config:
     max_body_chars: int = 4000
     max_pending_bytes: int = 1024 * 1024
     limits: LimitSettings = field(default_factory=LimitSettings)
+    quotas: Quotas = field(default_factory=Quotas)
     # HTTP: a request's body must arrive within http_body_timeout; a connection with no
     # request under way (or whose headers do not arrive) is closed after http_idle_timeout.
     http_body_timeout: float = 30.0
@@ -125,6 +136,13 @@ def _parser() -> argparse.ArgumentParser:
                    "default 5)")
     p.add_argument("--message-burst", type=int,
                    help="messages a user may send at once (env CHAT_MESSAGE_BURST, default 20)")
+    p.add_argument("--rooms-per-user", type=int,
+                   help="rooms one user (with their bots) may create (env CHAT_ROOMS_PER_USER, "
+                   "default 50)")
+    p.add_argument("--bots-per-user", type=int,
+                   help="bots one user may own (env CHAT_BOTS_PER_USER, default 20)")
+    p.add_argument("--tokens-per-bot", type=int,
+                   help="API tokens one bot may have (env CHAT_TOKENS_PER_BOT, default 20)")
     p.add_argument("--processes", type=int,
                    help="worker processes sharing the port; 0 = one per core (env PROCESSES, "
                    "default 1)")
@@ -250,6 +268,14 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
             message_burst=int(_positive(pick(args.message_burst, "CHAT_MESSAGE_BURST", "20"),
                                         "CHAT_MESSAGE_BURST")),
         ),
+        quotas=Quotas(
+            rooms_per_user=_count(pick(args.rooms_per_user, "CHAT_ROOMS_PER_USER", "50"),
+                                  "CHAT_ROOMS_PER_USER"),
+            bots_per_user=_count(pick(args.bots_per_user, "CHAT_BOTS_PER_USER", "20"),
+                                 "CHAT_BOTS_PER_USER"),
+            tokens_per_bot=_count(pick(args.tokens_per_bot, "CHAT_TOKENS_PER_BOT", "20"),
+                                  "CHAT_TOKENS_PER_BOT"),
+        ),
     )
 
 
@@ -270,4 +296,12 @@ def _int(raw: str | None, name: str) -> int:
         raise ConfigError(f"{name}: {raw!r} is not a number") from None
     if value < 0:
         raise ConfigError(f"{name}: must not be negative")
+    return value
+
+
+def _count(raw: str | None, name: str) -> int:
+    """A quota: a whole number of at least 1."""
+    value = _int(raw, name)
+    if value < 1:
+        raise ConfigError(f"{name}: must be at least 1")
     return value

@@ -110,7 +110,8 @@ class Runtime:
         self.subscriber = redis_subscriber(self.redis_url)
         self.auth = Auth(self.store, executor=self.executor, rounds=cfg.bcrypt_rounds,
                          session_ttl=dt.timedelta(days=cfg.session_days))
-        self.bots = Bots(self.store)
+        self.bots = Bots(self.store, max_bots=cfg.quotas.bots_per_user,
+                         max_tokens=cfg.quotas.tokens_per_bot)
         self.admins = Admins(self.store, cfg.admin_users)
         await self.admins.check()
         self.metrics = Metrics()

@@ -29,6 +29,24 @@ class Conflict(Exception):
     """A unique name (user or room) is already taken."""
 
 
+class QuotaExceeded(Exception):
+    """The owner already holds as many rooms, bots or tokens as their quota allows."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"quota of {limit} reached")
+        self.limit = limit
+
+
+def _slot_key(owner: str, slot: int) -> str:
+    return f"{owner}|{slot}"
+
+
+def _is_slot_conflict(e: DuplicateKeyError) -> bool:
+    details = e.details or {}
+    return "qslot" in (details.get("keyPattern") or {}) or "qslot" in str(
+        details.get("errmsg", ""))
+
+
 @contextlib.contextmanager
 def _errors() -> Iterator[None]:
     """Every MongoDB failure leaves the store as StoreError; callers never see PyMongo."""
@@ -99,6 +117,13 @@ class Store:
             # uses a partial index for lookups (a full scan per batch, growing with
             # the collection); a plain sparse one serves both it and mongod.
             await db.messages.create_index("ckey", unique=True, sparse=True)
+            # Quotas: each room, bot and token an owner creates holds one of the owner's
+            # numbered slots ("<owner>|<n>"); see _insert_in_slot.
+            for collection, owner_field in (("rooms", "owner"), ("users", "owner_id"),
+                                            ("tokens", "user_id")):
+                await db[collection].create_index("qslot", unique=True, sparse=True)
+                if owner_field != "user_id":  # tokens.user_id is indexed above
+                    await db[collection].create_index(owner_field, sparse=True)
         with contextlib.suppress(Conflict):
             await self.create_room(DEFAULT_ROOM, creator=None)
 
@@ -111,10 +136,42 @@ class Store:
             except DuplicateKeyError:
                 raise Conflict(name) from None
 
+    @staticmethod
+    async def _insert_in_slot(collection: Any, doc: dict[str, Any], name: str, *,
+                              owner_field: str, limit: int) -> None:
+        """Insert a document that counts against its owner's quota of `limit`.
+
+        Each such document holds one of its owner's slots 0..limit-1 in a unique key
+        (`qslot`), so requests that race cannot take more than `limit` slots between
+        them (a count followed by an insert could: every request would count before
+        any inserted), and deleting the document frees its slot. Conflict if the
+        name is taken, QuotaExceeded if every slot is.
+        """
+        owner = doc[owner_field]
+        # A retry means that another request took the slot we chose: after `limit`
+        # of those every slot is taken, and the count below says so.
+        for _ in range(limit + 2):
+            with _errors():
+                held = await collection.find({owner_field: owner}, {"qslot": 1}).to_list(limit)
+            if len(held) >= limit:
+                break
+            taken = {d.get("qslot") for d in held}
+            doc["qslot"] = next(key for key in (_slot_key(owner, n) for n in range(limit))
+                                if key not in taken)
+            with _errors():
+                try:
+                    await collection.insert_one(doc)
+                    return
+                except DuplicateKeyError as e:
+                    if not _is_slot_conflict(e):
+                        raise Conflict(name) from None
+        raise QuotaExceeded(limit)
+
     # Users ------------------------------------------------------------------
 
     async def create_user(self, name: str, password_hash: bytes, *, bot: bool = False,
-                          owner_id: str | None = None) -> User:
+                          owner_id: str | None = None, limit: int | None = None) -> User:
+        """A new account; a bot with a `limit` takes one of its owner's bot slots."""
         doc = {
             "_id": ObjectId(),
             "name": name,
@@ -124,7 +181,11 @@ class Store:
             "owner_id": owner_id,
             "created_at": _utcnow(),
         }
-        await self._insert_unique(self.db.users, doc, name)
+        if owner_id is not None and limit is not None:
+            await self._insert_in_slot(self.db.users, doc, name, owner_field="owner_id",
+                                       limit=limit)
+        else:
+            await self._insert_unique(self.db.users, doc, name)
         return User.from_doc(doc)
 
     async def find_user(self, name: str) -> dict[str, Any] | None:
@@ -135,6 +196,12 @@ class Store:
     async def user_exists(self, user_id: str) -> bool:
         with _errors():
             return await self.db.users.find_one({"_id": ObjectId(user_id)}, {"_id": 1}) is not None
+
+    async def owner_of(self, user_id: str) -> str | None:
+        """The id of the person who owns a bot (None for a person or a missing account)."""
+        with _errors():
+            doc = await self.db.users.find_one({"_id": ObjectId(user_id)}, {"owner_id": 1})
+        return doc.get("owner_id") if doc else None
 
     async def delete_user(self, user_id: str) -> bool:
         with _errors():
@@ -207,12 +274,17 @@ class Store:
                 limit + 1).to_list(None)
         return [User.from_doc(d) for d in docs[:limit]], len(docs) > limit
 
-    async def create_token(self, user: User, digest: str, prefix: str,
-                           label: str) -> dict[str, Any]:
+    async def create_token(self, user: User, digest: str, prefix: str, label: str, *,
+                           limit: int | None = None) -> dict[str, Any]:
+        """Store a token's digest; with a `limit`, it takes one of the bot's token slots."""
         doc = {"_id": digest, "user": user.as_dict(), "user_id": user.id, "prefix": prefix,
                "label": label, "created_at": _utcnow()}
-        with _errors():
-            await self.db.tokens.insert_one(doc)
+        if limit is not None:
+            await self._insert_in_slot(self.db.tokens, doc, prefix, owner_field="user_id",
+                                       limit=limit)
+        else:
+            with _errors():
+                await self.db.tokens.insert_one(doc)
         return doc
 
     async def token_user(self, digest: str) -> User | None:
@@ -256,10 +328,18 @@ class Store:
 
     # Rooms ------------------------------------------------------------------
 
-    async def create_room(self, name: str, creator: User | None) -> dict[str, Any]:
+    async def create_room(self, name: str, creator: User | None, *, owner: str | None = None,
+                          limit: int | None = None) -> dict[str, Any]:
+        """A new room; with an `owner` and a `limit`, it takes one of the owner's room
+        slots (the owner of a bot's room is the bot's owner)."""
         doc = {"_id": name, "seq": 0, "created_at": _utcnow(),
                "created_by": creator.id if creator else None}
-        await self._insert_unique(self.db.rooms, doc, name)
+        if owner is not None and limit is not None:
+            doc["owner"] = owner
+            await self._insert_in_slot(self.db.rooms, doc, name, owner_field="owner",
+                                       limit=limit)
+        else:
+            await self._insert_unique(self.db.rooms, doc, name)
         return doc
 
     async def room(self, name: str) -> dict[str, Any] | None:

@@ -28,7 +28,7 @@ import tornado.testing
 import tornado.web
 
 from server.app import make_server
-from server.config import Config
+from server.config import Config, Quotas
 from server.embedded import (
     ChildService,
     mongo_service,
@@ -72,6 +72,8 @@ def config(services: Services, tmp_path: Path) -> Config:
         # set the production-like values they exercise.
         limits=LimitSettings(message_rate=10_000, message_burst=10_000,
                              registrations_per_ip=100_000, login_failures_per_ip=1_000),
+        # Likewise for rooms, bots and tokens; the quota tests set the shipped values.
+        quotas=Quotas(rooms_per_user=10_000, bots_per_user=1_000, tokens_per_bot=1_000),
         status_token=STATUS_TOKEN,
     )
 

@@ -169,6 +169,30 @@ def test_config_is_frozen(tmp_path: Path) -> None:
         config.port = 1  # type: ignore[misc]
 
 
+def test_quotas_default_to_50_rooms_20_bots_and_20_tokens(tmp_path: Path) -> None:
+    quotas = load_config(["--data-dir", str(tmp_path)], env={}).quotas
+    assert (quotas.rooms_per_user, quotas.bots_per_user, quotas.tokens_per_bot) == (50, 20, 20)
+
+
+def test_quotas_come_from_env_and_flags_win(tmp_path: Path) -> None:
+    env = {"CHAT_DATA_DIR": str(tmp_path), "CHAT_ROOMS_PER_USER": "7",
+           "CHAT_BOTS_PER_USER": "3", "CHAT_TOKENS_PER_BOT": "2"}
+    quotas = load_config([], env=env).quotas
+    assert (quotas.rooms_per_user, quotas.bots_per_user, quotas.tokens_per_bot) == (7, 3, 2)
+    quotas = load_config(["--rooms-per-user", "9", "--bots-per-user", "4",
+                          "--tokens-per-bot", "5"], env=env).quotas
+    assert (quotas.rooms_per_user, quotas.bots_per_user, quotas.tokens_per_bot) == (9, 4, 5)
+
+
+@pytest.mark.parametrize("name", ["CHAT_ROOMS_PER_USER", "CHAT_BOTS_PER_USER",
+                                  "CHAT_TOKENS_PER_BOT"])
+@pytest.mark.parametrize("raw", ["0", "-1", "many"])
+def test_a_quota_below_1_or_not_a_number_is_a_config_error_naming_it(
+        tmp_path: Path, name: str, raw: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        load_config([], env={"CHAT_DATA_DIR": str(tmp_path), name: raw})
+
+
 def test_config_repr_shows_no_secrets(tmp_path: Path) -> None:
     env = {"COOKIE_SECRET": f"v1:{SECRET_A},v2:{SECRET_B}",
            "STATUS_TOKEN": "status-token-0123456789",

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.auth import Auth, AuthError, Bots
+from server.auth import Auth, AuthError, Bots, QuotaError
 from server.chat import Chat
 from server.handlers.base import ApiError, BaseHandler
 from server.inflight import Inflight
 from server.model import User
+
+_STATUS = {"name_taken": 409, "not_found": 404, "quota_exceeded": 403}
+
+
+def _api_error(e: AuthError) -> ApiError:
+    extra = {"limit": e.limit} if isinstance(e, QuotaError) else {}
+    return ApiError(_STATUS.get(e.code, 400), e.code, e.message, **extra)
 
 
 class BotHandlerBase(BaseHandler):
@@ -47,7 +54,7 @@ class BotsHandler(BotHandlerBase):
         try:
             bot = await self.bots.create(self.user, body.get("name"))
         except AuthError as e:
-            raise ApiError(409 if e.code == "name_taken" else 400, e.code, e.message) from None
+            raise _api_error(e) from None
         self.write_json(bot.as_dict(), 201)
 
 
@@ -79,7 +86,7 @@ class BotTokensHandler(BotHandlerBase):
         try:
             token, info = await self.bots.issue_token(bot, label)
         except AuthError as e:
-            raise ApiError(404, e.code, e.message) from None
+            raise _api_error(e) from None
         out: dict[str, Any] = {"token": token, **info}
         self.write_json(out, 201)
 

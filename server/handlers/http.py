@@ -12,7 +12,7 @@ from server.inflight import Inflight
 from server.limits import Limited, RateLimits
 from server.model import User
 from server.protocol import ProtocolError
-from server.store import Conflict, Store
+from server.store import Conflict, QuotaExceeded, Store
 
 _AUTH_STATUS = {"bad_request": 400, "name_taken": 409, "unauthorized": 401}
 _CHAT_STATUS = {
@@ -135,10 +135,11 @@ def _room_view(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 class RoomsHandler(BaseHandler):
-    def initialize(self, auth: Auth, inflight: Inflight, store: Store  # type: ignore[override]
-                   ) -> None:
+    def initialize(self, auth: Auth, inflight: Inflight, store: Store,  # type: ignore[override]
+                   max_rooms: int) -> None:
         super().initialize(auth, inflight)
         self.store = store
+        self.max_rooms = max_rooms
 
     async def get(self) -> None:
         after, limit = self.page_args()
@@ -150,10 +151,17 @@ class RoomsHandler(BaseHandler):
         name = self.json_body().get("name")
         if not isinstance(name, str) or not protocol.valid_room(name):
             raise ApiError(400, "bad_request", "room name must match ^[a-z0-9][a-z0-9_-]{0,63}$")
+        # A bot's rooms count against its owner's quota, so bots add no rooms to it.
+        owner = (await self.store.owner_of(self.user.id) if self.user.bot else None)
         try:
-            doc = await self.store.create_room(name, self.user)
+            doc = await self.store.create_room(name, self.user, owner=owner or self.user.id,
+                                               limit=self.max_rooms)
         except Conflict:
             raise ApiError(409, "name_taken", f"room {name!r} exists") from None
+        except QuotaExceeded as e:
+            raise ApiError(403, "quota_exceeded",
+                           f"you have created {e.limit} rooms, the most allowed",
+                           limit=e.limit) from None
         self.write_json(_room_view(doc), 201)
 
 
