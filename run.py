@@ -19,6 +19,7 @@ import tornado.httpserver
 import tornado.netutil
 
 from server import logs
+from server.app import make_server
 from server.auth import AuthError, Bots
 from server.config import Config, ConfigError, load_config
 from server.embedded import EmbeddedError, EmbeddedServices, _die_with_parent
@@ -42,10 +43,7 @@ async def serve(config: Config, mongo_url: str, redis_url: str,
         loop.add_signal_handler(sig, stop.set)
     try:
         await runtime.start()
-        server = tornado.httpserver.HTTPServer(
-            runtime.app, xheaders=config.xheaders, max_buffer_size=1024 * 1024,
-            max_body_size=64 * 1024, idle_connection_timeout=120,
-        )
+        server = make_server(runtime.app, config)
         server.add_sockets(sockets)
         # Everything allocated so far lives as long as the process: move it out of the
         # collector's sight, so full collections (and the p99 they cause) stay short.
@@ -152,7 +150,8 @@ async def create_bot(config: Config, name: str, owner: str, label: str) -> int:
             print(f"run.py create-bot: no user named {owner!r}", file=sys.stderr)
             return 1
         owner_user = User.from_doc(doc)
-        bots = Bots(store)
+        bots = Bots(store, max_bots=config.quotas.bots_per_user,
+                    max_tokens=config.quotas.tokens_per_bot)
         bot = await bots.owned(owner_user, name)
         if bot is None:
             bot = await bots.create(owner_user, name)

@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 """Echo bot: answers messages that mention it, in the rooms named on its command line.
 
-    python examples/echo_bot.py --url ws://127.0.0.1:8888/ws --token "$CHAT_BOT_TOKEN" room1 room2
+    CHAT_BOT_TOKEN=chat_... python examples/echo_bot.py --url ws://127.0.0.1:8888/ws room1 room2
+
+The token comes only from the environment (CHAT_BOT_TOKEN): a command line is readable by
+every user of the machine (`ps`, /proc/<pid>/cmdline), a process's environment only by
+its own user.
 
 Uses only the public protocol (docs/protocol.md): `Authorization: Bearer <token>`, `hello`
 for its own name, `join`; after a drop it reconnects with exponential backoff and jitter
@@ -11,7 +15,8 @@ the message it answers, so a resend is never stored twice; replies are paced und
 server's rate limits. It never answers bots (itself included), so bots cannot loop.
 
 Exit codes: 0 after Ctrl-C or SIGTERM; 2 when the server rejects or revokes the token
-(HTTP 401 on connect, or close code 1008 "credential revoked"): retrying cannot help.
+(HTTP 401 on connect, or close code 1008 "credential revoked"), or when the command line
+is wrong (no CHAT_BOT_TOKEN, say): retrying cannot help.
 """
 
 from __future__ import annotations
@@ -299,18 +304,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Answer messages that mention this bot.")
     parser.add_argument("rooms", nargs="+", help="rooms to join")
     parser.add_argument("--url", default="ws://127.0.0.1:8888/ws", help="the server's /ws URL")
-    parser.add_argument("--token", default=os.environ.get("CHAT_BOT_TOKEN"),
-                        help="API token (default: env CHAT_BOT_TOKEN)")
+    # Refused rather than unknown, so that the error says where the token goes instead.
+    parser.add_argument("--token", help=argparse.SUPPRESS)
     parser.add_argument("--max-backoff", type=float, default=30.0,
                         help="longest wait between reconnect attempts, seconds")
+    parser.epilog = "The API token is read from the environment variable CHAT_BOT_TOKEN."
     args = parser.parse_args(argv)
-    if not args.token:
-        parser.error("a token is required: --token or env CHAT_BOT_TOKEN")
+    if args.token is not None:
+        parser.error("--token is not accepted: any user can read a command line; put the "
+                     "token in the environment variable CHAT_BOT_TOKEN instead")
+    token = os.environ.get("CHAT_BOT_TOKEN", "").strip()
+    if not token:
+        parser.error("a token is required in the environment variable CHAT_BOT_TOKEN")
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     async def serve() -> int:
-        bot = EchoBot(args.url, args.token, args.rooms, args.max_backoff)
+        bot = EchoBot(args.url, token, args.rooms, args.max_backoff)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, bot.stop)

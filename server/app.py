@@ -1,18 +1,21 @@
-"""make_app(): the route table and Tornado settings, with every collaborator injected."""
+"""make_app(): the route table and Tornado settings, with every collaborator injected;
+make_server(): the HTTP server's limits."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import tornado.httpserver
 import tornado.web
 
+from server.admins import Admins
 from server.auth import Auth, Bots
 from server.chat import Chat
 from server.config import Config
 from server.handlers import http
-from server.handlers.base import SECURITY_HEADERS, NotFoundHandler
-from server.handlers.bots import BotsHandler, BotTokenHandler, BotTokensHandler
+from server.handlers.base import SECURITY_HEADERS, NotFoundHandler, XsrfCookieHandler
+from server.handlers.bots import BotHandler, BotsHandler, BotTokenHandler, BotTokensHandler
 from server.handlers.health import HealthHandler, ReadyHandler
 from server.handlers.operator import MetricsHandler, StatusHandler
 from server.handlers.socket import ChatSocket
@@ -28,7 +31,7 @@ from server.store import Store
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 
-class IndexHandler(tornado.web.RequestHandler):
+class IndexHandler(XsrfCookieHandler):
     """The browser client; rendering it also sets the `_xsrf` cookie."""
 
     def set_default_headers(self) -> None:
@@ -62,12 +65,11 @@ class PageHandler(IndexHandler):
 
 def make_app(config: Config, *, store: Store, rooms: LocalRooms, chat: Chat, auth: Auth,
              bots: Bots, probe: ServiceProbe, reporter: StatusReporter, metrics: Metrics,
-             limits: RateLimits, caps: ConnectionCaps, inflight: Inflight
+             limits: RateLimits, caps: ConnectionCaps, inflight: Inflight, admins: Admins
              ) -> tornado.web.Application:
     """Build the Application with every collaborator injected through the route table."""
     api = dict(auth=auth, inflight=inflight)
-    operator = dict(auth=auth, admin_users=config.admin_users,
-                    status_token=config.status_token)
+    operator = dict(auth=auth, admins=admins, status_token=config.status_token)
     ws = dict(chat=chat, rooms=rooms, auth=auth, limits=limits, caps=caps, inflight=inflight,
               allowed_origins=config.allowed_origins, max_body=config.max_body_chars,
               max_pending_bytes=config.max_pending_bytes)
@@ -76,11 +78,13 @@ def make_app(config: Config, *, store: Store, rooms: LocalRooms, chat: Chat, aut
         (r"/api/register", http.RegisterHandler, dict(api, limits=limits)),
         (r"/api/login", http.LoginHandler, dict(api, limits=limits)),
         (r"/api/logout", http.LogoutHandler, dict(api, chat=chat)),
-        (r"/api/password", http.PasswordHandler, dict(api, chat=chat)),
+        (r"/api/password", http.PasswordHandler, dict(api, chat=chat, bots=bots)),
         (r"/api/me", http.MeHandler, api),
-        (r"/api/rooms", http.RoomsHandler, dict(api, store=store)),
+        (r"/api/rooms", http.RoomsHandler,
+         dict(api, store=store, max_rooms=config.quotas.rooms_per_user)),
         (r"/api/rooms/([^/]+)/messages", http.MessagesHandler, dict(api, chat=chat)),
         (r"/api/bots", BotsHandler, dict(api, bots=bots, chat=chat)),
+        (r"/api/bots/([^/]+)", BotHandler, dict(api, bots=bots, chat=chat)),
         (r"/api/bots/([^/]+)/tokens", BotTokensHandler, dict(api, bots=bots, chat=chat)),
         (r"/api/bots/([^/]+)/tokens/([^/]+)", BotTokenHandler, dict(api, bots=bots, chat=chat)),
         (r"/ws", ChatSocket, ws),
@@ -99,6 +103,11 @@ def make_app(config: Config, *, store: Store, rooms: LocalRooms, chat: Chat, aut
         key_version=max(config.cookie_secrets),
         xsrf_cookies=True,
         xsrf_cookie_kwargs=dict(samesite="Lax", httponly=False),
+        # State-changing requests with cookies from another origin are refused (403)
+        # even with a valid _xsrf token: a page on another port of the same host can
+        # read that cookie. Bearer requests are exempt (BaseHandler).
+        cross_origin_protection=True,
+        trusted_origins=list(config.allowed_origins),
         websocket_ping_interval=config.ws_ping_interval,
         websocket_ping_timeout=config.ws_ping_timeout,
         websocket_max_message_size=config.max_frame_bytes,
@@ -107,4 +116,18 @@ def make_app(config: Config, *, store: Store, rooms: LocalRooms, chat: Chat, aut
         default_handler_class=NotFoundHandler,
         autoreload=False,
         debug=False,
+    )
+
+
+def make_server(app: tornado.web.Application, config: Config) -> tornado.httpserver.HTTPServer:
+    """The HTTP server in front of the app, as run.py and the tests build it.
+
+    Bodies are bounded in size and in time (a client that trickles or withholds its
+    body is dropped after `http_body_timeout`), and a connection whose headers never
+    come, or that sits idle between requests, is closed after `http_idle_timeout`.
+    """
+    return tornado.httpserver.HTTPServer(
+        app, xheaders=config.xheaders, max_buffer_size=1024 * 1024,
+        max_body_size=64 * 1024, body_timeout=config.http_body_timeout,
+        idle_connection_timeout=config.http_idle_timeout,
     )

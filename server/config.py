@@ -7,8 +7,9 @@ import os
 import re
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from server.limits import LimitSettings
 
@@ -18,21 +19,46 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True)
+class Quotas:
+    """How many rooms, bots and tokens one account may create: lists stay short, and
+    no one can bury the rooms others look for or hide a token behind decoys."""
+
+    rooms_per_user: int = 50  # a bot's rooms count against its owner
+    bots_per_user: int = 20
+    tokens_per_bot: int = 20
+
+
+_SECRET_PARAMS = re.compile(r"pass|secret|token|key", re.IGNORECASE)
+
+
+def redact_url(url: str | None) -> str | None:
+    """A service URL fit for logs and reprs: its password and secret parameters masked."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if at and ":" in userinfo:
+        userinfo = userinfo.split(":", 1)[0] + ":***"
+    query = urlencode([(k, "***" if _SECRET_PARAMS.search(k) else v)
+                       for k, v in parse_qsl(parts.query, keep_blank_values=True)], safe="*")
+    return urlunsplit(parts._replace(netloc=f"{userinfo}{at}{hosts}", query=query))
+
+
+@dataclass(frozen=True)
 class Config:
     """Every setting the server reads, resolved once at start-up."""
 
     port: int = 8888
     host: str = ""
-    # The URLs may carry passwords: kept out of repr, like the secrets.
-    mongo_url: str | None = field(default=None, repr=False)
-    redis_url: str | None = field(default=None, repr=False)
+    mongo_url: str | None = None  # URLs may carry passwords: __repr__ masks them
+    redis_url: str | None = None
     db_name: str = "chat"
     redis_prefix: str = "chat:"
     data_dir: Path = Path("var")
-    cookie_secrets: Mapping[int, str] = field(default_factory=dict, repr=False)
+    cookie_secrets: Mapping[int, str] = field(default_factory=dict)
     allowed_origins: tuple[str, ...] = ()
     admin_users: tuple[str, ...] = ()
-    status_token: str | None = field(default=None, repr=False)
+    status_token: str | None = None
     xheaders: bool = False
     node_id: str = field(default_factory=lambda: secrets.token_hex(4))
     # Limits; the protocol documents each of them.
@@ -40,6 +66,11 @@ class Config:
     max_body_chars: int = 4000
     max_pending_bytes: int = 1024 * 1024
     limits: LimitSettings = field(default_factory=LimitSettings)
+    quotas: Quotas = field(default_factory=Quotas)
+    # HTTP: a request's body must arrive within http_body_timeout; a connection with no
+    # request under way (or whose headers do not arrive) is closed after http_idle_timeout.
+    http_body_timeout: float = 30.0
+    http_idle_timeout: float = 60.0
     ws_ping_interval: float = 20.0
     ws_ping_timeout: float = 20.0
     session_days: int = 30
@@ -51,6 +82,20 @@ class Config:
     processes: int = 1
     log_level: str = "info"
     log_format: str = "text"
+
+    def __repr__(self) -> str:
+        """Every setting except the secrets: cookie secrets, the status token and the
+        passwords in service URLs are masked (a repr ends up in logs and tracebacks)."""
+        masked: dict[str, str | None] = {
+            "status_token": "***" if self.status_token else None,
+            "mongo_url": redact_url(self.mongo_url),
+            "redis_url": redact_url(self.redis_url),
+        }
+        items = [f"cookie_secrets=<{len(self.cookie_secrets)} secret(s)>"
+                 if f.name == "cookie_secrets" else
+                 f"{f.name}={masked[f.name] if f.name in masked else getattr(self, f.name)!r}"
+                 for f in fields(self)]
+        return f"Config({', '.join(items)})"
 
     @property
     def embedded_mongo(self) -> bool:
@@ -92,6 +137,13 @@ def _parser() -> argparse.ArgumentParser:
                    "default 5)")
     p.add_argument("--message-burst", type=int,
                    help="messages a user may send at once (env CHAT_MESSAGE_BURST, default 20)")
+    p.add_argument("--rooms-per-user", type=int,
+                   help="rooms one user (with their bots) may create (env CHAT_ROOMS_PER_USER, "
+                   "default 50)")
+    p.add_argument("--bots-per-user", type=int,
+                   help="bots one user may own (env CHAT_BOTS_PER_USER, default 20)")
+    p.add_argument("--tokens-per-bot", type=int,
+                   help="API tokens one bot may have (env CHAT_TOKENS_PER_BOT, default 20)")
     p.add_argument("--processes", type=int,
                    help="worker processes sharing the port; 0 = one per core (env PROCESSES, "
                    "default 1)")
@@ -217,6 +269,14 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
             message_burst=int(_positive(pick(args.message_burst, "CHAT_MESSAGE_BURST", "20"),
                                         "CHAT_MESSAGE_BURST")),
         ),
+        quotas=Quotas(
+            rooms_per_user=_count(pick(args.rooms_per_user, "CHAT_ROOMS_PER_USER", "50"),
+                                  "CHAT_ROOMS_PER_USER"),
+            bots_per_user=_count(pick(args.bots_per_user, "CHAT_BOTS_PER_USER", "20"),
+                                 "CHAT_BOTS_PER_USER"),
+            tokens_per_bot=_count(pick(args.tokens_per_bot, "CHAT_TOKENS_PER_BOT", "20"),
+                                  "CHAT_TOKENS_PER_BOT"),
+        ),
     )
 
 
@@ -237,4 +297,12 @@ def _int(raw: str | None, name: str) -> int:
         raise ConfigError(f"{name}: {raw!r} is not a number") from None
     if value < 0:
         raise ConfigError(f"{name}: must not be negative")
+    return value
+
+
+def _count(raw: str | None, name: str) -> int:
+    """A quota: a whole number of at least 1."""
+    value = _int(raw, name)
+    if value < 1:
+        raise ConfigError(f"{name}: must be at least 1")
     return value

@@ -20,6 +20,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from server.admins import Admins
 from server.app import make_app
 from server.auth import Auth, Bots
 from server.bus import Bus
@@ -97,6 +98,7 @@ class Runtime:
     app: tornado.web.Application = field(init=False)
     executor: ThreadPoolExecutor = field(init=False)
     inflight: Inflight = field(init=False)
+    admins: Admins = field(init=False)
 
     async def start(self) -> None:
         cfg = self.config
@@ -108,7 +110,10 @@ class Runtime:
         self.subscriber = redis_subscriber(self.redis_url)
         self.auth = Auth(self.store, executor=self.executor, rounds=cfg.bcrypt_rounds,
                          session_ttl=dt.timedelta(days=cfg.session_days))
-        self.bots = Bots(self.store)
+        self.bots = Bots(self.store, max_bots=cfg.quotas.bots_per_user,
+                         max_tokens=cfg.quotas.tokens_per_bot)
+        self.admins = Admins(self.store, cfg.admin_users)
+        await self.admins.check()
         self.metrics = Metrics()
         self.rooms = rooms = LocalRooms()
         seqs = RoomSeqs()
@@ -134,7 +139,7 @@ class Runtime:
         self.app = make_app(cfg, store=self.store, rooms=rooms, chat=self.chat, auth=self.auth,
                             bots=self.bots, probe=self.probe, reporter=self.reporter,
                             metrics=self.metrics, limits=self.limits, caps=self.caps,
-                            inflight=self.inflight)
+                            inflight=self.inflight, admins=self.admins)
 
     async def shutdown(self, server: tornado.httpserver.HTTPServer | None,
                        timeout: float) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import pymongo
 from bson import ObjectId
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
-from pymongo import UpdateOne
+from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from server.model import Message, User
@@ -27,6 +27,24 @@ class StoreError(Exception):
 
 class Conflict(Exception):
     """A unique name (user or room) is already taken."""
+
+
+class QuotaExceeded(Exception):
+    """The owner already holds as many rooms, bots or tokens as their quota allows."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"quota of {limit} reached")
+        self.limit = limit
+
+
+def _slot_key(owner: str, slot: int) -> str:
+    return f"{owner}|{slot}"
+
+
+def _is_slot_conflict(e: DuplicateKeyError) -> bool:
+    details = e.details or {}
+    return "qslot" in (details.get("keyPattern") or {}) or "qslot" in str(
+        details.get("errmsg", ""))
 
 
 @contextlib.contextmanager
@@ -99,6 +117,13 @@ class Store:
             # uses a partial index for lookups (a full scan per batch, growing with
             # the collection); a plain sparse one serves both it and mongod.
             await db.messages.create_index("ckey", unique=True, sparse=True)
+            # Quotas: each room, bot and token an owner creates holds one of the owner's
+            # numbered slots ("<owner>|<n>"); see _insert_in_slot.
+            for collection, owner_field in (("rooms", "owner"), ("users", "owner_id"),
+                                            ("tokens", "user_id")):
+                await db[collection].create_index("qslot", unique=True, sparse=True)
+                if owner_field != "user_id":  # tokens.user_id is indexed above
+                    await db[collection].create_index(owner_field, sparse=True)
         with contextlib.suppress(Conflict):
             await self.create_room(DEFAULT_ROOM, creator=None)
 
@@ -111,10 +136,42 @@ class Store:
             except DuplicateKeyError:
                 raise Conflict(name) from None
 
+    @staticmethod
+    async def _insert_in_slot(collection: Any, doc: dict[str, Any], name: str, *,
+                              owner_field: str, limit: int) -> None:
+        """Insert a document that counts against its owner's quota of `limit`.
+
+        Each such document holds one of its owner's slots 0..limit-1 in a unique key
+        (`qslot`), so requests that race cannot take more than `limit` slots between
+        them (a count followed by an insert could: every request would count before
+        any inserted), and deleting the document frees its slot. Conflict if the
+        name is taken, QuotaExceeded if every slot is.
+        """
+        owner = doc[owner_field]
+        # A retry means that another request took the slot we chose: after `limit`
+        # of those every slot is taken, and the count below says so.
+        for _ in range(limit + 2):
+            with _errors():
+                held = await collection.find({owner_field: owner}, {"qslot": 1}).to_list(limit)
+            if len(held) >= limit:
+                break
+            taken = {d.get("qslot") for d in held}
+            doc["qslot"] = next(key for key in (_slot_key(owner, n) for n in range(limit))
+                                if key not in taken)
+            with _errors():
+                try:
+                    await collection.insert_one(doc)
+                    return
+                except DuplicateKeyError as e:
+                    if not _is_slot_conflict(e):
+                        raise Conflict(name) from None
+        raise QuotaExceeded(limit)
+
     # Users ------------------------------------------------------------------
 
     async def create_user(self, name: str, password_hash: bytes, *, bot: bool = False,
-                          owner_id: str | None = None) -> User:
+                          owner_id: str | None = None, limit: int | None = None) -> User:
+        """A new account; a bot with a `limit` takes one of its owner's bot slots."""
         doc = {
             "_id": ObjectId(),
             "name": name,
@@ -124,13 +181,46 @@ class Store:
             "owner_id": owner_id,
             "created_at": _utcnow(),
         }
-        await self._insert_unique(self.db.users, doc, name)
+        if owner_id is not None and limit is not None:
+            await self._insert_in_slot(self.db.users, doc, name, owner_field="owner_id",
+                                       limit=limit)
+        else:
+            await self._insert_unique(self.db.users, doc, name)
         return User.from_doc(doc)
 
     async def find_user(self, name: str) -> dict[str, Any] | None:
         """The full user document (with password hash) by case-insensitive name."""
         with _errors():
             return await self.db.users.find_one({"name_lower": name.lower()})
+
+    async def user_exists(self, user_id: str) -> bool:
+        with _errors():
+            return await self.db.users.find_one({"_id": ObjectId(user_id)}, {"_id": 1}) is not None
+
+    async def owner_of(self, user_id: str) -> str | None:
+        """The id of the person who owns a bot (None for a person or a missing account)."""
+        with _errors():
+            doc = await self.db.users.find_one({"_id": ObjectId(user_id)}, {"owner_id": 1})
+        return doc.get("owner_id") if doc else None
+
+    async def delete_user(self, user_id: str) -> bool:
+        with _errors():
+            result = await self.db.users.delete_one({"_id": ObjectId(user_id)})
+        return bool(result.deleted_count)
+
+    async def pin_admin(self, name: str, user_id: str) -> str:
+        """Pin an operator name to an account the first time it is seen; returns the id
+        it is pinned to (the given one, or the one pinned before)."""
+        key = name.lower()
+        with _errors():
+            try:
+                doc = await self.db.admins.find_one_and_update(
+                    {"_id": key}, {"$setOnInsert": {"user_id": user_id, "pinned_at": _utcnow()}},
+                    upsert=True, return_document=ReturnDocument.AFTER)
+            except DuplicateKeyError:  # another process pinned it at the same moment
+                doc = await self.db.admins.find_one({"_id": key})
+        assert doc is not None
+        return str(doc["user_id"])
 
     # Sessions ---------------------------------------------------------------
 
@@ -172,18 +262,29 @@ class Store:
 
     # Bots and tokens ----------------------------------------------------------
 
-    async def bots_of(self, owner_id: str) -> list[User]:
+    async def bots_of(self, owner_id: str, *, after: str | None = None,
+                      limit: int = 1000) -> tuple[list[User], bool]:
+        """A page of an owner's bots by name (after the name `after`), and whether more
+        exist beyond it."""
+        query: dict[str, Any] = {"bot": True, "owner_id": owner_id}
+        if after is not None:
+            query["name_lower"] = {"$gt": after.lower()}
         with _errors():
-            docs = await self.db.users.find({"bot": True, "owner_id": owner_id}).sort(
-                "name_lower", 1).to_list(1000)
-        return [User.from_doc(d) for d in docs]
+            docs = await self.db.users.find(query).sort("name_lower", 1).limit(
+                limit + 1).to_list(None)
+        return [User.from_doc(d) for d in docs[:limit]], len(docs) > limit
 
-    async def create_token(self, user: User, digest: str, prefix: str,
-                           label: str) -> dict[str, Any]:
+    async def create_token(self, user: User, digest: str, prefix: str, label: str, *,
+                           limit: int | None = None) -> dict[str, Any]:
+        """Store a token's digest; with a `limit`, it takes one of the bot's token slots."""
         doc = {"_id": digest, "user": user.as_dict(), "user_id": user.id, "prefix": prefix,
                "label": label, "created_at": _utcnow()}
-        with _errors():
-            await self.db.tokens.insert_one(doc)
+        if limit is not None:
+            await self._insert_in_slot(self.db.tokens, doc, prefix, owner_field="user_id",
+                                       limit=limit)
+        else:
+            with _errors():
+                await self.db.tokens.insert_one(doc)
         return doc
 
     async def token_user(self, digest: str) -> User | None:
@@ -191,10 +292,23 @@ class Store:
             doc = await self.db.tokens.find_one({"_id": digest}, {"user": 1})
         return User.from_doc(doc["user"]) if doc else None
 
-    async def tokens_of(self, user_id: str) -> list[dict[str, Any]]:
+    async def tokens_of(self, user_id: str, *, after: str | None = None,
+                        limit: int = 1000) -> tuple[list[dict[str, Any]], bool] | None:
+        """A page of a user's tokens, oldest first, after the token whose public id
+        (prefix) is `after`, and whether more exist; None if `after` names no token."""
+        query: dict[str, Any] = {"user_id": user_id}
         with _errors():
-            return await self.db.tokens.find({"user_id": user_id}).sort(
-                "created_at", 1).to_list(1000)
+            if after is not None:
+                cursor = await self.db.tokens.find_one({"user_id": user_id, "prefix": after},
+                                                       {"created_at": 1})
+                if cursor is None:
+                    return None
+                at = cursor["created_at"]
+                query["$or"] = [{"created_at": {"$gt": at}},
+                                {"created_at": at, "prefix": {"$gt": after}}]
+            docs = await self.db.tokens.find(query).sort(
+                [("created_at", 1), ("prefix", 1)]).limit(limit + 1).to_list(None)
+        return docs[:limit], len(docs) > limit
 
     async def delete_token(self, user_id: str, prefix: str) -> str | None:
         """Delete a user's token by its public prefix; returns its digest if it existed."""
@@ -203,21 +317,54 @@ class Store:
                                                             "prefix": prefix})
         return doc["_id"] if doc else None
 
+    async def delete_tokens(self, user_id: str) -> list[str]:
+        """Delete every token of a user; returns their digests."""
+        with _errors():
+            digests = [d["_id"] for d in await self.db.tokens.find(
+                {"user_id": user_id}, {"_id": 1}).to_list(None)]
+            if digests:
+                await self.db.tokens.delete_many({"_id": {"$in": digests}})
+        return digests
+
     # Rooms ------------------------------------------------------------------
 
-    async def create_room(self, name: str, creator: User | None) -> dict[str, Any]:
+    async def create_room(self, name: str, creator: User | None, *, owner: str | None = None,
+                          limit: int | None = None) -> dict[str, Any]:
+        """A new room; with an `owner` and a `limit`, it takes one of the owner's room
+        slots (the owner of a bot's room is the bot's owner)."""
         doc = {"_id": name, "seq": 0, "created_at": _utcnow(),
                "created_by": creator.id if creator else None}
-        await self._insert_unique(self.db.rooms, doc, name)
+        if owner is not None and limit is not None:
+            doc["owner"] = owner
+            await self._insert_in_slot(self.db.rooms, doc, name, owner_field="owner",
+                                       limit=limit)
+        else:
+            await self._insert_unique(self.db.rooms, doc, name)
         return doc
 
     async def room(self, name: str) -> dict[str, Any] | None:
         with _errors():
             return await self.db.rooms.find_one({"_id": name})
 
-    async def rooms(self) -> list[dict[str, Any]]:
+    async def rooms(self, *, after: str | None = None,
+                    limit: int = 1000) -> tuple[list[dict[str, Any]], bool]:
+        """A page of rooms and whether more exist beyond it.
+
+        The default room comes first, then every other room by name: a page of rooms
+        named `0000...` cannot push `general` out of the first page. `after` is the last
+        name of the previous page (`general` for the page after the first room).
+        """
+        docs: list[dict[str, Any]] = []
+        query: dict[str, Any] = {"_id": {"$ne": DEFAULT_ROOM}}
         with _errors():
-            return await self.db.rooms.find({}).sort("_id", 1).to_list(1000)
+            if after is None:
+                default = await self.db.rooms.find_one({"_id": DEFAULT_ROOM})
+                docs += [default] if default else []
+            elif after != DEFAULT_ROOM:
+                query["_id"]["$gt"] = after
+            docs += await self.db.rooms.find(query).sort("_id", 1).limit(
+                limit + 1 - len(docs)).to_list(None)
+        return docs[:limit], len(docs) > limit
 
     # Messages ---------------------------------------------------------------
 

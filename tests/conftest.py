@@ -27,7 +27,8 @@ import tornado.ioloop
 import tornado.testing
 import tornado.web
 
-from server.config import Config
+from server.app import make_server
+from server.config import Config, Quotas
 from server.embedded import (
     ChildService,
     MongoService,
@@ -72,6 +73,8 @@ def config(services: Services, tmp_path: Path) -> Config:
         limits=LimitSettings(message_rate=10_000, message_burst=10_000,
                              registrations_per_ip=100_000, login_failures_per_ip=1_000,
                              frame_rate=10_000, frame_burst=10_000, typing_every=0.0),
+        # Likewise for rooms, bots and tokens; the quota tests set the shipped values.
+        quotas=Quotas(rooms_per_user=10_000, bots_per_user=1_000, tokens_per_bot=1_000),
         status_token=STATUS_TOKEN,
     )
 
@@ -94,6 +97,18 @@ def runtime(io_loop: tornado.ioloop.IOLoop, config: Config,
 @pytest.fixture
 def app(runtime: Runtime) -> tornado.web.Application:
     return runtime.app
+
+
+@pytest.fixture
+def http_server(io_loop: tornado.ioloop.IOLoop, app: tornado.web.Application, config: Config,
+                http_server_port: tuple[object, int]
+                ) -> Iterator[tornado.httpserver.HTTPServer]:
+    """The main test server, built as run.py builds it (pytest-tornasync's has no limits)."""
+    server = make_server(app, config)
+    server.add_socket(http_server_port[0])
+    yield server
+    server.stop()
+    io_loop.run_sync(server.close_all_connections, timeout=10)
 
 
 @pytest.fixture
@@ -126,7 +141,7 @@ async def open_node(config: Config, services: Services | None = None, *,
                  redis_url=redis_url or (services.redis_url if services else ""))
     await rt.start()
     sock, port = tornado.testing.bind_unused_port()
-    server = tornado.httpserver.HTTPServer(rt.app)
+    server = make_server(rt.app, config)
     server.add_socket(sock)
     return Node(rt, server, f"http://127.0.0.1:{port}")
 
@@ -143,7 +158,7 @@ def second_node(io_loop: tornado.ioloop.IOLoop, config: Config, services: Servic
     cfg = dataclasses.replace(config, node_id=config.node_id.replace("n1-", "n2-"))
     rt = start_runtime(io_loop, cfg, services)
     sock, port = tornado.testing.bind_unused_port()
-    server = tornado.httpserver.HTTPServer(rt.app)
+    server = make_server(rt.app, cfg)
     server.add_socket(sock)
     yield Node(rt, server, f"http://127.0.0.1:{port}")
     server.stop()

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from tornado.httpclient import HTTPClientError
 
-from tests.client import Client
+from tests.client import PASSWORD, Client
 
 
 async def owner_with_bot(make_client, name: str = "helper-bot") -> tuple[Client, dict, str]:
@@ -146,3 +146,112 @@ async def test_bots_cannot_manage_bots_or_use_password_login(make_client):
     anon = make_client()
     status, _ = await anon.login("helper-bot", "")
     assert status == 401
+
+
+async def bot_sockets(make_client, tokens: list[str], urls: list[str | None]) -> list:
+    """One bearer WebSocket per (token, server)."""
+    sockets = []
+    for token, url in zip(tokens, urls, strict=True):
+        client = make_client(url)
+        client.token = token
+        sockets.append(await client.ws(origin=None))
+    return sockets
+
+
+async def assert_tokens_dead(make_client, tokens: list[str]) -> None:
+    for token in tokens:
+        client = make_client()
+        client.token = token
+        assert (await client.request("GET", "/api/me"))[0] == 401
+        with pytest.raises(HTTPClientError) as err:
+            await client.ws_raw(origin=None)
+        assert err.value.code == 401
+
+
+async def test_revoking_all_tokens_closes_every_socket_of_the_bot_everywhere(
+        make_client, second_node):
+    owner, _, first = await owner_with_bot(make_client)
+    second = (await owner.request("POST", "/api/bots/helper-bot/tokens", {}))[1]["token"]
+    third = (await owner.request("POST", "/api/bots/helper-bot/tokens", {}))[1]["token"]
+    sockets = await bot_sockets(make_client, [first, second],
+                                [None, second_node.base_url])
+    status, body, _ = await owner.request("DELETE", "/api/bots/helper-bot/tokens")
+    assert status == 200 and body == {"revoked": 3}
+    closes = await asyncio.gather(*(s.closed(timeout=1.0) for s in sockets))
+    assert [c[0] for c in closes] == [1008, 1008]
+    await assert_tokens_dead(make_client, [first, second, third])
+    status, listing, _ = await owner.request("GET", "/api/bots/helper-bot/tokens")
+    assert status == 200 and listing["tokens"] == []
+    # The bot remains, and gets new tokens.
+    status, issued, _ = await owner.request("POST", "/api/bots/helper-bot/tokens", {})
+    assert status == 201
+    fresh = make_client()
+    fresh.token = issued["token"]
+    assert (await fresh.request("GET", "/api/me"))[1]["name"] == "helper-bot"
+
+
+async def test_deleting_a_bot_revokes_its_tokens_and_closes_its_sockets_everywhere(
+        make_client, second_node):
+    owner, bot, token = await owner_with_bot(make_client)
+    other = (await owner.request("POST", "/api/bots/helper-bot/tokens", {}))[1]["token"]
+    sockets = await bot_sockets(make_client, [token, other], [None, second_node.base_url])
+    stranger = make_client()
+    await stranger.register()
+    status, body, _ = await stranger.request("DELETE", "/api/bots/helper-bot")
+    assert status == 404 and body["error"]["code"] == "not_found"
+    botc = make_client()
+    botc.token = token
+    status, body, _ = await botc.request("DELETE", "/api/bots/helper-bot")
+    assert status == 403  # bots cannot manage bots, themselves included
+
+    status, _, response = await owner.request("DELETE", "/api/bots/helper-bot")
+    assert status == 204 and response.body == b""
+    closes = await asyncio.gather(*(s.closed(timeout=1.0) for s in sockets))
+    assert [c[0] for c in closes] == [1008, 1008]
+    await assert_tokens_dead(make_client, [token, other])
+    status, bots, _ = await owner.request("GET", "/api/bots")
+    assert bots["bots"] == []
+    for method, path in (("DELETE", "/api/bots/helper-bot"),
+                         ("GET", "/api/bots/helper-bot/tokens"),
+                         ("POST", "/api/bots/helper-bot/tokens")):
+        status, body, _ = await owner.request(method, path, {} if method == "POST" else None)
+        assert status == 404, (method, path, body)
+    # The name is free again; the account that takes it is a new one.
+    status, again, _ = await owner.request("POST", "/api/bots", {"name": "helper-bot"})
+    assert status == 201 and again["id"] != bot["id"]
+
+
+async def test_password_change_revokes_the_bots_tokens_only_when_asked(make_client):
+    owner, _, kept = await owner_with_bot(make_client, "kept-bot")
+    status, _, _ = await owner.request("POST", "/api/bots", {"name": "other-bot"})
+    assert status == 201
+    also_kept = (await owner.request("POST", "/api/bots/other-bot/tokens", {}))[1]["token"]
+    new_password = "a second passphrase"
+    status, body, _ = await owner.request(
+        "POST", "/api/password", {"old_password": PASSWORD, "new_password": new_password})
+    assert status == 204, body
+    for token in (kept, also_kept):
+        client = make_client()
+        client.token = token
+        assert (await client.request("GET", "/api/me"))[0] == 200
+
+    # A flag that is not a boolean changes nothing.
+    status, body, _ = await owner.request(
+        "POST", "/api/password", {"old_password": new_password, "new_password": "x" * 12,
+                                  "revoke_bot_tokens": "yes"})
+    assert status == 400 and body["error"]["code"] == "bad_request"
+    assert (await make_client().login(owner.user["name"], new_password))[0] == 200
+
+    sockets = await bot_sockets(make_client, [kept, also_kept], [None, None])
+    status, body, _ = await owner.request(
+        "POST", "/api/password", {"old_password": new_password, "new_password": PASSWORD,
+                                  "revoke_bot_tokens": True})
+    assert status == 204, body
+    closes = await asyncio.gather(*(s.closed(timeout=1.0) for s in sockets))
+    assert [c[0] for c in closes] == [1008, 1008]
+    await assert_tokens_dead(make_client, [kept, also_kept])
+    # The bots stay, without tokens; this session stays too.
+    status, bots, _ = await owner.request("GET", "/api/bots")
+    assert status == 200 and [b["name"] for b in bots["bots"]] == ["kept-bot", "other-bot"]
+    status, listing, _ = await owner.request("GET", "/api/bots/kept-bot/tokens")
+    assert listing["tokens"] == []

@@ -177,3 +177,45 @@ def test_repr_shows_no_secret_and_no_password_in_a_url(tmp_path: Path) -> None:
     for secret in (SECRET_A, "status-token-secret", "mongo-pass", "redis-pass"):
         assert secret not in shown
     assert "data_dir" in shown
+
+
+def test_quotas_default_to_50_rooms_20_bots_and_20_tokens(tmp_path: Path) -> None:
+    quotas = load_config(["--data-dir", str(tmp_path)], env={}).quotas
+    assert (quotas.rooms_per_user, quotas.bots_per_user, quotas.tokens_per_bot) == (50, 20, 20)
+
+
+def test_quotas_come_from_env_and_flags_win(tmp_path: Path) -> None:
+    env = {"CHAT_DATA_DIR": str(tmp_path), "CHAT_ROOMS_PER_USER": "7",
+           "CHAT_BOTS_PER_USER": "3", "CHAT_TOKENS_PER_BOT": "2"}
+    quotas = load_config([], env=env).quotas
+    assert (quotas.rooms_per_user, quotas.bots_per_user, quotas.tokens_per_bot) == (7, 3, 2)
+    quotas = load_config(["--rooms-per-user", "9", "--bots-per-user", "4",
+                          "--tokens-per-bot", "5"], env=env).quotas
+    assert (quotas.rooms_per_user, quotas.bots_per_user, quotas.tokens_per_bot) == (9, 4, 5)
+
+
+@pytest.mark.parametrize("name", ["CHAT_ROOMS_PER_USER", "CHAT_BOTS_PER_USER",
+                                  "CHAT_TOKENS_PER_BOT"])
+@pytest.mark.parametrize("raw", ["0", "-1", "many"])
+def test_a_quota_below_1_or_not_a_number_is_a_config_error_naming_it(
+        tmp_path: Path, name: str, raw: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        load_config([], env={"CHAT_DATA_DIR": str(tmp_path), name: raw})
+
+
+def test_config_repr_shows_no_secrets(tmp_path: Path) -> None:
+    env = {"COOKIE_SECRET": f"v1:{SECRET_A},v2:{SECRET_B}",
+           "STATUS_TOKEN": "status-token-0123456789",
+           "MONGO_URL": "mongodb://chat:m0ngo-pa55@db1.example:27017,db2.example/chat"
+                        "?authSource=admin&replicaSet=rs0",
+           "REDIS_URL": "redis://:r3dis-pa55@cache.example:6379/0?password=r3dis-pa55",
+           "CHAT_DATA_DIR": str(tmp_path)}
+    config = load_config([], env=env)
+    for text in (repr(config), str(config), f"{config!r}"):
+        for secret in (SECRET_A, SECRET_B, "status-token-0123456789", "m0ngo-pa55",
+                       "r3dis-pa55"):
+            assert secret not in text, text
+        # Still useful for debugging: where the services are and the other settings.
+        for shown in ("db1.example", "cache.example", "replicaSet=rs0", "chat:",
+                      "port=8888", "message_rate=5.0"):
+            assert shown in text, (shown, text)

@@ -30,11 +30,14 @@ class BotProcess:
     def __init__(self, base_url: str, token: str, rooms: list[str], log: Path) -> None:
         self.log = log
         url = base_url.replace("http", "ws", 1) + "/ws"
+        # The token goes in the environment, where only this user can read it; a
+        # command line is visible to every user of the machine.
         env = {**os.environ, "CHAT_BOT_TOKEN": token, "PYTHONUNBUFFERED": "1"}
+        argv = [sys.executable, str(BOT), "--url", url, "--max-backoff", "0.5", *rooms]
+        assert token not in " ".join(argv)
         with open(log, "wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, str(BOT), "--url", url, "--max-backoff", "0.5", *rooms],
-                env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=out,
+                                         stderr=subprocess.STDOUT)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -251,6 +254,22 @@ async def test_signal_stops_the_bot_cleanly_with_exit_code_0(base_url, tmp_path,
         assert "close code 1000" in out and "Traceback" not in out, out
     finally:
         proc.kill()
+
+
+async def test_a_token_on_the_command_line_is_refused_and_not_echoed():
+    token = "chat_" + "T0kenOnTheCommandLine" * 2 + "x"
+    env = {k: v for k, v in os.environ.items() if k != "CHAT_BOT_TOKEN"}
+    argv = [sys.executable, str(BOT), "--url", f"ws://127.0.0.1:{free_port()}/ws",
+            "--token", token, "lab"]
+    done = await asyncio.to_thread(subprocess.run, argv, env=env, cwd=ROOT,
+                                   capture_output=True, timeout=20)
+    out = (done.stdout + done.stderr).decode(errors="replace")
+    assert done.returncode == 2, out
+    assert "CHAT_BOT_TOKEN" in out and token not in out
+    # Without the variable it says where the token belongs, and does not start.
+    done = await asyncio.to_thread(subprocess.run, [*argv[:-3], "lab"], env=env, cwd=ROOT,
+                                   capture_output=True, timeout=20)
+    assert done.returncode == 2 and b"CHAT_BOT_TOKEN" in done.stderr
 
 
 async def test_signal_while_the_server_is_unreachable_still_exits_promptly(tmp_path):

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from server import logs
 from tests.client import PASSWORD, Client
-from tests.conftest import STATUS_TOKEN
+from tests.conftest import STATUS_TOKEN, close_node, open_node
 
 
 async def operator(url: str) -> Client:
@@ -129,3 +130,61 @@ async def test_logs_carry_no_passwords_cookies_or_tokens(make_client, caplog):
                    client.cookies["session"], "secret body text"):
         assert secret not in text
     assert any("POST /api/login" in r.getMessage() for r in caplog.records)
+
+
+def unregistered_admins(caplog) -> list[list[str]]:
+    """The names of each start-up warning about admin names nobody has registered."""
+    return [r.getMessage().split(": ", 1)[1].split(" (")[0].split(", ")
+            for r in caplog.records
+            if r.name == "server.admins" and r.levelno == logging.WARNING]
+
+
+async def test_admin_names_nobody_has_registered_are_named_in_a_startup_warning(
+        config, services, caplog):
+    cfg = dataclasses.replace(config, admin_users=("ghost-admin", "operator"))
+    with caplog.at_level(logging.WARNING, logger="server.admins"):
+        node = await open_node(cfg, services)
+        try:
+            assert unregistered_admins(caplog) == [["ghost-admin", "operator"]]
+            await operator(node.base_url)
+        finally:
+            await close_node(node)
+        caplog.clear()
+        node = await open_node(cfg, services)
+        try:
+            assert unregistered_admins(caplog) == [["ghost-admin"]]
+        finally:
+            await close_node(node)
+
+
+async def test_an_admin_is_pinned_by_id_so_a_later_account_of_that_name_is_not_one(
+        base_url, runtime, make_client):
+    first = await operator(base_url)
+    assert (await first.request("GET", "/status"))[0] == 200  # pinned now
+    # The account goes (an operator removed it); someone registers the name again.
+    await runtime.store.db.users.delete_one({"name_lower": "operator"})
+    impostor = make_client()
+    await impostor.register("Operator")
+    for path in ("/status", "/metrics"):
+        status, body, _ = await impostor.request("GET", path)
+        assert status == 403 and body["error"]["code"] == "forbidden", body
+    assert (await first.request("GET", "/status"))[0] == 200
+
+
+async def test_an_admin_registered_before_start_up_is_pinned_at_start_up(
+        config, services, make_client):
+    node = await open_node(config, services)
+    try:
+        first = await operator(node.base_url)  # registered, never asks for /status
+    finally:
+        await close_node(node)
+    node = await open_node(config, services)
+    try:
+        await node.runtime.store.db.users.delete_one({"name_lower": "operator"})
+        impostor = make_client(node.base_url)
+        await impostor.register("operator")
+        assert (await impostor.request("GET", "/status"))[0] == 403
+        first.base = node.base_url
+        assert (await first.request("GET", "/status"))[0] == 200
+    finally:
+        await close_node(node)

@@ -33,6 +33,10 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
 }
 
+# Lists (rooms, bots, tokens) come in pages: `limit` is clamped to 1..PAGE_MAX.
+PAGE_DEFAULT = 100
+PAGE_MAX = 1000
+
 _DEFAULT_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -92,6 +96,20 @@ async def resolve_user(handler: tornado.web.RequestHandler, auth: Auth) -> Calle
     return Caller(await auth.session_user(sid), "cookie", sid, token_digest(sid))
 
 
+class XsrfCookieHandler(tornado.web.RequestHandler):
+    """A page that sets the `_xsrf` cookie: `Secure` when served over HTTPS.
+
+    Tornado's `xsrf_cookie_kwargs` apply to every request alike, and a `Secure` cookie
+    set over plain HTTP would never come back, so the flag is decided per request.
+    """
+
+    def set_cookie(self, name: str, value: str | bytes, *args: Any, **kwargs: Any) -> None:
+        if (name == self.settings.get("xsrf_cookie_name", "_xsrf")
+                and self.request.protocol == "https"):
+            kwargs["secure"] = True
+        super().set_cookie(name, value, *args, **kwargs)
+
+
 class BaseHandler(tornado.web.RequestHandler):
     """JSON API handler: JSON errors, security headers, caller resolved in prepare()."""
 
@@ -115,6 +133,14 @@ class BaseHandler(tornado.web.RequestHandler):
         if bearer_token(self.request) is not None:
             return
         super().check_xsrf_cookie()
+
+    def check_trusted_origin(self, origin: str) -> bool:
+        # Cross-origin protection, like XSRF, guards cookies. A request with a bearer
+        # header is authenticated by that token alone (an invalid one is a 401, never
+        # the cookie's user), so a forged one gains nothing.
+        if bearer_token(self.request) is not None:
+            return True
+        return super().check_trusted_origin(origin)
 
     async def prepare(self) -> None:
         if self.inflight is not None:
@@ -155,6 +181,27 @@ class BaseHandler(tornado.web.RequestHandler):
             raise ApiError(400, "bad_request", "body must be a JSON object")
         return body
 
+    def page_args(self) -> tuple[str | None, int]:
+        """A list request's `after` cursor (None: from the start) and clamped `limit`."""
+        limit = PAGE_DEFAULT
+        raw = self.get_query_argument("limit", None)
+        if raw:
+            try:
+                limit = max(1, min(PAGE_MAX, int(raw)))
+            except ValueError:
+                raise ApiError(400, "bad_request", "limit must be an integer") from None
+        after = self.get_query_argument("after", None) or None
+        if after is not None and len(after) > 128:
+            raise ApiError(400, "bad_request", "after must be at most 128 characters")
+        return after, limit
+
+    def write_page(self, key: str, items: list[Any], more: bool, last: str | None) -> None:
+        """`{key: items}`, plus `next` (the cursor for `after`) when more exist."""
+        out: dict[str, Any] = {key: items}
+        if more and last is not None:
+            out["next"] = last
+        self.write_json(out)
+
     def write_json(self, obj: Any, status: int = 200) -> None:
         self.set_status(status)
         self.set_header("Content-Type", "application/json; charset=UTF-8")
@@ -189,6 +236,12 @@ class BaseHandler(tornado.web.RequestHandler):
         if status_code == 403 and ("XSRF" in message or "_xsrf" in message):
             code = "xsrf"
             message = "missing or invalid XSRF token: send the _xsrf cookie in X-XSRFToken"
+        elif (status_code == 403 and not isinstance(exc, ApiError)
+              and "origin" in message.lower() and message.endswith("not allowed")):
+            # Tornado's cross_origin_protection refused a cookie request from elsewhere.
+            code = "cross_origin"
+            message = ("cross-origin request refused: only the server's own origin and "
+                       "ALLOWED_ORIGINS may send cookie requests")
         retry = extra.pop("retry_after", None)
         if retry is not None:
             self.set_header("Retry-After", str(int(retry) + 1))

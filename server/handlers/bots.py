@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.auth import Auth, AuthError, Bots
+from server.auth import Auth, AuthError, Bots, QuotaError
 from server.chat import Chat
 from server.handlers.base import ApiError, BaseHandler
 from server.inflight import Inflight
 from server.model import User
+
+_STATUS = {"name_taken": 409, "not_found": 404, "quota_exceeded": 403}
+
+
+def _api_error(e: AuthError) -> ApiError:
+    extra = {"limit": e.limit} if isinstance(e, QuotaError) else {}
+    return ApiError(_STATUS.get(e.code, 400), e.code, e.message, **extra)
 
 
 class BotHandlerBase(BaseHandler):
@@ -29,35 +36,66 @@ class BotHandlerBase(BaseHandler):
             raise ApiError(404, "not_found", f"you own no bot named {name!r}")
         return bot
 
+    async def close_all(self, digests: list[str]) -> None:
+        """Close the sockets of revoked tokens on every process."""
+        for digest in digests:
+            await self.chat.close_credential(digest)
+
 
 class BotsHandler(BotHandlerBase):
     async def get(self) -> None:
-        bots = await self.bots.of_owner(self.user)
-        self.write_json({"bots": [b.as_dict() for b in bots]})
+        after, limit = self.page_args()
+        bots, more = await self.bots.of_owner(self.user, after=after, limit=limit)
+        self.write_page("bots", [b.as_dict() for b in bots], more,
+                        bots[-1].name if bots else None)
 
     async def post(self) -> None:
         body = self.json_body()
         try:
             bot = await self.bots.create(self.user, body.get("name"))
         except AuthError as e:
-            raise ApiError(409 if e.code == "name_taken" else 400, e.code, e.message) from None
+            raise _api_error(e) from None
         self.write_json(bot.as_dict(), 201)
+
+
+class BotHandler(BotHandlerBase):
+    async def delete(self, name: str) -> None:
+        """Delete the bot: its tokens stop working and its sockets close everywhere."""
+        bot = await self.owned_bot(name)
+        await self.close_all(await self.bots.delete(bot))
+        self.set_status(204)
+        self.finish()
 
 
 class BotTokensHandler(BotHandlerBase):
     async def get(self, name: str) -> None:
+        after, limit = self.page_args()
         bot = await self.owned_bot(name)
-        tokens = await self.bots.tokens(bot)
-        self.write_json({"tokens": tokens})
+        page = await self.bots.tokens(bot, after=after, limit=limit)
+        if page is None:
+            raise ApiError(400, "bad_request", f"after names no token of {name!r} "
+                           "(revoked since?): list again from the start")
+        tokens, more = page
+        self.write_page("tokens", tokens, more, str(tokens[-1]["id"]) if tokens else None)
 
     async def post(self, name: str) -> None:
         bot = await self.owned_bot(name)
         label = self.json_body().get("label", "") if self.request.body else ""
         if not isinstance(label, str) or len(label) > 64:
             raise ApiError(400, "bad_request", "label must be a string of at most 64 characters")
-        token, info = await self.bots.issue_token(bot, label)
+        try:
+            token, info = await self.bots.issue_token(bot, label)
+        except AuthError as e:
+            raise _api_error(e) from None
         out: dict[str, Any] = {"token": token, **info}
         self.write_json(out, 201)
+
+    async def delete(self, name: str) -> None:
+        """Revoke every token of the bot; answers how many there were."""
+        bot = await self.owned_bot(name)
+        digests = await self.bots.revoke_all(bot)
+        await self.close_all(digests)
+        self.write_json({"revoked": len(digests)})
 
 
 class BotTokenHandler(BotHandlerBase):

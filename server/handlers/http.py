@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from server import protocol
-from server.auth import Auth, AuthError, token_digest
+from server.auth import Auth, AuthError, Bots, token_digest
 from server.chat import Chat
 from server.handlers.base import SESSION_COOKIE, ApiError, BaseHandler
 from server.inflight import Inflight
 from server.limits import Limited, RateLimits
 from server.model import User
 from server.protocol import ProtocolError
-from server.store import Conflict, Store
+from server.store import Conflict, QuotaExceeded, Store
 
 _AUTH_STATUS = {"bad_request": 400, "name_taken": 409, "unauthorized": 401}
 _CHAT_STATUS = {
@@ -99,10 +99,18 @@ class LogoutHandler(RevokingHandler):
 
 
 class PasswordHandler(RevokingHandler):
+    def initialize(self, auth: Auth, inflight: Inflight, chat: Chat,  # type: ignore[override]
+                   bots: Bots) -> None:
+        super().initialize(auth, inflight, chat)
+        self.bots = bots
+
     async def post(self) -> None:
         if self.current_user is None or self.user.bot:
             raise ApiError(403, "forbidden", "bots have no password")
         body = self.json_body()
+        revoke_bot_tokens = body.get("revoke_bot_tokens", False)
+        if not isinstance(revoke_bot_tokens, bool):
+            raise ApiError(400, "bad_request", "revoke_bot_tokens must be true or false")
         try:
             revoked = await self.auth.change_password(
                 self.user, body.get("old_password"), body.get("new_password"), self.session_id)
@@ -110,6 +118,9 @@ class PasswordHandler(RevokingHandler):
             raise _auth_error(e) from None
         for sid in revoked:
             await self.chat.close_credential(token_digest(sid))
+        if revoke_bot_tokens:  # a stolen session may have issued tokens: end them too
+            for digest in await self.bots.revoke_all_of_owner(self.user):
+                await self.chat.close_credential(digest)
         self.set_status(204)
         self.finish()
 
@@ -124,23 +135,33 @@ def _room_view(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 class RoomsHandler(BaseHandler):
-    def initialize(self, auth: Auth, inflight: Inflight, store: Store  # type: ignore[override]
-                   ) -> None:
+    def initialize(self, auth: Auth, inflight: Inflight, store: Store,  # type: ignore[override]
+                   max_rooms: int) -> None:
         super().initialize(auth, inflight)
         self.store = store
+        self.max_rooms = max_rooms
 
     async def get(self) -> None:
-        rooms = await self.store.rooms()
-        self.write_json({"rooms": [_room_view(r) for r in rooms]})
+        after, limit = self.page_args()
+        rooms, more = await self.store.rooms(after=after, limit=limit)
+        self.write_page("rooms", [_room_view(r) for r in rooms], more,
+                        rooms[-1]["_id"] if rooms else None)
 
     async def post(self) -> None:
         name = self.json_body().get("name")
         if not isinstance(name, str) or not protocol.valid_room(name):
             raise ApiError(400, "bad_request", "room name must match ^[a-z0-9][a-z0-9_-]{0,63}$")
+        # A bot's rooms count against its owner's quota, so bots add no rooms to it.
+        owner = (await self.store.owner_of(self.user.id) if self.user.bot else None)
         try:
-            doc = await self.store.create_room(name, self.user)
+            doc = await self.store.create_room(name, self.user, owner=owner or self.user.id,
+                                               limit=self.max_rooms)
         except Conflict:
             raise ApiError(409, "name_taken", f"room {name!r} exists") from None
+        except QuotaExceeded as e:
+            raise ApiError(403, "quota_exceeded",
+                           f"you have created {e.limit} rooms, the most allowed",
+                           limit=e.limit) from None
         self.write_json(_room_view(doc), 201)
 
 

@@ -6,6 +6,7 @@ import hmac
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from server.admins import Admins
 from server.auth import Auth
 from server.handlers.base import ApiError, BaseHandler, bearer_token
 from server.metrics import Metrics
@@ -17,10 +18,10 @@ class OperatorHandler(BaseHandler):
 
     login_required = False
 
-    def initialize(self, auth: Auth, admin_users: tuple[str, ...],  # type: ignore[override]
+    def initialize(self, auth: Auth, admins: Admins,  # type: ignore[override]
                    status_token: str | None) -> None:
         super().initialize(auth)
-        self.admin_users = admin_users
+        self.admins = admins
         self.status_token = status_token
 
     async def prepare(self) -> None:
@@ -32,14 +33,14 @@ class OperatorHandler(BaseHandler):
         await super().prepare()
         if self.current_user is None:
             raise ApiError(401, "unauthorized", "operator credentials required")
-        if self.user.bot or self.user.name.lower() not in self.admin_users:
+        if not await self.admins.is_admin(self.user):
             raise ApiError(403, "forbidden", "operators only")
 
 
 class StatusHandler(OperatorHandler):
-    def initialize(self, auth: Auth, admin_users: tuple[str, ...],  # type: ignore[override]
+    def initialize(self, auth: Auth, admins: Admins,  # type: ignore[override]
                    status_token: str | None, reporter: StatusReporter) -> None:
-        super().initialize(auth, admin_users, status_token)
+        super().initialize(auth, admins, status_token)
         self.reporter = reporter
 
     async def get(self) -> None:
@@ -47,9 +48,9 @@ class StatusHandler(OperatorHandler):
 
 
 class MetricsHandler(OperatorHandler):
-    def initialize(self, auth: Auth, admin_users: tuple[str, ...],  # type: ignore[override]
+    def initialize(self, auth: Auth, admins: Admins,  # type: ignore[override]
                    status_token: str | None, metrics: Metrics) -> None:
-        super().initialize(auth, admin_users, status_token)
+        super().initialize(auth, admins, status_token)
         self.metrics = metrics
 
     def get(self) -> None:
