@@ -1,0 +1,199 @@
+"""Frames clients send, parsed once at the edge: parse(text) -> typed frame or
+ProtocolError."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from server.protocol.common import (
+    _CONTROL_RE,
+    BAD_REQUEST,
+    CLIENT_ID_RE,
+    DEFAULT_LIMIT,
+    MAX_BODY_BYTES,
+    MAX_BODY_CHARS,
+    MAX_LIMIT,
+    ROOM_RE,
+    TOO_LARGE,
+    UNKNOWN_TYPE,
+    ProtocolError,
+    Ref,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    room: str
+    since: int | None = None
+    ref: Ref = None
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    room: str
+    ref: Ref = None
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    room: str
+    body: str
+    client_id: str | None = None
+    ref: Ref = None
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    room: str
+    before: int | None = None
+    after: int | None = None
+    limit: int = DEFAULT_LIMIT
+    ref: Ref = None
+
+
+@dataclass(frozen=True, slots=True)
+class Typing:
+    room: str
+    ref: Ref = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    ref: Ref = None
+
+
+Frame = Join | Leave | Send | History | Typing | Ping
+
+
+def valid_room(name: object) -> bool:
+    return isinstance(name, str) and ROOM_RE.fullmatch(name) is not None
+
+
+def clamp_limit(value: int | None) -> int:
+    if value is None:
+        return DEFAULT_LIMIT
+    return max(1, min(MAX_LIMIT, value))
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse(text: str | bytes, max_body: int = MAX_BODY_CHARS) -> Frame:
+    """Turn one text frame into a typed frame; raises ProtocolError for anything invalid."""
+    if isinstance(text, bytes):
+        raise ProtocolError(BAD_REQUEST, "frames must be JSON text, not binary")
+    try:
+        raw = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise ProtocolError(BAD_REQUEST, "frame is not valid JSON") from None
+    if not isinstance(raw, dict):
+        raise ProtocolError(BAD_REQUEST, "frame must be a JSON object")
+    ref = raw.get("ref")
+    if ref is not None and not _valid_ref(ref):
+        raise ProtocolError(BAD_REQUEST, "ref must be a string of at most 64 characters "
+                            "or an integer")
+    kind = raw.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError(BAD_REQUEST, "frame needs a string 'type'", ref)
+    builder = _BUILDERS.get(kind)
+    if builder is None:
+        raise ProtocolError(UNKNOWN_TYPE, f"unknown frame type {kind[:32]!r}", ref)
+    return builder(raw, ref, max_body)
+
+
+def _valid_ref(ref: object) -> bool:
+    if isinstance(ref, bool):
+        return False
+    if isinstance(ref, int):
+        return -(2**53) <= ref <= 2**53
+    return isinstance(ref, str) and len(ref) <= 64 and _encodable(ref)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _room(raw: dict[str, Any], ref: Ref) -> str:
+    room = raw.get("room")
+    if not valid_room(room):
+        raise ProtocolError(BAD_REQUEST, "room must match ^[a-z0-9][a-z0-9_-]{0,63}$", ref)
+    return str(room)
+
+
+def _seq(raw: dict[str, Any], key: str, ref: Ref) -> int | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**62:
+        raise ProtocolError(BAD_REQUEST, f"{key} must be a non-negative integer", ref)
+    return value
+
+
+def _join(raw: dict[str, Any], ref: Ref, max_body: int) -> Join:
+    return Join(_room(raw, ref), _seq(raw, "since", ref), ref)
+
+
+def _leave(raw: dict[str, Any], ref: Ref, max_body: int) -> Leave:
+    return Leave(_room(raw, ref), ref)
+
+
+def _send(raw: dict[str, Any], ref: Ref, max_body: int) -> Send:
+    room = _room(raw, ref)
+    body = raw.get("body")
+    if not isinstance(body, str):
+        raise ProtocolError(BAD_REQUEST, "body must be a string", ref)
+    if not body.strip():
+        raise ProtocolError(BAD_REQUEST, "body must not be empty", ref)
+    if len(body) > max_body:
+        raise ProtocolError(TOO_LARGE, f"body is over {max_body} characters", ref)
+    try:
+        encoded = len(body.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ProtocolError(BAD_REQUEST, "body is not valid Unicode text", ref) from None
+    if encoded > MAX_BODY_BYTES:
+        raise ProtocolError(TOO_LARGE, f"body is over {MAX_BODY_BYTES} bytes of UTF-8", ref)
+    if _CONTROL_RE.search(body):
+        raise ProtocolError(BAD_REQUEST, "body must not contain control characters other "
+                            "than newline and tab", ref)
+    client_id = raw.get("client_id")
+    if client_id is not None and (
+        not isinstance(client_id, str) or not CLIENT_ID_RE.fullmatch(client_id)
+    ):
+        raise ProtocolError(BAD_REQUEST, "client_id must be 1 to 64 characters of "
+                            "A-Z a-z 0-9 _ . : -", ref)
+    return Send(room, body, client_id, ref)
+
+
+def _history(raw: dict[str, Any], ref: Ref, max_body: int) -> History:
+    room = _room(raw, ref)
+    limit = raw.get("limit")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
+        raise ProtocolError(BAD_REQUEST, "limit must be an integer", ref)
+    return History(room, _seq(raw, "before", ref), _seq(raw, "after", ref),
+                   clamp_limit(limit), ref)
+
+
+def _typing(raw: dict[str, Any], ref: Ref, max_body: int) -> Typing:
+    return Typing(_room(raw, ref), ref)
+
+
+def _ping(raw: dict[str, Any], ref: Ref, max_body: int) -> Ping:
+    return Ping(ref)
+
+
+_BUILDERS: dict[str, Callable[[dict[str, Any], Ref, int], Frame]] = {
+    "join": _join,
+    "leave": _leave,
+    "send": _send,
+    "history": _history,
+    "typing": _typing,
+    "ping": _ping,
+}

@@ -1,0 +1,158 @@
+"""Frames the server sends, typed, and the one encoder: dump(frame, ref) -> bytes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+from server.model import Message, User
+from server.protocol.common import PAGE_BYTES, PROTOCOL_VERSION, Ref
+
+
+class Outbound(Protocol):
+    """A frame the server sends: its `type` and its fields in wire order."""
+
+    TYPE: ClassVar[str]
+
+    def as_dict(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    TYPE: ClassVar[str] = "hello"
+    user: User
+    node: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"protocol": PROTOCOL_VERSION, "user": self.user.as_dict(), "node": self.node}
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    TYPE: ClassVar[str] = "joined"
+    room: str
+    last_seq: int
+    members: list[User]
+    messages: list[Message]
+    has_more: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"room": self.room, "last_seq": self.last_seq,
+                "members": [u.as_dict() for u in self.members],
+                "messages": _stream(self.messages), "has_more": self.has_more}
+
+
+@dataclass(frozen=True, slots=True)
+class Left:
+    TYPE: ClassVar[str] = "left"
+    room: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"room": self.room}
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    TYPE: ClassVar[str] = "ack"
+    room: str
+    client_id: str | None
+    id: str
+    seq: int
+    ts: int
+
+    @classmethod
+    def of(cls, m: Message) -> Ack:
+        return cls(m.room, m.client_id, m.id, m.seq, m.ts)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"room": self.room, "client_id": self.client_id, "id": self.id,
+                "seq": self.seq, "ts": self.ts}
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    TYPE: ClassVar[str] = "history"
+    room: str
+    messages: list[Message]
+    has_more: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"room": self.room, "messages": _stream(self.messages),
+                "has_more": self.has_more}
+
+
+@dataclass(frozen=True, slots=True)
+class TypingNow:
+    TYPE: ClassVar[str] = "typing"
+    room: str
+    user: User
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"room": self.room, "user": self.user.as_dict()}
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceChange:
+    TYPE: ClassVar[str] = "presence"
+    room: str
+    user: User
+    status: str  # "online" or "offline"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"room": self.room, "user": self.user.as_dict(), "status": self.status}
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    TYPE: ClassVar[str] = "pong"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {}
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    TYPE: ClassVar[str] = "error"
+    code: str
+    message: str
+    client_id: str | None = None  # a failed send's, so the client knows which
+    retry_after: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.client_id is not None:
+            out["client_id"] = self.client_id
+        if self.retry_after is not None:
+            out["retry_after"] = self.retry_after
+        return out
+
+
+def _stream(records: list[Message]) -> list[dict[str, Any]]:
+    """A page of a room's stream, each record with its `type`."""
+    return [{"type": r.TYPE, **r.as_dict()} for r in records]
+
+
+def fit_page(records: list[Message], newest: bool,
+             budget: int = PAGE_BYTES) -> tuple[list[Message], bool]:
+    """The records that fit in `budget` bytes once serialized, kept from the newest end
+    (a page that ends at the top or before a seq) or the oldest (a page after a seq);
+    and whether any were cut. The first one kept always fits: a record is far smaller."""
+    total = 0
+    kept = 0
+    for record in (reversed(records) if newest else records):
+        total += len(dump(record)) + 1
+        if kept and total > budget:
+            break
+        kept += 1
+    if kept == len(records):
+        return records, False
+    return (records[len(records) - kept:] if newest else records[:kept]), True
+
+
+def dump(frame: Outbound | Message, ref: Ref = None) -> bytes:
+    """Serialize one frame compactly, `ref` last; the only JSON encoder of sent frames."""
+    obj = {"type": frame.TYPE, **frame.as_dict()}
+    if ref is not None:
+        obj["ref"] = ref
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()

@@ -1,0 +1,181 @@
+"""Rooms and their messages: the stream of each room, numbered by `seq`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pymongo
+from bson import ObjectId
+from pymongo import UpdateOne
+from pymongo.errors import BulkWriteError
+
+from server.model import Message, User
+from server.store.core import Collections, _errors, _utcnow
+
+DEFAULT_ROOM = "general"  # every server has it; it heads the first page of rooms
+
+
+def client_key(room: str, user_id: str, client_id: str) -> str:
+    """The stored key that makes (room, user, client_id) unique."""
+    return f"{room}|{user_id}|{client_id}"
+
+
+def message_doc(room: str, seq: int, user: User, body: str, ts: int,
+                client_id: str | None) -> dict[str, Any]:
+    """A new message document; its `ckey` makes a resent client_id a duplicate key."""
+    doc: dict[str, Any] = {"_id": ObjectId(), "room": room, "seq": seq,
+                           "user": user.as_dict(), "body": body, "ts": ts}
+    if client_id is not None:
+        doc["client_id"] = client_id
+        doc["ckey"] = client_key(room, user.id, client_id)
+    return doc
+
+
+class RoomsAndMessages(Collections):
+    """Rooms and messages. Every method raises StoreError when MongoDB fails."""
+
+    # Rooms ------------------------------------------------------------------
+
+    async def create_room(self, name: str, creator: User | None, *, owner: str | None = None,
+                          limit: int | None = None) -> dict[str, Any]:
+        """A new room; with an `owner` and a `limit`, it takes one of the owner's room
+        slots (the owner of a bot's room is the bot's owner)."""
+        doc = {"_id": name, "seq": 0, "created_at": _utcnow(),
+               "created_by": creator.id if creator else None}
+        if owner is not None and limit is not None:
+            doc["owner"] = owner
+            await self._insert_in_slot(self.db.rooms, doc, name, owner_field="owner",
+                                       limit=limit)
+        else:
+            await self._insert_unique(self.db.rooms, doc, name)
+        return doc
+
+    async def room(self, name: str) -> dict[str, Any] | None:
+        with _errors():
+            return await self.db.rooms.find_one({"_id": name})
+
+    async def rooms(self, *, after: str | None = None,
+                    limit: int = 1000) -> tuple[list[dict[str, Any]], bool]:
+        """A page of rooms and whether more exist beyond it.
+
+        The default room comes first, then every other room by name: a page of rooms
+        named `0000...` cannot push `general` out of the first page. `after` is the last
+        name of the previous page (`general` for the page after the first room).
+        """
+        docs: list[dict[str, Any]] = []
+        query: dict[str, Any] = {"_id": {"$ne": DEFAULT_ROOM}}
+        with _errors():
+            if after is None:
+                default = await self.db.rooms.find_one({"_id": DEFAULT_ROOM})
+                docs += [default] if default else []
+            elif after != DEFAULT_ROOM:
+                query["_id"]["$gt"] = after
+            docs += await self.db.rooms.find(query).sort("_id", 1).limit(
+                limit + 1 - len(docs)).to_list(None)
+        return docs[:limit], len(docs) > limit
+
+    # Messages ---------------------------------------------------------------
+
+    async def room_seqs(self, rooms: list[str]) -> dict[str, int]:
+        """The recorded top seq of each room that exists (absent rooms are missing)."""
+        with _errors():
+            docs = await self.db.rooms.find({"_id": {"$in": rooms}}, {"seq": 1}).to_list(None)
+        return {d["_id"]: int(d["seq"]) for d in docs}
+
+    async def top_seq_after(self, room: str, known: int) -> int:
+        """The highest seq stored in a room, given that `known` is stored or recorded.
+
+        Only the messages above `known` are read: those another process has stored
+        since, normally a handful.
+        """
+        with _errors():
+            docs = await self.db.messages.find(
+                {"room": room, "seq": {"$gt": known}}, {"seq": 1}
+            ).sort("seq", pymongo.DESCENDING).limit(1).to_list(None)
+        return max([known, *(int(d["seq"]) for d in docs)])
+
+    async def top_seq(self, room: str) -> int | None:
+        """The highest seq stored in a room (None if no such room): its recorded top,
+        then whatever is stored above it (messages whose record is still on its way)."""
+        doc = await self.room(room)
+        return None if doc is None else await self.top_seq_after(room, int(doc["seq"]))
+
+    async def record_seqs(self, tops: dict[str, int]) -> None:
+        """Raise each room's recorded top seq to at least the given one (`$max`)."""
+        with _errors():
+            await self.db.rooms.bulk_write(
+                [UpdateOne({"_id": room}, {"$max": {"seq": seq}}) for room, seq in tops.items()],
+                ordered=False)
+
+    async def find_by_ckeys(self, ckeys: list[str]) -> dict[str, Message]:
+        """Stored messages by their `client_key`."""
+        with _errors():
+            docs = await self.db.messages.find({"ckey": {"$in": ckeys}}).to_list(None)
+        return {d["ckey"]: Message.from_doc(d) for d in docs}
+
+    async def insert_in_order(self, docs: list[dict[str, Any]]) -> tuple[int, str | None]:
+        """Insert message documents in order, stopping at the first duplicate key.
+
+        Returns how many were inserted and, if one was refused, which unique key
+        refused it: "seq" (another process stored that seq first), "ckey" (its
+        client_id is stored already) or "" (the server did not say). Any other
+        failure raises StoreError; then an unknown prefix of `docs` may be stored.
+        """
+        if not docs:
+            return 0, None
+        with _errors():
+            try:
+                await self.db.messages.insert_many(docs, ordered=True)
+            except BulkWriteError as e:
+                errors = e.details.get("writeErrors", [])
+                if (len(errors) != 1 or errors[0].get("code") != 11000
+                        or e.details.get("writeConcernErrors")):
+                    raise
+                pattern = errors[0].get("keyPattern") or {}
+                key = "ckey" if "ckey" in pattern else "seq" if "seq" in pattern else ""
+                return int(errors[0]["index"]), key
+        return len(docs), None
+
+    async def messages(self, room: str, *, before: int | None = None, after: int | None = None,
+                       limit: int = 50, top: int | None = None) -> tuple[list[Message], bool]:
+        """A page of a room's history, ascending by seq, and whether more exist beyond it.
+
+        With `after` the page starts just after it and `has_more` means newer messages
+        exist; otherwise the page ends just before `before` (or at the newest) and
+        `has_more` means older ones exist. `top` is the room's highest stored seq
+        if the caller has just read it (else the recorded one is read).
+
+        Pages are read through bounded seq windows (`seq` between two numbers), widened
+        only across gaps: SecantusDB sorts every document a filter matches before it
+        applies the limit, so an open range (`seq < before`) costs the whole room's
+        history; a window costs the page. On mongod both are index walks.
+        """
+        want = limit + 1
+        ascending = after is not None
+        if top is None:
+            doc = await self.room(room)
+            top = await self.top_seq_after(room, int(doc["seq"])) if doc else 0
+        # Pages lie in (lo, hi]. A `before` far above the top is the top: the windows
+        # below start where messages are, not at 2**62.
+        hi = top if before is None else min(top, before - 1)
+        lo = after or 0
+        docs: list[dict[str, Any]] = []
+        width = want + 16  # a few gaps fit in the first window
+        with _errors():
+            while lo < hi and len(docs) < want:
+                if ascending:
+                    window = {"$gt": lo, "$lte": min(hi, lo + width)}
+                    lo = window["$lte"]
+                else:
+                    window = {"$gt": max(lo, hi - width), "$lte": hi}
+                    hi = window["$gt"]
+                cursor = self.db.messages.find({"room": room, "seq": window}).sort(
+                    "seq", pymongo.ASCENDING if ascending else pymongo.DESCENDING
+                ).limit(want - len(docs))
+                docs += await cursor.to_list(None)
+                width *= 4
+        has_more = len(docs) > limit
+        docs = docs[:limit]
+        if not ascending:
+            docs.reverse()
+        return [Message.from_doc(d) for d in docs], has_more
