@@ -42,7 +42,7 @@ async def fill(store: Store, room: str, size: int) -> None:
                  "body": f"message {seq} of the history benchmark", "ts": seq}
                 for seq in range(start, min(size, start + 999) + 1)]
         await store.insert_in_order(docs)
-    await store.record_seqs({room: size})
+    await store.record_tops({room: size})
 
 
 async def timed(samples: int, read: object) -> tuple[float, float]:

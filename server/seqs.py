@@ -165,7 +165,7 @@ class TopRecord:
         """One write of the unrecorded tops; those stored meanwhile follow later."""
         tops, self._unrecorded = self._unrecorded, {}
         try:
-            await self.store.record_seqs(tops)
+            await self.store.record_tops(tops)
         except StoreError as e:  # recorded again with the next tops
             self._warning.warning("recording top seqs failed: %s", e)
             for room, seq in tops.items():

@@ -231,7 +231,7 @@ class MessageWriter:
         if not unknown:
             return items
         try:
-            for room, seq in (await self.store.room_seqs(unknown)).items():
+            for room, seq in (await self.store.recorded_tops(unknown)).items():
                 self.seqs.saw(room, seq)
         except StoreError as e:
             self._failed(items, e)

@@ -76,7 +76,7 @@ class RoomsAndMessages(Collections):
 
     # Messages ---------------------------------------------------------------
 
-    async def room_seqs(self, rooms: list[str]) -> dict[str, int]:
+    async def recorded_tops(self, rooms: list[str]) -> dict[str, int]:
         """The recorded top seq of each room that exists (absent rooms are missing)."""
         with _errors():
             docs = await self.db.rooms.find({"_id": {"$in": rooms}}, {"seq": 1}).to_list(None)
@@ -100,7 +100,7 @@ class RoomsAndMessages(Collections):
         doc = await self.room(room)
         return None if doc is None else await self.top_seq_after(room, int(doc["seq"]))
 
-    async def record_seqs(self, tops: dict[str, int]) -> None:
+    async def record_tops(self, tops: dict[str, int]) -> None:
         """Raise each room's recorded top seq to at least the given one (`$max`)."""
         with _errors():
             await self.db.rooms.bulk_write(
