@@ -84,11 +84,11 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        # Service URLs carry passwords: through the environment, never argv (ps shows it).
         env = {**os.environ, "COOKIE_SECRET": SECRET, "LOG_LEVEL": "info",
-               "ADMIN_USERS": "operator"}
+               "ADMIN_USERS": "operator", "MONGO_URL": self.services.mongo_url,
+               "REDIS_URL": self.redis_url or self.services.redis_url}
         args = [sys.executable, "run.py", "--host", "127.0.0.1", "--port", str(self.port),
-                "--mongo-url", self.services.mongo_url,
-                "--redis-url", self.redis_url or self.services.redis_url,
                 "--db-name", self.db_name, "--redis-prefix", self.prefix,
                 "--data-dir", str(self.log_path.parent), "--shutdown-timeout", "2"]
         with open(self.log_path, "ab") as log:
