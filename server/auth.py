@@ -8,13 +8,20 @@ import hashlib
 import logging
 import re
 import secrets
+import time
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
+from contextlib import asynccontextmanager
+from typing import TypeVar
 
 import bcrypt
 
+from server.metrics import Metrics
 from server.store import Conflict, Store, User
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
 PASSWORD_MIN_BYTES = 8
@@ -24,10 +31,14 @@ PASSWORD_MAX_BYTES = 72  # bcrypt's limit: longer input is an error, never trunc
 class AuthError(Exception):
     """An authentication request failed; `code` is the documented error code."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.retry_after = retry_after
+
+
+BUSY = "unavailable"  # the code of the AuthError raised when the bcrypt queue is full
 
 
 LOGIN_FAILED = "invalid username or password"
@@ -61,28 +72,57 @@ class Auth:
     """Registers users, checks passwords and owns the server-side session lifecycle."""
 
     def __init__(self, store: Store, *, executor: Executor | None = None, rounds: int = 12,
-                 session_ttl: dt.timedelta = dt.timedelta(days=30)) -> None:
+                 session_ttl: dt.timedelta = dt.timedelta(days=30), max_hashing: int = 32,
+                 metrics: Metrics | None = None) -> None:
         self.store = store
         self.executor = executor
         self.rounds = rounds
         self.session_ttl = session_ttl
         self.session_days = max(1, session_ttl.days)
+        # Requests with bcrypt work waiting or running in this process, and the most
+        # there may be: beyond it a flood of guesses would queue everyone's login behind
+        # minutes of hashing, so the excess is refused at once instead (BUSY).
+        self.hashing = 0
+        self.max_hashing = max_hashing
+        self._hash_seconds = 0.0  # recent time from queueing to done, smoothed
+        self.metrics = metrics
         # Checked when the user does not exist, so both failures cost one bcrypt.
         self._dummy_hash = bcrypt.hashpw(b"not-a-password", bcrypt.gensalt(rounds))
 
-    async def _hash(self, raw: bytes) -> bytes:
+    @asynccontextmanager
+    async def _bcrypt_slot(self) -> AsyncIterator[None]:
+        """A place in the bcrypt queue for one request's hashing, or AuthError(BUSY)."""
+        if self.hashing >= self.max_hashing:
+            if self.metrics is not None:
+                self.metrics.bcrypt_busy.inc()
+            # About how long the queue takes to drain: what a place in it took lately.
+            raise AuthError(BUSY, "too many password checks in progress; try again shortly",
+                            retry_after=max(1.0, round(self._hash_seconds, 1)))
+        self.hashing += 1
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.hashing -= 1
+            self._hash_seconds += (time.monotonic() - start - self._hash_seconds) / 4
+
+    async def _bcrypt(self, op: str, fn: Callable[..., T], *args: object) -> T:
+        if self.metrics is not None:
+            self.metrics.bcrypt.labels(op=op).inc()
         loop = asyncio.get_running_loop()
-        salt = bcrypt.gensalt(self.rounds)
-        return await loop.run_in_executor(self.executor, bcrypt.hashpw, raw, salt)
+        return await loop.run_in_executor(self.executor, fn, *args)
+
+    async def _hash(self, raw: bytes) -> bytes:
+        return await self._bcrypt("hash", bcrypt.hashpw, raw, bcrypt.gensalt(self.rounds))
 
     async def _check(self, raw: bytes, hashed: bytes) -> bool:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, _checkpw, raw, hashed)
+        return await self._bcrypt("check", _checkpw, raw, hashed)
 
     async def register(self, name: object, password: object) -> User:
         username = validate_username(name)
         raw = validate_password(password)
-        hashed = await self._hash(raw)
+        async with self._bcrypt_slot():
+            hashed = await self._hash(raw)
         try:
             return await self.store.create_user(username, hashed)
         except Conflict:
@@ -91,11 +131,12 @@ class Auth:
     async def login(self, name: object, password: object) -> User:
         """The user for a name and password; one generic AuthError for any failure."""
         raw = password.encode("utf-8", "surrogatepass") if isinstance(password, str) else b""
-        doc = None
-        if isinstance(name, str) and USERNAME_RE.fullmatch(name):
-            doc = await self.store.find_user(name)
-        hashed = doc["password"] if doc and doc.get("password") else self._dummy_hash
-        ok = await self._check(raw, hashed)
+        async with self._bcrypt_slot():
+            doc = None
+            if isinstance(name, str) and USERNAME_RE.fullmatch(name):
+                doc = await self.store.find_user(name)
+            hashed = doc["password"] if doc and doc.get("password") else self._dummy_hash
+            ok = await self._check(raw, hashed)
         if not ok or doc is None or doc.get("bot"):
             raise AuthError("unauthorized", LOGIN_FAILED)
         return {"id": str(doc["_id"]), "name": doc["name"], "bot": False}
@@ -115,11 +156,12 @@ class Auth:
     async def change_password(self, user: User, old: object, new: object,
                               keep_sid: str | None) -> list[str]:
         """Check the old password, store the new one, revoke every other session."""
-        doc = await self.store.find_user(user["name"])
         raw_old = old.encode("utf-8", "surrogatepass") if isinstance(old, str) else b""
-        if doc is None or not await self._check(raw_old, doc["password"]):
-            raise AuthError("unauthorized", "the current password is wrong")
-        hashed = await self._hash(validate_password(new))
+        async with self._bcrypt_slot():
+            doc = await self.store.find_user(user["name"])
+            if doc is None or not await self._check(raw_old, doc["password"]):
+                raise AuthError("unauthorized", "the current password is wrong")
+            hashed = await self._hash(validate_password(new))
         await self.store.set_password(user["id"], hashed)
         return await self.store.delete_user_sessions(user["id"], keep=keep_sid)
 

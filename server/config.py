@@ -43,6 +43,8 @@ class Config:
     ws_ping_timeout: float = 20.0
     session_days: int = 30
     bcrypt_rounds: int = 12
+    # Requests with bcrypt work queued or running per process; None: 8 per bcrypt thread.
+    bcrypt_queue: int | None = None
     presence_ttl: float = 30.0
     redis_pool_size: int = 64
     shutdown_timeout: float = 10.0

@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from server import protocol
-from server.auth import AuthError, token_digest
+from server.auth import BUSY, AuthError, token_digest
 from server.chat import Chat
 from server.handlers.base import SESSION_COOKIE, ApiError, BaseHandler
 from server.limits import Limited, RateLimits
 from server.protocol import ProtocolError
 from server.store import Conflict, StoreError, User
 
-_AUTH_STATUS = {"bad_request": 400, "name_taken": 409, "unauthorized": 401}
+_AUTH_STATUS = {"bad_request": 400, "name_taken": 409, "unauthorized": 401, BUSY: 503}
 _CHAT_STATUS = {
     protocol.BAD_REQUEST: 400,
     protocol.NOT_FOUND: 404,
@@ -24,7 +24,8 @@ _CHAT_STATUS = {
 
 
 def _auth_error(e: AuthError) -> ApiError:
-    return ApiError(_AUTH_STATUS.get(e.code, 400), e.code, e.message)
+    extra = {} if e.retry_after is None else {"retry_after": e.retry_after}
+    return ApiError(_AUTH_STATUS.get(e.code, 400), e.code, e.message, **extra)
 
 
 class SessionHandler(BaseHandler):
@@ -73,7 +74,8 @@ class LoginHandler(SessionHandler):
             user = await self.auth.login(name, body.get("password"))
             await self.start_session(user)
         except AuthError as e:
-            await self.limits.login_failed(ip, name)
+            if e.code != BUSY:  # a refused login checked no password
+                await self.limits.login_failed(ip, name)
             raise _auth_error(e) from None
         except StoreError:
             raise ApiError(503, "unavailable", "the account store is unavailable") from None

@@ -1,0 +1,164 @@
+"""Login, registration and password-change throttles under parallel guessing.
+
+Every test drives a real server over HTTP behind a trusted proxy (`X-Forwarded-For`,
+as `--xheaders` does in production), so each request can come from an address of the
+test's choosing, and fires its guesses all at once through a client of its own that
+does not queue them. How often bcrypt ran is read from the server's Prometheus
+counters, as an operator would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+import tornado.httpserver
+import tornado.testing
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+
+from server.config import Config
+from server.limits import LimitSettings
+from server.runtime import Runtime
+from tests.client import PASSWORD, unique_name
+from tests.conftest import Node, close_node
+from tests.services import Services
+
+WRONG = "not the password"
+
+
+def throttled(config: Config, **limits: Any) -> Config:
+    """The shipped login limits (unless overridden), without the message and
+    registration limits that other tests' set-ups would trip."""
+    settings = dataclasses.replace(LimitSettings(), message_rate=10_000,
+                                   message_burst=10_000, registrations_per_ip=100_000)
+    return dataclasses.replace(config, xheaders=True,
+                               limits=dataclasses.replace(settings, **limits))
+
+
+async def open_proxied_node(config: Config, services: Services, *,
+                            redis_url: str | None = None) -> Node:
+    """A whole server that trusts X-Forwarded-For, as run.py with --xheaders."""
+    rt = Runtime(config, mongo_url=services.mongo_url,
+                 redis_url=redis_url or services.redis_url)
+    await rt.start()
+    sock, port = tornado.testing.bind_unused_port()
+    server = tornado.httpserver.HTTPServer(rt.app, xheaders=config.xheaders)
+    server.add_socket(sock)
+    return Node(rt, server, f"http://127.0.0.1:{port}")
+
+
+def bcrypt_runs(node: Node, op: str = "check") -> float:
+    value = node.runtime.metrics.registry.get_sample_value("chat_bcrypt_total", {"op": op})
+    return value or 0.0
+
+
+def busy_answers(node: Node) -> float:
+    return node.runtime.metrics.registry.get_sample_value("chat_bcrypt_busy_total") or 0.0
+
+
+class Crowd:
+    """Many HTTP requests at once, each from an address of the caller's choosing.
+
+    Its own client with room for every request, so none waits behind another in a
+    client-side queue (the shared AsyncHTTPClient runs 10 at a time).
+    """
+
+    def __init__(self, base_url: str) -> None:
+        self.base = base_url
+        self.http = AsyncHTTPClient(force_instance=True, max_clients=1000)
+        self.xsrf = ""
+
+    async def start(self) -> Crowd:
+        response = await self.http.fetch(self.base + "/")
+        for raw in response.headers.get_list("Set-Cookie"):
+            if raw.startswith("_xsrf="):
+                self.xsrf = raw.split(";", 1)[0].split("=", 1)[1]
+        assert self.xsrf
+        return self
+
+    async def post(self, path: str, body: dict[str, Any], ip: str,
+                   session: str | None = None) -> tuple[int, Any, dict[str, str]]:
+        cookie = f"_xsrf={self.xsrf}" + (f"; session={session}" if session else "")
+        request = HTTPRequest(
+            self.base + path, method="POST", body=json.dumps(body), request_timeout=120,
+            headers={"Cookie": cookie, "X-XSRFToken": self.xsrf, "X-Forwarded-For": ip,
+                     "Content-Type": "application/json"})
+        response = await self.http.fetch(request, raise_error=False)
+        assert response.code != 599, response.error
+        parsed = json.loads(response.body) if response.body else None
+        return response.code, parsed, dict(response.headers)
+
+    async def login(self, name: str, password: str, ip: str
+                    ) -> tuple[int, Any, dict[str, str]]:
+        return await self.post("/api/login", {"username": name, "password": password}, ip)
+
+    async def logins(self, name: str, password: str, ips: Iterable[str]
+                     ) -> list[tuple[int, Any, dict[str, str]]]:
+        """One login per address, all at once."""
+        return await asyncio.gather(*(self.login(name, password, ip) for ip in ips))
+
+    async def register(self, ip: str, name: str | None = None
+                       ) -> tuple[int, Any, dict[str, str]]:
+        return await self.post("/api/register",
+                               {"username": name or unique_name("tl"), "password": PASSWORD},
+                               ip)
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def statuses(replies: Iterable[tuple[int, Any, dict[str, str]]]) -> Counter[int]:
+    return Counter(status for status, _, _ in replies)
+
+
+def assert_throttled(replies: Iterable[tuple[int, Any, dict[str, str]]]) -> None:
+    """Every 429 says when to come back, in the header and in the body."""
+    for status, body, headers in replies:
+        if status == 429:
+            assert body["error"]["code"] == "rate_limited", body
+            assert int(headers["Retry-After"]) >= 1, headers
+            assert body["error"]["retry_after"] > 0, body
+
+
+async def registered(crowd: Crowd, ip: str) -> str:
+    status, body, _ = await crowd.register(ip)
+    assert status == 201, body
+    return body["name"]
+
+
+async def test_full_bcrypt_queue_answers_503_with_retry_after_and_frees_itself(
+        config, services):
+    # Real cost, so hashes take long enough for a queue of 2 to fill.
+    node = await open_proxied_node(
+        dataclasses.replace(throttled(config), bcrypt_rounds=12, bcrypt_queue=2), services)
+    crowd = await Crowd(node.base_url).start()
+    try:
+        name = await registered(crowd, "203.0.113.5")
+        checks, busy = bcrypt_runs(node), busy_answers(node)
+        addresses = [f"10.1.{i}.1" for i in range(40)]
+        replies = await crowd.logins(name, PASSWORD, addresses)
+        counts = statuses(replies)
+        assert set(counts) == {200, 503}, counts
+        for status, body, headers in replies:
+            if status == 503:
+                assert body["error"]["code"] == "unavailable", body
+                assert int(headers["Retry-After"]) >= 1, headers
+                assert body["error"]["retry_after"] >= 1, body
+        # A refused login ran no bcrypt and says so on /metrics.
+        assert bcrypt_runs(node) - checks == counts[200]
+        assert busy_answers(node) - busy == counts[503]
+        # Registrations share the queue.
+        regs = await asyncio.gather(*(crowd.register(f"10.2.{i}.1") for i in range(20)))
+        assert set(statuses(regs)) == {201, 503}, statuses(regs)
+        # The queue drains by itself: those refused get in when they come back.
+        refused = [ip for (status, _, _), ip in zip(replies, addresses, strict=True)
+                   if status == 503]
+        retried = [await crowd.login(name, PASSWORD, ip) for ip in refused[:3]]
+        assert [status for status, _, _ in retried] == [200] * len(retried)
+    finally:
+        crowd.close()
+        await close_node(node)
