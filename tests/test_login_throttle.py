@@ -12,19 +12,23 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
+import signal
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
+import pytest
 import tornado.httpserver
 import tornado.testing
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from server.config import Config
+from server.embedded import ChildService
 from server.limits import LimitSettings
 from server.runtime import Runtime
 from tests.client import PASSWORD, unique_name
-from tests.conftest import Node, close_node
+from tests.conftest import Node, close_node, redis_url_of
 from tests.services import Services
 
 WRONG = "not the password"
@@ -130,6 +134,101 @@ async def registered(crowd: Crowd, ip: str) -> str:
     return body["name"]
 
 
+async def test_200_parallel_wrong_passwords_get_at_most_the_limit_of_401s_and_bcrypts(
+        config, services):
+    node = await open_proxied_node(throttled(config), services)
+    crowd = await Crowd(node.base_url).start()
+    try:
+        name = await registered(crowd, "203.0.113.5")
+        before = bcrypt_runs(node)
+        replies = await crowd.logins(name, WRONG, ["198.51.100.7"] * 200)
+        counts = statuses(replies)
+        # The shipped limit: 10 per account from one address, then 429 without a bcrypt.
+        assert set(counts) <= {401, 429}, counts
+        assert 1 <= counts[401] <= 10 and counts[429] >= 190, counts
+        assert bcrypt_runs(node) - before == counts[401]
+        assert_throttled(replies)
+        # The right password does not help from there now...
+        status, _, _ = await crowd.login(name, PASSWORD, "198.51.100.7")
+        assert status == 429
+        # ...but its owner, at home, is not locked out.
+        status, body, _ = await crowd.login(name, PASSWORD, "203.0.113.5")
+        assert status == 200, body
+        assert bcrypt_runs(node) - before == counts[401] + 1
+    finally:
+        crowd.close()
+        await close_node(node)
+
+
+async def test_owner_logs_in_from_a_new_address_while_an_attacker_hammers_their_name(
+        config, services):
+    node = await open_proxied_node(throttled(config), services)
+    crowd = await Crowd(node.base_url).start()
+    try:
+        name = await registered(crowd, "203.0.113.5")
+        attack = asyncio.ensure_future(crowd.logins(name, WRONG, ["198.51.100.7"] * 100))
+        # From an address this account never used, while the guesses pour in and after.
+        during = await crowd.login(name, PASSWORD, "192.0.2.44")
+        replies = await attack
+        after = await crowd.login(name, PASSWORD, "192.0.2.45")
+        assert during[0] == 200 and after[0] == 200, (during, after)
+        assert statuses(replies)[401] <= 10, statuses(replies)
+        assert_throttled(replies)
+    finally:
+        crowd.close()
+        await close_node(node)
+
+
+async def test_guesses_from_many_addresses_stop_at_the_account_ceiling_but_not_its_owner(
+        config, services):
+    node = await open_proxied_node(
+        throttled(config, login_failures_per_account_anywhere=20), services)
+    crowd = await Crowd(node.base_url).start()
+    try:
+        name = await registered(crowd, "203.0.113.5")
+        before = bcrypt_runs(node)
+        botnet = [f"10.{i // 250}.{i % 250}.1" for i in range(60)]
+        replies = await crowd.logins(name, WRONG, botnet)
+        counts = statuses(replies)
+        assert set(counts) <= {401, 429} and 1 <= counts[401] <= 20, counts
+        assert bcrypt_runs(node) - before == counts[401]
+        assert_throttled(replies)
+        # The address the account was created from passes the ceiling...
+        assert (await crowd.login(name, PASSWORD, "203.0.113.5"))[0] == 200
+        # ...and so does any address it logged in from; a stranger's is slowed.
+        assert (await crowd.login(name, PASSWORD, "10.200.0.1"))[0] == 429
+        other = await registered(crowd, "10.200.0.1")  # the ceiling is per account
+        assert (await crowd.login(other, PASSWORD, "10.200.0.2"))[0] == 200
+    finally:
+        crowd.close()
+        await close_node(node)
+
+
+async def test_ipv6_addresses_of_one_64_share_a_bucket(config, services):
+    node = await open_proxied_node(throttled(config, login_failures_per_ip=5), services)
+    crowd = await Crowd(node.base_url).start()
+    try:
+        # Spraying: one wrong password for each of many names, the source address
+        # changing within one /64 every time.
+        sprayed = [await crowd.login(f"victim{i}", WRONG, f"2001:db8:1:2::{i + 1:x}")
+                   for i in range(5)]
+        assert statuses(sprayed) == {401: 5}
+        replies = [await crowd.login(f"victim{i}", WRONG, f"2001:db8:1:2:{i:x}::9")
+                   for i in range(5, 10)]
+        assert statuses(replies) == {429: 5}
+        assert_throttled(replies)
+        # The neighbouring /64 is somebody else.
+        assert (await crowd.login("victim0", WRONG, "2001:db8:1:3::1"))[0] == 401
+        # One account from one /64 is one bucket too.
+        name = await registered(crowd, "2001:db8:9:9::1")
+        per_pair = await crowd.logins(
+            name, WRONG, [f"2001:db8:7:7:{i:x}::1" for i in range(30)])
+        assert statuses(per_pair)[401] <= 5, statuses(per_pair)
+    finally:
+        crowd.close()
+        await close_node(node)
+
+
 async def test_full_bcrypt_queue_answers_503_with_retry_after_and_frees_itself(
         config, services):
     # Real cost, so hashes take long enough for a queue of 2 to fill.
@@ -160,5 +259,41 @@ async def test_full_bcrypt_queue_answers_503_with_retry_after_and_frees_itself(
         retried = [await crowd.login(name, PASSWORD, ip) for ip in refused[:3]]
         assert [status for status, _, _ in retried] == [200] * len(retried)
     finally:
+        crowd.close()
+        await close_node(node)
+
+
+@pytest.mark.parametrize("fault", ["killed", "hung"])
+async def test_throttles_count_in_each_process_while_redis_is_down(
+        config, services, private_redis: ChildService, fault: str):
+    node = await open_proxied_node(throttled(config, registrations_per_ip=3), services,
+                                   redis_url=redis_url_of(private_redis))
+    crowd = await Crowd(node.base_url).start()
+    proc = private_redis.proc
+    assert proc is not None
+    try:
+        name = await registered(crowd, "203.0.113.5")
+        if fault == "killed":
+            proc.kill()
+            await asyncio.to_thread(proc.wait)
+            private_redis.proc = None
+        else:
+            os.kill(proc.pid, signal.SIGSTOP)
+        before = bcrypt_runs(node)
+        replies = await crowd.logins(name, WRONG, ["198.51.100.7"] * 200)
+        counts = statuses(replies)
+        assert set(counts) <= {401, 429}, counts
+        assert 1 <= counts[401] <= 10 and counts[429] >= 190, counts
+        assert bcrypt_runs(node) - before == counts[401]
+        assert_throttled(replies)
+        # The owner still logs in, from anywhere the attacker is not.
+        assert (await crowd.login(name, PASSWORD, "203.0.113.5"))[0] == 200
+        assert (await crowd.login(name, PASSWORD, "192.0.2.44"))[0] == 200
+        # Registrations are counted too: 3 from an address, then 429.
+        regs = await asyncio.gather(*(crowd.register("192.0.2.50") for _ in range(10)))
+        assert statuses(regs) == {201: 3, 429: 7}, statuses(regs)
+    finally:
+        if fault == "hung":
+            os.kill(proc.pid, signal.SIGCONT)
         crowd.close()
         await close_node(node)

@@ -28,6 +28,10 @@ def _auth_error(e: AuthError) -> ApiError:
     return ApiError(_AUTH_STATUS.get(e.code, 400), e.code, e.message, **extra)
 
 
+def _limited(e: Limited) -> ApiError:
+    return ApiError(429, "rate_limited", e.message, retry_after=e.retry_after)
+
+
 class SessionHandler(BaseHandler):
     """Shared by register and login: start a session and set its cookie."""
 
@@ -46,37 +50,48 @@ class RegisterHandler(SessionHandler):
 
     async def post(self) -> None:
         body = self.json_body()
+        name = body.get("username")
         try:
-            await self.limits.check_register(self.request.remote_ip or "")
+            attempt = await self.limits.register_attempt(self.request.remote_ip or "", name)
         except Limited as e:
-            raise ApiError(429, "rate_limited", e.message, retry_after=e.retry_after) from None
+            raise _limited(e) from None
         try:
-            user = await self.auth.register(body.get("username"), body.get("password"))
+            user = await self.auth.register(name, body.get("password"))
             await self.start_session(user)
         except AuthError as e:
+            if e.code == BUSY:
+                await attempt.cancelled()
             raise _auth_error(e) from None
         except StoreError:
             raise ApiError(503, "unavailable", "the account store is unavailable") from None
+        await attempt.succeeded()
         self.write_json(user, 201)
 
 
 class LoginHandler(SessionHandler):
+    """Counted before the password is checked: parallel guesses cannot all slip through."""
+
     limits: RateLimits
 
     async def post(self) -> None:
         body = self.json_body()
-        ip, name = self.request.remote_ip or "", body.get("username")
+        name = body.get("username")
         try:
-            await self.limits.check_login(ip, name)
+            attempt = await self.limits.login_attempt(self.request.remote_ip or "", name)
         except Limited as e:
-            raise ApiError(429, "rate_limited", e.message, retry_after=e.retry_after) from None
+            raise _limited(e) from None
         try:
             user = await self.auth.login(name, body.get("password"))
-            await self.start_session(user)
         except AuthError as e:
-            if e.code != BUSY:  # a refused login checked no password
-                await self.limits.login_failed(ip, name)
+            if e.code == BUSY:
+                await attempt.cancelled()  # no password was checked
             raise _auth_error(e) from None
+        except StoreError:
+            await attempt.cancelled()  # the user was not found: no password was checked
+            raise ApiError(503, "unavailable", "the account store is unavailable") from None
+        await attempt.succeeded()
+        try:
+            await self.start_session(user)
         except StoreError:
             raise ApiError(503, "unavailable", "the account store is unavailable") from None
         self.write_json(user)
