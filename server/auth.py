@@ -155,13 +155,18 @@ class Auth:
 
     async def change_password(self, user: User, old: object, new: object,
                               keep_sid: str | None) -> list[str]:
-        """Check the old password, store the new one, revoke every other session."""
+        """Check the old password, store the new one, revoke every other session.
+
+        The new password is validated first, so a 400 never tells that the old one
+        was right, and an invalid request costs no bcrypt.
+        """
+        raw_new = validate_password(new)
         raw_old = old.encode("utf-8", "surrogatepass") if isinstance(old, str) else b""
         async with self._bcrypt_slot():
             doc = await self.store.find_user(user["name"])
             if doc is None or not await self._check(raw_old, doc["password"]):
                 raise AuthError("unauthorized", "the current password is wrong")
-            hashed = await self._hash(validate_password(new))
+            hashed = await self._hash(raw_new)
         await self.store.set_password(user["id"], hashed)
         return await self.store.delete_user_sessions(user["id"], keep=keep_sid)
 

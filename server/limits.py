@@ -211,6 +211,20 @@ class RateLimits:
                                    self._known(address, account),
                                    "too many failed logins; try again later")
 
+    async def password_attempt(self, ip: str, user_id: str, name: str) -> Attempt:
+        """Count a check of a signed-in user's current password, or raise Limited.
+
+        It counts as a login attempt for that user from that address, and against a
+        bucket of the user's own, so a stolen session cannot guess from many addresses.
+        """
+        s = self.settings
+        address, account = address_key(ip), account_key(name)
+        own = Bucket(f"{self.prefix}password:{user_id}", s.login_failures_per_account,
+                     s.window_s, REFUND)
+        return await self._attempt((*self._login_buckets(address, account), own),
+                                   self._known(address, account),
+                                   "too many wrong passwords; try again later")
+
     async def register_attempt(self, ip: str, name: object) -> Attempt:
         """Count a registration from this address, or raise Limited. Every one counts."""
         address = address_key(ip)

@@ -27,7 +27,7 @@ from server.config import Config
 from server.embedded import ChildService
 from server.limits import LimitSettings
 from server.runtime import Runtime
-from tests.client import PASSWORD, unique_name
+from tests.client import PASSWORD, Client, unique_name
 from tests.conftest import Node, close_node, redis_url_of
 from tests.services import Services
 
@@ -258,6 +258,55 @@ async def test_full_bcrypt_queue_answers_503_with_retry_after_and_frees_itself(
                    if status == 503]
         retried = [await crowd.login(name, PASSWORD, ip) for ip in refused[:3]]
         assert [status for status, _, _ in retried] == [200] * len(retried)
+    finally:
+        crowd.close()
+        await close_node(node)
+
+
+async def test_wrong_current_passwords_are_throttled_per_user_like_failed_logins(
+        config, services):
+    node = await open_proxied_node(throttled(config, login_failures_per_account=3), services)
+    crowd = await Crowd(node.base_url).start()
+    try:
+        me = Client(node.base_url)
+        status, body, _ = await me.request(
+            "POST", "/api/register", {"username": unique_name("pw"), "password": PASSWORD},
+            headers={"X-Forwarded-For": "203.0.113.5"})
+        assert status == 201, body
+        name, session = body["name"], me.cookies["session"]
+
+        def change(old: str, ip: str) -> Any:
+            return crowd.post("/api/password",
+                              {"old_password": old, "new_password": "a new passphrase"},
+                              ip, session=session)
+
+        # A stolen session guessing the current password, all at once.
+        replies = await asyncio.gather(*(change(WRONG, "198.51.100.7") for _ in range(30)))
+        counts = statuses(replies)
+        assert set(counts) <= {401, 429} and 1 <= counts[401] <= 3, counts
+        assert_throttled(replies)
+        # Moving to other addresses does not buy more guesses: the bucket is the user's.
+        assert (await change(WRONG, "198.51.100.8"))[0] == 429
+        assert (await change(PASSWORD, "192.0.2.9"))[0] == 429
+        # They counted as failed logins of that user from that address.
+        assert (await crowd.login(name, PASSWORD, "198.51.100.7"))[0] == 429
+        # Its owner still logs in, and the password is unchanged.
+        assert (await crowd.login(name, PASSWORD, "203.0.113.5"))[0] == 200
+        # A new password that is not valid costs no attempt and checks nothing.
+        other = Client(node.base_url)
+        status, body, _ = await other.request(
+            "POST", "/api/register", {"username": unique_name("pw"), "password": PASSWORD},
+            headers={"X-Forwarded-For": "203.0.113.6"})
+        assert status == 201
+        for _ in range(5):
+            status, _, _ = await crowd.post(
+                "/api/password", {"old_password": PASSWORD, "new_password": "short"},
+                "203.0.113.6", session=other.cookies["session"])
+            assert status == 400
+        status, _, _ = await crowd.post(
+            "/api/password", {"old_password": PASSWORD, "new_password": "a new passphrase"},
+            "203.0.113.6", session=other.cookies["session"])
+        assert status == 204
     finally:
         crowd.close()
         await close_node(node)

@@ -113,19 +113,30 @@ class LogoutHandler(BaseHandler):
 
 
 class PasswordHandler(BaseHandler):
+    """Wrong current passwords count like failed logins of that user."""
+
     chat: Chat
+    limits: RateLimits
 
     async def post(self) -> None:
         if self.current_user is None or self.user["bot"]:
             raise ApiError(403, "forbidden", "bots have no password")
         body = self.json_body()
         try:
+            attempt = await self.limits.password_attempt(
+                self.request.remote_ip or "", self.user["id"], self.user["name"])
+        except Limited as e:
+            raise _limited(e) from None
+        try:
             revoked = await self.auth.change_password(
                 self.user, body.get("old_password"), body.get("new_password"), self.session_id)
         except AuthError as e:
+            if e.code != "unauthorized":  # an invalid new password or BUSY: nothing checked
+                await attempt.cancelled()
             raise _auth_error(e) from None
         except StoreError:
             raise ApiError(503, "unavailable", "the account store is unavailable") from None
+        await attempt.succeeded()
         for sid in revoked:
             await self.chat.close_credential_everywhere(token_digest(sid))
         self.set_status(204)
