@@ -1,5 +1,6 @@
-"""Login, registration and password throttles: GCRA buckets counted in Redis first, in
-one atomic step, with this process's memory as the fallback while Redis does not answer.
+"""Login, registration and password throttles: GCRA buckets, each attempt counted before
+its password is checked, atomically, in this process's memory and in Redis; the memory
+alone decides while Redis does not answer.
 
 `RateLimits` (limits.py) decides which buckets an attempt concerns and how big they are;
 this module counts attempts in them and settles them once the password was checked.
@@ -138,8 +139,9 @@ class Attempt:
     buckets: tuple[Bucket, ...]
     known: str  # the (address, account) marker key
     wait_ms: int  # > 0: refused, counted nowhere; retry after this long
-    local: bool  # counted in this process, not in Redis
-    known_caller: bool
+    in_redis: bool = False  # counted in Redis
+    here: tuple[Bucket, ...] = ()  # the buckets counted in this process's memory
+    known_caller: bool = False  # from an address this account logged in from lately
     settled: bool = False
 
     async def succeeded(self) -> None:
@@ -151,17 +153,13 @@ class Attempt:
         """No password was checked: give the attempt back everywhere."""
         await self._settle(False)
 
-    def steps(self, success: bool) -> list[int]:
-        """Per bucket, for the settle script: ms to give back, 0 to empty, -1 to keep."""
-        out = []
-        for b in self.buckets:
-            if self.known_caller and b.spare_known:
-                out.append(-1)  # it was not counted there
-            elif not success or b.on_success == REFUND:
-                out.append(b.step)
-            else:
-                out.append(0 if b.on_success == CLEAR else -1)
-        return out
+    def step_for(self, b: Bucket, success: bool) -> int:
+        """What settling gives back to `b`: ms (one attempt), 0 to empty it, -1 nothing."""
+        if self.known_caller and b.spare_known:
+            return -1  # it was not counted there
+        if not success or b.on_success == REFUND:
+            return b.step
+        return 0 if b.on_success == CLEAR else -1
 
     async def _settle(self, success: bool) -> None:
         if not self.settled and not self.wait_ms:
@@ -170,14 +168,17 @@ class Attempt:
 
 
 class LocalCounts:
-    """The throttles' buckets in this process's memory, used while Redis does not answer.
+    """The throttles' buckets as this process counts them, with the rules of `_COUNT`
+    and `_SETTLE` in monotonic ms.
 
-    The throttles fall back to these instead of failing open (an outage, or a Redis made
-    slow on purpose, would switch them off) or closed (it would lock everyone out of
-    logging in). Each process then admits what the cluster admits, so guessing stays
-    bounded by the limits times the number of processes. Memory is bounded too: when
-    `max_keys` buckets are live, new ones are refused rather than old ones forgotten.
-    The same rules as `_COUNT` and `_SETTLE`, in monotonic ms.
+    Every attempt is counted here as well as in Redis, so one process never admits
+    more than the limits, even when Redis answers late, and a flood is refused here
+    before it reaches Redis. While Redis does not answer these counts decide alone:
+    the throttles neither fail open (an outage, or a Redis made slow on purpose, would
+    switch them off) nor closed (nobody could log in); guessing stays bounded by the
+    limits times the number of processes. Memory is bounded: with `max_keys` live
+    buckets, new ones go uncounted here while Redis answers, and are refused while it
+    does not, rather than old ones forgotten.
     """
 
     def __init__(self, max_keys: int = 50_000) -> None:
@@ -186,22 +187,21 @@ class LocalCounts:
         self.known: dict[str, int] = {}  # marker -> expiry, oldest first
         self._swept = 0
 
-    def count(self, buckets: tuple[Bucket, ...], known_key: str, now: int
-              ) -> tuple[int, bool]:
+    def count(self, buckets: tuple[Bucket, ...], now: int) -> int:
+        """Count in every bucket or in none: 0 if counted, the ms to wait if one is
+        full, -1 if there is no room for a new bucket."""
         self._sweep(now)
-        known = self.known.get(known_key, 0) > now
         wait, tats = 0, {}
         for b in buckets:
-            if known and b.spare_known:
-                continue
             tat = max(self.tats.get(b.key, 0), now) + b.step
             wait = max(wait, tat - now - b.horizon)
             tats[b.key] = tat
-        if wait == 0 and len(self.tats) + len(tats) > self.max_keys:
-            wait = 1000
-        if wait == 0:
-            self.tats.update(tats)
-        return wait, known
+        if wait:
+            return wait
+        if len(self.tats) + sum(k not in self.tats for k in tats) > self.max_keys:
+            return -1
+        self.tats.update(tats)
+        return 0
 
     def settle(self, buckets: tuple[Bucket, ...], steps: list[int], now: int) -> None:
         for b, step in zip(buckets, steps, strict=True):
@@ -213,6 +213,9 @@ class LocalCounts:
                     self.tats[b.key] = tat
                 else:
                     del self.tats[b.key]
+
+    def is_known(self, known_key: str, now: int) -> bool:
+        return self.known.get(known_key, 0) > now
 
     def remember(self, known_key: str, ttl_ms: int, now: int) -> None:
         """Note a login's (address, account) here too, for when Redis is gone."""
@@ -232,7 +235,8 @@ class LocalCounts:
 
 
 class Throttles:
-    """Counts attempts in Redis, or in this process while Redis fails or is slow."""
+    """Counts attempts in this process and in Redis, or here alone while Redis fails or
+    is slow."""
 
     def __init__(self, redis: Redis, timeout: float, known_ttl_s: int) -> None:
         self.timeout = timeout
@@ -244,14 +248,23 @@ class Throttles:
         self._warn = OncePer(log)
 
     def _fall_back(self, e: BaseException) -> None:
-        """Count here for a second: a slow Redis must not slow every login down."""
+        """Count here alone for a second: a slow Redis must not slow every login down."""
         self._skip_until = time.monotonic() + 1.0
         self._warn.warning("login throttle: Redis unavailable, counting in this process: %s",
                            e or type(e).__name__)
 
     async def count(self, buckets: tuple[Bucket, ...], known: str) -> Attempt:
-        """Count one attempt in every bucket, or in none (then `wait_ms` > 0)."""
-        reply: tuple[int, bool] | None = None
+        """Count one attempt in every bucket, or in none (then `wait_ms` > 0).
+
+        First here, without awaiting, so atomically within the process; then in Redis.
+        The buckets that spare known addresses are counted here only while Redis is
+        away: Redis alone knows every address an account logged in from.
+        """
+        here = tuple(b for b in buckets if not b.spare_known)
+        room = self.local.count(here, _now_ms())
+        if room > 0:
+            return Attempt(self, buckets, known, room)
+        counted = here if room == 0 else ()
         if time.monotonic() >= self._skip_until:
             args: list[int] = []
             for b in buckets:
@@ -260,28 +273,36 @@ class Throttles:
                 wait, known_caller = await asyncio.wait_for(
                     self._count(keys=[known, *(b.key for b in buckets)], args=args),
                     self.timeout)
-                reply = int(wait), bool(known_caller)
             except (RedisError, OSError, asyncio.TimeoutError) as e:
                 self._fall_back(e)
-        local = reply is None
-        if reply is None:
-            reply = self.local.count(buckets, known, _now_ms())
-        return Attempt(self, buckets, known, reply[0], local, reply[1])
+            else:
+                if int(wait) > 0:
+                    self.local.settle(counted, [b.step for b in counted], _now_ms())
+                    return Attempt(self, buckets, known, int(wait))
+                return Attempt(self, buckets, known, 0, True, counted, bool(known_caller))
+        # Without Redis this process's counts decide alone; with no room to count, refuse.
+        now = _now_ms()
+        known_caller = self.local.is_known(known, now)
+        spare = () if known_caller else tuple(b for b in buckets if b.spare_known)
+        wait = self.local.count(spare, now) if room == 0 else -1
+        if wait != 0:
+            self.local.settle(counted, [b.step for b in counted], now)
+            return Attempt(self, buckets, known, max(wait, 1000))
+        return Attempt(self, buckets, known, 0, False, counted + spare, known_caller)
 
     async def settle(self, attempt: Attempt, success: bool) -> None:
-        known_ms = self.known_ms if success else 0
-        steps = attempt.steps(success)
+        now = _now_ms()
         if success:
-            self.local.remember(attempt.known, self.known_ms, _now_ms())
-        if attempt.local:
-            self.local.settle(attempt.buckets, steps, _now_ms())
-            return
-        if time.monotonic() < self._skip_until:
-            return  # stays counted in Redis, as if it had failed: stricter, not looser
+            self.local.remember(attempt.known, self.known_ms, now)
+        self.local.settle(attempt.here, [attempt.step_for(b, success) for b in attempt.here],
+                          now)
+        if not attempt.in_redis or time.monotonic() < self._skip_until:
+            return  # what Redis counted stays counted, as if it had failed: stricter
+        steps = [attempt.step_for(b, success) for b in attempt.buckets]
         try:
             await asyncio.wait_for(
                 self._settle(keys=[attempt.known, *(b.key for b in attempt.buckets)],
-                             args=[known_ms, *steps]),
+                             args=[self.known_ms if success else 0, *steps]),
                 self.timeout)
         except (RedisError, OSError, asyncio.TimeoutError) as e:
             self._fall_back(e)

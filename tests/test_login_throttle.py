@@ -346,3 +346,39 @@ async def test_throttles_count_in_each_process_while_redis_is_down(
             os.kill(proc.pid, signal.SIGCONT)
         crowd.close()
         await close_node(node)
+
+
+async def wait_ready(node: Node, within: float = 10.0) -> None:
+    """Poll /readyz as a load balancer does until Redis and MongoDB answer."""
+    client = Client(node.base_url)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while (await client.request("GET", "/readyz"))[0] != 200:
+        assert loop.time() < deadline, f"/readyz not 200 within {within}s"
+        await asyncio.sleep(0.1)  # probe interval of the poller, not a guess
+
+
+async def test_redis_restarted_empty_does_not_reset_what_a_process_counted(
+        config, services, private_redis: ChildService):
+    node = await open_proxied_node(throttled(config), services,
+                                   redis_url=redis_url_of(private_redis))
+    crowd = await Crowd(node.base_url).start()
+    try:
+        name = await registered(crowd, "203.0.113.5")
+        assert private_redis.proc is not None
+        private_redis.proc.kill()
+        await asyncio.to_thread(private_redis.proc.wait)
+        private_redis.proc = None
+        before = bcrypt_runs(node)
+        outage = await crowd.logins(name, WRONG, ["198.51.100.7"] * 100)
+        assert 1 <= statuses(outage)[401] <= 10, statuses(outage)
+        await asyncio.to_thread(private_redis.start)  # same port, no data
+        await wait_ready(node)
+        after = await crowd.logins(name, WRONG, ["198.51.100.7"] * 100)
+        assert statuses(after) == {429: 100}, statuses(after)
+        assert_throttled(after)
+        assert bcrypt_runs(node) - before == statuses(outage)[401]
+        assert (await crowd.login(name, PASSWORD, "203.0.113.5"))[0] == 200
+    finally:
+        crowd.close()
+        await close_node(node)
