@@ -90,9 +90,14 @@ class Auth:
         self._dummy_hash = bcrypt.hashpw(b"not-a-password", bcrypt.gensalt(rounds))
 
     @asynccontextmanager
-    async def _bcrypt_slot(self) -> AsyncIterator[None]:
-        """A place in the bcrypt queue for one request's hashing, or AuthError(BUSY)."""
-        if self.hashing >= self.max_hashing:
+    async def _bcrypt_slot(self, trusted: bool = False) -> AsyncIterator[None]:
+        """A place in the bcrypt queue for one request's hashing, or AuthError(BUSY).
+
+        A quarter more places are kept for trusted callers (an account logging in from
+        an address it logged in from lately), so a flood of guesses from elsewhere does
+        not shut its owners out.
+        """
+        if self.hashing >= self.max_hashing + (self.max_hashing // 4 if trusted else 0):
             if self.metrics is not None:
                 self.metrics.bcrypt_busy.inc()
             # About how long the queue takes to drain: what a place in it took lately.
@@ -128,10 +133,10 @@ class Auth:
         except Conflict:
             raise AuthError("name_taken", "that username is taken") from None
 
-    async def login(self, name: object, password: object) -> User:
+    async def login(self, name: object, password: object, *, trusted: bool = False) -> User:
         """The user for a name and password; one generic AuthError for any failure."""
         raw = password.encode("utf-8", "surrogatepass") if isinstance(password, str) else b""
-        async with self._bcrypt_slot():
+        async with self._bcrypt_slot(trusted):
             doc = None
             if isinstance(name, str) and USERNAME_RE.fullmatch(name):
                 doc = await self.store.find_user(name)
@@ -154,7 +159,7 @@ class Auth:
         await self.store.delete_session(sid)
 
     async def change_password(self, user: User, old: object, new: object,
-                              keep_sid: str | None) -> list[str]:
+                              keep_sid: str | None, *, trusted: bool = False) -> list[str]:
         """Check the old password, store the new one, revoke every other session.
 
         The new password is validated first, so a 400 never tells that the old one
@@ -162,7 +167,7 @@ class Auth:
         """
         raw_new = validate_password(new)
         raw_old = old.encode("utf-8", "surrogatepass") if isinstance(old, str) else b""
-        async with self._bcrypt_slot():
+        async with self._bcrypt_slot(trusted):
             doc = await self.store.find_user(user["name"])
             if doc is None or not await self._check(raw_old, doc["password"]):
                 raise AuthError("unauthorized", "the current password is wrong")

@@ -81,7 +81,8 @@ class LoginHandler(SessionHandler):
         except Limited as e:
             raise _limited(e) from None
         try:
-            user = await self.auth.login(name, body.get("password"))
+            user = await self.auth.login(name, body.get("password"),
+                                         trusted=attempt.known_caller)
         except AuthError as e:
             if e.code == BUSY:
                 await attempt.cancelled()  # no password was checked
@@ -129,7 +130,8 @@ class PasswordHandler(BaseHandler):
             raise _limited(e) from None
         try:
             revoked = await self.auth.change_password(
-                self.user, body.get("old_password"), body.get("new_password"), self.session_id)
+                self.user, body.get("old_password"), body.get("new_password"), self.session_id,
+                trusted=attempt.known_caller)
         except AuthError as e:
             if e.code != "unauthorized":  # an invalid new password or BUSY: nothing checked
                 await attempt.cancelled()
