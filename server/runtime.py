@@ -106,8 +106,8 @@ class Runtime:
         self.metrics = Metrics()
         self.auth = Auth(self.store, executor=self.executor, rounds=cfg.bcrypt_rounds,
                          session_ttl=dt.timedelta(days=cfg.session_days),
-                         max_hashing=cfg.bcrypt_queue or BCRYPT_QUEUE_PER_THREAD * BCRYPT_THREADS,
-                         metrics=self.metrics)
+                         threads=BCRYPT_THREADS, metrics=self.metrics,
+                         max_hashing=cfg.bcrypt_queue or BCRYPT_QUEUE_PER_THREAD * BCRYPT_THREADS)
         self.bots = Bots(self.store)
         self.chat = Chat(self.store, self.redis, LocalRooms(), subscriber=self.subscriber,
                          node_id=cfg.node_id, prefix=cfg.redis_prefix, metrics=self.metrics,
