@@ -103,6 +103,10 @@ class RateLimits:
     in Redis at once and spends them locally, taking the next lease in the background
     before the current one runs out. A steady sender never waits on Redis, and Redis
     sees one call per lease instead of one per message.
+
+    Login, registration and password attempts go through `throttles`: each is counted
+    before its password is checked, in buckets per (account, address), per address,
+    per account from unknown addresses and, for password changes, per user.
     """
 
     def __init__(self, redis: Redis, prefix: str, settings: LimitSettings,
