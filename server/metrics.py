@@ -62,6 +62,12 @@ class Metrics:
         self.resyncs = Counter("chat_redis_resubscribes",
                                "Times the Redis subscriber reconnected and resynced",
                                registry=r)
+        self.bcrypt = Counter("chat_bcrypt", "bcrypt runs: op=check (a password checked), "
+                              "op=hash (a password stored)", ["op"], registry=r)
+        self.bcrypt_busy = Counter(
+            "chat_bcrypt_busy",
+            "Logins, registrations and password changes answered 503 because the bcrypt "
+            "queue was full", registry=r)
         self.connections = Gauge("chat_ws_connections", "Open WebSocket connections",
                                  ["kind"], registry=r)
         self.rooms = Gauge("chat_local_rooms", "Rooms with members on this process",

@@ -40,6 +40,13 @@ from server.writer import MessageWriter
 
 log = logging.getLogger(__name__)
 
+BCRYPT_THREADS = 4
+# Requests with bcrypt work queued or running, per thread: at the default cost (12, about
+# 0.35 s a hash on our machines) a full queue drains in about 3 s when each thread has a
+# core of its own; beyond it a login is refused with 503 at once rather than left
+# waiting behind a flood of guesses.
+BCRYPT_QUEUE_PER_THREAD = 8
+
 
 def redis_client(url: str, pool_size: int) -> Redis:
     """The client for commands: a pool that makes callers wait for a connection instead
@@ -102,19 +109,22 @@ class Runtime:
 
     async def start(self) -> None:
         cfg = self.config
-        self.executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bcrypt")
+        self.executor = ThreadPoolExecutor(max_workers=BCRYPT_THREADS,
+                                           thread_name_prefix="bcrypt")
         self.inflight = Inflight()
         self.store = Store.connect(self.mongo_url, cfg.db_name)
         await self.store.setup()
         self.redis = redis_client(self.redis_url, cfg.redis_pool_size)
         self.subscriber = redis_subscriber(self.redis_url)
+        self.metrics = Metrics()
         self.auth = Auth(self.store, executor=self.executor, rounds=cfg.bcrypt_rounds,
-                         session_ttl=dt.timedelta(days=cfg.session_days))
+                         session_ttl=dt.timedelta(days=cfg.session_days),
+                         threads=BCRYPT_THREADS, metrics=self.metrics,
+                         max_hashing=cfg.bcrypt_queue or BCRYPT_QUEUE_PER_THREAD * BCRYPT_THREADS)
         self.bots = Bots(self.store, max_bots=cfg.quotas.bots_per_user,
                          max_tokens=cfg.quotas.tokens_per_bot)
         self.admins = Admins(self.store, cfg.admin_users)
         await self.admins.check()
-        self.metrics = Metrics()
         self.rooms = rooms = LocalRooms()
         seqs = RoomSeqs()
         self.bus = Bus(self.redis, cfg.redis_prefix, cfg.node_id, subscriber=self.subscriber)

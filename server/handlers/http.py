@@ -5,16 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from server import protocol
-from server.auth import Auth, AuthError, Bots, token_digest
+from server.auth import BUSY, Auth, AuthError, Bots, token_digest
 from server.chat import Chat
 from server.handlers.base import SESSION_COOKIE, ApiError, BaseHandler
 from server.inflight import Inflight
 from server.limits import Limited, RateLimits
 from server.model import User
 from server.protocol import ProtocolError
-from server.store import Conflict, QuotaExceeded, Store
+from server.store import Conflict, QuotaExceeded, Store, StoreError
 
-_AUTH_STATUS = {"bad_request": 400, "name_taken": 409, "unauthorized": 401}
+_AUTH_STATUS = {"bad_request": 400, "name_taken": 409, "unauthorized": 401, BUSY: 503}
 _CHAT_STATUS = {
     protocol.BAD_REQUEST: 400,
     protocol.NOT_FOUND: 404,
@@ -26,7 +26,12 @@ _CHAT_STATUS = {
 
 
 def _auth_error(e: AuthError) -> ApiError:
-    return ApiError(_AUTH_STATUS.get(e.code, 400), e.code, e.message)
+    extra = {} if e.retry_after is None else {"retry_after": e.retry_after}
+    return ApiError(_AUTH_STATUS.get(e.code, 400), e.code, e.message, **extra)
+
+
+def _limited(e: Limited) -> ApiError:
+    return ApiError(429, "rate_limited", e.message, retry_after=e.retry_after)
 
 
 class SessionHandler(BaseHandler):
@@ -50,32 +55,44 @@ class SessionHandler(BaseHandler):
 class RegisterHandler(SessionHandler):
     async def post(self) -> None:
         body = self.json_body()
+        name = body.get("username")
         try:
-            await self.limits.check_register(self.request.remote_ip or "")
+            attempt = await self.limits.register_attempt(self.request.remote_ip or "", name)
         except Limited as e:
-            raise ApiError(429, "rate_limited", e.message, retry_after=e.retry_after) from None
+            raise _limited(e) from None
         try:
-            user = await self.auth.register(body.get("username"), body.get("password"))
+            user = await self.auth.register(name, body.get("password"))
             await self.start_session(user)
         except AuthError as e:
+            if e.code == BUSY:
+                await attempt.cancelled()
             raise _auth_error(e) from None
+        await attempt.succeeded()
         self.write_json(user.as_dict(), 201)
 
 
 class LoginHandler(SessionHandler):
+    """Counted before the password is checked: parallel guesses cannot all slip through."""
+
     async def post(self) -> None:
         body = self.json_body()
-        ip, name = self.request.remote_ip or "", body.get("username")
+        name = body.get("username")
         try:
-            await self.limits.check_login(ip, name)
+            attempt = await self.limits.login_attempt(self.request.remote_ip or "", name)
         except Limited as e:
-            raise ApiError(429, "rate_limited", e.message, retry_after=e.retry_after) from None
+            raise _limited(e) from None
         try:
-            user = await self.auth.login(name, body.get("password"))
-            await self.start_session(user)
+            user = await self.auth.login(name, body.get("password"),
+                                         trusted=attempt.known_caller)
         except AuthError as e:
-            await self.limits.login_failed(ip, name)
+            if e.code == BUSY:
+                await attempt.cancelled()  # no password was checked
             raise _auth_error(e) from None
+        except StoreError:
+            await attempt.cancelled()  # the user was not found: no password was checked
+            raise
+        await attempt.succeeded()
+        await self.start_session(user)
         self.write_json(user.as_dict())
 
 
@@ -99,10 +116,13 @@ class LogoutHandler(RevokingHandler):
 
 
 class PasswordHandler(RevokingHandler):
+    """Wrong current passwords count like failed logins of that user."""
+
     def initialize(self, auth: Auth, inflight: Inflight, chat: Chat,  # type: ignore[override]
-                   bots: Bots) -> None:
+                   bots: Bots, limits: RateLimits) -> None:
         super().initialize(auth, inflight, chat)
         self.bots = bots
+        self.limits = limits
 
     async def post(self) -> None:
         if self.current_user is None or self.user.bot:
@@ -112,10 +132,19 @@ class PasswordHandler(RevokingHandler):
         if not isinstance(revoke_bot_tokens, bool):
             raise ApiError(400, "bad_request", "revoke_bot_tokens must be true or false")
         try:
+            attempt = await self.limits.password_attempt(
+                self.request.remote_ip or "", self.user.id, self.user.name)
+        except Limited as e:
+            raise _limited(e) from None
+        try:
             revoked = await self.auth.change_password(
-                self.user, body.get("old_password"), body.get("new_password"), self.session_id)
+                self.user, body.get("old_password"), body.get("new_password"), self.session_id,
+                trusted=attempt.known_caller)
         except AuthError as e:
+            if e.code != "unauthorized":  # an invalid new password or BUSY: nothing checked
+                await attempt.cancelled()
             raise _auth_error(e) from None
+        await attempt.succeeded()
         for sid in revoked:
             await self.chat.close_credential(token_digest(sid))
         if revoke_bot_tokens:  # a stolen session may have issued tokens: end them too
