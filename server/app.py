@@ -85,7 +85,7 @@ def make_app(config: Config, *, store: Store, rooms: LocalRooms, chat: Chat, aut
         (r"/api/bots/([^/]+)/tokens/([^/]+)", BotTokenHandler, dict(api, bots=bots, chat=chat)),
         (r"/ws", ChatSocket, ws),
         (r"/healthz", HealthHandler),
-        (r"/readyz", ReadyHandler, dict(probe=probe)),
+        (r"/readyz", ReadyHandler, dict(probe=probe, inflight=inflight)),
         (r"/status", StatusHandler, dict(operator, reporter=reporter)),
         (r"/metrics", MetricsHandler, dict(operator, metrics=metrics)),
         (r"/status.html", PageHandler, dict(template="status.html")),

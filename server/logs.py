@@ -84,17 +84,22 @@ def configure(level: str = "info", fmt: str = "text") -> None:
     quiet_noisy_loggers()
 
 
+# Polled by probes, scrapers and dashboards: their successes are logged at DEBUG only.
+QUIET_PATHS = frozenset(("/healthz", "/readyz", "/metrics"))
+
+
 def log_request(handler: tornado.web.RequestHandler) -> None:
     """Application `log_function`: method, path (never the query), status, duration.
 
     The query string is left out on purpose: whatever a client put there (a token
-    pasted by mistake) never reaches the logs.
+    pasted by mistake) never reaches the logs. A handler that sets `log_quietly` (the
+    "draining" answer of /readyz, expected during every shutdown) is logged at DEBUG.
     """
     status = handler.get_status()
     request = handler.request
     duration_ms = round(request.request_time() * 1000, 2)
     level = logging.INFO if status < 400 else (logging.WARNING if status < 500 else logging.ERROR)
-    if request.path in ("/healthz", "/readyz", "/metrics") and status < 400:
+    if (request.path in QUIET_PATHS and status < 400) or getattr(handler, "log_quietly", False):
         level = logging.DEBUG
     access.log(level, "%s %s %d %.2fms", request.method, request.path, status, duration_ms,
                extra={"method": request.method, "path": request.path, "status": status,

@@ -39,6 +39,11 @@ from server.writer import MessageWriter
 
 log = logging.getLogger(__name__)
 
+# How long a WebSocket client may take to answer the drain's close frame before it is
+# dropped; a client that answers at all does so within milliseconds.
+CLOSE_GRACE = 1.0
+REPORT_EVERY = 1.0  # seconds between the log lines that say what holds a drain
+
 
 def redis_client(url: str, pool_size: int) -> Redis:
     """The client for commands: a pool that makes callers wait for a connection instead
@@ -140,28 +145,81 @@ class Runtime:
                        timeout: float) -> None:
         """Graceful stop within `timeout` seconds; the caller stopped accepting already.
 
-        Leave /status, tell WebSocket clients to go (1001) and wait for their
-        departures (presence offline), let HTTP requests and message stores in
-        flight finish, then close idle connections and everything else.
+        Say "draining" on /readyz and refuse upgrades, leave /status, tell WebSocket
+        clients to go (1001) and wait for their departures (presence offline), let HTTP
+        requests and message stores in flight finish, then close idle connections and
+        everything else. What holds the drain is logged once a second.
         """
+        if hasattr(self, "inflight"):
+            self.inflight.draining = True  # before any await: probes see it at once
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.5, timeout - 0.5)
         if hasattr(self, "reporter"):
             await self.reporter.close()
         if hasattr(self, "chat"):
-            for conn in list(self.rooms.connections):
-                conn.shut(1001, "server shutting down")
-            while ((self.rooms.connection_kinds()["total"] or self.inflight.count)
-                   and loop.time() < deadline):
-                await self.inflight.changed(deadline - loop.time())
-            await self.chat.close(max(0.1, deadline - loop.time()))
-            left = self.rooms.connection_kinds()["total"]
+            await self._drain_connections(deadline)
+            closing = asyncio.ensure_future(self.chat.close(max(0.1, deadline - loop.time())))
+            while not (await asyncio.wait([closing], timeout=REPORT_EVERY))[0]:
+                log.info("draining: finishing message stores (%s awaiting) and presence "
+                         "updates; %.1f s left", _count(self.writer.awaiting, "send"),
+                         max(0.0, deadline - loop.time()))
+            await closing
+            left = self.rooms.open_connections
             if left:
                 log.warning("%d connections still open at the shutdown deadline", left)
         if server is not None:
             # Tornado closes the remaining (idle keep-alive) HTTP connections here.
             await server.close_all_connections()
         await self.close()
+
+    async def _drain_connections(self, deadline: float) -> None:
+        """Tell every WebSocket client to go and wait until they are gone and the HTTP
+        requests in progress are answered, up to `deadline`.
+
+        A client that has not answered the close frame within CLOSE_GRACE seconds is
+        dropped: Tornado would wait 5 s for the reply of a peer that may never send it.
+        """
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        conns = list(self.rooms.connections)
+        for conn in conns:
+            conn.shut(1001, "server shutting down")
+        log.info("draining: told %s to go; %s in progress",
+                 _count(len(conns), "WebSocket connection"),
+                 _count(self.inflight.count, "HTTP request"))
+        grace_end = started + CLOSE_GRACE
+        next_report = started + REPORT_EVERY
+        dropped = False
+        while ((self.rooms.open_connections or self.inflight.count)
+               and (now := loop.time()) < deadline):
+            if now >= grace_end and not dropped:
+                dropped = True
+                stragglers = list(self.rooms.connections)
+                if stragglers:
+                    log.info("draining: dropping %s that did not answer the close within "
+                             "%.1f s", _count(len(stragglers), "WebSocket connection"),
+                             CLOSE_GRACE)
+                    for conn in stragglers:
+                        conn.abort()
+                    continue
+            if now >= next_report:
+                log.info("draining: %s; %.1f s left", self._holding(), deadline - now)
+                next_report += REPORT_EVERY
+            wake = min(deadline, next_report, deadline if dropped else grace_end)
+            await self.inflight.changed(wake - now)
+
+    def _holding(self) -> str:
+        """What holds the drain, as a log phrase."""
+        parts = []
+        if self.rooms.open_connections:
+            kinds = self.rooms.connection_kinds()
+            parts.append(f"{_count(kinds['total'], 'WebSocket connection')} open "
+                         f"({kinds['browser']} browser, {kinds['bot']} bot)")
+        if self.inflight.count:
+            parts.append(f"{_count(self.inflight.count, 'HTTP request')} in progress")
+        if self.writer.awaiting:
+            parts.append(f"{_count(self.writer.awaiting, 'send')} awaiting storage")
+        return ", ".join(parts)
 
     async def close(self) -> None:
         """Close in reverse order of start; safe to call on a half-started runtime."""
@@ -182,3 +240,7 @@ class Runtime:
         if hasattr(self, "executor"):
             self.executor.shutdown(wait=False)
         await asyncio.sleep(0)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

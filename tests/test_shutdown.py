@@ -5,17 +5,60 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import signal
 import time
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
+import pymongo
 import pytest
 
 from server import tasks
 from server.embedded import free_port
 from tests.client import Client
-from tests.conftest import STATUS_TOKEN
+from tests.conftest import STATUS_TOKEN, close_node, mongo_url_of, open_node
 from tests.processes import shared_env, start_server, wait_ready
+from tests.test_abuse import RawPeer
+
+
+class KeepAlive:
+    """One HTTP/1.1 connection reused for every request, as a balancer's health check
+    keeps it open."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 host: str) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.host = host
+
+    @classmethod
+    async def open(cls, base_url: str) -> KeepAlive:
+        parts = urlsplit(base_url)
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        return cls(reader, writer, parts.netloc)
+
+    async def get(self, path: str, headers: dict[str, str] | None = None,
+                  timeout: float = 5.0) -> tuple[int, Any]:
+        """(status, JSON body); ConnectionError once the server has closed the connection."""
+        lines = [f"GET {path} HTTP/1.1", f"Host: {self.host}",
+                 *(f"{k}: {v}" for k, v in (headers or {}).items())]
+        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        try:
+            await self.writer.drain()
+            head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), timeout)
+            lines = head.decode("latin-1").split("\r\n")
+            headers = {k.strip().lower(): v.strip()
+                       for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+            body = await asyncio.wait_for(
+                self.reader.readexactly(int(headers.get("content-length", "0"))), timeout)
+        except asyncio.IncompleteReadError as e:
+            raise ConnectionError("the server closed the connection") from e
+        return int(lines[0].split()[1]), json.loads(body) if body else None
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 async def test_sigterm_closes_with_1001_and_clients_resume_on_another_process(
@@ -82,6 +125,90 @@ async def test_sigterm_closes_with_1001_and_clients_resume_on_another_process(
                 proc.send_signal(signal.SIGTERM)
         for proc in procs:
             proc.wait(20)
+
+
+async def test_a_drain_says_draining_at_once_and_drops_a_peer_that_ignores_the_close(
+        services, config, tmp_path):
+    env = shared_env(services, config)
+    port = free_port()
+    log = tmp_path / "n.log"
+    proc = start_server(["--port", str(port), "--shutdown-timeout", "10"], env, log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await wait_ready(url, proc)
+        user = Client(url)
+        await user.register()
+        # Completes the handshake, then never answers the close frame (a frozen tab, a
+        # wedged bot): Tornado alone would wait 5 s for its reply.
+        deaf = await RawPeer.open(user)
+        await deaf.join()
+        probe = await KeepAlive.open(url)
+        assert (await probe.get("/readyz"))[0] == 200
+        # An upgrade can also come on a connection that was open before the drain (a
+        # balancer's kept-alive upstream connection): it must not slip in.
+        late = await KeepAlive.open(url)
+        assert (await late.get("/healthz"))[0] == 200
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        status, body = await late.get("/ws", {
+            "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Cookie": user.cookie_header(),
+            "Origin": url})
+        assert (status, body["error"]["code"]) == (503, "unavailable"), (status, body)
+        late.close()
+        answers = []
+        with contextlib.suppress(ConnectionError):
+            while True:
+                status, body = await probe.get("/readyz")
+                answers.append((status, body["status"]))
+                await asyncio.sleep(0.05)  # a health checker's interval
+        probe.close()
+        assert answers and set(answers) == {(503, "draining")}, answers
+        while (await deaf.frame())[0] != 0x8:  # the close frame came; it stays unanswered
+            pass
+        assert await asyncio.to_thread(proc.wait, 15) == 0
+        elapsed = time.monotonic() - started
+        assert elapsed < 2.5, f"{elapsed:.1f} s:\n{log.read_text()}"
+        output = log.read_text()
+        assert "draining: told 1 WebSocket connection to go" in output, output
+        assert "did not answer the close" in output, output
+        deaf.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(20)
+
+
+async def test_a_drain_logs_what_holds_it_once_a_second(config, services, private_mongo,
+                                                        caplog):
+    url = mongo_url_of(private_mongo)
+    node = await open_node(config, services, mongo_url=url)
+    client = Client(node.base_url)
+    await client.register()
+    caplog.set_level(logging.INFO, logger="server.runtime")
+    # The request's session lookup hangs in MongoDB for 2.5 s: the drain waits for it.
+    with pymongo.MongoClient(url) as mongo:
+        mongo.admin.command({"configureFailPoint": "failCommand", "mode": {"times": 1},
+                             "data": {"failCommands": ["find"], "blockConnection": True,
+                                      "blockTimeMS": 2500}})
+    request = asyncio.ensure_future(client.request("GET", "/api/me"))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    try:
+        while node.runtime.inflight.count == 0:  # the request reached the server
+            assert loop.time() < deadline
+            await asyncio.sleep(0.01)
+    except AssertionError:
+        await close_node(node)
+        raise
+    node.server.stop()
+    await node.runtime.shutdown(node.server, timeout=10)
+    status, me, _ = await request
+    assert (status, me) == (200, client.user)
+    said = [r.getMessage() for r in caplog.records if r.name == "server.runtime"]
+    assert said[0] == "draining: told 0 WebSocket connections to go; 1 HTTP request in progress"
+    held = [m for m in said if m.startswith("draining: 1 HTTP request in progress;")]
+    assert len(held) >= 2, said
 
 
 async def test_processes_flag_forks_workers_that_share_the_port(services, config, tmp_path):

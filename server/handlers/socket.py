@@ -58,6 +58,7 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         self._typed: dict[str, float] = {}  # room -> when its last typing frame went out
         self._in_flight: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._shut_conn: tornado.websocket.WebSocketProtocol | None = None
 
     def set_default_headers(self) -> None:
         for name, value in SECURITY_HEADERS.items():
@@ -75,6 +76,13 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             self.set_status(401)
             self.finish({"error": {"code": "unauthorized",
                                    "message": "log in or present a bearer token"}})
+            return
+        if self.inflight.draining:
+            # Checked after the lookup's await, so an upgrade under way when the drain
+            # began is refused too: one accepted now would never be told to go, and
+            # would hold the drain until its deadline.
+            self.set_status(503)
+            self.finish({"error": {"code": "unavailable", "message": "server shutting down"}})
             return
         over = self.caps.check(user.id, self.request.remote_ip or "")
         if over is not None:
@@ -147,7 +155,17 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
     def shut(self, code: int, reason: str) -> None:
         if not self._closing:
             self._closing = True
+            # Tornado forgets its protocol object on close(), while the close handshake
+            # is still pending; abort() needs it then. Released in on_close.
+            self._shut_conn = self.ws_connection
             self.close(code, reason)
+
+    def abort(self) -> None:
+        """Drop the connection without waiting for the close handshake (shutdown)."""
+        self._closing = True
+        conn = self.ws_connection or self._shut_conn
+        if conn is not None:
+            wsio.abort(conn)
 
     async def on_message(self, message: str | bytes) -> None:
         frame: protocol.Frame | None = None
@@ -231,6 +249,7 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
 
     def on_close(self) -> None:
         self._closing = True
+        self._shut_conn = None
         if self._counted:
             self._counted = False
             self.caps.closed(self.user.id, self.request.remote_ip or "")
