@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 from tornado.httpclient import HTTPClientError
 
 from tests.client import Client
+from tests.test_abuse import RawPeer
 
 
 async def owner_with_bot(make_client, name: str = "helper-bot") -> tuple[Client, dict, str]:
@@ -146,3 +148,31 @@ async def test_bots_cannot_manage_bots_or_use_password_login(make_client):
     anon = make_client()
     status, _ = await anon.login("helper-bot", "")
     assert status == 401
+
+
+async def test_a_401_says_which_credential_failed_on_rest_and_on_the_upgrade(make_client):
+    owner, _, token = await owner_with_bot(make_client)
+    token_id = (await owner.request("GET", "/api/bots/helper-bot/tokens"))[1]["tokens"][0]["id"]
+    assert (await owner.request("DELETE", f"/api/bots/helper-bot/tokens/{token_id}"))[0] == 204
+    logged_out = make_client()
+    await logged_out.register()
+    old_cookie = logged_out.cookie_header()
+    assert (await logged_out.request("POST", "/api/logout"))[0] == 204
+    cases = [
+        ("nothing", {}, "log in or present a bearer token"),
+        ("unknown token", {"Authorization": "Bearer chat_" + "x" * 43},
+         "unknown or revoked bearer token"),
+        ("revoked token", {"Authorization": f"Bearer {token}"},
+         "unknown or revoked bearer token"),
+        ("logged-out session", {"Cookie": old_cookie},
+         "session expired or logged out: log in again"),
+        ("badly signed session", {"Cookie": "session=2|1:0|10:1|7:session|4:eA==|00"},
+         "session expired or logged out: log in again"),
+    ]
+    anon = make_client()
+    for what, headers, message in cases:
+        status, body, _ = await anon.request("GET", "/api/me", headers=headers)
+        assert (status, body["error"]) == (401, {"code": "unauthorized", "message": message}), what
+        status, _, raw, _ = await RawPeer.handshake(anon.base, headers)
+        assert (status, json.loads(raw)["error"]) == (
+            401, {"code": "unauthorized", "message": message}), what

@@ -87,9 +87,20 @@ async def resolve_user(handler: tornado.web.RequestHandler, auth: Auth) -> Calle
     raw = handler.get_signed_cookie(SESSION_COOKIE, max_age_days=auth.session_days,
                                     min_version=2)
     if raw is None:
-        return Caller(None, "none")
+        # A cookie that was sent but fails its signature (or is too old) still says
+        # how the caller tried: the 401 then tells them to log in again.
+        return Caller(None, "cookie" if handler.get_cookie(SESSION_COOKIE) else "none")
     sid = raw.decode("ascii", "replace")
     return Caller(await auth.session_user(sid), "cookie", sid, token_digest(sid))
+
+
+def unauthorized_message(caller: Caller) -> str:
+    """The 401 message: which credential failed, or that none was presented."""
+    if caller.how == "bearer":
+        return "unknown or revoked bearer token"
+    if caller.how == "cookie":
+        return "session expired or logged out: log in again"
+    return "log in or present a bearer token"
 
 
 class BaseHandler(tornado.web.RequestHandler):
@@ -126,7 +137,7 @@ class BaseHandler(tornado.web.RequestHandler):
         self.session_id = caller.session_id if caller.user else None
         self.auth_method = caller.how if caller.user else "none"
         if self.login_required and caller.user is None:
-            raise ApiError(401, "unauthorized", "log in or present a bearer token")
+            raise ApiError(401, "unauthorized", unauthorized_message(caller))
 
     def _release(self) -> None:
         if self._counted and self.inflight is not None:

@@ -7,7 +7,7 @@ import hmac
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from server.auth import Auth
-from server.handlers.base import ApiError, BaseHandler, bearer_token
+from server.handlers.base import ApiError, BaseHandler, bearer_token, unauthorized_message
 from server.metrics import Metrics
 from server.reporter import StatusReporter
 
@@ -31,7 +31,9 @@ class OperatorHandler(BaseHandler):
             return
         await super().prepare()
         if self.current_user is None:
-            raise ApiError(401, "unauthorized", "operator credentials required")
+            message = ("operator credentials required" if self.caller.how == "none"
+                       else unauthorized_message(self.caller))
+            raise ApiError(401, "unauthorized", message)
         if self.user.bot or self.user.name.lower() not in self.admin_users:
             raise ApiError(403, "forbidden", "operators only")
 

@@ -15,7 +15,7 @@ from tornado.iostream import StreamClosedError
 from server import protocol, wsio
 from server.auth import Auth
 from server.chat import Chat
-from server.handlers.base import SECURITY_HEADERS, resolve_user
+from server.handlers.base import SECURITY_HEADERS, resolve_user, unauthorized_message
 from server.inflight import Inflight
 from server.limits import ConnectionCaps, FrameBucket, Limited, RateLimits
 from server.model import User
@@ -75,7 +75,7 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         if user is None:
             self.set_status(401)
             self.finish({"error": {"code": "unauthorized",
-                                   "message": "log in or present a bearer token"}})
+                                   "message": unauthorized_message(caller)}})
             return
         if self.inflight.draining:
             # Checked after the lookup's await, so an upgrade under way when the drain
