@@ -85,7 +85,7 @@ def configure(level: str = "info", fmt: str = "text") -> None:
 
 
 # Polled by probes, scrapers and dashboards: their successes are logged at DEBUG only.
-QUIET_PATHS = frozenset(("/healthz", "/readyz", "/metrics"))
+QUIET_PATHS = frozenset(("/healthz", "/readyz", "/metrics", "/status"))
 
 
 def log_request(handler: tornado.web.RequestHandler) -> None:

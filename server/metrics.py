@@ -57,7 +57,7 @@ class Metrics:
             registry=r)
         self.bus_duplicates = Counter(
             "chat_bus_duplicates",
-            "Messages from Redis not delivered again because this process already had",
+            "Messages from Redis not delivered again: this process had delivered them already",
             registry=r)
         self.resyncs = Counter("chat_redis_resubscribes",
                                "Times the Redis subscriber reconnected and resynced",
