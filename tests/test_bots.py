@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 import pytest
 from tornado.httpclient import HTTPClientError
 
+from server import logs
 from tests.client import Client
 from tests.test_abuse import RawPeer
 
@@ -176,3 +178,29 @@ async def test_a_401_says_which_credential_failed_on_rest_and_on_the_upgrade(mak
         status, _, raw, _ = await RawPeer.handshake(anon.base, headers)
         assert (status, json.loads(raw)["error"]) == (
             401, {"code": "unauthorized", "message": message}), what
+
+
+async def test_a_token_sent_where_its_id_belongs_is_never_echoed_or_logged(make_client,
+                                                                          caplog):
+    logs.quiet_noisy_loggers()  # as run.py's logging set-up does, even at --log-level debug
+    caplog.set_level(logging.DEBUG)
+    owner, _, token = await owner_with_bot(make_client)
+    status, body, _ = await owner.request("DELETE", f"/api/bots/helper-bot/tokens/{token}")
+    assert status == 404 and body["error"]["code"] == "not_found"
+    assert "by its id" in body["error"]["message"]
+    status, body, _ = await owner.request("DELETE", f"/api/bots/{token}/tokens/x")
+    assert status == 404
+    # A Tornado error's own log line (the XSRF refusal) carried the whole URI.
+    status, _, response = await make_client().request("POST", f"/api/rooms?note={token}",
+                                                      {"name": "x"}, xsrf=False)
+    assert status == 403
+    assert token not in str(body) and token not in response.body.decode()
+    logged = "\n".join(r.getMessage() + " " + str(vars(r)) for r in caplog.records)
+    assert token not in logged
+    access = [r for r in caplog.records if r.name == "chat.access" and r.status == 404]
+    assert [r.path for r in access] == [f"/api/bots/helper-bot/tokens/{token[:13]}[redacted]",
+                                        f"/api/bots/{token[:13]}[redacted]/tokens/x"]
+    # The token still works: a revoke needs its id.
+    bot = make_client()
+    bot.token = token
+    assert (await bot.request("GET", "/api/me"))[0] == 200

@@ -9,9 +9,11 @@ from http import HTTPStatus
 from typing import Any
 
 import tornado.web
+from tornado.log import app_log, gen_log
 
 from server.auth import Auth, token_digest
 from server.inflight import Inflight
+from server.logs import redact
 from server.model import User
 from server.store import StoreError
 
@@ -172,11 +174,19 @@ class BaseHandler(tornado.web.RequestHandler):
         self.finish(json.dumps(obj, separators=(",", ":")))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        """Tornado's logging of errors, naming the request by its redacted path.
+
+        Tornado's own lines carry the whole URI, query string included: a token pasted
+        into it would reach the logs.
+        """
+        where = f"{self.request.method} {redact(self.request.path)} ({self.request.remote_ip})"
         if isinstance(value, StoreError):  # answered 503; MongoDB's own log says why
-            log.warning("%s %s: the store failed: %s", self.request.method,
-                        self.request.path, value)
-            return
-        super().log_exception(typ, value, tb)
+            log.warning("%s: the store failed: %s", where, value)
+        elif isinstance(value, tornado.web.HTTPError):
+            if message := value.get_message():
+                gen_log.warning("%d %s: %s", value.status_code, where, message)
+        else:
+            app_log.error("Uncaught exception %s", where, exc_info=(typ, value, tb))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """Every error is `{"error": {"code", "message"}}`: no HTML, no traceback.
@@ -205,7 +215,8 @@ class BaseHandler(tornado.web.RequestHandler):
             self.set_header("Retry-After", str(int(retry) + 1))
             extra["retry_after"] = retry
         self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.finish(json.dumps({"error": {"code": code, "message": message, **extra}}))
+        # Messages may quote what the client sent: never a token, wherever it was put.
+        self.finish(json.dumps({"error": {"code": code, "message": redact(message), **extra}}))
 
 
 class NotFoundHandler(BaseHandler):
