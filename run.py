@@ -14,6 +14,7 @@ import secrets
 import signal
 import socket
 import sys
+from urllib.parse import urlsplit
 
 import tornado.httpserver
 import tornado.netutil
@@ -131,22 +132,45 @@ def supervise(config: Config, mongo_url: str, redis_url: str,
 
 
 async def create_bot(config: Config, name: str, owner: str, label: str) -> int:
-    """Create (or reuse) a bot owned by OWNER and print a new API token for it."""
-    mongo_url = config.mongo_url or (EmbeddedServices.running(config.data_dir) or {}).get(
-        "mongo_url")
+    """Create (or reuse) a bot owned by OWNER and print a new API token for it.
+
+    It says on stderr which database it uses: run from the wrong directory, it would
+    otherwise look for OWNER in an empty database and say only that there is no such user.
+    """
+    def fail(message: str) -> int:
+        print(f"run.py create-bot: {message}", file=sys.stderr)
+        return 1
+
     services = None
-    if mongo_url is None:
-        services = EmbeddedServices(config.data_dir, want_redis=False, want_mongo=True)
-        services.start()  # on this thread: children die with the thread that forked them
-        mongo_url = services.mongo_url
+    if config.mongo_url is not None:
+        mongo_url: str | None = config.mongo_url
+        where = f"MongoDB at {_hosts(config.mongo_url)} (MONGO_URL)"
+    else:
+        data_dir = config.data_dir.resolve()
+        if not data_dir.is_dir():
+            # Starting the embedded MongoDB-wire server here would create an empty
+            # database (and a new cookie secret) where no server ever ran.
+            return fail(f"no data dir {data_dir}: run this where the server runs, or give "
+                        "the server's --data-dir (CHAT_DATA_DIR), or its MONGO_URL")
+        mongo_url = (EmbeddedServices.running(data_dir) or {}).get("mongo_url")
+        if mongo_url is not None:
+            where = f"the embedded MongoDB-wire server of the server running on {data_dir}"
+        else:
+            where = f"the embedded MongoDB-wire server on {data_dir}, started for this command"
+            services = EmbeddedServices(data_dir, want_redis=False, want_mongo=True)
+            services.start()  # on this thread: children die with the thread that forked them
+            mongo_url = services.mongo_url
     assert mongo_url is not None
+    database = f"database {config.db_name!r} of {where}"
+    print(f"run.py create-bot: using {database}", file=sys.stderr)
     store = Store.connect(mongo_url, config.db_name)
     try:
         await store.setup()
         doc = await store.find_user(owner)
-        if doc is None or doc.get("bot"):
-            print(f"run.py create-bot: no user named {owner!r}", file=sys.stderr)
-            return 1
+        if doc is None:
+            return fail(f"no user named {owner!r} in {database}")
+        if doc.get("bot"):
+            return fail(f"{doc['name']!r} is a bot: the owner must be a person")
         owner_user = User.from_doc(doc)
         bots = Bots(store)
         bot = await bots.owned(owner_user, name)
@@ -154,11 +178,9 @@ async def create_bot(config: Config, name: str, owner: str, label: str) -> int:
             bot = await bots.create(owner_user, name)
         token, info = await bots.issue_token(bot, label)
     except AuthError as e:
-        print(f"run.py create-bot: {e.message}", file=sys.stderr)
-        return 1
+        return fail(e.message)
     except StoreError as e:
-        print(f"run.py create-bot: database unavailable: {e}", file=sys.stderr)
-        return 1
+        return fail(f"database unavailable: {e}")
     finally:
         store.close()
         if services is not None:
@@ -168,6 +190,11 @@ async def create_bot(config: Config, name: str, owner: str, label: str) -> int:
     print("The token is shown once; connect with the header  Authorization: Bearer <token>",
           file=sys.stderr)
     return 0
+
+
+def _hosts(url: str) -> str:
+    """The hosts of a MongoDB URL, without the credentials it may carry."""
+    return urlsplit(url).netloc.rpartition("@")[2] or "?"
 
 
 def _bot_command(argv: list[str]) -> int:

@@ -181,10 +181,12 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
     raw_secret = env.get("COOKIE_SECRET")
     if raw_secret:
         cookie_secrets = parse_cookie_secrets(raw_secret)
+    elif not need_secret:
+        # Signs nothing, and writes nothing: create-bot must not leave a data dir and
+        # a secret behind where no server runs.
+        cookie_secrets = {1: secrets.token_urlsafe(32)}
     elif mongo_url is None and redis_url is None:
         cookie_secrets = _embedded_secret(data_dir)
-    elif not need_secret:
-        cookie_secrets = {1: secrets.token_urlsafe(32)}
     else:
         raise ConfigError(
             "COOKIE_SECRET is required when MONGO_URL or REDIS_URL is set "
