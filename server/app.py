@@ -108,3 +108,22 @@ def make_app(config: Config, *, store: Store, rooms: LocalRooms, chat: Chat, aut
         autoreload=False,
         debug=False,
     )
+
+
+def make_metrics_app(config: Config, *, auth: Auth, metrics: Metrics) -> tornado.web.Application:
+    """`/metrics` alone, for a port of this process's own (`--metrics-port`).
+
+    Workers of `--processes N` share the main port, so a scrape there reaches any one of
+    them; on its own port each worker's series stay its own.
+    """
+    operator = dict(auth=auth, admin_users=config.admin_users,
+                    status_token=config.status_token)
+    return tornado.web.Application(
+        [(r"/metrics", MetricsHandler, dict(operator, metrics=metrics))],
+        cookie_secret=dict(config.cookie_secrets),
+        key_version=max(config.cookie_secrets),
+        log_function=log_request,
+        default_handler_class=NotFoundHandler,
+        autoreload=False,
+        debug=False,
+    )

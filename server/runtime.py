@@ -20,7 +20,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from server.app import make_app
+from server.app import make_app, make_metrics_app
 from server.auth import Auth, Bots
 from server.bus import Bus
 from server.chat import Chat
@@ -100,6 +100,7 @@ class Runtime:
     limits: RateLimits = field(init=False)
     caps: ConnectionCaps = field(init=False)
     app: tornado.web.Application = field(init=False)
+    metrics_app: tornado.web.Application = field(init=False)
     executor: ThreadPoolExecutor = field(init=False)
     inflight: Inflight = field(init=False)
 
@@ -114,7 +115,7 @@ class Runtime:
         self.auth = Auth(self.store, executor=self.executor, rounds=cfg.bcrypt_rounds,
                          session_ttl=dt.timedelta(days=cfg.session_days))
         self.bots = Bots(self.store)
-        self.metrics = Metrics()
+        self.metrics = Metrics(cfg.node_id)
         self.rooms = rooms = LocalRooms()
         seqs = RoomSeqs()
         self.bus = Bus(self.redis, cfg.redis_prefix, cfg.node_id, subscriber=self.subscriber)
@@ -140,6 +141,7 @@ class Runtime:
                             bots=self.bots, probe=self.probe, reporter=self.reporter,
                             metrics=self.metrics, limits=self.limits, caps=self.caps,
                             inflight=self.inflight)
+        self.metrics_app = make_metrics_app(cfg, auth=self.auth, metrics=self.metrics)
 
     async def shutdown(self, server: tornado.httpserver.HTTPServer | None,
                        timeout: float) -> None:

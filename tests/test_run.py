@@ -203,7 +203,7 @@ def test_help_exits_0_and_documents_every_option() -> None:
     assert done.returncode == 0, done.stderr
     for option in ("--port", "--data-dir", "--allowed-origins", "--host", "PORT",
                    "CHAT_DATA_DIR", "ALLOWED_ORIGINS", "MONGO_URL", "REDIS_URL",
-                   "COOKIE_SECRET"):
+                   "COOKIE_SECRET", "--metrics-port", "METRICS_PORT"):
         assert option in done.stdout, option
 
 

@@ -6,14 +6,18 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
+import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pymongo
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from server import tasks
 from server.embedded import free_port
@@ -236,6 +240,70 @@ async def test_processes_flag_forks_workers_that_share_the_port(services, config
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(
             f"/proc/{pid}/status").read_text().lower()
+
+
+def free_port_pair() -> int:
+    """A free port whose successor is free too (two workers' metrics ports)."""
+    for _ in range(100):
+        port = free_port()
+        with contextlib.suppress(OSError), socket.socket() as probe:
+            probe.bind(("127.0.0.1", port + 1))
+            return port
+    raise AssertionError("no two adjacent free ports")
+
+
+async def live_nodes(operator: Client, until: Callable[[dict[str, int]], bool]
+                     ) -> dict[str, int]:
+    """Node id -> pid of the processes in /status, once `until` holds (bounded)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while True:
+        body = (await operator.request("GET", "/status"))[1]
+        nodes = {p["id"]: p["pid"] for p in body["processes"]}
+        if until(nodes):
+            return nodes
+        assert loop.time() < deadline, body
+        await asyncio.sleep(0.2)  # workers report every 2 s; poll the endpoint
+
+
+async def node_of_metrics_port(port: int) -> str:
+    """The node id in `chat_build_info` of the /metrics served on a worker's own port."""
+    scraper = Client(f"http://127.0.0.1:{port}")
+    scraper.token = STATUS_TOKEN
+    status, _, response = await scraper.request("GET", "/metrics")
+    assert status == 200, response.body
+    families = {f.name: f for f in text_string_to_metric_families(response.body.decode())}
+    (sample,) = families["chat_build_info"].samples
+    return sample.labels["node"]
+
+
+async def test_a_worker_stopped_alone_is_restarted_as_a_new_node_on_its_metrics_port(
+        services, config, tmp_path):
+    env = shared_env(services, config)
+    port, metrics_port = free_port(), free_port_pair()
+    log = tmp_path / "w.log"
+    proc = start_server(["--port", str(port), "--processes", "2",
+                         "--metrics-port", str(metrics_port)], env, log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await wait_ready(url, proc)
+        operator = Client(url)
+        operator.token = STATUS_TOKEN
+        before = await live_nodes(operator, lambda nodes: len(nodes) == 2)
+        by_port = [await node_of_metrics_port(metrics_port + i) for i in (0, 1)]
+        assert sorted(by_port) == sorted(before)  # each worker's own figures, told apart
+        victim = by_port[1]
+        os.kill(before[victim], signal.SIGTERM)  # the worker alone drains and exits 0
+        after = await live_nodes(operator, lambda nodes: len(nodes) == 2 and victim not in nodes)
+        (fresh,) = set(after) - set(before)
+        assert fresh == f"{victim}.1" and after[fresh] != before[victim]
+        assert await node_of_metrics_port(metrics_port + 1) == fresh
+        assert (f"worker 1 (pid {before[victim]}) exited with 0 although the supervisor is "
+                f"not stopping; restarting it as node {fresh}") in log.read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 20) == 0
+    assert log.read_text().count("restarting") == 1  # none when the supervisor stops
 
 
 async def test_stop_ends_a_background_loop_that_swallowed_a_cancellation() -> None:
