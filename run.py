@@ -14,6 +14,7 @@ import secrets
 import signal
 import socket
 import sys
+from urllib.parse import urlsplit
 
 import tornado.httpserver
 import tornado.netutil
@@ -33,10 +34,15 @@ SWITCH_INTERVAL_S = 0.0005
 
 
 async def serve(config: Config, mongo_url: str, redis_url: str,
-                sockets: list[socket.socket]) -> None:
-    """Serve on the given sockets until SIGINT/SIGTERM, then drain and close."""
+                sockets: list[socket.socket],
+                metrics_sockets: list[socket.socket] | None = None) -> None:
+    """Serve on the given sockets until SIGINT/SIGTERM, then drain and close.
+
+    `metrics_sockets`, if any, serve this process's /metrics alone (--metrics-port).
+    """
     runtime = Runtime(config, mongo_url=mongo_url, redis_url=redis_url)
     server: tornado.httpserver.HTTPServer | None = None
+    metrics_server: tornado.httpserver.HTTPServer | None = None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -45,6 +51,10 @@ async def serve(config: Config, mongo_url: str, redis_url: str,
         await runtime.start()
         server = make_server(runtime.app, config)
         server.add_sockets(sockets)
+        if metrics_sockets:
+            metrics_server = tornado.httpserver.HTTPServer(runtime.metrics_app,
+                                                           xheaders=config.xheaders)
+            metrics_server.add_sockets(metrics_sockets)
         # Everything allocated so far lives as long as the process: move it out of the
         # collector's sight, so full collections (and the p99 they cause) stay short.
         gc.collect()
@@ -55,38 +65,54 @@ async def serve(config: Config, mongo_url: str, redis_url: str,
         # every ack. 0.5 ms makes a busy loop hand over within a fraction of a
         # millisecond, at no measurable cost in throughput.
         sys.setswitchinterval(SWITCH_INTERVAL_S)
-        log.info("node %s serving http://%s:%d/", config.node_id,
-                 config.host or "0.0.0.0", config.port)  # noqa: S104 - display only
+        log.info("node %s serving http://%s:%d/%s", config.node_id,
+                 config.host or "0.0.0.0", config.port,  # noqa: S104 - display only
+                 f", /metrics also on port {config.metrics_port}" if metrics_sockets else "")
         await stop.wait()
         log.info("node %s shutting down (up to %.0fs)", config.node_id, config.shutdown_timeout)
     finally:
-        if server is not None:
-            server.stop()  # stop accepting; open connections are drained next
+        started = loop.time()
+        for each in (server, metrics_server):
+            if each is not None:
+                each.stop()  # stop accepting; open connections are drained next
         await runtime.shutdown(server, config.shutdown_timeout)
-        log.info("node %s stopped", config.node_id)
+        if metrics_server is not None:
+            await metrics_server.close_all_connections()
+        log.info("node %s stopped (drained in %.2fs)", config.node_id, loop.time() - started)
 
 
 def supervise(config: Config, mongo_url: str, redis_url: str,
-              sockets: list[socket.socket]) -> int:
-    """Fork worker processes that share the listening sockets; restart crashed ones.
+              sockets: list[socket.socket],
+              metrics_sockets: list[list[socket.socket]] | None = None) -> int:
+    """Fork worker processes that share the listening sockets; restart any that exits
+    while the supervisor is not stopping, crashed or not.
 
     SIGTERM/SIGINT are forwarded to every worker, which drains and exits; each worker
-    also gets SIGTERM from the kernel if this supervisor dies.
+    also gets SIGTERM from the kernel if this supervisor dies. Worker i serves its own
+    /metrics on metrics_sockets[i], bound here so that a restarted worker finds it.
     """
     count = config.processes or os.cpu_count() or 1
     children: dict[int, int] = {}
+    starts = [0] * count
     stopping = False
 
-    def spawn(index: int) -> None:
+    def spawn(index: int) -> str:
+        # A restarted worker is a new node: its predecessor's presence entries and
+        # status report must not be mistaken for its own.
+        node_id = f"{config.node_id}-{index}" + (f".{starts[index]}" if starts[index] else "")
+        starts[index] += 1
         pid = os.fork()
         if pid == 0:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             _die_with_parent()
-            child = dataclasses.replace(config, node_id=f"{config.node_id}-{index}")
+            child = dataclasses.replace(
+                config, node_id=node_id,
+                metrics_port=config.metrics_port + index if config.metrics_port else None)
             code = 0
             try:
-                asyncio.run(serve(child, mongo_url, redis_url, sockets))
+                asyncio.run(serve(child, mongo_url, redis_url, sockets,
+                                  metrics_sockets[index] if metrics_sockets else None))
             except Exception:
                 log.exception("worker %d failed", index)
                 code = 1
@@ -94,6 +120,9 @@ def supervise(config: Config, mongo_url: str, redis_url: str,
                 logging.shutdown()
             os._exit(code)
         children[pid] = index
+        if stopping:  # the signal came while this worker was being forked
+            os.kill(pid, signal.SIGTERM)
+        return node_id
 
     def forward(signum: int, _frame: object) -> None:
         nonlocal stopping
@@ -118,37 +147,82 @@ def supervise(config: Config, mongo_url: str, redis_url: str,
         except InterruptedError:
             continue
         index = children.pop(pid, None)
-        if index is None:
+        if index is None or stopping:
             continue
         code = os.waitstatus_to_exitcode(status)
-        if not stopping and code != 0:
+        if code != 0:
             failures += 1
-            log.error("worker %d (pid %d) exited with %d; restarting", index, pid, code)
-            spawn(index)
+        # Exiting 0 means the worker drained after a SIGTERM of its own (sent to its pid
+        # alone): without a restart the deployment would run on one worker less.
+        node_id = spawn(index)
+        log.log(logging.ERROR if code else logging.WARNING,
+                "worker %d (pid %d) exited with %d although the supervisor is not stopping; "
+                "restarting it as node %s", index, pid, code, node_id)
     return 1 if failures and not stopping else 0
 
 
-async def create_bot(config: Config, name: str, owner: str, label: str) -> int:
-    """Create (or reuse) a bot owned by OWNER and print a new API token for it."""
-    mongo_url = config.mongo_url or (EmbeddedServices.running(config.data_dir) or {}).get(
-        "mongo_url")
-    services = None
-    if mongo_url is None:
-        services = EmbeddedServices(config.data_dir, want_redis=False, want_mongo=True)
+def _bind_metrics(config: Config, count: int) -> list[list[socket.socket]]:
+    """The sockets of each process's own /metrics: process i on --metrics-port + i."""
+    if config.metrics_port is None:
+        return []
+    bound = []
+    for i in range(count):
+        port = config.metrics_port + i
         try:
-            services.start()  # on this thread: children die with the thread that forked them
-        except EmbeddedError as e:
-            print(f"run.py create-bot: {e}", file=sys.stderr)
-            return 1
-        mongo_url = services.mongo_url
+            bound.append(tornado.netutil.bind_sockets(port, config.host or None))
+        except OSError as e:
+            raise ListenError(f"cannot listen on port {port} (--metrics-port / METRICS_PORT "
+                              f"{config.metrics_port} + worker {i}): {e}") from None
+    return bound
+
+
+class ListenError(Exception):
+    """A port of the configuration cannot be bound; the message names the setting."""
+
+
+async def create_bot(config: Config, name: str, owner: str, label: str) -> int:
+    """Create (or reuse) a bot owned by OWNER and print a new API token for it.
+
+    It says on stderr which database it uses: run from the wrong directory, it would
+    otherwise look for OWNER in an empty database and say only that there is no such user.
+    """
+    def fail(message: str) -> int:
+        print(f"run.py create-bot: {message}", file=sys.stderr)
+        return 1
+
+    services = None
+    if config.mongo_url is not None:
+        mongo_url: str | None = config.mongo_url
+        where = f"MongoDB at {_hosts(config.mongo_url)} (MONGO_URL)"
+    else:
+        data_dir = config.data_dir.resolve()
+        if not data_dir.is_dir():
+            # Starting the embedded MongoDB-wire server here would create an empty
+            # database (and a new cookie secret) where no server ever ran.
+            return fail(f"no data dir {data_dir}: run this where the server runs, or give "
+                        "the server's --data-dir (CHAT_DATA_DIR), or its MONGO_URL")
+        mongo_url = (EmbeddedServices.running(data_dir) or {}).get("mongo_url")
+        if mongo_url is not None:
+            where = f"the embedded MongoDB-wire server of the server running on {data_dir}"
+        else:
+            where = f"the embedded MongoDB-wire server on {data_dir}, started for this command"
+            services = EmbeddedServices(data_dir, want_redis=False, want_mongo=True)
+            try:
+                services.start()  # on this thread: children die with the thread that forked them
+            except EmbeddedError as e:
+                return fail(str(e))
+            mongo_url = services.mongo_url
     assert mongo_url is not None
+    database = f"database {config.db_name!r} of {where}"
+    print(f"run.py create-bot: using {database}", file=sys.stderr)
     store = Store.connect(mongo_url, config.db_name)
     try:
         await store.setup()
         doc = await store.find_user(owner)
-        if doc is None or doc.get("bot"):
-            print(f"run.py create-bot: no user named {owner!r}", file=sys.stderr)
-            return 1
+        if doc is None:
+            return fail(f"no user named {owner!r} in {database}")
+        if doc.get("bot"):
+            return fail(f"{doc['name']!r} is a bot: the owner must be a person")
         owner_user = User.from_doc(doc)
         bots = Bots(store, max_bots=config.quotas.bots_per_user,
                     max_tokens=config.quotas.tokens_per_bot)
@@ -157,11 +231,9 @@ async def create_bot(config: Config, name: str, owner: str, label: str) -> int:
             bot = await bots.create(owner_user, name)
         token, info = await bots.issue_token(bot, label)
     except AuthError as e:
-        print(f"run.py create-bot: {e.message}", file=sys.stderr)
-        return 1
+        return fail(e.message)
     except StoreError as e:
-        print(f"run.py create-bot: database unavailable: {e}", file=sys.stderr)
-        return 1
+        return fail(f"database unavailable: {e}")
     finally:
         store.close()
         if services is not None:
@@ -171,6 +243,11 @@ async def create_bot(config: Config, name: str, owner: str, label: str) -> int:
     print("The token is shown once; connect with the header  Authorization: Bearer <token>",
           file=sys.stderr)
     return 0
+
+
+def _hosts(url: str) -> str:
+    """The hosts of a MongoDB URL, without the credentials it may carry."""
+    return urlsplit(url).netloc.rpartition("@")[2] or "?"
 
 
 def _bot_command(argv: list[str]) -> int:
@@ -206,6 +283,11 @@ def main(argv: list[str] | None = None) -> int:
         log.error("cannot listen on port %d (--port / PORT): %s", config.port,
                   e.strerror or e)
         return 1
+    try:
+        metrics = _bind_metrics(config, config.processes or os.cpu_count() or 1)
+    except ListenError as e:
+        log.error("%s", e)
+        return 1
     services = EmbeddedServices(config.data_dir, want_redis=config.embedded_redis,
                                 want_mongo=config.embedded_mongo)
     try:
@@ -213,11 +295,12 @@ def main(argv: list[str] | None = None) -> int:
         mongo_url = config.mongo_url or services.mongo_url or ""
         redis_url = config.redis_url or services.redis_url or ""
         if config.processes == 1:
-            asyncio.run(serve(config, mongo_url, redis_url, sockets))
+            asyncio.run(serve(config, mongo_url, redis_url, sockets,
+                              metrics[0] if metrics else None))
             return 0
         config = dataclasses.replace(config, node_id=secrets.token_hex(3))
-        return supervise(config, mongo_url, redis_url, sockets)
-    except EmbeddedError as e:
+        return supervise(config, mongo_url, redis_url, sockets, metrics)
+    except (EmbeddedError, ListenError) as e:
         log.error("%s", e)
         return 1
     except KeyboardInterrupt:

@@ -89,7 +89,7 @@ def make_app(config: Config, *, store: Store, rooms: LocalRooms, chat: Chat, aut
         (r"/api/bots/([^/]+)/tokens/([^/]+)", BotTokenHandler, dict(api, bots=bots, chat=chat)),
         (r"/ws", ChatSocket, ws),
         (r"/healthz", HealthHandler),
-        (r"/readyz", ReadyHandler, dict(probe=probe)),
+        (r"/readyz", ReadyHandler, dict(probe=probe, inflight=inflight)),
         (r"/status", StatusHandler, dict(operator, reporter=reporter)),
         (r"/metrics", MetricsHandler, dict(operator, metrics=metrics)),
         (r"/status.html", PageHandler, dict(template="status.html")),
@@ -130,4 +130,23 @@ def make_server(app: tornado.web.Application, config: Config) -> tornado.httpser
         app, xheaders=config.xheaders, max_buffer_size=1024 * 1024,
         max_body_size=64 * 1024, body_timeout=config.http_body_timeout,
         idle_connection_timeout=config.http_idle_timeout,
+    )
+
+
+def make_metrics_app(config: Config, *, auth: Auth, admins: Admins,
+                     metrics: Metrics) -> tornado.web.Application:
+    """`/metrics` alone, for a port of this process's own (`--metrics-port`).
+
+    Workers of `--processes N` share the main port, so a scrape there reaches any one of
+    them; on its own port each worker's series stay its own.
+    """
+    operator = dict(auth=auth, admins=admins, status_token=config.status_token)
+    return tornado.web.Application(
+        [(r"/metrics", MetricsHandler, dict(operator, metrics=metrics))],
+        cookie_secret=dict(config.cookie_secrets),
+        key_version=max(config.cookie_secrets),
+        log_function=log_request,
+        default_handler_class=NotFoundHandler,
+        autoreload=False,
+        debug=False,
     )

@@ -82,6 +82,7 @@ class Config:
     redis_pool_size: int = 64
     shutdown_timeout: float = 10.0
     processes: int = 1
+    metrics_port: int | None = None  # /metrics also here; worker i on metrics_port + i
     log_level: str = "info"
     log_format: str = "text"
 
@@ -149,6 +150,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--processes", type=int,
                    help="worker processes sharing the port; 0 = one per core (env PROCESSES, "
                    "default 1)")
+    p.add_argument("--metrics-port", type=int,
+                   help="also serve /metrics on this port, each worker of --processes on "
+                   "this port plus its index (env METRICS_PORT; default: none)")
     p.add_argument("--log-level", help="debug, info, warning, error (env LOG_LEVEL)")
     p.add_argument("--log-format", choices=["text", "json"], help="env LOG_FORMAT")
     p.add_argument("--shutdown-timeout", type=float,
@@ -236,10 +240,12 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
     raw_secret = env.get("COOKIE_SECRET")
     if raw_secret:
         cookie_secrets = parse_cookie_secrets(raw_secret)
+    elif not need_secret:
+        # Signs nothing, and writes nothing: create-bot must not leave a data dir and
+        # a secret behind where no server runs.
+        cookie_secrets = {1: secrets.token_urlsafe(32)}
     elif mongo_url is None and redis_url is None:
         cookie_secrets = _embedded_secret(data_dir)
-    elif not need_secret:
-        cookie_secrets = {1: secrets.token_urlsafe(32)}
     else:
         raise ConfigError(
             "COOKIE_SECRET is required when MONGO_URL or REDIS_URL is set "
@@ -265,6 +271,7 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         log_format=pick(args.log_format, "LOG_FORMAT", "text") or "text",
         shutdown_timeout=float(timeout_raw),
         processes=_int(pick(args.processes, "PROCESSES", "1"), "PROCESSES"),
+        metrics_port=_int(pick(args.metrics_port, "METRICS_PORT", "0"), "METRICS_PORT") or None,
         limits=LimitSettings(
             message_rate=_positive(pick(args.message_rate, "CHAT_MESSAGE_RATE", "5"),
                                    "CHAT_MESSAGE_RATE"),

@@ -1,4 +1,5 @@
-"""Counts HTTP requests and WebSocket departures in progress, so shutdown can wait."""
+"""What a drain waits for: HTTP requests and WebSocket departures in progress, and
+whether the drain has begun (probes and upgrades look at that)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ import contextlib
 
 
 class Inflight:
-    """A counter whose changes can be awaited."""
+    """A counter whose changes can be awaited, and the process's draining flag."""
 
     def __init__(self) -> None:
         self.count = 0
+        # Set once, by the shutdown path, before anything else it does: from then on
+        # /readyz answers 503 "draining" and WebSocket upgrades are refused.
+        self.draining = False
         self._changed = asyncio.Event()
 
     def enter(self) -> None:

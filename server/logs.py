@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from typing import Any
 
@@ -84,19 +85,39 @@ def configure(level: str = "info", fmt: str = "text") -> None:
     quiet_noisy_loggers()
 
 
+# A bot token is "chat_" and 43 URL-safe characters (server/auth.py, new_token). Pasted
+# where its id or a name belongs, it travels in the path: only its public id (the first
+# 13 characters, which cannot authenticate) is kept.
+_TOKEN = re.compile(r"chat_[A-Za-z0-9_-]{43}")
+
+
+def redact(text: str) -> str:
+    """`text` with every token-shaped run cut down to its public id and `[redacted]`."""
+    if "chat_" not in text:
+        return text
+    return _TOKEN.sub(lambda m: m.group()[:13] + "[redacted]", text)
+
+
+# Polled by probes, scrapers and dashboards: their successes are logged at DEBUG only.
+QUIET_PATHS = frozenset(("/healthz", "/readyz", "/metrics", "/status"))
+
+
 def log_request(handler: tornado.web.RequestHandler) -> None:
     """Application `log_function`: method, path (never the query), status, duration.
 
     The query string is left out on purpose: whatever a client put there (a token
-    pasted by mistake) never reaches the logs.
+    pasted by mistake) never reaches the logs; a token in the path is redacted. A
+    handler that sets `log_quietly` (the "draining" answer of /readyz, expected during
+    every shutdown) is logged at DEBUG.
     """
     status = handler.get_status()
     request = handler.request
+    path = redact(request.path)
     duration_ms = round(request.request_time() * 1000, 2)
     level = logging.INFO if status < 400 else (logging.WARNING if status < 500 else logging.ERROR)
-    if request.path in ("/healthz", "/readyz", "/metrics") and status < 400:
+    if (path in QUIET_PATHS and status < 400) or getattr(handler, "log_quietly", False):
         level = logging.DEBUG
-    access.log(level, "%s %s %d %.2fms", request.method, request.path, status, duration_ms,
-               extra={"method": request.method, "path": request.path, "status": status,
+    access.log(level, "%s %s %d %.2fms", request.method, path, status, duration_ms,
+               extra={"method": request.method, "path": path, "status": status,
                       "duration_ms": duration_ms, "remote_ip": request.remote_ip,
                       "at": time.time()})

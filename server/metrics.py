@@ -16,12 +16,13 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    Info,
     PlatformCollector,
     ProcessCollector,
     generate_latest,
 )
 
-from server import tasks
+from server import __version__, tasks
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -29,11 +30,15 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 class Metrics:
     """Counters, gauges and histograms named by Prometheus conventions."""
 
-    def __init__(self) -> None:
+    def __init__(self, node_id: str) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
+        # Which process answered a scrape: a restarted worker has a new node id, which
+        # tells its counters' reset from a scrape that reached another process.
+        Info("chat_build", "Version of the server and node id of this process",
+             registry=r).info({"version": __version__, "node": node_id})
         self.messages = Counter("chat_messages", "Messages stored and acknowledged",
                                 registry=r)
         self.deliveries = Counter("chat_deliveries", "Frames written to local WebSockets",
@@ -57,7 +62,7 @@ class Metrics:
             registry=r)
         self.bus_duplicates = Counter(
             "chat_bus_duplicates",
-            "Messages from Redis not delivered again because this process already had",
+            "Messages from Redis not delivered again: this process had delivered them already",
             registry=r)
         self.resyncs = Counter("chat_redis_resubscribes",
                                "Times the Redis subscriber reconnected and resynced",

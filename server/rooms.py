@@ -2,7 +2,7 @@
 No I/O imports.
 
 Room bookkeeping is kept apart from transport: a member is anything with `conn_id`,
-`user`, `credential`, `send_raw(data)` and `shut(code, reason)`. Leaving costs
+`user`, `credential`, `send_raw(data)`, `shut(code, reason)` and `abort()`. Leaving costs
 O(rooms of that connection), so ten thousand sockets closing at once stays linear.
 """
 
@@ -26,6 +26,8 @@ class Member(Protocol):
 
     def shut(self, code: int, reason: str) -> None: ...
 
+    def abort(self) -> None: ...
+
 
 class LocalRooms:
     """The open connections, which rooms each is in (or joining), per-user counts for
@@ -47,6 +49,10 @@ class LocalRooms:
     @property
     def connections(self) -> Iterable[Member]:
         return self._conns.keys()
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._conns)
 
     def connection_kinds(self) -> dict[str, int]:
         """Open connections by kind: {"browser", "bot", "total"}."""

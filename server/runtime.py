@@ -21,7 +21,7 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from server.admins import Admins
-from server.app import make_app
+from server.app import make_app, make_metrics_app
 from server.auth import Auth, Bots
 from server.bus import Bus
 from server.chat import Chat
@@ -46,6 +46,10 @@ BCRYPT_THREADS = 4
 # core of its own; beyond it a login is refused with 503 at once rather than left
 # waiting behind a flood of guesses.
 BCRYPT_QUEUE_PER_THREAD = 8
+# How long a WebSocket client may take to answer the drain's close frame before it is
+# dropped; a client that answers at all does so within milliseconds.
+CLOSE_GRACE = 1.0
+REPORT_EVERY = 1.0  # seconds between the log lines that say what holds a drain
 
 
 def redis_client(url: str, pool_size: int) -> Redis:
@@ -103,6 +107,7 @@ class Runtime:
     limits: RateLimits = field(init=False)
     caps: ConnectionCaps = field(init=False)
     app: tornado.web.Application = field(init=False)
+    metrics_app: tornado.web.Application = field(init=False)
     executor: ThreadPoolExecutor = field(init=False)
     inflight: Inflight = field(init=False)
     admins: Admins = field(init=False)
@@ -116,7 +121,7 @@ class Runtime:
         await self.store.setup()
         self.redis = redis_client(self.redis_url, cfg.redis_pool_size)
         self.subscriber = redis_subscriber(self.redis_url)
-        self.metrics = Metrics()
+        self.metrics = Metrics(cfg.node_id)
         self.auth = Auth(self.store, executor=self.executor, rounds=cfg.bcrypt_rounds,
                          session_ttl=dt.timedelta(days=cfg.session_days),
                          threads=BCRYPT_THREADS, metrics=self.metrics,
@@ -150,33 +155,88 @@ class Runtime:
                             bots=self.bots, probe=self.probe, reporter=self.reporter,
                             metrics=self.metrics, limits=self.limits, caps=self.caps,
                             inflight=self.inflight, admins=self.admins)
+        self.metrics_app = make_metrics_app(cfg, auth=self.auth, admins=self.admins,
+                                            metrics=self.metrics)
 
     async def shutdown(self, server: tornado.httpserver.HTTPServer | None,
                        timeout: float) -> None:
         """Graceful stop within `timeout` seconds; the caller stopped accepting already.
 
-        Leave /status, tell WebSocket clients to go (1001) and wait for their
-        departures (presence offline), let HTTP requests and message stores in
-        flight finish, then close idle connections and everything else.
+        Say "draining" on /readyz and refuse upgrades, leave /status, tell WebSocket
+        clients to go (1001) and wait for their departures (presence offline), let HTTP
+        requests and message stores in flight finish, then close idle connections and
+        everything else. What holds the drain is logged once a second.
         """
+        if hasattr(self, "inflight"):
+            self.inflight.draining = True  # before any await: probes see it at once
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.5, timeout - 0.5)
         if hasattr(self, "reporter"):
             await self.reporter.close()
         if hasattr(self, "chat"):
-            for conn in list(self.rooms.connections):
-                conn.shut(1001, "server shutting down")
-            while ((self.rooms.connection_kinds()["total"] or self.inflight.count)
-                   and loop.time() < deadline):
-                await self.inflight.changed(deadline - loop.time())
-            await self.chat.close(max(0.1, deadline - loop.time()))
-            left = self.rooms.connection_kinds()["total"]
+            await self._drain_connections(deadline)
+            closing = asyncio.ensure_future(self.chat.close(max(0.1, deadline - loop.time())))
+            while not (await asyncio.wait([closing], timeout=REPORT_EVERY))[0]:
+                log.info("draining: finishing message stores (%s awaiting) and presence "
+                         "updates; %.1f s left", _count(self.writer.awaiting, "send"),
+                         max(0.0, deadline - loop.time()))
+            await closing
+            left = self.rooms.open_connections
             if left:
                 log.warning("%d connections still open at the shutdown deadline", left)
         if server is not None:
             # Tornado closes the remaining (idle keep-alive) HTTP connections here.
             await server.close_all_connections()
         await self.close()
+
+    async def _drain_connections(self, deadline: float) -> None:
+        """Tell every WebSocket client to go and wait until they are gone and the HTTP
+        requests in progress are answered, up to `deadline`.
+
+        A client that has not answered the close frame within CLOSE_GRACE seconds is
+        dropped: Tornado would wait 5 s for the reply of a peer that may never send it.
+        """
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        conns = list(self.rooms.connections)
+        for conn in conns:
+            conn.shut(1001, "server shutting down")
+        log.info("draining: told %s to go; %s in progress",
+                 _count(len(conns), "WebSocket connection"),
+                 _count(self.inflight.count, "HTTP request"))
+        grace_end = started + CLOSE_GRACE
+        next_report = started + REPORT_EVERY
+        dropped = False
+        while ((self.rooms.open_connections or self.inflight.count)
+               and (now := loop.time()) < deadline):
+            if now >= grace_end and not dropped:
+                dropped = True
+                stragglers = list(self.rooms.connections)
+                if stragglers:
+                    log.info("draining: dropping %s that did not answer the close within "
+                             "%.1f s", _count(len(stragglers), "WebSocket connection"),
+                             CLOSE_GRACE)
+                    for conn in stragglers:
+                        conn.abort()
+                    continue
+            if now >= next_report:
+                log.info("draining: %s; %.1f s left", self._holding(), deadline - now)
+                next_report += REPORT_EVERY
+            wake = min(deadline, next_report, deadline if dropped else grace_end)
+            await self.inflight.changed(wake - now)
+
+    def _holding(self) -> str:
+        """What holds the drain, as a log phrase."""
+        parts = []
+        if self.rooms.open_connections:
+            kinds = self.rooms.connection_kinds()
+            parts.append(f"{_count(kinds['total'], 'WebSocket connection')} open "
+                         f"({kinds['browser']} browser, {kinds['bot']} bot)")
+        if self.inflight.count:
+            parts.append(f"{_count(self.inflight.count, 'HTTP request')} in progress")
+        if self.writer.awaiting:
+            parts.append(f"{_count(self.writer.awaiting, 'send')} awaiting storage")
+        return ", ".join(parts)
 
     async def close(self) -> None:
         """Close in reverse order of start; safe to call on a half-started runtime."""
@@ -197,3 +257,7 @@ class Runtime:
         if hasattr(self, "executor"):
             self.executor.shutdown(wait=False)
         await asyncio.sleep(0)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

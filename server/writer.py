@@ -112,6 +112,7 @@ class MessageWriter:
         self.on_stored: OnStored | None = None  # set once by whoever fans ticks out
         self._queue: list[QueuedSend] = []
         self._task: asyncio.Task[None] | None = None
+        self._awaiting = 0
         self._warning = OncePer(log)
         self.record = TopRecord(store)
 
@@ -119,6 +120,11 @@ class MessageWriter:
     def queued(self) -> int:
         """Sends waiting for a tick (not counting the one being stored)."""
         return len(self._queue)
+
+    @property
+    def awaiting(self) -> int:
+        """Sends whose callers still wait for them to be stored (a drain reports them)."""
+        return self._awaiting
 
     async def close(self) -> None:
         """Finish the ticks under way, then record the top seqs not recorded yet."""
@@ -135,6 +141,7 @@ class MessageWriter:
         self._queue.append(item)
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="message-writer")
+        self._awaiting += 1
         try:
             return await asyncio.wait_for(asyncio.shield(item.future), timeout)
         except asyncio.TimeoutError:
@@ -147,6 +154,8 @@ class MessageWriter:
             except ValueError:
                 item.future.add_done_callback(_retrieve)  # nobody awaits it any more
             raise unavailable("the message store") from None
+        finally:
+            self._awaiting -= 1
 
     async def _run(self) -> None:
         try:

@@ -1,12 +1,14 @@
 """The only place that touches Tornado's WebSocket internals; everything else uses
 Tornado's public API.
 
-Three things Tornado has no public API for, each worth the cost of the fence:
+Four things Tornado has no public API for, each worth the cost of the fence:
 - `send_text_frame`: the fan-out writes a pre-serialized frame straight to the socket
   (public `write_message` costs a Task per frame, and `IOStream.write` a Future);
 - `pending_bytes`: the slow-reader bound needs to know what is still queued;
 - `DropOnMissedPong`: a peer that missed its pong is dropped at once instead of being
-  kept in its rooms for the 5 s of Tornado's close handshake.
+  kept in its rooms for the 5 s of Tornado's close handshake;
+- `abort`: a drain drops the peers that have not answered its close frame after a short
+  grace, instead of waiting out those same 5 s.
 
 Supported: Tornado 6.4 up to, not including, 7 (`SUPPORTED`; setup.cfg pins `<7`). They rely on
 `WebSocketProtocol13.stream`, `._wire_bytes_out`, `._abort()`, `.periodic_ping()` and
@@ -65,6 +67,16 @@ def pending_bytes(conn: tornado.websocket.WebSocketProtocol) -> int:
     """
     stream: Any = conn.stream
     return len(stream._write_buffer)
+
+
+def abort(conn: tornado.websocket.WebSocketProtocol) -> None:
+    """Drop the connection now, without waiting for the peer's reply to a close frame.
+
+    Tornado waits 5 s for that reply; a peer that never sends it (a frozen tab, a
+    wedged bot, a vanished network) would hold a graceful shutdown that long. The
+    handler's `on_close` runs as for any other closed connection.
+    """
+    conn._abort()
 
 
 class DropOnMissedPong(tornado.websocket.WebSocketProtocol13):

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 
 import pytest
 from tornado.httpclient import HTTPClientError
 
+from server import logs
 from tests.client import PASSWORD, Client
+from tests.test_abuse import RawPeer
 
 
 async def owner_with_bot(make_client, name: str = "helper-bot") -> tuple[Client, dict, str]:
@@ -255,3 +259,57 @@ async def test_password_change_revokes_the_bots_tokens_only_when_asked(make_clie
     assert status == 200 and [b["name"] for b in bots["bots"]] == ["kept-bot", "other-bot"]
     status, listing, _ = await owner.request("GET", "/api/bots/kept-bot/tokens")
     assert listing["tokens"] == []
+
+
+async def test_a_401_says_which_credential_failed_on_rest_and_on_the_upgrade(make_client):
+    owner, _, token = await owner_with_bot(make_client)
+    token_id = (await owner.request("GET", "/api/bots/helper-bot/tokens"))[1]["tokens"][0]["id"]
+    assert (await owner.request("DELETE", f"/api/bots/helper-bot/tokens/{token_id}"))[0] == 204
+    logged_out = make_client()
+    await logged_out.register()
+    old_cookie = logged_out.cookie_header()
+    assert (await logged_out.request("POST", "/api/logout"))[0] == 204
+    cases = [
+        ("nothing", {}, "log in or present a bearer token"),
+        ("unknown token", {"Authorization": "Bearer chat_" + "x" * 43},
+         "unknown or revoked bearer token"),
+        ("revoked token", {"Authorization": f"Bearer {token}"},
+         "unknown or revoked bearer token"),
+        ("logged-out session", {"Cookie": old_cookie},
+         "session expired or logged out: log in again"),
+        ("badly signed session", {"Cookie": "session=2|1:0|10:1|7:session|4:eA==|00"},
+         "session expired or logged out: log in again"),
+    ]
+    anon = make_client()
+    for what, headers, message in cases:
+        status, body, _ = await anon.request("GET", "/api/me", headers=headers)
+        assert (status, body["error"]) == (401, {"code": "unauthorized", "message": message}), what
+        status, _, raw, _ = await RawPeer.handshake(anon.base, headers)
+        assert (status, json.loads(raw)["error"]) == (
+            401, {"code": "unauthorized", "message": message}), what
+
+
+async def test_a_token_sent_where_its_id_belongs_is_never_echoed_or_logged(make_client,
+                                                                          caplog):
+    logs.quiet_noisy_loggers()  # as run.py's logging set-up does, even at --log-level debug
+    caplog.set_level(logging.DEBUG)
+    owner, _, token = await owner_with_bot(make_client)
+    status, body, _ = await owner.request("DELETE", f"/api/bots/helper-bot/tokens/{token}")
+    assert status == 404 and body["error"]["code"] == "not_found"
+    assert "by its id" in body["error"]["message"]
+    status, body, _ = await owner.request("DELETE", f"/api/bots/{token}/tokens/x")
+    assert status == 404
+    # A Tornado error's own log line (the XSRF refusal) carried the whole URI.
+    status, _, response = await make_client().request("POST", f"/api/rooms?note={token}",
+                                                      {"name": "x"}, xsrf=False)
+    assert status == 403
+    assert token not in str(body) and token not in response.body.decode()
+    logged = "\n".join(r.getMessage() + " " + str(vars(r)) for r in caplog.records)
+    assert token not in logged
+    access = [r for r in caplog.records if r.name == "chat.access" and r.status == 404]
+    assert [r.path for r in access] == [f"/api/bots/helper-bot/tokens/{token[:13]}[redacted]",
+                                        f"/api/bots/{token[:13]}[redacted]/tokens/x"]
+    # The token still works: a revoke needs its id.
+    bot = make_client()
+    bot.token = token
+    assert (await bot.request("GET", "/api/me"))[0] == 200

@@ -40,6 +40,16 @@ def test_non_numeric_port_env_is_a_config_error_naming_port(tmp_path: Path) -> N
         load_config([], env={"PORT": "eighty", "CHAT_DATA_DIR": str(tmp_path)})
 
 
+def test_metrics_port_is_off_by_default_and_comes_from_env_or_the_flag(tmp_path: Path) -> None:
+    env = {"CHAT_DATA_DIR": str(tmp_path)}
+    assert load_config([], env=env).metrics_port is None
+    assert load_config([], env={**env, "METRICS_PORT": "9100"}).metrics_port == 9100
+    assert load_config(["--metrics-port", "9200"],
+                       env={**env, "METRICS_PORT": "9100"}).metrics_port == 9200
+    with pytest.raises(ConfigError, match="METRICS_PORT"):
+        load_config([], env={**env, "METRICS_PORT": "prometheus"})
+
+
 def test_data_dir_comes_from_env_and_the_flag_wins_over_env(tmp_path: Path) -> None:
     from_env, from_flag = tmp_path / "env", tmp_path / "flag"
     config = load_config(["--data-dir", str(from_flag)], env={"CHAT_DATA_DIR": str(from_env)})

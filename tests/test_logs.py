@@ -7,6 +7,7 @@ import json
 import logging
 
 from server import logs
+from tests.conftest import STATUS_TOKEN
 
 
 async def test_json_access_log_line_has_method_path_status_duration_and_pid(make_client):
@@ -45,3 +46,18 @@ def test_json_formatter_includes_exceptions_as_one_line():
     assert "\n" not in line
     parsed = json.loads(line)
     assert parsed["msg"] == "failed here" and "ValueError: boom" in parsed["exc"]
+
+
+async def test_successful_status_and_metrics_polls_are_logged_at_debug_only(make_client,
+                                                                           caplog):
+    caplog.set_level(logging.DEBUG, logger="chat.access")
+    poller = make_client()
+    poller.token = STATUS_TOKEN
+    for path in ("/status", "/metrics", "/status"):
+        assert (await poller.request("GET", path))[0] == 200
+    refused = make_client()
+    assert (await refused.request("GET", "/status"))[0] == 401
+    levels = [(r.path, r.status, r.levelname) for r in caplog.records
+              if r.name == "chat.access"]
+    assert levels == [("/status", 200, "DEBUG"), ("/metrics", 200, "DEBUG"),
+                      ("/status", 200, "DEBUG"), ("/status", 401, "WARNING")]

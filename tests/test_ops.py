@@ -106,6 +106,8 @@ async def test_metrics_are_prometheus_text_and_count_messages(base_url):
     assert value("chat_ws_connections", kind="browser") == 1
     assert families["chat_fanout_seconds"].type == "histogram"
     assert "process_resident_memory_bytes" in families
+    assert families["chat_bus_duplicates"].documentation == (
+        "Messages from Redis not delivered again: this process had delivered them already")
 
 
 async def test_logs_carry_no_passwords_cookies_or_tokens(make_client, caplog):

@@ -61,6 +61,16 @@ def test_error_keeps_the_ref_of_a_frame_it_rejects():
     assert err.value.ref == "x1"
 
 
+@pytest.mark.parametrize(("body", "message"), [
+    ("", "body must not be empty"),
+    (" \n\t ", "body must not be whitespace only"),
+])
+def test_an_empty_and_a_blank_body_are_told_apart(body, message):
+    with pytest.raises(ProtocolError) as err:
+        parse(json.dumps({"type": "send", "room": "r", "body": body}))
+    assert (err.value.code, err.value.message) == ("bad_request", message)
+
+
 ANN = User("u1", "ann")
 MESSAGE = Message("general", "m1", 7, ANN, "héllo", 1700000000000, "c-1")
 

@@ -24,6 +24,9 @@ class FakeSocket:
     def shut(self, code: int, reason: str) -> None:
         self.closed = (code, reason)
 
+    def abort(self) -> None:
+        self.closed = self.closed or (1006, "")
+
 
 ANN = User("1", "ann")
 BOB = User("2", "bob", bot=True)

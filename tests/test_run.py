@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import tornado.ioloop
@@ -203,7 +204,7 @@ def test_help_exits_0_and_documents_every_option() -> None:
     assert done.returncode == 0, done.stderr
     for option in ("--port", "--data-dir", "--allowed-origins", "--host", "PORT",
                    "CHAT_DATA_DIR", "ALLOWED_ORIGINS", "MONGO_URL", "REDIS_URL",
-                   "COOKIE_SECRET"):
+                   "COOKIE_SECRET", "--metrics-port", "METRICS_PORT"):
         assert option in done.stdout, option
 
 
@@ -364,3 +365,47 @@ async def test_create_bot_command_prints_a_working_token(make_client, services, 
         [sys.executable, "run.py", "create-bot", "cli-bot2", "--owner", "nobody-here"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert unknown.returncode == 1 and "nobody-here" in unknown.stderr
+    # It says which database it looked in.
+    hosts = urlsplit(services.mongo_url).netloc
+    assert f"in database '{config.db_name}' of MongoDB at {hosts}" in unknown.stderr
+    by_bot = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "run.py", "create-bot", "cli-bot3", "--owner", "cli-bot"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert by_bot.returncode == 1
+    assert "'cli-bot' is a bot: the owner must be a person" in by_bot.stderr, by_bot.stderr
+
+
+def test_create_bot_refuses_to_start_an_empty_database_where_no_data_dir_is(
+        tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = subprocess.run(
+        [sys.executable, str(RUN_PY), "create-bot", "helper", "--owner", "ada"],
+        cwd=elsewhere, env=clean_env(), capture_output=True, text=True, timeout=60,
+        check=False)
+    assert done.returncode == 1
+    assert f"no data dir {elsewhere / 'var'}" in done.stderr, done.stderr
+    assert "--data-dir" in done.stderr and "Traceback" not in done.stderr
+    assert list(elsewhere.iterdir()) == []  # no ./var, no secret, no database
+
+
+async def test_create_bot_names_the_running_servers_data_dir_it_used(
+    io_loop: tornado.ioloop.IOLoop, launch: Launch, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    server = launch(data_dir)
+    await wait_ready(server)
+    await Client(server.base_url).register("ada")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, str(RUN_PY), "create-bot", "helper", "--owner", "ada",
+         "--data-dir", str(data_dir)],
+        cwd=elsewhere, env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert (f"using database 'chat' of the embedded MongoDB-wire server of the server "
+            f"running on {data_dir}") in done.stderr, done.stderr
+    assert done.stdout.strip().splitlines()[-1].startswith("chat_")
+    assert await stop(server, signal.SIGTERM) == 0, server.output()

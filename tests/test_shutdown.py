@@ -5,17 +5,64 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import os
 import signal
+import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
+import pymongo
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from server import tasks
 from server.embedded import free_port
 from tests.client import Client
-from tests.conftest import STATUS_TOKEN
+from tests.conftest import STATUS_TOKEN, close_node, mongo_url_of, open_node
 from tests.processes import shared_env, start_server, wait_ready
+from tests.test_abuse import RawPeer
+
+
+class KeepAlive:
+    """One HTTP/1.1 connection reused for every request, as a balancer's health check
+    keeps it open."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 host: str) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.host = host
+
+    @classmethod
+    async def open(cls, base_url: str) -> KeepAlive:
+        parts = urlsplit(base_url)
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        return cls(reader, writer, parts.netloc)
+
+    async def get(self, path: str, headers: dict[str, str] | None = None,
+                  timeout: float = 5.0) -> tuple[int, Any]:
+        """(status, JSON body); ConnectionError once the server has closed the connection."""
+        lines = [f"GET {path} HTTP/1.1", f"Host: {self.host}",
+                 *(f"{k}: {v}" for k, v in (headers or {}).items())]
+        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        try:
+            await self.writer.drain()
+            head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), timeout)
+            lines = head.decode("latin-1").split("\r\n")
+            headers = {k.strip().lower(): v.strip()
+                       for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+            body = await asyncio.wait_for(
+                self.reader.readexactly(int(headers.get("content-length", "0"))), timeout)
+        except asyncio.IncompleteReadError as e:
+            raise ConnectionError("the server closed the connection") from e
+        return int(lines[0].split()[1]), json.loads(body) if body else None
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 async def test_sigterm_closes_with_1001_and_clients_resume_on_another_process(
@@ -84,6 +131,90 @@ async def test_sigterm_closes_with_1001_and_clients_resume_on_another_process(
             proc.wait(20)
 
 
+async def test_a_drain_says_draining_at_once_and_drops_a_peer_that_ignores_the_close(
+        services, config, tmp_path):
+    env = shared_env(services, config)
+    port = free_port()
+    log = tmp_path / "n.log"
+    proc = start_server(["--port", str(port), "--shutdown-timeout", "10"], env, log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await wait_ready(url, proc)
+        user = Client(url)
+        await user.register()
+        # Completes the handshake, then never answers the close frame (a frozen tab, a
+        # wedged bot): Tornado alone would wait 5 s for its reply.
+        deaf = await RawPeer.open(user)
+        await deaf.join()
+        probe = await KeepAlive.open(url)
+        assert (await probe.get("/readyz"))[0] == 200
+        # An upgrade can also come on a connection that was open before the drain (a
+        # balancer's kept-alive upstream connection): it must not slip in.
+        late = await KeepAlive.open(url)
+        assert (await late.get("/healthz"))[0] == 200
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        status, body = await late.get("/ws", {
+            "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Cookie": user.cookie_header(),
+            "Origin": url})
+        assert (status, body["error"]["code"]) == (503, "unavailable"), (status, body)
+        late.close()
+        answers = []
+        with contextlib.suppress(ConnectionError):
+            while True:
+                status, body = await probe.get("/readyz")
+                answers.append((status, body["status"]))
+                await asyncio.sleep(0.05)  # a health checker's interval
+        probe.close()
+        assert answers and set(answers) == {(503, "draining")}, answers
+        while (await deaf.frame())[0] != 0x8:  # the close frame came; it stays unanswered
+            pass
+        assert await asyncio.to_thread(proc.wait, 15) == 0
+        elapsed = time.monotonic() - started
+        assert elapsed < 2.5, f"{elapsed:.1f} s:\n{log.read_text()}"
+        output = log.read_text()
+        assert "draining: told 1 WebSocket connection to go" in output, output
+        assert "did not answer the close" in output, output
+        deaf.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(20)
+
+
+async def test_a_drain_logs_what_holds_it_once_a_second(config, services, private_mongo,
+                                                        caplog):
+    url = mongo_url_of(private_mongo)
+    node = await open_node(config, services, mongo_url=url)
+    client = Client(node.base_url)
+    await client.register()
+    caplog.set_level(logging.INFO, logger="server.runtime")
+    # The request's session lookup hangs in MongoDB for 2.5 s: the drain waits for it.
+    with pymongo.MongoClient(url) as mongo:
+        mongo.admin.command({"configureFailPoint": "failCommand", "mode": {"times": 1},
+                             "data": {"failCommands": ["find"], "blockConnection": True,
+                                      "blockTimeMS": 2500}})
+    request = asyncio.ensure_future(client.request("GET", "/api/me"))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    try:
+        while node.runtime.inflight.count == 0:  # the request reached the server
+            assert loop.time() < deadline
+            await asyncio.sleep(0.01)
+    except AssertionError:
+        await close_node(node)
+        raise
+    node.server.stop()
+    await node.runtime.shutdown(node.server, timeout=10)
+    status, me, _ = await request
+    assert (status, me) == (200, client.user)
+    said = [r.getMessage() for r in caplog.records if r.name == "server.runtime"]
+    assert said[0] == "draining: told 0 WebSocket connections to go; 1 HTTP request in progress"
+    held = [m for m in said if m.startswith("draining: 1 HTTP request in progress;")]
+    assert len(held) >= 2, said
+
+
 async def test_processes_flag_forks_workers_that_share_the_port(services, config, tmp_path):
     env = shared_env(services, config)
     port = free_port()
@@ -109,6 +240,70 @@ async def test_processes_flag_forks_workers_that_share_the_port(services, config
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(
             f"/proc/{pid}/status").read_text().lower()
+
+
+def free_port_pair() -> int:
+    """A free port whose successor is free too (two workers' metrics ports)."""
+    for _ in range(100):
+        port = free_port()
+        with contextlib.suppress(OSError), socket.socket() as probe:
+            probe.bind(("127.0.0.1", port + 1))
+            return port
+    raise AssertionError("no two adjacent free ports")
+
+
+async def live_nodes(operator: Client, until: Callable[[dict[str, int]], bool]
+                     ) -> dict[str, int]:
+    """Node id -> pid of the processes in /status, once `until` holds (bounded)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while True:
+        body = (await operator.request("GET", "/status"))[1]
+        nodes = {p["id"]: p["pid"] for p in body["processes"]}
+        if until(nodes):
+            return nodes
+        assert loop.time() < deadline, body
+        await asyncio.sleep(0.2)  # workers report every 2 s; poll the endpoint
+
+
+async def node_of_metrics_port(port: int) -> str:
+    """The node id in `chat_build_info` of the /metrics served on a worker's own port."""
+    scraper = Client(f"http://127.0.0.1:{port}")
+    scraper.token = STATUS_TOKEN
+    status, _, response = await scraper.request("GET", "/metrics")
+    assert status == 200, response.body
+    families = {f.name: f for f in text_string_to_metric_families(response.body.decode())}
+    (sample,) = families["chat_build_info"].samples
+    return sample.labels["node"]
+
+
+async def test_a_worker_stopped_alone_is_restarted_as_a_new_node_on_its_metrics_port(
+        services, config, tmp_path):
+    env = shared_env(services, config)
+    port, metrics_port = free_port(), free_port_pair()
+    log = tmp_path / "w.log"
+    proc = start_server(["--port", str(port), "--processes", "2",
+                         "--metrics-port", str(metrics_port)], env, log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await wait_ready(url, proc)
+        operator = Client(url)
+        operator.token = STATUS_TOKEN
+        before = await live_nodes(operator, lambda nodes: len(nodes) == 2)
+        by_port = [await node_of_metrics_port(metrics_port + i) for i in (0, 1)]
+        assert sorted(by_port) == sorted(before)  # each worker's own figures, told apart
+        victim = by_port[1]
+        os.kill(before[victim], signal.SIGTERM)  # the worker alone drains and exits 0
+        after = await live_nodes(operator, lambda nodes: len(nodes) == 2 and victim not in nodes)
+        (fresh,) = set(after) - set(before)
+        assert fresh == f"{victim}.1" and after[fresh] != before[victim]
+        assert await node_of_metrics_port(metrics_port + 1) == fresh
+        assert (f"worker 1 (pid {before[victim]}) exited with 0 although the supervisor is "
+                f"not stopping; restarting it as node {fresh}") in log.read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 20) == 0
+    assert log.read_text().count("restarting") == 1  # none when the supervisor stops
 
 
 async def test_stop_ends_a_background_loop_that_swallowed_a_cancellation() -> None:

@@ -5,6 +5,7 @@ If a Tornado upgrade moves one, these fail by name, before any chat test does.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 
 import tornado
@@ -13,6 +14,7 @@ from tornado.iostream import IOStream
 
 from server import wsio
 from tests.client import Client
+from tests.test_abuse import RawPeer  # a client that answers nothing unless told to
 
 
 def test_the_installed_tornado_is_a_supported_one():
@@ -67,3 +69,22 @@ async def test_pending_bytes_counts_what_the_socket_did_not_take(make_client, ru
     for _ in range(written):  # all of them arrive, whole, once the client reads
         assert len((await ws.recv())["pad"]) == 65536
     assert wsio.pending_bytes(conn) == 0
+
+
+async def test_abort_drops_a_peer_that_never_answers_the_close(make_client, runtime):
+    client = make_client()
+    await client.register()
+    peer = await RawPeer.open(client)
+    (handler,) = runtime.rooms.connections
+    handler.shut(1001, "server shutting down")
+    assert (await peer.frame())[0] == 0x8  # the close frame; the peer stays silent
+    assert runtime.rooms.open_connections == 1  # Tornado would wait 5 s for the reply
+    handler.abort()
+    loop = asyncio.get_running_loop()
+    data = await asyncio.wait_for(loop.sock_recv(peer.sock, 1024), 1)
+    assert data == b""  # the TCP connection is gone
+    deadline = loop.time() + 1
+    while runtime.rooms.open_connections and loop.time() < deadline:
+        await runtime.inflight.changed(deadline - loop.time())  # on_close pokes it
+    assert runtime.rooms.open_connections == 0
+    peer.close()

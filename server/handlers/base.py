@@ -9,9 +9,11 @@ from http import HTTPStatus
 from typing import Any
 
 import tornado.web
+from tornado.log import app_log, gen_log
 
 from server.auth import Auth, token_digest
 from server.inflight import Inflight
+from server.logs import redact
 from server.model import User
 from server.store import StoreError
 
@@ -91,7 +93,9 @@ async def resolve_user(handler: tornado.web.RequestHandler, auth: Auth) -> Calle
     raw = handler.get_signed_cookie(SESSION_COOKIE, max_age_days=auth.session_days,
                                     min_version=2)
     if raw is None:
-        return Caller(None, "none")
+        # A cookie that was sent but fails its signature (or is too old) still says
+        # how the caller tried: the 401 then tells them to log in again.
+        return Caller(None, "cookie" if handler.get_cookie(SESSION_COOKIE) else "none")
     sid = raw.decode("ascii", "replace")
     return Caller(await auth.session_user(sid), "cookie", sid, token_digest(sid))
 
@@ -108,6 +112,15 @@ class XsrfCookieHandler(tornado.web.RequestHandler):
                 and self.request.protocol == "https"):
             kwargs["secure"] = True
         super().set_cookie(name, value, *args, **kwargs)
+
+
+def unauthorized_message(caller: Caller) -> str:
+    """The 401 message: which credential failed, or that none was presented."""
+    if caller.how == "bearer":
+        return "unknown or revoked bearer token"
+    if caller.how == "cookie":
+        return "session expired or logged out: log in again"
+    return "log in or present a bearer token"
 
 
 class BaseHandler(tornado.web.RequestHandler):
@@ -152,7 +165,7 @@ class BaseHandler(tornado.web.RequestHandler):
         self.session_id = caller.session_id if caller.user else None
         self.auth_method = caller.how if caller.user else "none"
         if self.login_required and caller.user is None:
-            raise ApiError(401, "unauthorized", "log in or present a bearer token")
+            raise ApiError(401, "unauthorized", unauthorized_message(caller))
 
     def _release(self) -> None:
         if self._counted and self.inflight is not None:
@@ -208,11 +221,19 @@ class BaseHandler(tornado.web.RequestHandler):
         self.finish(json.dumps(obj, separators=(",", ":")))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        """Tornado's logging of errors, naming the request by its redacted path.
+
+        Tornado's own lines carry the whole URI, query string included: a token pasted
+        into it would reach the logs.
+        """
+        where = f"{self.request.method} {redact(self.request.path)} ({self.request.remote_ip})"
         if isinstance(value, StoreError):  # answered 503; MongoDB's own log says why
-            log.warning("%s %s: the store failed: %s", self.request.method,
-                        self.request.path, value)
-            return
-        super().log_exception(typ, value, tb)
+            log.warning("%s: the store failed: %s", where, value)
+        elif isinstance(value, tornado.web.HTTPError):
+            if message := value.get_message():
+                gen_log.warning("%d %s: %s", value.status_code, where, message)
+        else:
+            app_log.error("Uncaught exception %s", where, exc_info=(typ, value, tb))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """Every error is `{"error": {"code", "message"}}`: no HTML, no traceback.
@@ -247,7 +268,8 @@ class BaseHandler(tornado.web.RequestHandler):
             self.set_header("Retry-After", str(int(retry) + 1))
             extra["retry_after"] = retry
         self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.finish(json.dumps({"error": {"code": code, "message": message, **extra}}))
+        # Messages may quote what the client sent: never a token, wherever it was put.
+        self.finish(json.dumps({"error": {"code": code, "message": redact(message), **extra}}))
 
 
 class NotFoundHandler(BaseHandler):

@@ -18,6 +18,9 @@ def _api_error(e: AuthError) -> ApiError:
     return ApiError(_STATUS.get(e.code, 400), e.code, e.message, **extra)
 
 
+ID_LENGTH = 13  # a token's public id: "chat_" and the token's next 8 characters
+
+
 class BotHandlerBase(BaseHandler):
     def initialize(self, auth: Auth, inflight: Inflight, bots: Bots,  # type: ignore[override]
                    chat: Chat) -> None:
@@ -103,6 +106,10 @@ class BotTokenHandler(BotHandlerBase):
         bot = await self.owned_bot(name)
         digest = await self.bots.revoke(bot, token_id)
         if digest is None:
+            if len(token_id) > ID_LENGTH:  # perhaps the token itself: never echo it
+                raise ApiError(404, "not_found", f"no such token id for {name!r}: revoke a "
+                               f"token by its id (its first {ID_LENGTH} characters, as "
+                               f"listed), never by the token itself")
             raise ApiError(404, "not_found", f"no token {token_id!r} for {name!r}")
         await self.chat.close_credential(digest)
         self.set_status(204)

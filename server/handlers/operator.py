@@ -8,7 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from server.admins import Admins
 from server.auth import Auth
-from server.handlers.base import ApiError, BaseHandler, bearer_token
+from server.handlers.base import ApiError, BaseHandler, bearer_token, unauthorized_message
 from server.metrics import Metrics
 from server.reporter import StatusReporter
 
@@ -32,7 +32,9 @@ class OperatorHandler(BaseHandler):
             return
         await super().prepare()
         if self.current_user is None:
-            raise ApiError(401, "unauthorized", "operator credentials required")
+            message = ("operator credentials required" if self.caller.how == "none"
+                       else unauthorized_message(self.caller))
+            raise ApiError(401, "unauthorized", message)
         if not await self.admins.is_admin(self.user):
             raise ApiError(403, "forbidden", "operators only")
 

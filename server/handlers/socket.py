@@ -15,7 +15,7 @@ from tornado.iostream import StreamClosedError
 from server import protocol, wsio
 from server.auth import Auth
 from server.chat import Chat
-from server.handlers.base import SECURITY_HEADERS, resolve_user
+from server.handlers.base import SECURITY_HEADERS, resolve_user, unauthorized_message
 from server.inflight import Inflight
 from server.limits import ConnectionCaps, FrameBucket, Limited, RateLimits
 from server.model import User
@@ -58,6 +58,7 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         self._typed: dict[str, float] = {}  # room -> when its last typing frame went out
         self._in_flight: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._shut_conn: tornado.websocket.WebSocketProtocol | None = None
 
     def set_default_headers(self) -> None:
         for name, value in SECURITY_HEADERS.items():
@@ -74,7 +75,14 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         if user is None:
             self.set_status(401)
             self.finish({"error": {"code": "unauthorized",
-                                   "message": "log in or present a bearer token"}})
+                                   "message": unauthorized_message(caller)}})
+            return
+        if self.inflight.draining:
+            # Checked after the lookup's await, so an upgrade under way when the drain
+            # began is refused too: one accepted now would never be told to go, and
+            # would hold the drain until its deadline.
+            self.set_status(503)
+            self.finish({"error": {"code": "unavailable", "message": "server shutting down"}})
             return
         over = self.caps.check(user.id, self.request.remote_ip or "")
         if over is not None:
@@ -147,7 +155,17 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
     def shut(self, code: int, reason: str) -> None:
         if not self._closing:
             self._closing = True
+            # Tornado forgets its protocol object on close(), while the close handshake
+            # is still pending; abort() needs it then. Released in on_close.
+            self._shut_conn = self.ws_connection
             self.close(code, reason)
+
+    def abort(self) -> None:
+        """Drop the connection without waiting for the close handshake (shutdown)."""
+        self._closing = True
+        conn = self.ws_connection or self._shut_conn
+        if conn is not None:
+            wsio.abort(conn)
 
     async def on_message(self, message: str | bytes) -> None:
         frame: protocol.Frame | None = None
@@ -231,6 +249,7 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
 
     def on_close(self) -> None:
         self._closing = True
+        self._shut_conn = None
         if self._counted:
             self._counted = False
             self.caps.closed(self.user.id, self.request.remote_ip or "")

@@ -150,8 +150,10 @@ def _send(raw: dict[str, Any], ref: Ref, max_body: int) -> Send:
     body = raw.get("body")
     if not isinstance(body, str):
         raise ProtocolError(BAD_REQUEST, "body must be a string", ref)
-    if not body.strip():
+    if not body:
         raise ProtocolError(BAD_REQUEST, "body must not be empty", ref)
+    if not body.strip():
+        raise ProtocolError(BAD_REQUEST, "body must not be whitespace only", ref)
     if len(body) > max_body:
         raise ProtocolError(TOO_LARGE, f"body is over {max_body} characters", ref)
     try:
