@@ -15,6 +15,7 @@ import pytest
 
 from server.config import Config, Quotas
 from tests.client import Client, unique_name
+from tests.test_pages import every_page
 
 MakeClient = Callable[..., Client]
 ROOMS, BOTS, TOKENS = Quotas().rooms_per_user, Quotas().bots_per_user, Quotas().tokens_per_bot
@@ -43,21 +44,6 @@ def assert_quota_error(status: int, body: Any, limit: int) -> None:
     assert status == 403, (status, body)
     assert body["error"]["code"] == "quota_exceeded", body
     assert body["error"]["limit"] == limit and body["error"]["message"], body
-
-
-async def every_page(client: Client, path: str, key: str, limit: int) -> list[list[Any]]:
-    """Follow `next` through a list; the pages as they came."""
-    pages: list[list[Any]] = []
-    query = f"?limit={limit}"
-    while True:
-        status, body, _ = await client.request("GET", path + query)
-        assert status == 200, body
-        pages.append(body[key])
-        if "next" not in body:
-            return pages
-        assert body["next"] == (body[key][-1]["name"] if key != "tokens"
-                                else body[key][-1]["id"]), body
-        query = f"?limit={limit}&after={body['next']}"
 
 
 # Quotas ----------------------------------------------------------------------------------

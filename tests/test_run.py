@@ -366,7 +366,8 @@ async def test_create_bot_command_prints_a_working_token(make_client, services, 
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert unknown.returncode == 1 and "nobody-here" in unknown.stderr
     # It says which database it looked in.
-    hosts = urlsplit(services.mongo_url).netloc
+    url = urlsplit(services.mongo_url)
+    hosts = f"{url.hostname}:{url.port}"  # never the credentials the URL may carry
     assert f"in database '{config.db_name}' of MongoDB at {hosts}" in unknown.stderr
     by_bot = await asyncio.to_thread(
         subprocess.run,
