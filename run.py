@@ -21,7 +21,8 @@ import tornado.netutil
 
 from server import logs
 from server.app import make_server
-from server.auth import AuthError, Bots
+from server.auth import AuthError
+from server.bots import Bots
 from server.config import Config, ConfigError, load_config
 from server.embedded import EmbeddedError, EmbeddedServices, _die_with_parent
 from server.model import User

@@ -10,7 +10,8 @@ import tornado.httpserver
 import tornado.web
 
 from server.admins import Admins
-from server.auth import Auth, Bots
+from server.auth import Auth
+from server.bots import Bots
 from server.chat import Chat
 from server.config import Config
 from server.handlers import http

@@ -22,7 +22,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from server.admins import Admins
 from server.app import make_app, make_metrics_app
-from server.auth import Auth, Bots
+from server.auth import Auth
+from server.bots import Bots
 from server.bus import Bus
 from server.chat import Chat
 from server.config import Config

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.auth import Auth, AuthError, Bots, QuotaError
+from server.auth import Auth, AuthError, QuotaError
+from server.bots import Bots
 from server.chat import Chat
 from server.handlers.base import ApiError, BaseHandler
 from server.inflight import Inflight

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from server import protocol
-from server.auth import BUSY, Auth, AuthError, Bots, token_digest
+from server.auth import BUSY, Auth, AuthError, token_digest
+from server.bots import Bots
 from server.chat import Chat
 from server.handlers.base import SESSION_COOKIE, ApiError, BaseHandler
 from server.inflight import Inflight
