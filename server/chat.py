@@ -133,6 +133,8 @@ class Chat:
         # Live frames that arrived while joining were held; they follow `joined`.
         seen = messages[-1].seq if messages else since or 0
         held = self.rooms.finish_join(room, conn, seen)
+        if not self.rooms.has(room, conn):
+            return  # left or closed while joining: its departure has been announced
         conn.send_raw(joined)
         for data in held:
             conn.send_raw(data)
