@@ -15,6 +15,7 @@ from server.bots import Bots
 from server.chat import Chat
 from server.config import Config
 from server.handlers import http
+from server.handlers import rooms as rooms_api
 from server.handlers.base import SECURITY_HEADERS, NotFoundHandler, XsrfCookieHandler
 from server.handlers.bots import BotHandler, BotsHandler, BotTokenHandler, BotTokensHandler
 from server.handlers.health import HealthHandler, ReadyHandler
@@ -71,6 +72,7 @@ def make_app(config: Config, *, store: Store, rooms: LocalRooms, chat: Chat, aut
     """Build the Application with every collaborator injected through the route table."""
     api = dict(auth=auth, inflight=inflight)
     operator = dict(auth=auth, admins=admins, status_token=config.status_token)
+    team = dict(api, chat=chat)
     ws = dict(chat=chat, rooms=rooms, auth=auth, limits=limits, caps=caps, inflight=inflight,
               allowed_origins=config.allowed_origins, max_body=config.max_body_chars,
               max_pending_bytes=config.max_pending_bytes)
@@ -81,9 +83,17 @@ def make_app(config: Config, *, store: Store, rooms: LocalRooms, chat: Chat, aut
         (r"/api/logout", http.LogoutHandler, dict(api, chat=chat)),
         (r"/api/password", http.PasswordHandler, dict(api, chat=chat, bots=bots, limits=limits)),
         (r"/api/me", http.MeHandler, api),
-        (r"/api/rooms", http.RoomsHandler,
-         dict(api, store=store, max_rooms=config.quotas.rooms_per_user)),
-        (r"/api/rooms/([^/]+)/messages", http.MessagesHandler, dict(api, chat=chat)),
+        (r"/api/rooms", rooms_api.RoomsHandler, team),
+        (r"/api/rooms/([^/]+)", rooms_api.RoomHandler, team),
+        (r"/api/rooms/([^/]+)/messages", rooms_api.MessagesHandler, team),
+        (r"/api/rooms/([^/]+)/members", rooms_api.MembersHandler, team),
+        (r"/api/rooms/([^/]+)/members/([^/]+)", rooms_api.MemberHandler, team),
+        (r"/api/rooms/([^/]+)/members/([^/]+)/role", rooms_api.RoleHandler, team),
+        (r"/api/rooms/([^/]+)/bans", rooms_api.BansHandler, team),
+        (r"/api/rooms/([^/]+)/bans/([^/]+)", rooms_api.BanHandler, team),
+        (r"/api/rooms/([^/]+)/mutes", rooms_api.MutesHandler, team),
+        (r"/api/rooms/([^/]+)/mutes/([^/]+)", rooms_api.MuteHandler, team),
+        (r"/api/dms", rooms_api.DmsHandler, team),
         (r"/api/bots", BotsHandler, dict(api, bots=bots, chat=chat)),
         (r"/api/bots/([^/]+)", BotHandler, dict(api, bots=bots, chat=chat)),
         (r"/api/bots/([^/]+)/tokens", BotTokensHandler, dict(api, bots=bots, chat=chat)),

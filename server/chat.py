@@ -15,13 +15,14 @@ import logging
 from server import protocol, tasks
 from server.bus import BusError
 from server.delivery import Delivery
-from server.envelope import CloseCredential
+from server.envelope import CloseCredential, MemberChange
 from server.model import User
 from server.presence import Coalescer, Presence, PresenceError
 from server.protocol import ProtocolError
 from server.rooms import LocalRooms, Member
 from server.seqs import RoomSeqs
-from server.store import Store, StoreError
+from server.store import Store, StoreError, now_ms
+from server.team import Access, Team
 from server.writer import MessageWriter, unavailable
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ class Chat:
     """Rooms, messages, history, presence and typing for this process's connections."""
 
     def __init__(self, store: Store, rooms: LocalRooms, seqs: RoomSeqs, writer: MessageWriter,
-                 delivery: Delivery, presence: Presence, *, node_id: str,
+                 delivery: Delivery, presence: Presence, team: Team, *, node_id: str,
                  presence_ttl: float = 30.0, presence_hold: float = 2.0,
                  send_timeout: float = 5.0) -> None:
         self.store = store
@@ -43,17 +44,25 @@ class Chat:
         self.writer = writer
         self.delivery = delivery
         self.presence = presence
+        self.team = team
         self.node_id = node_id
         self.presence_ttl = presence_ttl
         self.send_timeout = send_timeout
         self._presence_frames = Coalescer(self._send_presence, presence_hold)
         self._heartbeat: asyncio.Task[None] | None = None
         self._departures: set[asyncio.Task[None]] = set()
+        # What a send or typing here must respect, for the users joined here: each
+        # (room, user id)'s mute (ms, 0 for none), and the archived rooms. Set at join,
+        # kept current by MemberChange commands, dropped with the user's last socket.
+        self._muted: dict[tuple[str, str], int] = {}
+        self._archived: set[str] = set()
 
     # Lifecycle ----------------------------------------------------------------
 
     async def start(self) -> None:
         self.writer.on_stored = self.delivery.stored
+        self.delivery.on_member_change = self._member_change
+        self.team.notify = self.delivery.command
         await self.delivery.start()
         self._heartbeat = asyncio.create_task(self._presence_loop(), name="presence")
 
@@ -76,9 +85,12 @@ class Chat:
         background (close() waits for it). O(rooms of that connection)."""
         left = self.rooms.disconnect(conn)
         if left:
-            task = asyncio.ensure_future(self._departed(conn, left))
-            self._departures.add(task)
-            task.add_done_callback(self._departures.discard)
+            self._depart(conn, left)
+
+    def _depart(self, conn: Member, left: list[tuple[str, bool, bool]]) -> None:
+        task = asyncio.ensure_future(self._departed(conn, left))
+        self._departures.add(task)
+        task.add_done_callback(self._departures.discard)
 
     async def _departed(self, conn: Member, left: list[tuple[str, bool, bool]]) -> None:
         for room, empty, last_of_user in left:
@@ -94,18 +106,14 @@ class Chat:
                    ref: protocol.Ref = None) -> None:
         """Join a room and send `joined`: subscribe first, then read history, so no
         message stored meanwhile can fall between the two."""
-        try:
-            doc = await self.store.room(room)
-        except StoreError:
-            raise unavailable("the message store") from None
-        if doc is None:
-            raise ProtocolError(protocol.NOT_FOUND, f"no room named {room!r}")
+        access = await self.team.enter(conn.user, room)
         if not self.rooms.is_connected(conn):
             return  # closed while the room was looked up
         already = self.rooms.has(room, conn)
         new_room = new_user = False
         if not already:
             new_room, new_user = self.rooms.begin_join(room, conn)
+        self._standing(access)
         try:
             await self.delivery.subscribe(room, again=new_room)
             members, elsewhere = await self.presence.enter(room, conn.user)
@@ -151,7 +159,10 @@ class Chat:
 
     async def _after_leave(self, room: str, conn: Member, empty: bool, last_of_user: bool,
                            announce: bool) -> None:
+        if last_of_user:
+            self._muted.pop((room, conn.user.id), None)
         if empty:
+            self._archived.discard(room)
             await self.delivery.drop(room)
         if last_of_user and announce:
             try:
@@ -174,6 +185,7 @@ class Chat:
     async def typing(self, conn: Member, room: str) -> None:
         if not self.rooms.has(room, conn):
             raise ProtocolError(protocol.FORBIDDEN, f"join {room!r} before typing in it")
+        self.may_speak(conn.user, room)
         frame = protocol.dump(protocol.TypingNow(room, conn.user))
         await self.delivery.fan_out(room, frame, conn.conn_id)
 
@@ -185,16 +197,16 @@ class Chat:
         (Delivery.stored writes it). Returns the ack."""
         if not self.rooms.has(room, conn):
             raise ProtocolError(protocol.FORBIDDEN, f"join {room!r} before sending to it")
+        self.may_speak(conn.user, room)
         message = await self.writer.send(conn.user, room, body, client_id, origin=conn,
                                          ref=ref, timeout=self.send_timeout)
         return protocol.Ack.of(message)
 
-    async def history(self, room: str, before: int | None, after: int | None,
+    async def history(self, user: User, room: str, before: int | None, after: int | None,
                       limit: int) -> protocol.HistoryPage:
+        """A page of a room the user may read (`not_found` for one they may not see)."""
+        doc = (await self.team.readable(user, room)).room
         try:
-            doc = await self.store.room(room)
-            if doc is None:
-                raise ProtocolError(protocol.NOT_FOUND, f"no room named {room!r}")
             # The exact top: what another process stored in the last second is not in
             # the record yet, and a page ends at the top however high `before` is.
             top = await self.store.top_seq_after(room, max(int(doc["seq"]), self.seqs.top(room)))
@@ -204,6 +216,66 @@ class Chat:
             raise unavailable("the message store") from None
         messages, cut = protocol.fit_page(messages, newest=after is None)
         return protocol.HistoryPage(room, messages, has_more or cut)
+
+    # Membership ---------------------------------------------------------------------
+
+    def may_speak(self, user: User, room: str) -> None:
+        """Refuse a send or typing in an archived room, or from a muted member."""
+        if room in self._archived:
+            raise ProtocolError(protocol.FORBIDDEN, f"{room!r} is archived: it is read-only",
+                                reason="archived")
+        until = self._muted.get((room, user.id), 0)
+        if until > now_ms():
+            raise ProtocolError(protocol.FORBIDDEN, f"you are muted in {room!r}",
+                                reason="muted", until=until)
+
+    def _standing(self, access: Access) -> None:
+        room = access.name
+        if access.room.get("archived"):
+            self._archived.add(room)
+        else:
+            self._archived.discard(room)
+        if access.member is not None:
+            until = access.muted_until
+            if until:
+                self._muted[(room, access.member["uid"])] = until
+            else:
+                self._muted.pop((room, access.member["uid"]), None)
+
+    def _member_change(self, change: MemberChange) -> None:
+        """Apply a membership change (from any process) to this process's sockets."""
+        room, payload = change.room, change.payload
+        if change.user == "*":  # the room itself: topic, archived
+            if payload.get("archived"):
+                self._archived.add(room)
+            else:
+                self._archived.discard(room)
+            shared = {k: v for k, v in payload.items() if k not in ("member", "role",
+                                                                    "muted_until")}
+            frame = protocol.dump(protocol.RoomUpdated(shared))
+            self.delivery.deliver(room, [(0, frame)])
+            return
+        conns = self.rooms.connections_of(change.user)
+        match change.change:
+            case "added":
+                out = protocol.dump(protocol.RoomAdded(payload))
+            case "removed":
+                self._muted.pop((room, change.user), None)
+                out = protocol.dump(protocol.RoomRemoved(
+                    room, str(payload.get("reason", "")), payload.get("until")))
+                for conn in conns:
+                    outcome = self.rooms.leave(room, conn)
+                    if outcome is not None:
+                        self._depart(conn, [(room, *outcome)])
+            case _:  # "role", "muted": the user's Room, changed
+                until = int(payload.get("muted_until") or 0)
+                if until > now_ms() and conns:
+                    self._muted[(room, change.user)] = until
+                else:
+                    self._muted.pop((room, change.user), None)
+                out = protocol.dump(protocol.RoomUpdated(payload))
+        for conn in conns:
+            conn.send_raw(out)
 
     # Presence heartbeat ---------------------------------------------------------
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from server import protocol, tasks
@@ -29,6 +30,7 @@ from server.envelope import (
     Command,
     Envelope,
     EnvelopeError,
+    MemberChange,
     Outgoing,
     Unpublished,
     decode_command,
@@ -36,6 +38,7 @@ from server.envelope import (
 )
 from server.logs import OncePer
 from server.metrics import Metrics
+from server.model import Message
 from server.rooms import LocalRooms
 from server.seqs import RoomSeqs
 from server.store import Store, StoreError
@@ -65,6 +68,8 @@ class Delivery:
         self._checker: asyncio.Task[None] | None = None
         self._catching_up: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Set by Chat: applies a membership change to this process's sockets.
+        self.on_member_change: Callable[[MemberChange], None] | None = None
 
     async def start(self) -> None:
         """Start listening to Redis; raises BusError if it cannot subscribe."""
@@ -112,8 +117,9 @@ class Delivery:
         the next tick run meanwhile); the writer awaits this before the next tick's
         fan-out, so every room's messages go out in seq order.
         """
-        for send, message in tick.acks:
-            send.origin.send_raw(protocol.dump(protocol.Ack.of(message), send.ref))
+        for send, record in tick.acks:
+            if send.origin is not None and isinstance(record, Message):
+                send.origin.send_raw(protocol.dump(protocol.Ack.of(record), send.ref))
         envelopes = {}
         for room, messages in tick.messages.items():
             frames = [(m.seq, protocol.dump(m)) for m in messages]
@@ -233,6 +239,8 @@ class Delivery:
                 self.rooms.shut_credential(credential, 1008, "credential revoked")
             case Unpublished(node, room, lo, hi):
                 self._on_unpublished(node, room, lo, hi)
+            case MemberChange() if self.on_member_change is not None:
+                self.on_member_change(command)
 
     def _on_unpublished(self, node: str, room: str, lo: int, hi: int) -> None:
         """Another process stored messages lo..hi of a room but could not publish them."""

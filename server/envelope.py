@@ -12,12 +12,15 @@ Envelope wire format (bytes; the header fields separated by single spaces):
 `seq` is 0 for frames outside the room's stream (presence, typing). A frame is one
 line: compact JSON never contains a raw newline.
 
-Control commands: `close-credential <sha256>` and `unpublished <node> <room> <lo> <hi>`.
+Control commands: `close-credential <sha256>`, `unpublished <node> <room> <lo> <hi>`
+and `member <JSON [room, user, change, payload]>`.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from typing import Any
 
 # A frame fanned out to a room: (seq, or 0 for frames without one; serialized frame).
 Outgoing = tuple[int, bytes]
@@ -71,7 +74,19 @@ class Unpublished:
     hi: int
 
 
-Command = CloseCredential | Unpublished
+@dataclass(frozen=True, slots=True)
+class MemberChange:
+    """A room's membership changed for `user` (a user id, or "*" for the whole room):
+    `change` is "added", "removed", "role", "muted" or "room"; `payload` is what the
+    user's sockets are told (a Room, or {"room","reason","until"} for a removal)."""
+
+    room: str
+    user: str
+    change: str
+    payload: dict[str, Any]
+
+
+Command = CloseCredential | Unpublished | MemberChange
 
 
 def encode_command(command: Command) -> bytes:
@@ -80,6 +95,9 @@ def encode_command(command: Command) -> bytes:
             return b"close-credential " + credential.encode()
         case Unpublished(node, room, lo, hi):
             return b"unpublished %s %s %d %d" % (node.encode(), room.encode(), lo, hi)
+        case MemberChange(room, user, change, payload):
+            return b"member " + json.dumps([room, user, change, payload],
+                                           separators=(",", ":")).encode()
 
 
 def decode_command(payload: bytes) -> Command:
@@ -92,6 +110,11 @@ def decode_command(payload: bytes) -> Command:
             case "unpublished":
                 node, room, lo, hi = arg.split(" ")
                 return Unpublished(node, room, int(lo), int(hi))
-    except ValueError:  # UnicodeDecodeError is one
+            case "member":
+                room, user, change, payload = json.loads(arg)
+                if all(isinstance(x, str) for x in (room, user, change)) and isinstance(
+                        payload, dict):
+                    return MemberChange(room, user, change, payload)
+    except (ValueError, TypeError):  # UnicodeDecodeError and JSONDecodeError are ones
         pass
     raise EnvelopeError(f"malformed command: {payload[:200]!r}")

@@ -1,4 +1,6 @@
-"""The records every layer shares: a user as others see them, and a stored message.
+"""The records every layer shares: a user as others see them, and the records of a
+room's stream: messages and events (membership and moderation changes), each with its
+own `seq`.
 
 Both are frozen: one built from a MongoDB document is handed to the wire, to Redis and
 back to MongoDB without anyone changing it on the way.
@@ -6,7 +8,7 @@ back to MongoDB without anyone changing it on the way.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 
@@ -50,3 +52,44 @@ class Message:
         return {"room": self.room, "id": self.id, "seq": self.seq,
                 "user": self.user.as_dict(), "body": self.body, "ts": self.ts,
                 "client_id": self.client_id}
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A change to a room recorded in its stream: who did what to whom.
+
+    On the wire it also carries `user` (the actor), an empty `body` and a null
+    `client_id`, so that a v1 client that reads every record of a page as a message
+    keeps working.
+    """
+
+    TYPE: ClassVar[str] = "event"
+    room: str
+    id: str
+    seq: int
+    ts: int
+    event: str  # joined, left, added, removed, banned, unbanned, muted, unmuted, ...
+    actor: User
+    target: User | None = None
+    data: dict[str, Any] = field(default_factory=dict)  # role, until, topic, reason
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Event:
+        target = doc.get("target")
+        return cls(doc["room"], str(doc["_id"]), doc["seq"], doc["ts"], doc["event"],
+                   User.from_doc(doc["actor"]), User.from_doc(target) if target else None,
+                   dict(doc.get("data") or {}))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"room": self.room, "id": self.id, "seq": self.seq, "ts": self.ts,
+                "event": self.event, "actor": self.actor.as_dict(),
+                "target": self.target.as_dict() if self.target else None, **self.data,
+                "user": self.actor.as_dict(), "body": "", "client_id": None}
+
+
+Record = Message | Event
+
+
+def record_from_doc(doc: dict[str, Any]) -> Record:
+    """A stored record of a room's stream, by its `type` (messages have none)."""
+    return Event.from_doc(doc) if doc.get("type") == Event.TYPE else Message.from_doc(doc)

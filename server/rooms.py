@@ -35,6 +35,7 @@ class LocalRooms:
 
     def __init__(self) -> None:
         self._conns: dict[Member, set[str]] = {}  # connection -> its rooms
+        self._by_user: dict[str, set[Member]] = {}  # user id -> their connections
         self._members: dict[str, set[Member]] = {}
         self._users: dict[str, dict[str, int]] = {}
         # Connections between `begin_join` and `finish_join`: live frames wait here so
@@ -64,6 +65,11 @@ class LocalRooms:
 
     def connect(self, member: Member) -> None:
         self._conns.setdefault(member, set())
+        self._by_user.setdefault(member.user.id, set()).add(member)
+
+    def connections_of(self, user_id: str) -> list[Member]:
+        """The open connections of one user on this process."""
+        return list(self._by_user.get(user_id, ()))
 
     def disconnect(self, member: Member) -> list[tuple[str, bool, bool]]:
         """Forget a connection and take it out of its rooms; returns, per room left,
@@ -74,6 +80,11 @@ class LocalRooms:
             if outcome is not None:
                 left.append((room, *outcome))
         self._conns.pop(member, None)
+        mine = self._by_user.get(member.user.id)
+        if mine is not None:
+            mine.discard(member)
+            if not mine:
+                del self._by_user[member.user.id]
         return left
 
     def rooms_of(self, member: Member) -> set[str]:

@@ -37,6 +37,7 @@ from server.reporter import StatusReporter
 from server.rooms import LocalRooms
 from server.seqs import RoomSeqs
 from server.store import Store
+from server.team import Team
 from server.writer import MessageWriter
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,9 @@ class Runtime:
         self.delivery = Delivery(self.store, self.bus, rooms, seqs, self.metrics,
                                  node_id=cfg.node_id, check_interval=cfg.presence_ttl / 3)
         presence = Presence(self.redis, cfg.redis_prefix, cfg.node_id, ttl=cfg.presence_ttl)
-        self.chat = Chat(self.store, rooms, seqs, self.writer, self.delivery, presence,
+        team = Team(self.store, self.writer, presence, self.admins,
+                    max_rooms=cfg.quotas.rooms_per_user)
+        self.chat = Chat(self.store, rooms, seqs, self.writer, self.delivery, presence, team,
                          node_id=cfg.node_id, presence_ttl=cfg.presence_ttl,
                          presence_hold=cfg.presence_hold)
         self.metrics.gauge_from("bot", lambda: rooms.connection_kinds()["bot"])

@@ -42,10 +42,10 @@ from typing import Any
 from server import protocol
 from server.logs import OncePer
 from server.metrics import Metrics
-from server.model import Message, User
+from server.model import Event, Message, Record, User
 from server.protocol import ProtocolError
 from server.seqs import RoomSeqs, TopRecord
-from server.store import Store, StoreError, client_key, message_doc
+from server.store import Store, StoreError, client_key, event_doc, message_doc
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +59,20 @@ def unavailable(what: str) -> ProtocolError:
     return ProtocolError(protocol.UNAVAILABLE, f"{what} is unavailable, try again")
 
 
+@dataclass(frozen=True)
+class EventSpec:
+    """What an event records: its kind, whom it concerns and its details."""
+
+    kind: str
+    target: User | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
 @dataclass(eq=False)
 class QueuedSend:
-    """One send waiting to be stored; its future resolves to the stored message (or
-    fails with ProtocolError). `origin` and `ref` ride along for whoever writes the ack."""
+    """One send waiting to be stored; its future resolves to the stored record (or
+    fails with ProtocolError). `origin` and `ref` ride along for whoever writes the ack
+    (an event has no origin and gets no ack)."""
 
     user: User
     room: str
@@ -70,7 +80,8 @@ class QueuedSend:
     client_id: str | None
     origin: Any
     ref: protocol.Ref
-    future: asyncio.Future[Message] = field(repr=False)
+    future: asyncio.Future[Record] = field(repr=False)
+    event: EventSpec | None = None
     # What makes (room, user, client_id) unique, in the store and within a tick.
     ckey: str | None = field(init=False, default=None)
 
@@ -78,7 +89,7 @@ class QueuedSend:
         if self.client_id is not None:
             self.ckey = client_key(self.room, self.user.id, self.client_id)
 
-    def settle(self, message: Message) -> bool:
+    def settle(self, message: Record) -> bool:
         """Resolve with the stored message; False if it was settled already."""
         if self.future.done():
             return False
@@ -95,8 +106,8 @@ class Tick:
     """What one tick stored: every send answered, in order, with its message (a resend
     with the original), and each room's new messages in seq order."""
 
-    acks: list[tuple[QueuedSend, Message]] = field(default_factory=list)
-    messages: dict[str, list[Message]] = field(default_factory=dict)
+    acks: list[tuple[QueuedSend, Record]] = field(default_factory=list)
+    messages: dict[str, list[Record]] = field(default_factory=dict)
 
 
 OnStored = Callable[[Tick], Awaitable[None]]
@@ -138,6 +149,20 @@ class MessageWriter:
         resent client_id, the original)."""
         item = QueuedSend(user, room, body, client_id, origin, ref,
                           asyncio.get_running_loop().create_future())
+        record = await self._store(item, timeout)
+        assert isinstance(record, Message)
+        return record
+
+    async def record_event(self, actor: User, room: str, event: EventSpec, *,
+                     timeout: float) -> Event:
+        """Store an event in the room's stream, numbered like a message, and wait."""
+        item = QueuedSend(actor, room, "", None, None, None,
+                          asyncio.get_running_loop().create_future(), event)
+        stored = await self._store(item, timeout)
+        assert isinstance(stored, Event)
+        return stored
+
+    async def _store(self, item: QueuedSend, timeout: float) -> Record:
         self._queue.append(item)
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="message-writer")
@@ -229,7 +254,8 @@ class MessageWriter:
                 break
         if repeats:
             _answer_repeats(repeats, tick)
-        self.metrics.stored(sum(map(len, tick.messages.values())),
+        self.metrics.stored(sum(isinstance(r, Message) for records in tick.messages.values()
+                                for r in records),
                             time.perf_counter() - started)
         return tick
 
@@ -259,15 +285,25 @@ class MessageWriter:
         docs = []
         for item in pending:
             seq = nexts[item.room] = nexts.get(item.room, self.seqs.top(item.room)) + 1
-            docs.append(message_doc(item.room, seq, item.user, item.body, ts, item.client_id))
+            if item.event is None:
+                docs.append(message_doc(item.room, seq, item.user, item.body, ts,
+                                        item.client_id))
+            else:
+                docs.append(event_doc(item.room, seq, item.user, item.event.kind,
+                                      item.event.target, item.event.data, ts))
         return docs
 
     def _stored(self, item: QueuedSend, doc: dict[str, Any], tick: Tick) -> None:
         room, seq = item.room, doc["seq"]
         self.seqs.saw(room, seq)
         self.record.stored(room, seq)
-        message = Message(room, str(doc["_id"]), seq, item.user, item.body, doc["ts"],
-                          item.client_id)
+        message: Record
+        if item.event is None:
+            message = Message(room, str(doc["_id"]), seq, item.user, item.body, doc["ts"],
+                              item.client_id)
+        else:
+            message = Event(room, str(doc["_id"]), seq, doc["ts"], item.event.kind, item.user,
+                            item.event.target, item.event.data)
         tick.acks.append((item, message))
         tick.messages.setdefault(room, []).append(message)
 

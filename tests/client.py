@@ -174,3 +174,9 @@ class Socket:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def messages_of(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The messages of a page of a room's stream, without its events (a first join of
+    a public room is one)."""
+    return [r for r in records if r["type"] == "message"]

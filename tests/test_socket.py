@@ -11,7 +11,7 @@ import pymongo
 import pytest
 from tornado.httpclient import HTTPClientError
 
-from tests.client import Client, Socket
+from tests.client import Client, Socket, messages_of
 from tests.conftest import close_node, mongo_url_of, open_node
 
 
@@ -100,14 +100,19 @@ async def test_cookie_upgrade_from_allowed_extra_origin_is_accepted(config, serv
 
 async def test_join_returns_last_messages_members_and_last_seq(make_client):
     _, a = await user_socket(make_client)
-    for i in range(55):
-        await send(a, f"m{i}")
+    acks = [await send(a, f"m{i}") for i in range(55)]
     client_b, b = await user_socket(make_client, room=None)
     joined = await b.join("general")
-    assert joined["last_seq"] == 55
-    assert [m["seq"] for m in joined["messages"]] == list(range(6, 56))
+    # b's first join of the public room is an event: the newest record.
+    top = joined["last_seq"]
+    assert top == acks[-1]["seq"] + 1
+    assert [m["seq"] for m in joined["messages"]] == list(range(top - 49, top + 1))
     assert joined["has_more"] is True
-    assert all(m["type"] == "message" for m in joined["messages"])
+    *messages, event = joined["messages"]
+    assert [m["body"] for m in messages] == [f"m{i}" for i in range(6, 55)]
+    assert all(m["type"] == "message" for m in messages)
+    assert (event["type"], event["event"], event["actor"]) == ("event", "joined",
+                                                               client_b.user)
     names = sorted(m["name"] for m in joined["members"])
     assert client_b.user["name"] in names and len(names) == 2
 
@@ -166,14 +171,15 @@ async def test_concurrent_duplicate_sends_are_stored_once(make_client):
     acks = [await a.expect("ack") for _ in range(5)]
     assert len({ack["seq"] for ack in acks}) == 1
     hist = await a.call({"type": "history", "room": "general"})
-    assert [m["client_id"] for m in hist["messages"]] == ["same"]
+    assert [m["client_id"] for m in messages_of(hist["messages"])] == ["same"]
 
 
 async def test_burst_of_sends_gets_consecutive_seqs_in_order(make_client):
     _, a = await user_socket(make_client)
     acks = await send_many(a, 30, "b")
     assert [ack["client_id"] for ack in acks] == [f"b{i}" for i in range(30)]
-    assert [ack["seq"] for ack in acks] == list(range(1, 31))
+    first = acks[0]["seq"]
+    assert [ack["seq"] for ack in acks] == list(range(first, first + 30))
 
 
 async def test_sends_beyond_in_flight_bound_get_rate_limited(config, services, private_mongo):
@@ -181,6 +187,7 @@ async def test_sends_beyond_in_flight_bound_get_rate_limited(config, services, p
     node = await open_node(config, services, mongo_url=url)
     try:
         _, a = await user_socket(lambda: Client(node.base_url))
+        top = (await a.join("general"))["last_seq"]
         # Inserts take a second: all 60 sends arrive while the first are being stored.
         with pymongo.MongoClient(url) as mongo:
             mongo.admin.command({"configureFailPoint": "failCommand", "mode": "alwaysOn",
@@ -201,7 +208,7 @@ async def test_sends_beyond_in_flight_bound_get_rate_limited(config, services, p
         limited = [f for f in replies.values() if f["type"] == "error"]
         assert len(limited) == 60 - 32 and all(f["code"] == "rate_limited" for f in limited)
         stored = sorted(f["seq"] for f in replies.values() if f["type"] == "ack")
-        assert stored == list(range(1, 33))
+        assert stored == list(range(top + 1, top + 33))
     finally:
         await close_node(node)
 
@@ -244,7 +251,8 @@ async def test_bad_frame_gets_error_with_ref_and_connection_stays_open(make_clie
 async def test_body_of_exactly_4000_characters_is_accepted(make_client):
     _, ws = await user_socket(make_client)
     ack = await send(ws, "é" * 4000)
-    assert ack["seq"] == 1
+    page = await ws.call({"type": "history", "room": "general", "after": ack["seq"] - 1})
+    assert [m["body"] for m in page["messages"]] == ["é" * 4000]
 
 
 @pytest.mark.parametrize("raw", ["not json", "[1,2]", "null", '{"type": 3}', "NaN",
@@ -290,23 +298,27 @@ async def test_leave_is_idempotent_and_stops_delivery(make_client):
 
 
 async def test_history_pages_backwards_and_forwards(make_client):
-    _, ws = await user_socket(make_client)
+    # A room of 30 messages: made by its owner, who joins it first (no join event).
+    client, ws = await user_socket(make_client, room=None)
+    status, _, _ = await client.request("POST", "/api/rooms", {"name": "hist"})
+    assert status == 201
+    await ws.join("hist")
     for i in range(30):
-        await send(ws, f"h{i}")
-    page = await ws.call({"type": "history", "room": "general", "limit": 10})
+        await send(ws, f"h{i}", room="hist")
+    page = await ws.call({"type": "history", "room": "hist", "limit": 10})
     assert [m["seq"] for m in page["messages"]] == list(range(21, 31))
     assert page["has_more"] is True
-    older = await ws.call({"type": "history", "room": "general", "before": 21, "limit": 10})
+    older = await ws.call({"type": "history", "room": "hist", "before": 21, "limit": 10})
     assert [m["seq"] for m in older["messages"]] == list(range(11, 21))
-    oldest = await ws.call({"type": "history", "room": "general", "before": 11, "limit": 10})
+    oldest = await ws.call({"type": "history", "room": "hist", "before": 11, "limit": 10})
     assert [m["seq"] for m in oldest["messages"]] == list(range(1, 11))
     assert oldest["has_more"] is False
-    newer = await ws.call({"type": "history", "room": "general", "after": 25, "limit": 3})
+    newer = await ws.call({"type": "history", "room": "hist", "after": 25, "limit": 3})
     assert [m["seq"] for m in newer["messages"]] == [26, 27, 28]
     assert newer["has_more"] is True
-    tail = await ws.call({"type": "history", "room": "general", "after": 28})
+    tail = await ws.call({"type": "history", "room": "hist", "after": 28})
     assert [m["seq"] for m in tail["messages"]] == [29, 30] and tail["has_more"] is False
-    clamped = await ws.call({"type": "history", "room": "general", "limit": 0})
+    clamped = await ws.call({"type": "history", "room": "hist", "limit": 0})
     assert len(clamped["messages"]) == 1
 
 
@@ -327,45 +339,52 @@ async def test_history_and_join_read_across_gaps_wider_than_a_page(make_client, 
                                                                     services):
     # Seq allocation before the optimistic sequence left holes where stores failed:
     # 6-1005, and 1009-1308 at the top.
-    store_directly(config, services, [1, 2, 3, 4, 5, 1006, 1007, 1008], record=1308)
-    _, ws = await user_socket(make_client)
-    newest = await ws.call({"type": "history", "room": "general", "limit": 6})
+    # In a room of its own owner (who joins it with no join event), before joining.
+    client, ws = await user_socket(make_client, room=None)
+    assert (await client.request("POST", "/api/rooms", {"name": "gaps"}))[0] == 201
+    store_directly(config, services, [1, 2, 3, 4, 5, 1006, 1007, 1008], record=1308,
+                   room="gaps")
+    await ws.join("gaps")
+    newest = await ws.call({"type": "history", "room": "gaps", "limit": 6})
     assert [m["seq"] for m in newest["messages"]] == [3, 4, 5, 1006, 1007, 1008]
     assert newest["has_more"] is True
-    older = await ws.call({"type": "history", "room": "general", "before": 1006})
+    older = await ws.call({"type": "history", "room": "gaps", "before": 1006})
     assert [m["seq"] for m in older["messages"]] == [1, 2, 3, 4, 5]
     assert older["has_more"] is False
-    newer = await ws.call({"type": "history", "room": "general", "after": 4, "limit": 2})
+    newer = await ws.call({"type": "history", "room": "gaps", "after": 4, "limit": 2})
     assert [m["seq"] for m in newer["messages"]] == [5, 1006] and newer["has_more"] is True
-    rest = await ws.call({"type": "history", "room": "general", "after": 1006})
+    rest = await ws.call({"type": "history", "room": "gaps", "after": 1006})
     assert [m["seq"] for m in rest["messages"]] == [1007, 1008] and rest["has_more"] is False
     _, late = await user_socket(make_client, room=None)
-    joined = await late.join("general", since=2)
-    assert [m["seq"] for m in joined["messages"]] == [3, 4, 5, 1006, 1007, 1008]
-    assert joined["has_more"] is False and joined["last_seq"] == 1308
-    ack = await send(ws, "after the gap")
-    assert ack["seq"] == 1309
-    assert (await late.expect("message"))["seq"] == 1309
+    joined = await late.join("gaps", since=2)
+    # The late joiner's first join of the public room is the event 1309.
+    assert [m["seq"] for m in joined["messages"]] == [3, 4, 5, 1006, 1007, 1008, 1309]
+    assert joined["messages"][-1]["event"] == "joined"
+    assert joined["has_more"] is False and joined["last_seq"] == 1309
+    ack = await send(ws, "after the gap", room="gaps")
+    assert ack["seq"] == 1310
+    assert (await late.expect("message"))["seq"] == 1310
 
 
 async def test_seq_taken_by_another_process_is_skipped_without_a_hole(make_client, config,
                                                                       services, runtime):
-    _, ws = await user_socket(make_client)
-    assert [a["seq"] for a in await send_many(ws, 3, "mine")] == [1, 2, 3]
+    _, ws = await user_socket(make_client)  # its first join is the event 1
+    assert [a["seq"] for a in await send_many(ws, 3, "mine")] == [2, 3, 4]
     # Another process stored 4 and 5 and has not recorded them yet (or died first).
-    store_directly(config, services, [4, 5])
+    store_directly(config, services, [5, 6])
     acks = await send_many(ws, 3, "after")
-    assert [a["seq"] for a in acks] == [6, 7, 8]
+    assert [a["seq"] for a in acks] == [7, 8, 9]
     assert runtime.metrics.registry.get_sample_value("chat_seq_refusals_total") == 1
     page = await ws.call({"type": "history", "room": "general"})
-    assert [m["seq"] for m in page["messages"]] == list(range(1, 9))
+    assert [m["seq"] for m in page["messages"]] == list(range(1, 10))
     _, late = await user_socket(make_client, room=None)
-    assert (await late.join("general"))["last_seq"] == 8  # read above the record
+    # Read above the record: 9, then the late joiner's own join event.
+    assert (await late.join("general"))["last_seq"] == 10
     # The record catches up in the background, at the latest when the writer closes
     # (read only: nothing is patched).
     await runtime.writer.close()
     with pymongo.MongoClient(services.mongo_url) as mongo:
-        assert mongo[config.db_name].rooms.find_one({"_id": "general"})["seq"] == 8
+        assert mongo[config.db_name].rooms.find_one({"_id": "general"})["seq"] == 10
 
 
 async def test_rooms_top_seq_record_follows_sends_while_the_server_runs(make_client, config,
@@ -382,10 +401,10 @@ async def test_rooms_top_seq_record_follows_sends_while_the_server_runs(make_cli
                 assert asyncio.get_running_loop().time() < deadline, f"{top} never recorded"
                 await asyncio.sleep(0.05)  # no event announces the write: poll MongoDB
 
-        await send_many(ws, 5, "r")
-        await recorded(5)
-        await send(ws, "one more")
-        await recorded(6)
+        acks = await send_many(ws, 5, "r")
+        await recorded(acks[-1]["seq"])
+        ack = await send(ws, "one more")
+        await recorded(ack["seq"])
 
 
 async def test_resends_mixed_with_new_sends_take_no_seq(make_client):
@@ -405,9 +424,10 @@ async def test_resends_mixed_with_new_sends_take_no_seq(make_client):
     for i in range(4):
         assert {k: acks[f"again{i}"][k] for k in ("seq", "id")} == {
             k: first[i][k] for k in ("seq", "id")}
-    assert sorted(acks[f"new{i}"]["seq"] for i in range(4)) == [5, 6, 7, 8]
+    top = first[-1]["seq"]
+    assert sorted(acks[f"new{i}"]["seq"] for i in range(4)) == list(range(top + 1, top + 5))
     page = await ws.call({"type": "history", "room": "general"})
-    assert [m["body"] for m in page["messages"]] == [
+    assert [m["body"] for m in messages_of(page["messages"])] == [
         "r0", "r1", "r2", "r3", "n0", "n1", "n2", "n3"]
 
 
@@ -495,7 +515,8 @@ async def test_join_since_pages_past_100_with_history_after(make_client):
     assert [m["seq"] for m in joined["messages"]] == list(range(1, 101))
     assert joined["has_more"] is True
     rest = await b.call({"type": "history", "room": "general", "after": 100})
-    assert [m["seq"] for m in rest["messages"]] == list(range(101, 131))
+    # 1 is a's join, 2..131 the messages, 132 b's join.
+    assert [m["seq"] for m in rest["messages"]] == list(range(101, 133))
     assert rest["has_more"] is False
 
 
@@ -510,11 +531,12 @@ async def test_messages_sent_while_joining_arrive_once_after_joined(make_client)
     assert not has_more
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 5
-    while (not seen or seen[-1] < 30) and loop.time() < deadline:
+    # 30 messages and two join events (a's, first; b's, among the messages).
+    while (not seen or seen[-1] < 32) and loop.time() < deadline:
         frame = await b.recv()
-        if frame["type"] == "message":
+        if frame["type"] in ("message", "event"):
             seen.append(frame["seq"])
-    assert seen == list(range(1, 31))
+    assert seen == list(range(1, 33))
 
 
 async def _spam(ws: Socket, n: int) -> None:

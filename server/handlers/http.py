@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from server import protocol
 from server.auth import BUSY, Auth, AuthError, token_digest
 from server.bots import Bots
 from server.chat import Chat
@@ -12,18 +9,9 @@ from server.handlers.base import SESSION_COOKIE, ApiError, BaseHandler
 from server.inflight import Inflight
 from server.limits import Limited, RateLimits
 from server.model import User
-from server.protocol import ProtocolError
-from server.store import Conflict, QuotaExceeded, Store, StoreError
+from server.store import StoreError
 
 _AUTH_STATUS = {"bad_request": 400, "name_taken": 409, "unauthorized": 401, BUSY: 503}
-_CHAT_STATUS = {
-    protocol.BAD_REQUEST: 400,
-    protocol.NOT_FOUND: 404,
-    protocol.FORBIDDEN: 403,
-    protocol.RATE_LIMITED: 429,
-    protocol.TOO_LARGE: 413,
-    protocol.UNAVAILABLE: 503,
-}
 
 
 def _auth_error(e: AuthError) -> ApiError:
@@ -158,70 +146,3 @@ class PasswordHandler(RevokingHandler):
 class MeHandler(BaseHandler):
     async def get(self) -> None:
         self.write_json(self.user.as_dict())
-
-
-def _room_view(doc: dict[str, Any]) -> dict[str, Any]:
-    return {"name": doc["_id"], "last_seq": doc.get("seq", 0)}
-
-
-class RoomsHandler(BaseHandler):
-    def initialize(self, auth: Auth, inflight: Inflight, store: Store,  # type: ignore[override]
-                   max_rooms: int) -> None:
-        super().initialize(auth, inflight)
-        self.store = store
-        self.max_rooms = max_rooms
-
-    async def get(self) -> None:
-        after, limit = self.page_args()
-        rooms, more = await self.store.rooms(after=after, limit=limit)
-        self.write_page("rooms", [_room_view(r) for r in rooms], more,
-                        rooms[-1]["_id"] if rooms else None)
-
-    async def post(self) -> None:
-        name = self.json_body().get("name")
-        if not isinstance(name, str) or not protocol.valid_room(name):
-            raise ApiError(400, "bad_request", "room name must match ^[a-z0-9][a-z0-9_-]{0,63}$")
-        # A bot's rooms count against its owner's quota, so bots add no rooms to it.
-        owner = (await self.store.owner_of(self.user.id) if self.user.bot else None)
-        try:
-            doc = await self.store.create_room(name, self.user, owner=owner or self.user.id,
-                                               limit=self.max_rooms)
-        except Conflict:
-            raise ApiError(409, "name_taken", f"room {name!r} exists") from None
-        except QuotaExceeded as e:
-            raise ApiError(403, "quota_exceeded",
-                           f"you have created {e.limit} rooms, the most allowed",
-                           limit=e.limit) from None
-        self.write_json(_room_view(doc), 201)
-
-
-class MessagesHandler(BaseHandler):
-    def initialize(self, auth: Auth, inflight: Inflight, chat: Chat  # type: ignore[override]
-                   ) -> None:
-        super().initialize(auth, inflight)
-        self.chat = chat
-
-    def _int_arg(self, name: str, signed: bool = False) -> int | None:
-        raw = self.get_query_argument(name, None)
-        if raw is None or raw == "":
-            return None
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ApiError(400, "bad_request", f"{name} must be an integer") from None
-        if signed:
-            return value
-        if value < 0 or value >= 2**62:
-            raise ApiError(400, "bad_request", f"{name} must be a non-negative integer")
-        return value
-
-    async def get(self, room: str) -> None:
-        if not protocol.valid_room(room):
-            raise ApiError(400, "bad_request", "room name must match ^[a-z0-9][a-z0-9_-]{0,63}$")
-        before, after = self._int_arg("before"), self._int_arg("after")
-        limit = protocol.clamp_limit(self._int_arg("limit", signed=True))
-        try:
-            page = await self.chat.history(room, before, after, limit)
-        except ProtocolError as e:
-            raise ApiError(_CHAT_STATUS.get(e.code, 400), e.code, e.message) from None
-        self.write_json(page.as_dict())

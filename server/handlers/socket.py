@@ -179,7 +179,8 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         """An error frame echoing the frame's ref and, for sends, its client_id."""
         client_id = frame.client_id if isinstance(frame, protocol.Send) else None
         ref = e.ref if e.ref is not None else (frame.ref if frame is not None else None)
-        self.send_frame(protocol.Error(e.code, e.message, client_id, e.retry_after), ref)
+        self.send_frame(protocol.Error(e.code, e.message, client_id, e.retry_after,
+                                       e.details), ref)
 
     async def _dispatch(self, frame: protocol.Frame) -> None:
         if isinstance(frame, protocol.Send):
@@ -227,7 +228,8 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             self._typed.pop(frame.room, None)
             self.send_frame(protocol.Left(frame.room), frame.ref)
         elif isinstance(frame, protocol.History):
-            page = await self.chat.history(frame.room, frame.before, frame.after, frame.limit)
+            page = await self.chat.history(self.user, frame.room, frame.before, frame.after,
+                                           frame.limit)
             self.send_frame(page, frame.ref)
         elif isinstance(frame, protocol.Ping):
             self.send_frame(protocol.Pong(), frame.ref)

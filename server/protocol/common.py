@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 PROTOCOL_VERSION = 1
 ROOM_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -35,9 +36,10 @@ class ProtocolError(Exception):
     """A frame the server cannot accept; becomes an `error` frame with `code`."""
 
     def __init__(self, code: str, message: str, ref: Ref = None,
-                 retry_after: float | None = None) -> None:
+                 retry_after: float | None = None, **details: Any) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.ref = ref
         self.retry_after = retry_after
+        self.details = details  # more about a refusal: {"reason": "muted", "until": ms}

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
-from server.model import Message, User
+from server.model import Message, Record, User
 from server.protocol.common import PAGE_BYTES, PROTOCOL_VERSION, Ref
 
 
@@ -34,7 +34,7 @@ class Joined:
     room: str
     last_seq: int
     members: list[User]
-    messages: list[Message]
+    messages: list[Record]
     has_more: bool
 
     def as_dict(self) -> dict[str, Any]:
@@ -74,7 +74,7 @@ class Ack:
 class HistoryPage:
     TYPE: ClassVar[str] = "history"
     room: str
-    messages: list[Message]
+    messages: list[Record]
     has_more: bool
 
     def as_dict(self) -> dict[str, Any]:
@@ -104,6 +104,45 @@ class PresenceChange:
 
 
 @dataclass(frozen=True, slots=True)
+class RoomAdded:
+    """To every socket of a user who became a member (or created the room)."""
+
+    TYPE: ClassVar[str] = "room_added"
+    room: dict[str, Any]  # a Room, as GET /api/rooms/<room> says
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"room": self.room}
+
+
+@dataclass(frozen=True, slots=True)
+class RoomUpdated:
+    """A room's topic or state, or the user's role or mute in it, changed."""
+
+    TYPE: ClassVar[str] = "room_updated"
+    room: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"room": self.room}
+
+
+@dataclass(frozen=True, slots=True)
+class RoomRemoved:
+    """To every socket of a user who left, was kicked or was banned: the room is gone
+    from this connection (no more frames of it) and from the user's rooms."""
+
+    TYPE: ClassVar[str] = "room_removed"
+    room: str
+    reason: str  # "left", "kicked" or "banned"
+    until: int | None = None  # a ban's end (ms), None for a ban until lifted
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"room": self.room, "reason": self.reason}
+        if self.reason == "banned":
+            out["until"] = self.until
+        return out
+
+
+@dataclass(frozen=True, slots=True)
 class Pong:
     TYPE: ClassVar[str] = "pong"
 
@@ -118,9 +157,11 @@ class Error:
     message: str
     client_id: str | None = None  # a failed send's, so the client knows which
     retry_after: float | None = None
+    details: dict[str, Any] | None = None  # "reason", "until" of a `forbidden`
 
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"code": self.code, "message": self.message}
+        out: dict[str, Any] = {"code": self.code, "message": self.message,
+                               **(self.details or {})}
         if self.client_id is not None:
             out["client_id"] = self.client_id
         if self.retry_after is not None:
@@ -128,13 +169,13 @@ class Error:
         return out
 
 
-def _stream(records: list[Message]) -> list[dict[str, Any]]:
+def _stream(records: list[Record]) -> list[dict[str, Any]]:
     """A page of a room's stream, each record with its `type`."""
     return [{"type": r.TYPE, **r.as_dict()} for r in records]
 
 
-def fit_page(records: list[Message], newest: bool,
-             budget: int = PAGE_BYTES) -> tuple[list[Message], bool]:
+def fit_page(records: list[Record], newest: bool,
+             budget: int = PAGE_BYTES) -> tuple[list[Record], bool]:
     """The records that fit in `budget` bytes once serialized, kept from the newest end
     (a page that ends at the top or before a seq) or the oldest (a page after a seq);
     and whether any were cut. The first one kept always fits: a record is far smaller."""
@@ -150,7 +191,7 @@ def fit_page(records: list[Message], newest: bool,
     return (records[len(records) - kept:] if newest else records[:kept]), True
 
 
-def dump(frame: Outbound | Message, ref: Ref = None) -> bytes:
+def dump(frame: Outbound | Record, ref: Ref = None) -> bytes:
     """Serialize one frame compactly, `ref` last; the only JSON encoder of sent frames."""
     obj = {"type": frame.TYPE, **frame.as_dict()}
     if ref is not None:

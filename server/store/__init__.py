@@ -1,7 +1,8 @@
 """MongoDB through Motor: users, sessions, tokens, rooms and messages. The only Motor
 import. `Store` is one object; its parts live in one module per concept:
 `accounts.py` (users, sessions, bots, tokens), `messages.py` (rooms and their
-messages), `core.py` (errors, and inserts under a unique key or a quota).
+messages), `members.py` (memberships, roles, bans and mutes), `core.py` (errors, and
+inserts under a unique key or a quota).
 """
 
 from __future__ import annotations
@@ -12,13 +13,31 @@ from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
 
 from server.store.accounts import Accounts
 from server.store.core import Conflict, QuotaExceeded, StoreError, _errors
-from server.store.messages import DEFAULT_ROOM, RoomsAndMessages, client_key, message_doc
+from server.store.members import Banned, Members, ban_active, now_ms
+from server.store.messages import (
+    DEFAULT_ROOM,
+    RoomsAndMessages,
+    client_key,
+    event_doc,
+    message_doc,
+)
 
-__all__ = ["DEFAULT_ROOM", "Conflict", "QuotaExceeded", "Store", "StoreError", "client_key",
-           "message_doc"]
+__all__ = [
+    "DEFAULT_ROOM",
+    "Banned",
+    "Conflict",
+    "QuotaExceeded",
+    "Store",
+    "StoreError",
+    "ban_active",
+    "client_key",
+    "event_doc",
+    "message_doc",
+    "now_ms",
+]
 
 
-class Store(Accounts, RoomsAndMessages):
+class Store(Accounts, RoomsAndMessages, Members):
     """All persistent state. Every method raises StoreError when MongoDB fails."""
 
     def __init__(self, client: AsyncIOMotorClient, db_name: str) -> None:
@@ -59,6 +78,9 @@ class Store(Accounts, RoomsAndMessages):
             # uses a partial index for lookups (a full scan per batch, growing with
             # the collection); a plain sparse one serves both it and mongod.
             await db.messages.create_index("ckey", unique=True, sparse=True)
+            # Memberships: a user's rooms, and a room's members.
+            await db.members.create_index("uid")
+            await db.members.create_index("room")
             # Quotas: each room, bot and token an owner creates holds one of the owner's
             # numbered slots ("<owner>|<n>"); see _insert_in_slot.
             for collection, owner_field in (("rooms", "owner"), ("users", "owner_id"),

@@ -6,10 +6,10 @@ from typing import Any
 
 import pymongo
 from bson import ObjectId
-from pymongo import UpdateOne
+from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError
 
-from server.model import Message, User
+from server.model import Event, Message, Record, User, record_from_doc
 from server.store.core import Collections, _errors, _utcnow
 
 DEFAULT_ROOM = "general"  # every server has it; it heads the first page of rooms
@@ -31,17 +31,30 @@ def message_doc(room: str, seq: int, user: User, body: str, ts: int,
     return doc
 
 
+def event_doc(room: str, seq: int, actor: User, kind: str, target: User | None,
+              data: dict[str, Any], ts: int) -> dict[str, Any]:
+    """A new event document. It carries `user` (the actor) and an empty `body` too, as
+    its wire form does: whatever reads a room's stream as messages still can."""
+    return {"_id": ObjectId(), "room": room, "seq": seq, "type": Event.TYPE, "event": kind,
+            "actor": actor.as_dict(), "target": target.as_dict() if target else None,
+            "data": data, "user": actor.as_dict(), "body": "", "ts": ts}
+
+
 class RoomsAndMessages(Collections):
     """Rooms and messages. Every method raises StoreError when MongoDB fails."""
 
     # Rooms ------------------------------------------------------------------
 
     async def create_room(self, name: str, creator: User | None, *, owner: str | None = None,
-                          limit: int | None = None) -> dict[str, Any]:
+                          limit: int | None = None, kind: str = "public", topic: str = "",
+                          people: list[str] | None = None) -> dict[str, Any]:
         """A new room; with an `owner` and a `limit`, it takes one of the owner's room
-        slots (the owner of a bot's room is the bot's owner)."""
-        doc = {"_id": name, "seq": 0, "created_at": _utcnow(),
-               "created_by": creator.id if creator else None}
+        slots (the owner of a bot's room is the bot's owner). Conflict if it exists."""
+        doc: dict[str, Any] = {"_id": name, "seq": 0, "kind": kind, "topic": topic,
+                               "created_at": _utcnow(),
+                               "created_by": creator.id if creator else None}
+        if people is not None:
+            doc["people"] = people
         if owner is not None and limit is not None:
             doc["owner"] = owner
             await self._insert_in_slot(self.db.rooms, doc, name, owner_field="owner",
@@ -50,26 +63,36 @@ class RoomsAndMessages(Collections):
             await self._insert_unique(self.db.rooms, doc, name)
         return doc
 
+    async def update_room(self, name: str, **fields: Any) -> dict[str, Any] | None:
+        """Set fields of a room (topic, archived); returns it, or None if it is gone."""
+        with _errors():
+            return await self.db.rooms.find_one_and_update(
+                {"_id": name}, {"$set": fields}, return_document=ReturnDocument.AFTER)
+
     async def room(self, name: str) -> dict[str, Any] | None:
         with _errors():
             return await self.db.rooms.find_one({"_id": name})
 
-    async def rooms(self, *, after: str | None = None,
-                    limit: int = 1000) -> tuple[list[dict[str, Any]], bool]:
-        """A page of rooms and whether more exist beyond it.
+    async def rooms(self, *, after: str | None = None, limit: int = 1000,
+                    also: list[str] | None = None) -> tuple[list[dict[str, Any]], bool]:
+        """A page of the public rooms (and of the rooms named in `also`: the caller's
+        private rooms and DMs), and whether more exist beyond it.
 
         The default room comes first, then every other room by name: a page of rooms
         named `0000...` cannot push `general` out of the first page. `after` is the last
         name of the previous page (`general` for the page after the first room).
+        Rooms stored before rooms had kinds are public.
         """
         docs: list[dict[str, Any]] = []
-        query: dict[str, Any] = {"_id": {"$ne": DEFAULT_ROOM}}
+        names: dict[str, Any] = {"$ne": DEFAULT_ROOM}
+        query: dict[str, Any] = {"_id": names, "$or": [
+            {"kind": "public"}, {"kind": {"$exists": False}}, {"_id": {"$in": also or []}}]}
         with _errors():
             if after is None:
                 default = await self.db.rooms.find_one({"_id": DEFAULT_ROOM})
                 docs += [default] if default else []
             elif after != DEFAULT_ROOM:
-                query["_id"]["$gt"] = after
+                names["$gt"] = after
             docs += await self.db.rooms.find(query).sort("_id", 1).limit(
                 limit + 1 - len(docs)).to_list(None)
         return docs[:limit], len(docs) > limit
@@ -137,8 +160,9 @@ class RoomsAndMessages(Collections):
         return len(docs), None
 
     async def messages(self, room: str, *, before: int | None = None, after: int | None = None,
-                       limit: int = 50, top: int | None = None) -> tuple[list[Message], bool]:
-        """A page of a room's history, ascending by seq, and whether more exist beyond it.
+                       limit: int = 50, top: int | None = None) -> tuple[list[Record], bool]:
+        """A page of a room's stream (messages and events), ascending by seq, and
+        whether more exist beyond it.
 
         With `after` the page starts just after it and `has_more` means newer messages
         exist; otherwise the page ends just before `before` (or at the newest) and
@@ -178,4 +202,4 @@ class RoomsAndMessages(Collections):
         docs = docs[:limit]
         if not ascending:
             docs.reverse()
-        return [Message.from_doc(d) for d in docs], has_more
+        return [record_from_doc(d) for d in docs], has_more

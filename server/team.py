@@ -1,0 +1,495 @@
+"""Who may see and do what in a room: room kinds, stored membership, roles, moderation.
+
+Rooms are `public` (listed to everyone; joining makes you a member), `private`
+(invisible to non-members: every refusal is the `not_found` of a room that does not
+exist) or `dm` (2 to 8 people, fixed; the same people always get the same room).
+Members have a role, `owner` > `admin` > `moderator` > `member`, and act only on
+members below their own role (PERMISSIONS). Server admins (ADMIN_USERS) moderate
+public rooms as admins and may archive them; they see no private room or DM they are
+not in.
+
+Every change of membership is an event in the room's stream (`writer.record_event`),
+and reaches the sockets it concerns on every process as a `MemberChange` command.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from server import protocol
+from server.admins import Admins
+from server.envelope import MemberChange
+from server.model import Event, User
+from server.presence import Presence, PresenceError
+from server.protocol import ProtocolError
+from server.store import Banned, Conflict, QuotaExceeded, Store, StoreError, ban_active, now_ms
+from server.writer import EventSpec, MessageWriter, unavailable
+
+log = logging.getLogger(__name__)
+
+KINDS = ("public", "private", "dm")
+ROLES = ("member", "moderator", "admin", "owner")
+RANK = {role: rank for rank, role in enumerate(ROLES)}
+# The lowest role allowed each action (on members below the actor's own role).
+PERMISSIONS = {
+    "post": "member", "react": "member", "edit_own": "member", "delete_own": "member",
+    "delete_others": "moderator", "mute": "moderator", "kick": "moderator",
+    "ban": "admin", "add": "admin", "topic": "admin", "make_moderator": "admin",
+    "make_admin": "owner", "transfer": "owner", "archive": "owner",
+}
+DM_MIN, DM_MAX = 2, 8
+MAX_TOPIC = 250
+MAX_SECONDS = 10 * 365 * 86400
+
+
+class TeamError(ProtocolError):
+    """A refused team action; `code` is a protocol error code (`conflict` for a name
+    that is taken, `quota_exceeded` for a quota), `status` its HTTP status."""
+
+    STATUS = {protocol.BAD_REQUEST: 400, protocol.FORBIDDEN: 403, protocol.NOT_FOUND: 404,
+              "name_taken": 409, "quota_exceeded": 403, protocol.UNAVAILABLE: 503}
+
+    @property
+    def status(self) -> int:
+        return self.STATUS.get(self.code, 400)
+
+
+def not_found(room: str) -> TeamError:
+    return TeamError(protocol.NOT_FOUND, f"no room named {room!r}")
+
+
+def forbidden(message: str, **details: Any) -> TeamError:
+    return TeamError(protocol.FORBIDDEN, message, **details)
+
+
+def dm_name(user_ids: list[str]) -> str:
+    """The one room name of a set of people."""
+    digest = hashlib.sha256(",".join(sorted(set(user_ids))).encode()).hexdigest()
+    return f"dm-{digest[:24]}"
+
+
+def kind_of(room: dict[str, Any]) -> str:
+    return str(room.get("kind") or "public")  # rooms stored before kinds are public
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """A room the caller can see, and their membership (None: a non-member of a
+    public room)."""
+
+    room: dict[str, Any]
+    member: dict[str, Any] | None
+
+    @property
+    def name(self) -> str:
+        return str(self.room["_id"])
+
+    @property
+    def kind(self) -> str:
+        return kind_of(self.room)
+
+    @property
+    def role(self) -> str | None:
+        return self.member["role"] if self.member else None
+
+    @property
+    def muted_until(self) -> int:
+        until = int(self.member.get("muted_until") or 0) if self.member else 0
+        return until if until > now_ms() else 0
+
+
+def room_view(room: dict[str, Any], member: dict[str, Any] | None,
+              people: list[User] | None = None) -> dict[str, Any]:
+    """The `Room` object of the API and of `room_added` / `room_updated`."""
+    view: dict[str, Any] = {"name": room["_id"], "kind": kind_of(room),
+                            "topic": room.get("topic", ""), "last_seq": room.get("seq", 0),
+                            "member": member is not None,
+                            "role": member["role"] if member else None,
+                            "archived": bool(room.get("archived", False))}
+    if member is not None and member.get("muted_until", 0) > now_ms():
+        view["muted_until"] = member["muted_until"]
+    if people is not None:
+        view["members"] = [u.as_dict() for u in people]
+    return view
+
+
+Notify = Callable[[MemberChange], Awaitable[None]]
+
+
+class Team:
+    """Room kinds, membership, roles and moderation; see the module docstring."""
+
+    def __init__(self, store: Store, writer: MessageWriter, presence: Presence,
+                 admins: Admins, *, max_rooms: int, timeout: float = 5.0) -> None:
+        self.store = store
+        self.writer = writer
+        self.presence = presence
+        self.admins = admins
+        self.max_rooms = max_rooms
+        self.timeout = timeout
+        self.notify: Notify | None = None  # set by Chat: carries MemberChange everywhere
+
+    # Seeing ------------------------------------------------------------------------
+
+    async def access(self, user: User, room: str) -> Access:
+        """The room as this user may see it; `not_found` if they may not."""
+        if not protocol.valid_room(room):
+            raise TeamError(protocol.BAD_REQUEST,
+                            "room name must match ^[a-z0-9][a-z0-9_-]{0,63}$")
+        try:
+            doc = await self.store.room(room)
+            if doc is None:
+                raise not_found(room)
+            member = await self.store.member(room, user.id)
+        except StoreError:
+            raise unavailable("the message store") from None
+        if member is not None and member.get("state") != "member":
+            if kind_of(doc) != "public":
+                raise not_found(room)  # a banned user learns nothing more of it
+            member = None
+        if member is None and kind_of(doc) != "public":
+            raise not_found(room)
+        return Access(doc, member)
+
+    async def readable(self, user: User, room: str) -> Access:
+        """`access`, refusing a banned user the history of a public room too."""
+        access = await self.access(user, room)
+        if access.member is None:
+            await self._refuse_banned(room, user)
+        return access
+
+    async def enter(self, user: User, room: str) -> Access:
+        """A WebSocket join: a visible room, and for a public room, membership (a
+        first join is a `joined` event); `forbidden` with reason `banned` for a ban."""
+        access = await self.access(user, room)
+        if access.member is not None:
+            return access
+        try:
+            added, member = await self.store.add_member(room, user)
+        except Banned as e:
+            raise forbidden(f"you are banned from {room!r}", reason="banned",
+                            until=e.until) from None
+        except StoreError:
+            raise unavailable("the message store") from None
+        if added:
+            await self._event(user, room, "joined")
+            await self._tell(room, user.id, "added", room_view(access.room, member))
+        return Access(access.room, member)
+
+    async def rooms(self, user: User, *, after: str | None, limit: int
+                    ) -> tuple[list[dict[str, Any]], bool]:
+        """A page of the rooms a user sees: public ones and their private rooms and DMs."""
+        mine = await self.store.memberships(user.id)
+        docs, more = await self.store.rooms(after=after, limit=limit, also=list(mine))
+        views = [await self._view(d, mine.get(d["_id"])) for d in docs]
+        return views, more
+
+    async def view(self, user: User, room: str) -> dict[str, Any]:
+        access = await self.access(user, room)
+        return await self._view(access.room, access.member)
+
+    async def _view(self, doc: dict[str, Any], member: dict[str, Any] | None
+                    ) -> dict[str, Any]:
+        if kind_of(doc) != "dm":
+            return room_view(doc, member)
+        people = [User.from_doc(m["user"]) for m in await self.store.room_members(doc["_id"])]
+        return room_view(doc, member, people)
+
+    async def members(self, user: User, room: str) -> list[dict[str, Any]]:
+        await self.readable(user, room)
+        docs = await self.store.room_members(room)
+        try:
+            online = {u.id for u in await self.presence.members(room)}
+        except PresenceError:
+            online = set()
+        now = now_ms()
+        out = [{"user": d["user"], "role": d["role"], "online": d["uid"] in online,
+                "muted_until": d["muted_until"] if d.get("muted_until", 0) > now else None}
+               for d in docs]
+        out.sort(key=lambda m: (not m["online"], -RANK[m["role"]], m["user"]["name"]))
+        return out
+
+    # Making rooms ------------------------------------------------------------------
+
+    async def create(self, user: User, name: object, kind: object = "public",
+                     topic: object = "") -> dict[str, Any]:
+        if not isinstance(name, str) or not protocol.valid_room(name):
+            raise TeamError(protocol.BAD_REQUEST,
+                            "room name must match ^[a-z0-9][a-z0-9_-]{0,63}$")
+        if name.startswith("dm-"):
+            raise TeamError(protocol.BAD_REQUEST, "room names starting with dm- are reserved")
+        if kind not in ("public", "private"):
+            raise TeamError(protocol.BAD_REQUEST, "kind must be public or private")
+        topic = _topic(topic)
+        # A bot's rooms count against its owner's quota, so bots add no rooms to it.
+        owner = (await self.store.owner_of(user.id) if user.bot else None) or user.id
+        try:
+            doc = await self.store.create_room(name, user, owner=owner, limit=self.max_rooms,
+                                               kind=str(kind), topic=topic)
+        except Conflict:
+            raise TeamError("name_taken", f"room {name!r} exists") from None
+        except QuotaExceeded as e:
+            raise TeamError("quota_exceeded",
+                            f"you have created {e.limit} rooms, the most allowed",
+                            limit=e.limit) from None
+        _, member = await self.store.add_member(name, user, role="owner")
+        view = room_view(doc, member)
+        await self._tell(name, user.id, "added", view)
+        return view
+
+    async def dm(self, user: User, names: object) -> tuple[dict[str, Any], bool]:
+        """The DM of the caller and the named people; (Room, created)."""
+        if (not isinstance(names, list) or not all(isinstance(n, str) for n in names)
+                or len(names) > DM_MAX):
+            raise TeamError(protocol.BAD_REQUEST,
+                            f"users must be a list of at most {DM_MAX - 1} names")
+        people = {user.id: user}
+        for name in names:
+            other = await self._user(name)
+            people[other.id] = other
+        if not DM_MIN <= len(people) <= DM_MAX:
+            raise TeamError(protocol.BAD_REQUEST,
+                            f"a direct message is between {DM_MIN} and {DM_MAX} people")
+        name = dm_name(list(people))
+        created = True
+        try:
+            doc = await self.store.create_room(name, user, kind="dm", people=sorted(people))
+        except Conflict:
+            created = False
+            found = await self.store.room(name)
+            if found is None:
+                raise unavailable("the message store") from None
+            doc = found
+        members = {}
+        for person in people.values():
+            _, members[person.id] = await self.store.add_member(name, person)
+        listed = sorted(people.values(), key=lambda u: u.name)
+        if created:
+            for person in people.values():
+                await self._tell(name, person.id, "added",
+                                 room_view(doc, members[person.id], listed))
+        return room_view(doc, members[user.id], listed), created
+
+    async def update(self, actor: User, room: str, body: dict[str, Any]) -> dict[str, Any]:
+        """PATCH a room: `topic` (admin+), `archived` (owner, or a server admin for a
+        public room)."""
+        access = await self.access(actor, room)
+        fields: dict[str, Any] = {}
+        if "topic" in body:
+            await self._require(actor, access, "topic")
+            fields["topic"] = _topic(body["topic"])
+        if "archived" in body:
+            if not isinstance(body["archived"], bool):
+                raise TeamError(protocol.BAD_REQUEST, "archived must be true or false")
+            await self._require(actor, access, "archive")
+            fields["archived"] = body["archived"]
+        if not fields:
+            raise TeamError(protocol.BAD_REQUEST, "nothing to change: give topic or archived")
+        doc = await self.store.update_room(room, **fields)
+        if doc is None:
+            raise not_found(room)
+        if "topic" in fields and fields["topic"] != access.room.get("topic", ""):
+            await self._event(actor, room, "topic_changed", data={"topic": fields["topic"]})
+        if "archived" in fields and fields["archived"] != bool(access.room.get("archived")):
+            await self._event(actor, room, "archived" if fields["archived"] else "unarchived")
+        await self._tell(room, "*", "room", room_view(doc, None))
+        return await self._view(doc, access.member)
+
+    # Membership ----------------------------------------------------------------------
+
+    async def add(self, actor: User, room: str, name: object) -> dict[str, Any]:
+        """Join a public room yourself, or (admin+) add someone to a room."""
+        access = await self.access(actor, room)
+        target = await self._user(name)
+        if access.kind == "dm":
+            raise forbidden("the people of a direct message are fixed: start another one")
+        if target.id == actor.id:
+            if access.kind != "public":
+                raise not_found(room) if access.member is None else forbidden(
+                    "you are a member already")
+            entered = await self.enter(actor, room)
+            return room_view(entered.room, entered.member)
+        await self._require(actor, access, "add")
+        try:
+            added, member = await self.store.add_member(room, target)
+        except Banned as e:
+            raise forbidden(f"{target.name} is banned from {room!r}", reason="banned",
+                            until=e.until) from None
+        if added:
+            await self._event(actor, room, "added", target)
+            await self._tell(room, target.id, "added", await self._view(access.room, member))
+        return room_view(access.room, member)
+
+    async def remove(self, actor: User, room: str, name: object) -> None:
+        """Leave a room (yourself) or kick someone (moderator+)."""
+        access = await self.access(actor, room)
+        target = await self._user(name)
+        if access.kind == "dm":
+            raise forbidden("the people of a direct message are fixed")
+        if target.id == actor.id:
+            if access.member is None:
+                raise forbidden(f"you are not a member of {room!r}")
+            if access.role == "owner":
+                raise forbidden("the owner hands ownership over before leaving")
+            await self.store.remove_member(room, actor.id)
+            await self._event(actor, room, "left")
+            await self._tell(room, actor.id, "removed", {"room": room, "reason": "left"})
+            return
+        target_member = await self._require_over(actor, access, "kick", target)
+        del target_member
+        await self.store.remove_member(room, target.id)
+        await self._event(actor, room, "removed", target)
+        await self._tell(room, target.id, "removed", {"room": room, "reason": "kicked"})
+
+    async def set_role(self, actor: User, room: str, name: object, role: object) -> dict[str, Any]:
+        access = await self.access(actor, room)
+        target = await self._user(name)
+        if role not in RANK:
+            raise TeamError(protocol.BAD_REQUEST, f"role must be one of {', '.join(ROLES)}")
+        if access.kind == "dm":
+            raise forbidden("a direct message has no roles")
+        action = {"owner": "transfer", "admin": "make_admin"}.get(str(role), "make_moderator")
+        await self._require_over(actor, access, action, target)
+        if role == "owner":
+            # Handing ownership over: the previous owner becomes an admin.
+            await self.store.set_member(room, actor.id, role="admin")
+            await self._event(actor, room, "role_changed", actor, {"role": "admin"})
+            await self._tell(room, actor.id, "role",
+                             room_view(access.room, {**(access.member or {}), "role": "admin"}))
+        doc = await self.store.set_member(room, target.id, role=role)
+        if doc is None:
+            raise TeamError(protocol.NOT_FOUND, f"{target.name} is not a member of {room!r}")
+        await self._event(actor, room, "role_changed", target, {"role": role})
+        await self._tell(room, target.id, "role", room_view(access.room, doc))
+        return {"user": doc["user"], "role": doc["role"]}
+
+    async def ban(self, actor: User, room: str, name: object, seconds: object) -> int | None:
+        access = await self.access(actor, room)
+        target = await self._user(name)
+        until = None if seconds is None else now_ms() + 1000 * _seconds(seconds)
+        await self._require_over(actor, access, "ban", target, member_needed=False)
+        await self.store.ban_member(room, target, until, actor)
+        await self._event(actor, room, "banned", target, {"until": until})
+        await self._tell(room, target.id, "removed", {"room": room, "reason": "banned",
+                                                      "until": until})
+        return until
+
+    async def unban(self, actor: User, room: str, name: object) -> None:
+        access = await self.access(actor, room)
+        target = await self._user(name)
+        await self._require(actor, access, "ban")
+        if not await self.store.unban_member(room, target.id):
+            raise TeamError(protocol.NOT_FOUND, f"{target.name} is not banned from {room!r}")
+        await self._event(actor, room, "unbanned", target)
+
+    async def mute(self, actor: User, room: str, name: object, seconds: object) -> int:
+        access = await self.access(actor, room)
+        target = await self._user(name)
+        if seconds is None:
+            raise TeamError(protocol.BAD_REQUEST, "a mute needs seconds")
+        until = now_ms() + 1000 * _seconds(seconds)
+        await self._require_over(actor, access, "mute", target)
+        doc = await self.store.set_member(room, target.id, muted_until=until)
+        if doc is None:
+            raise TeamError(protocol.NOT_FOUND, f"{target.name} is not a member of {room!r}")
+        await self._event(actor, room, "muted", target, {"until": until})
+        await self._tell(room, target.id, "muted", room_view(access.room, doc))
+        return until
+
+    async def unmute(self, actor: User, room: str, name: object) -> None:
+        access = await self.access(actor, room)
+        target = await self._user(name)
+        await self._require_over(actor, access, "mute", target)
+        doc = await self.store.set_member(room, target.id, muted_until=0)
+        if doc is None:
+            raise TeamError(protocol.NOT_FOUND, f"{target.name} is not a member of {room!r}")
+        await self._event(actor, room, "unmuted", target)
+        await self._tell(room, target.id, "muted", room_view(access.room, doc))
+
+    # Rules -----------------------------------------------------------------------------
+
+    async def rank(self, user: User, access: Access) -> int:
+        """The actor's rank in a room: their role, raised to admin in a public room for
+        a server admin. -1 for a non-member."""
+        rank = RANK[access.role] if access.role else -1
+        if access.kind == "public" and rank < RANK["admin"] and await self.admins.is_admin(user):
+            rank = RANK["admin"]
+        return rank
+
+    async def _require(self, actor: User, access: Access, action: str) -> int:
+        rank = await self.rank(actor, access)
+        allowed = rank >= RANK[PERMISSIONS[action]]
+        if (action == "archive" and not allowed and access.kind == "public"
+                and await self.admins.is_admin(actor)):
+            allowed = True
+        if not allowed:
+            raise forbidden(f"{PERMISSIONS[action]}s and above may {action.replace('_', ' ')}"
+                            f" in {access.name!r}", reason="role")
+        return rank
+
+    async def _require_over(self, actor: User, access: Access, action: str, target: User,
+                            member_needed: bool = True) -> dict[str, Any] | None:
+        """The actor may take `action` and the target is below the actor's role; returns
+        the target's membership."""
+        rank = await self._require(actor, access, action)
+        if target.id == actor.id:
+            raise forbidden(f"you cannot {action.replace('_', ' ')} yourself")
+        member = await self.store.member(access.name, target.id)
+        if member is not None and member.get("state") != "member":
+            member = None
+        if member is None and member_needed:
+            raise TeamError(protocol.NOT_FOUND,
+                            f"{target.name} is not a member of {access.name!r}")
+        if member is not None and RANK[member["role"]] >= rank:
+            raise forbidden(f"{target.name} is a {member['role']}: you may only act on "
+                            "members below your own role", reason="role")
+        if action == "make_admin" or action == "transfer":
+            pass  # the owner's rank is above every other
+        return member
+
+    async def _refuse_banned(self, room: str, user: User) -> None:
+        try:
+            doc = await self.store.member(room, user.id)
+        except StoreError:
+            raise unavailable("the message store") from None
+        if ban_active(doc):
+            assert doc is not None
+            raise forbidden(f"you are banned from {room!r}", reason="banned",
+                            until=doc.get("until"))
+
+    async def _user(self, name: object) -> User:
+        if not isinstance(name, str) or not name:
+            raise TeamError(protocol.BAD_REQUEST, "user must be a user's name")
+        doc = await self.store.find_user(name)
+        if doc is None or doc.get("deactivated_at"):
+            raise TeamError(protocol.NOT_FOUND, f"no user named {name!r}")
+        return User.from_doc(doc)
+
+    async def _event(self, actor: User, room: str, kind: str, target: User | None = None,
+                     data: dict[str, Any] | None = None) -> Event:
+        """Record a change in the room's stream (delivered like a message)."""
+        return await self.writer.record_event(actor, room, EventSpec(kind, target, data or {}),
+                                              timeout=self.timeout)
+
+    async def _tell(self, room: str, user_id: str, change: str, payload: dict[str, Any]) -> None:
+        if self.notify is not None:
+            await self.notify(MemberChange(room, user_id, change, payload))
+
+
+def _topic(topic: object) -> str:
+    if not isinstance(topic, str) or len(topic) > MAX_TOPIC:
+        raise TeamError(protocol.BAD_REQUEST, f"topic must be text of at most {MAX_TOPIC} "
+                        "characters")
+    return topic.strip()
+
+
+def _seconds(seconds: object) -> int:
+    if (not isinstance(seconds, int) or isinstance(seconds, bool)
+            or not 1 <= seconds <= MAX_SECONDS):
+        raise TeamError(protocol.BAD_REQUEST,
+                        f"seconds must be a whole number from 1 to {MAX_SECONDS}")
+    return seconds
