@@ -127,6 +127,13 @@ def supervise(config: Config, mongo_url: str, redis_url: str,
 
     def forward(signum: int, _frame: object) -> None:
         nonlocal stopping
+        if not stopping:
+            # Each worker closes its copy of the listening sockets as its drain begins;
+            # this process's copy, kept to start replacements, would leave the port
+            # accepting connections that no one serves until it exits. Closed, the port
+            # refuses at once and a balancer goes on to another machine.
+            for sock in [*sockets, *(m for ports in metrics_sockets or [] for m in ports)]:
+                sock.close()
         stopping = True
         for pid in list(children):
             try:
@@ -137,7 +144,8 @@ def supervise(config: Config, mongo_url: str, redis_url: str,
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     for i in range(count):
-        spawn(i)
+        if not stopping:  # a worker forked now would get closed sockets
+            spawn(i)
     log.info("supervising %d worker processes", count)
     failures = 0
     while children:

@@ -242,6 +242,38 @@ async def test_processes_flag_forks_workers_that_share_the_port(services, config
             f"/proc/{pid}/status").read_text().lower()
 
 
+async def test_a_stopping_supervisor_refuses_new_connections_while_its_workers_drain(
+        services, config, tmp_path):
+    env = shared_env(services, config)
+    port = free_port()
+    proc = start_server(["--port", str(port), "--processes", "2"], env, tmp_path / "w.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await wait_ready(url, proc)
+        user = Client(url)
+        await user.register()
+        deaf = await RawPeer.open(user)  # never answers the close: holds a drain ~1 s
+        await deaf.join()
+        proc.send_signal(signal.SIGTERM)
+        # The supervisor's own copy of the listening socket would keep the port
+        # accepting connections that no worker serves, until it exits.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 0.5
+        while True:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except ConnectionRefusedError:
+                break
+            writer.close()
+            assert loop.time() < deadline, "the port still accepts connections"
+            await asyncio.sleep(0.02)  # the workers' drains begin within milliseconds
+        assert proc.poll() is None, "exited before the drain was held: nothing was shown"
+        deaf.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 20) == 0
+
+
 def free_port_pair() -> int:
     """A free port whose successor is free too (two workers' metrics ports)."""
     for _ in range(100):
