@@ -203,6 +203,7 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             task = asyncio.ensure_future(self._send(frame))
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
+            return  # sends have their own limit: the frame bucket is for the rest
         elif isinstance(frame, protocol.Typing):
             # At most one per room every few seconds reaches the room; the rest are
             # dropped without a reply (a client repeats typing while the user types).
