@@ -1,9 +1,11 @@
-"""/metrics: each series moves when its event happens; promtool accepts the scrape."""
+"""/metrics: each series moves when its event happens; promtool accepts the scrape; the
+Grafana dashboard asks only for series the server exports."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -15,6 +17,7 @@ from tornado.websocket import WebSocketClosedError
 from tests.client import Client, unique_name
 from tests.conftest import STATUS_TOKEN, close_node, open_node, redis_url_of
 
+DASHBOARD = Path(__file__).resolve().parent.parent / "docs" / "grafana-dashboard.json"
 PROMTOOL = "/usr/bin/promtool"  # Debian's `prometheus` package (.ci/run installs it)
 
 Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -251,3 +254,94 @@ async def test_promtool_accepts_a_scrape_taken_after_traffic(base_url, make_clie
         capture_output=True, timeout=60, check=False)
     report = (result.stdout + result.stderr).decode()
     assert result.returncode == 0 and not report.strip(), report
+
+
+# The Grafana dashboard ------------------------------------------------------------
+
+_PROMQL_WORDS = frozenset((
+    "sum", "min", "max", "avg", "count", "topk", "bottomk", "by", "without", "on",
+    "ignoring", "group_left", "group_right", "and", "or", "unless", "bool", "offset",
+    "rate", "irate", "increase", "delta", "histogram_quantile", "max_over_time",
+    "min_over_time", "avg_over_time", "clamp_min", "clamp_max", "vector", "scalar",
+    "label_replace", "abs", "time", "le", "inf", "nan",
+))
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression reads (label matchers, groupings, strings,
+    ranges and Grafana's $variables left out)."""
+    expr = re.sub(r'"(?:[^"\\]|\\.)*"', "", expr)
+    expr = re.sub(r"\{[^}]*\}", "", expr)
+    expr = re.sub(r"\[[^\]]*\]", "", expr)
+    expr = re.sub(r"\$\{?\w+\}?", "", expr)
+    expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", expr)
+    names = set(re.findall(r"[a-zA-Z_:][\w:]*", expr))
+    return {n for n in names if n.lower() not in _PROMQL_WORDS
+            and not re.fullmatch(r"\d+(ms|s|m|h|d)?|e\d*", n)}
+
+
+def exported_names(text: str) -> set[str]:
+    """Every sample name the exposition can carry, whether or not a sample exists yet
+    (a labelled counter shows only its # TYPE line until its first event)."""
+    names: set[str] = set()
+    suffixes = {"counter": ("", "_created"), "gauge": ("",), "untyped": ("",),
+                "histogram": ("_bucket", "_sum", "_count", "_created"),
+                "summary": ("", "_sum", "_count", "_created"), "info": ("_info",)}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            names.update(name + s for s in suffixes[kind])
+            if kind == "counter":
+                names.add(name.removesuffix("_total") + "_created")
+    return names
+
+
+def dashboard_exprs() -> list[str]:
+    doc = json.loads(DASHBOARD.read_text())
+    exprs = []
+    for panel in doc["panels"]:
+        for inner in [panel, *panel.get("panels", [])]:
+            exprs.extend(t["expr"] for t in inner.get("targets", []) if "expr" in t)
+    return exprs
+
+
+async def test_grafana_dashboard_reads_only_metrics_the_server_exports(base_url, make_client):
+    doc = json.loads(DASHBOARD.read_text())
+    assert doc["schemaVersion"] >= 36 and doc["title"]
+    assert any(i["name"] == "DS_PROMETHEUS" for i in doc["__inputs"])
+    exprs = dashboard_exprs()
+    assert len(exprs) >= 12
+    await traffic(base_url, make_client)
+    exported = exported_names(await scrape_text(base_url))
+    used: set[str] = set()
+    for expr in exprs:
+        names = metric_names(expr)
+        assert names, expr
+        assert names <= exported, (expr, names - exported)
+        used |= names
+    for needed in ("chat_messages_total", "chat_send_ack_seconds_bucket",
+                   "chat_http_requests_total", "chat_ws_disconnects_total",
+                   "chat_refusals_total", "chat_mongo_up", "chat_draining"):
+        assert needed in used, needed
+
+
+def test_grafana_dashboard_queries_are_valid_promql(tmp_path):
+    """promtool parses each query as a recording rule, Grafana's variables filled in."""
+    assert Path(PROMTOOL).exists(), f"{PROMTOOL} is missing: apt-get install prometheus"
+    rules = ["groups:", "- name: dashboard", "  rules:"]
+    for i, expr in enumerate(dashboard_exprs()):
+        expr = expr.replace("$__rate_interval", "5m").replace("$instance", ".*")
+        rules += [f"  - record: dashboard:query{i}", f"    expr: {json.dumps(expr)}"]
+    path = tmp_path / "dashboard-rules.yml"
+    path.write_text("\n".join(rules) + "\n")
+    result = subprocess.run([PROMTOOL, "check", "rules", str(path)], capture_output=True,
+                            timeout=60, check=False)
+    assert result.returncode == 0, (result.stdout + result.stderr).decode()
+
+
+def test_metric_names_of_promql_leave_out_functions_labels_and_ranges():
+    expr = ('histogram_quantile(0.99, sum by (le, route) (rate('
+            'chat_http_request_duration_seconds_bucket{route!="other"}[$__rate_interval])))'
+            ' * on(instance) group_left(node) chat_build_info')
+    assert metric_names(expr) == {"chat_http_request_duration_seconds_bucket",
+                                  "chat_build_info"}
