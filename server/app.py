@@ -3,6 +3,8 @@ make_server(): the HTTP server's limits."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +67,34 @@ class PageHandler(IndexHandler):
         self.render(self.template)
 
 
+def route_name(pattern: str) -> str:
+    """A route's name in metrics: `/api/rooms/([^/]+)/messages` is
+    `/api/rooms/{room}/messages`, each group named after the segment before it."""
+    return re.sub(r"([a-z_]+)/\([^)]*\)",
+                  lambda m: f"{m.group(1)}/{{{m.group(1).removesuffix('s')}}}", pattern)
+
+
+def request_observer(metrics: Metrics, routes: list[Any]
+                     ) -> Callable[[tornado.web.RequestHandler], None]:
+    """The Application's `log_function`: the access log line, and the request counted in
+    chat_http_requests_total by its route's pattern.
+
+    Labels name routes, never raw paths, so no request can add a series: a path that
+    matched no route (the 404 of NotFoundHandler) counts as route "other".
+    """
+    names: dict[type, str] = {}
+    for pattern, handler_class, *_ in routes:
+        names.setdefault(handler_class, route_name(pattern))
+    names.setdefault(StaticHandler, "/static/{path}")
+
+    def log_function(handler: tornado.web.RequestHandler) -> None:
+        log_request(handler)
+        request = handler.request
+        metrics.request_done(names.get(type(handler), "other"), request.method or "",
+                             handler.get_status(), request.request_time())
+    return log_function
+
+
 def make_app(config: Config, *, store: Store, rooms: LocalRooms, chat: Chat, auth: Auth,
              bots: Bots, probe: ServiceProbe, reporter: StatusReporter, metrics: Metrics,
              limits: RateLimits, caps: ConnectionCaps, inflight: Inflight, admins: Admins
@@ -75,7 +105,7 @@ def make_app(config: Config, *, store: Store, rooms: LocalRooms, chat: Chat, aut
     team = dict(api, chat=chat)
     ws = dict(chat=chat, rooms=rooms, auth=auth, limits=limits, caps=caps, inflight=inflight,
               allowed_origins=config.allowed_origins, max_body=config.max_body_chars,
-              max_pending_bytes=config.max_pending_bytes)
+              max_pending_bytes=config.max_pending_bytes, metrics=metrics)
     routes: list[Any] = [
         (r"/", IndexHandler),
         (r"/api/register", http.RegisterHandler, dict(api, limits=limits)),
@@ -123,7 +153,7 @@ def make_app(config: Config, *, store: Store, rooms: LocalRooms, chat: Chat, aut
         websocket_ping_timeout=config.ws_ping_timeout,
         websocket_max_message_size=config.max_frame_bytes,
         compress_response=True,
-        log_function=log_request,
+        log_function=request_observer(metrics, routes),
         default_handler_class=NotFoundHandler,
         autoreload=False,
         debug=False,
@@ -152,11 +182,12 @@ def make_metrics_app(config: Config, *, auth: Auth, admins: Admins,
     them; on its own port each worker's series stay its own.
     """
     operator = dict(auth=auth, admins=admins, status_token=config.status_token)
+    routes: list[Any] = [(r"/metrics", MetricsHandler, dict(operator, metrics=metrics))]
     return tornado.web.Application(
-        [(r"/metrics", MetricsHandler, dict(operator, metrics=metrics))],
+        routes,
         cookie_secret=dict(config.cookie_secrets),
         key_version=max(config.cookie_secrets),
-        log_function=log_request,
+        log_function=request_observer(metrics, routes),
         default_handler_class=NotFoundHandler,
         autoreload=False,
         debug=False,

@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from server.logs import OncePer
+from server.metrics import Metrics
 from server.throttle import (
     CLEAR,
     KEEP,
@@ -115,8 +116,10 @@ class RateLimits:
     """
 
     def __init__(self, redis: Redis, prefix: str, settings: LimitSettings,
-                 timeout: float = 0.25, throttle_timeout: float = 1.0) -> None:
+                 timeout: float = 0.25, throttle_timeout: float = 1.0,
+                 metrics: Metrics | None = None) -> None:
         self.redis = redis
+        self.metrics = metrics
         self.prefix = f"{prefix}limit:"
         self.settings = settings
         # Short: a limiter that waits out a hung Redis would hold up every frame of the
@@ -137,6 +140,11 @@ class RateLimits:
         self.lease_idle = settings.message_burst / settings.message_rate
         self._leases: dict[str, _Lease] = {}
         self._swept = time.monotonic()
+
+    def refused(self, reason: str) -> None:
+        """Count a refusal in chat_refusals_total{reason}."""
+        if self.metrics is not None:
+            self.metrics.refusals.labels(reason=reason).inc()
 
     def _skipping(self) -> bool:
         """True for a moment after a failure: limits are off instead of slow.
@@ -167,6 +175,7 @@ class RateLimits:
             if wait is None:  # Redis unavailable: fail open
                 return
             if wait and lease.tokens < 1:
+                self.refused("message_rate")
                 raise Limited("sending too fast", wait)
         lease.tokens -= 1
         lease.used = now
@@ -218,7 +227,7 @@ class RateLimits:
         address, account = address_key(ip), account_key(name)
         return await self._attempt(self._login_buckets(address, account),
                                    self._known(address, account),
-                                   "too many failed logins; try again later")
+                                   "too many failed logins; try again later", "login")
 
     async def password_attempt(self, ip: str, user_id: str, name: str) -> Attempt:
         """Count a check of a signed-in user's current password, or raise Limited.
@@ -232,7 +241,7 @@ class RateLimits:
                      s.window_s, REFUND)
         return await self._attempt((*self._login_buckets(address, account), own),
                                    self._known(address, account),
-                                   "too many wrong passwords; try again later")
+                                   "too many wrong passwords; try again later", "password")
 
     async def register_attempt(self, ip: str, name: object) -> Attempt:
         """Count a registration from this address, or raise Limited. Every one counts."""
@@ -241,7 +250,7 @@ class RateLimits:
                         self.settings.registrations_per_ip, self.settings.window_s, KEEP)
         return await self._attempt(
             (bucket,), self._known(address, account_key(name)),
-            "too many registrations from this address; try again later")
+            "too many registrations from this address; try again later", "register")
 
     def _login_buckets(self, address: str, account: str) -> tuple[Bucket, ...]:
         s, p = self.settings, self.prefix
@@ -258,9 +267,10 @@ class RateLimits:
         return f"{self.prefix}login-known:{address}|{account}"
 
     async def _attempt(self, buckets: tuple[Bucket, ...], known: str,
-                       message: str) -> Attempt:
+                       message: str, reason: str) -> Attempt:
         attempt = await self.throttles.count(buckets, known)
         if attempt.wait_ms > 0:
+            self.refused(reason)
             # Rounded up to 0.1 s, so a client that waits exactly this long is served.
             raise Limited(message, math.ceil(attempt.wait_ms / 100) / 10)
         return attempt

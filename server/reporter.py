@@ -123,6 +123,8 @@ class StatusReporter:
     async def _loop(self) -> None:
         while True:
             try:
+                # Keeps chat_mongo_up and chat_redis_up current without a ping per scrape.
+                await self.probe.check()
                 await asyncio.wait_for(self.publish(), self.interval)
             except (RedisError, OSError, asyncio.TimeoutError) as e:
                 log.debug("status report skipped: %s", e)

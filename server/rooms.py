@@ -60,6 +60,14 @@ class LocalRooms:
         bots = sum(1 for c in self._conns if c.user.bot)
         return {"browser": len(self._conns) - bots, "bot": bots, "total": len(self._conns)}
 
+    def user_count(self) -> int:
+        """Distinct users with a connection open here."""
+        return len({c.user.id for c in self._conns})
+
+    def membership_count(self) -> int:
+        """Room memberships of the open connections, joins under way included."""
+        return sum(len(rooms) for rooms in self._conns.values())
+
     def is_connected(self, member: Member) -> bool:
         return member in self._conns
 

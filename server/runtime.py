@@ -144,16 +144,14 @@ class Runtime:
         self.chat = Chat(self.store, rooms, seqs, self.writer, self.delivery, presence, team,
                          node_id=cfg.node_id, presence_ttl=cfg.presence_ttl,
                          presence_hold=cfg.presence_hold)
-        self.metrics.gauge_from("bot", lambda: rooms.connection_kinds()["bot"])
-        self.metrics.gauge_from("browser", lambda: rooms.connection_kinds()["browser"])
-        self.metrics.rooms.set_function(lambda: len(rooms.rooms()))
+        self.metrics.watch(rooms=rooms, writer=self.writer, bus=self.bus, inflight=self.inflight)
         self.metrics.start()
         await self.chat.start()
-        self.probe = ServiceProbe(self.store, self.bus)
+        self.probe = ServiceProbe(self.store, self.bus, self.metrics)
         self.reporter = StatusReporter(cfg.node_id, rooms, self.metrics, self.bus, self.probe,
                                        self.redis, cfg.redis_prefix)
         self.reporter.start()
-        self.limits = RateLimits(self.redis, cfg.redis_prefix, cfg.limits)
+        self.limits = RateLimits(self.redis, cfg.redis_prefix, cfg.limits, metrics=self.metrics)
         self.caps = ConnectionCaps(cfg.limits)
         self.app = make_app(cfg, store=self.store, rooms=rooms, chat=self.chat, auth=self.auth,
                             bots=self.bots, probe=self.probe, reporter=self.reporter,

@@ -387,6 +387,9 @@ async def test_slow_reader_is_closed_at_the_bound_and_others_miss_nothing(
             assert [f["seq"] for f in inbox.of("message")] == list(range(first, first + sent))
         assert [f["client_id"] for f in sent_inbox.of("ack")] == [f"m{i}" for i in range(sent)]
         assert any("slow consumer" in r.getMessage() for r in caplog.records)
+        metrics = node.runtime.metrics.registry
+        assert metrics.get_sample_value("chat_slow_reader_closes_total") == 2
+        assert metrics.get_sample_value("chat_ws_disconnects_total", {"code": "1008"}) == 2
         assert errors_logged(caplog) == []
     finally:
         await cancel(tasks)

@@ -234,6 +234,26 @@ async def test_control_frames_are_rate_limited_and_a_flood_closes_with_1008(
         await close_node(node)
 
 
+async def test_sends_do_not_spend_the_control_frame_bucket(config, services):
+    """A send past the frame bucket is stored and acked, and answered by its ack alone:
+    sends have their own limit (the message rate)."""
+    cfg = production_limits(config)
+    cfg = dataclasses.replace(cfg, limits=dataclasses.replace(cfg.limits, frame_burst=2))
+    node = await open_node(cfg, services)
+    try:
+        _, ws = await joined_socket(node.base_url)  # the join spends one token
+        for i in range(5):
+            await ws.send({"type": "send", "room": "general", "body": f"m{i}", "ref": i})
+        await ws.send({"type": "ping", "ref": "last"})  # the bucket's last token
+        replies = []
+        while len([r for r in replies if r.get("ref") is not None]) < 6:
+            replies.append(await ws.recv())
+        assert sorted(r["ref"] for r in replies if r["type"] == "ack") == list(range(5))
+        assert [r["ref"] for r in replies if r["type"] == "pong"] == ["last"]
+    finally:
+        await close_node(node)
+
+
 async def test_presence_of_a_flapping_user_ends_in_the_true_state(config, services):
     """Coalescing drops intermediate states, never the last one."""
     node = await open_node(config, services)

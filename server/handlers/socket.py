@@ -18,6 +18,7 @@ from server.chat import Chat
 from server.handlers.base import SECURITY_HEADERS, resolve_user, unauthorized_message
 from server.inflight import Inflight
 from server.limits import ConnectionCaps, FrameBucket, Limited, RateLimits
+from server.metrics import Metrics
 from server.model import User
 from server.protocol import ProtocolError
 from server.rooms import LocalRooms
@@ -38,8 +39,9 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
 
     def initialize(self, chat: Chat, rooms: LocalRooms, auth: Auth, limits: RateLimits,
                    caps: ConnectionCaps, inflight: Inflight, allowed_origins: tuple[str, ...],
-                   max_body: int, max_pending_bytes: int) -> None:
+                   max_body: int, max_pending_bytes: int, metrics: Metrics) -> None:
         self.chat = chat
+        self.metrics = metrics
         self.rooms = rooms
         self.inflight = inflight
         self.auth = auth
@@ -59,6 +61,7 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         self._in_flight: set[asyncio.Task[None]] = set()
         self._closing = False
         self._shut_conn: tornado.websocket.WebSocketProtocol | None = None
+        self._shut_code: int | None = None  # the close code, when the server closed first
 
     def set_default_headers(self) -> None:
         for name, value in SECURITY_HEADERS.items():
@@ -127,7 +130,14 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         self.caps.opened(self.user.id, self.request.remote_ip or "")
         self._counted = True
         self.chat.connect(self)
+        self.metrics.ws_connects.inc()
         self.send_raw(protocol.dump(protocol.Hello(self.user, self.chat.node_id)))
+
+    def on_finish(self) -> None:
+        # The upgrade's HTTP response: 101, or the refusal (prepare, origin, headers).
+        status = self.get_status()
+        if status != 101:
+            self.metrics.ws_refused.labels(status=str(status)).inc()
 
     def send_raw(self, data: bytes) -> None:
         """Queue one already-serialized text frame; never waits for the peer."""
@@ -140,6 +150,7 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             # what is queued counts: any one frame (a page of history at most) goes.
             log.info("closing slow consumer %s (%d bytes unsent)", self.user.name,
                      wsio.pending_bytes(conn))
+            self.metrics.slow_reader_closes.inc()
             self.shut(1008, "too slow: reconnect and resume with since")
             return
         try:
@@ -155,6 +166,7 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
     def shut(self, code: int, reason: str) -> None:
         if not self._closing:
             self._closing = True
+            self._shut_code = code
             # Tornado forgets its protocol object on close(), while the close handshake
             # is still pending; abort() needs it then. Released in on_close.
             self._shut_conn = self.ws_connection
@@ -184,7 +196,9 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
 
     async def _dispatch(self, frame: protocol.Frame) -> None:
         if isinstance(frame, protocol.Send):
+            started = time.perf_counter()
             if len(self._in_flight) >= MAX_IN_FLIGHT:
+                self.limits.refused("sends_in_flight")
                 raise ProtocolError(protocol.RATE_LIMITED,
                                     f"more than {MAX_IN_FLIGHT} sends awaiting their ack",
                                     frame.ref)
@@ -201,9 +215,10 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             self._typed.pop(frame.room, None)
             # Sends run concurrently so that many in flight share one store batch;
             # Chat.post queues them in arrival order before its first await.
-            task = asyncio.ensure_future(self._send(frame))
+            task = asyncio.ensure_future(self._send(frame, started))
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
+            return  # sends have their own limit: the frame bucket is for the rest
         elif isinstance(frame, protocol.Typing):
             # At most one per room every few seconds reaches the room; the rest are
             # dropped without a reply (a client repeats typing while the user types).
@@ -215,6 +230,7 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             return
         wait = self._frames.take()
         if wait:
+            self.limits.refused("frame_rate")
             raise self._strike("too many frames; slow down", wait, frame.ref)
         self._strikes = 0
         if isinstance(frame, protocol.Join):
@@ -242,12 +258,14 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         return ProtocolError(protocol.RATE_LIMITED, message, ref,
                              retry_after=round(retry_after, 3))
 
-    async def _send(self, frame: protocol.Send) -> None:
+    async def _send(self, frame: protocol.Send, started: float) -> None:
         try:
             # The ack is written by Delivery, before the message reaches anyone.
             await self.chat.post(self, frame.room, frame.body, frame.client_id, frame.ref)
         except ProtocolError as e:
             self.send_error_frame(e, frame)
+        else:
+            self.metrics.send_ack.observe(time.perf_counter() - started)
 
     def on_close(self) -> None:
         self._closing = True
@@ -255,6 +273,8 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         if self._counted:
             self._counted = False
             self.caps.closed(self.user.id, self.request.remote_ip or "")
+            # Tornado's close_code is the peer's: the reply to our close, or its own.
+            self.metrics.disconnected(self._shut_code or self.close_code)
         self.chat.disconnect(self)
         self.inflight.poke()  # a draining shutdown waits for connections to go
 
