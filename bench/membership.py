@@ -53,7 +53,7 @@ async def run(url: str, samples: int, members: int) -> None:
     for person in people:
         await store.add_member("big", person)
         await store.add_member("other", person)
-    team = Team(store, None, None, None, max_rooms=50)  # type: ignore[arg-type]
+    team = Team(store, None, None, None, node_id="bench", max_rooms=50)  # type: ignore[arg-type]
 
     print(f"join, room of {members} members ({samples} calls each)")
     print("  room lookup only (before)   ",

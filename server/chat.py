@@ -144,8 +144,19 @@ class Chat:
         if not self.rooms.has(room, conn):
             return  # left or closed while joining: its departure has been announced
         conn.send_raw(joined)
-        for data in held:
+        # Held frames were delivered before the room had a watermark here (when this
+        # is its first local member): count their seqs now, or the watermark check
+        # would take them for a hole and deliver them again from MongoDB.
+        mark = self.seqs.mark(room)
+        for seq, data in held:
+            if seq and mark is not None:
+                mark.seen(seq)
             conn.send_raw(data)
+        if seen:
+            # The page may hold seqs still on their way here (from another process,
+            # or from this process's writer, whose fan-out can follow the store by a
+            # loop turn): when they arrive, this connection must not get them twice.
+            self.rooms.set_floor(room, conn, seen)
         if new_user and not elsewhere:
             await self._announce(room, conn.user, "online", exclude=conn.conn_id)
 

@@ -145,6 +145,8 @@ class Delivery:
             for seq, _ in frames:
                 if seq:
                     mark.seen(seq)
+            if self.rooms.has_floors(room):
+                self.rooms.lift_floors(room, mark.upto)
 
     async def publish(self, room: str, frames: list[Outgoing], exclude: bytes = b"") -> None:
         """One Redis publish of a room's frames, serialized once for every process."""
@@ -160,7 +162,11 @@ class Delivery:
 
     async def command(self, command: Command) -> None:
         """Carry out a cluster-wide command here and send it to the other processes."""
-        self._apply(command)
+        if isinstance(command, MemberChange):
+            if self.on_member_change is not None:
+                self.on_member_change(command)
+        else:
+            self._apply(command)
         try:
             await self.bus.publish_control(encode_command(command))
         except BusError as e:
@@ -239,7 +245,8 @@ class Delivery:
                 self.rooms.shut_credential(credential, 1008, "credential revoked")
             case Unpublished(node, room, lo, hi):
                 self._on_unpublished(node, room, lo, hi)
-            case MemberChange() if self.on_member_change is not None:
+            case MemberChange(node) if (self.on_member_change is not None
+                                        and node.encode() != self._node):
                 self.on_member_change(command)
 
     def _on_unpublished(self, node: str, room: str, lo: int, hi: int) -> None:

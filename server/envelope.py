@@ -13,7 +13,7 @@ Envelope wire format (bytes; the header fields separated by single spaces):
 line: compact JSON never contains a raw newline.
 
 Control commands: `close-credential <sha256>`, `unpublished <node> <room> <lo> <hi>`
-and `member <JSON [room, user, change, payload]>`.
+and `member <JSON [node, room, user, change, payload]>`.
 """
 
 from __future__ import annotations
@@ -78,8 +78,10 @@ class Unpublished:
 class MemberChange:
     """A room's membership changed for `user` (a user id, or "*" for the whole room):
     `change` is "added", "removed", "role", "muted" or "room"; `payload` is what the
-    user's sockets are told (a Room, or {"room","reason","until"} for a removal)."""
+    user's sockets are told (a Room, or {"room","reason","until"} for a removal).
+    `node` applied it already and ignores its own broadcast."""
 
+    node: str
     room: str
     user: str
     change: str
@@ -95,8 +97,8 @@ def encode_command(command: Command) -> bytes:
             return b"close-credential " + credential.encode()
         case Unpublished(node, room, lo, hi):
             return b"unpublished %s %s %d %d" % (node.encode(), room.encode(), lo, hi)
-        case MemberChange(room, user, change, payload):
-            return b"member " + json.dumps([room, user, change, payload],
+        case MemberChange(node, room, user, change, payload):
+            return b"member " + json.dumps([node, room, user, change, payload],
                                            separators=(",", ":")).encode()
 
 
@@ -111,10 +113,10 @@ def decode_command(payload: bytes) -> Command:
                 node, room, lo, hi = arg.split(" ")
                 return Unpublished(node, room, int(lo), int(hi))
             case "member":
-                room, user, change, payload = json.loads(arg)
-                if all(isinstance(x, str) for x in (room, user, change)) and isinstance(
+                node, room, user, change, payload = json.loads(arg)
+                if all(isinstance(x, str) for x in (node, room, user, change)) and isinstance(
                         payload, dict):
-                    return MemberChange(room, user, change, payload)
+                    return MemberChange(node, room, user, change, payload)
     except (ValueError, TypeError):  # UnicodeDecodeError and JSONDecodeError are ones
         pass
     raise EnvelopeError(f"malformed command: {payload[:200]!r}")

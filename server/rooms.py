@@ -41,6 +41,10 @@ class LocalRooms:
         # Connections between `begin_join` and `finish_join`: live frames wait here so
         # they follow the `joined` frame instead of preceding it.
         self._joining: dict[str, dict[Member, list[Outgoing]]] = {}
+        # Members whose `joined` page reached past what the room's other local members
+        # have been delivered yet: seqs up to the floor are not sent to them again when
+        # they arrive live. Lifted once the room's watermark passes them.
+        self._floors: dict[str, dict[Member, int]] = {}
 
     def __contains__(self, room: str) -> bool:
         return room in self._members
@@ -137,7 +141,7 @@ class LocalRooms:
         self._joining.setdefault(room, {})[member] = []
         return new_room, new_user
 
-    def finish_join(self, room: str, member: Member, after_seq: int) -> list[bytes]:
+    def finish_join(self, room: str, member: Member, after_seq: int) -> list[Outgoing]:
         """Make a joining member live; returns its held frames not already covered."""
         pending = self._joining.get(room)
         held = pending.pop(member, None) if pending is not None else None
@@ -146,7 +150,24 @@ class LocalRooms:
         if held is None:  # left (or disconnected) while joining
             return []
         self._members.setdefault(room, set()).add(member)
-        return [data for seq, data in held if seq == 0 or seq > after_seq]
+        return [(seq, data) for seq, data in held if seq == 0 or seq > after_seq]
+
+    def set_floor(self, room: str, member: Member, seq: int) -> None:
+        """Live frames of seqs up to `seq` reached this member in its page already."""
+        self._floors.setdefault(room, {})[member] = seq
+
+    def lift_floors(self, room: str, upto: int) -> None:
+        """Every seq up to `upto` has been delivered here: no live frame can repeat
+        them any more, so floors at or below it are done with."""
+        floors = self._floors.get(room)
+        if floors:
+            for member in [m for m, seq in floors.items() if seq <= upto]:
+                del floors[member]
+            if not floors:
+                del self._floors[room]
+
+    def has_floors(self, room: str) -> bool:
+        return room in self._floors
 
     def leave(self, room: str, member: Member) -> tuple[bool, bool] | None:
         """Remove a member; returns (room now empty here, user's last connection here),
@@ -160,6 +181,11 @@ class LocalRooms:
         rooms = self._conns.get(member)
         if rooms is not None:
             rooms.discard(room)
+        floors = self._floors.get(room)
+        if floors is not None:
+            floors.pop(member, None)
+            if not floors:
+                del self._floors[room]
         if was_member and members is not None:
             members.discard(member)
         if was_joining and pending is not None:
@@ -186,9 +212,15 @@ class LocalRooms:
         """
         members = self._members.get(room)
         pending = self._joining.get(room)
+        floors = self._floors.get(room)
         count = 0
         for seq, data in frames:
-            if members:
+            if members and floors and seq:
+                for member in tuple(members):
+                    if member.conn_id != exclude and floors.get(member, 0) < seq:
+                        member.send_raw(data)
+                        count += 1
+            elif members:
                 for member in tuple(members):
                     if member.conn_id != exclude:
                         member.send_raw(data)

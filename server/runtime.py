@@ -139,7 +139,7 @@ class Runtime:
         self.delivery = Delivery(self.store, self.bus, rooms, seqs, self.metrics,
                                  node_id=cfg.node_id, check_interval=cfg.presence_ttl / 3)
         presence = Presence(self.redis, cfg.redis_prefix, cfg.node_id, ttl=cfg.presence_ttl)
-        team = Team(self.store, self.writer, presence, self.admins,
+        team = Team(self.store, self.writer, presence, self.admins, node_id=cfg.node_id,
                     max_rooms=cfg.quotas.rooms_per_user)
         self.chat = Chat(self.store, rooms, seqs, self.writer, self.delivery, presence, team,
                          node_id=cfg.node_id, presence_ttl=cfg.presence_ttl,

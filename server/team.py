@@ -124,7 +124,9 @@ class Team:
     """Room kinds, membership, roles and moderation; see the module docstring."""
 
     def __init__(self, store: Store, writer: MessageWriter, presence: Presence,
-                 admins: Admins, *, max_rooms: int, timeout: float = 5.0) -> None:
+                 admins: Admins, *, node_id: str, max_rooms: int, timeout: float = 5.0
+                 ) -> None:
+        self.node_id = node_id
         self.store = store
         self.writer = writer
         self.presence = presence
@@ -477,7 +479,7 @@ class Team:
 
     async def _tell(self, room: str, user_id: str, change: str, payload: dict[str, Any]) -> None:
         if self.notify is not None:
-            await self.notify(MemberChange(room, user_id, change, payload))
+            await self.notify(MemberChange(self.node_id, room, user_id, change, payload))
 
 
 def _topic(topic: object) -> str:

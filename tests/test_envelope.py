@@ -8,6 +8,7 @@ from server.envelope import (
     CloseCredential,
     Envelope,
     EnvelopeError,
+    MemberChange,
     Unpublished,
     decode_command,
     encode_command,
@@ -42,6 +43,8 @@ def test_a_malformed_envelope_is_an_envelope_error(payload):
 @pytest.mark.parametrize("command", [
     CloseCredential("a" * 64),
     Unpublished("node-2", "general", 5, 9),
+    MemberChange("node-1", "ops", "6b08", "removed", {"room": "ops", "reason": "banned",
+                                                      "until": None}),
 ])
 def test_commands_round_trip(command):
     assert decode_command(encode_command(command)) == command
@@ -54,7 +57,9 @@ def test_commands_keep_their_documented_wire_form():
 
 
 @pytest.mark.parametrize("payload", [b"", b"close-credential", b"unpublished n r 1",
-                                     b"unpublished n r one 2", b"reboot now", b"\xff\xfe"])
+                                     b"unpublished n r one 2", b"reboot now", b"\xff\xfe",
+                                     b"member [1,2]", b'member ["n","r","u","c",[]]',
+                                     b"member {"])
 def test_a_malformed_command_is_an_envelope_error(payload):
     with pytest.raises(EnvelopeError):
         decode_command(payload)

@@ -90,7 +90,8 @@ def test_frames_for_a_joining_connection_wait_and_skip_what_its_page_covers():
     rooms.begin_join("r", a)
     rooms.deliver("r", [(5, b"m5"), (6, b"m6"), (0, b"presence")])
     assert a.sent == []  # nothing before `joined`
-    assert rooms.finish_join("r", a, 5) == [b"m6", b"presence"]  # 5 was on the page
+    # 5 was on the page
+    assert rooms.finish_join("r", a, 5) == [(6, b"m6"), (0, b"presence")]
     rooms.deliver("r", [(7, b"m7")])
     assert a.sent == [b"m7"]
 
@@ -110,3 +111,30 @@ def test_shut_credential_closes_only_the_connections_opened_with_it():
     b = connected(rooms, b"b", ANN, credential="y")
     rooms.shut_credential("x", 1008, "credential revoked")
     assert a.closed == (1008, "credential revoked") and b.closed is None
+
+
+def test_a_joiner_never_gets_again_what_its_page_held_until_the_room_catches_up():
+    rooms = LocalRooms()
+    old, new = connected(rooms, b"old", ANN), connected(rooms, b"new", BOB)
+    joined(rooms, old, "r")
+    rooms.begin_join("r", new)
+    rooms.finish_join("r", new, 7)
+    rooms.set_floor("r", new, 7)  # its page went up to 7; the old member is at 5
+    rooms.deliver("r", [(6, b"m6"), (7, b"m7"), (0, b"typing"), (8, b"m8")])
+    assert old.sent == [b"m6", b"m7", b"typing", b"m8"]
+    assert new.sent == [b"typing", b"m8"]
+    rooms.lift_floors("r", 6)
+    assert rooms.has_floors("r")  # 7 may still come
+    rooms.lift_floors("r", 8)
+    assert not rooms.has_floors("r")
+    rooms.deliver("r", [(9, b"m9")])
+    assert new.sent[-1] == b"m9"
+
+
+def test_leaving_drops_a_floor():
+    rooms = LocalRooms()
+    a = connected(rooms, b"a", ANN)
+    joined(rooms, a, "r")
+    rooms.set_floor("r", a, 3)
+    rooms.leave("r", a)
+    assert not rooms.has_floors("r")

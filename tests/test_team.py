@@ -4,8 +4,10 @@ WebSocket protocol, on one process and across two."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
+from server.envelope import MemberChange, encode_command
 from tests.client import Client, Socket, unique_name
 
 
@@ -341,3 +343,45 @@ async def test_moderation_on_one_process_takes_effect_on_the_other_within_a_seco
     await send(ws_owner, room, "not for the banned")
     assert (await ws_loud.expect("message"))["body"] == "not for the banned"
     assert (await ws_troll.call({"type": "ping"}))["type"] == "pong"
+
+
+async def test_first_joins_racing_on_two_processes_reach_everyone_once(make_client,
+                                                                      second_node):
+    owner = await person(make_client)
+    room = await make_room(owner)
+    clients = [await person(make_client, url) for url in
+               [None, second_node.base_url] * 5]
+    sockets = [await c.ws() for c in clients]
+
+    async def join_and_read(ws: Socket) -> list[int]:
+        joined = await ws.join(room)
+        seqs = [r["seq"] for r in joined["messages"]]
+        loop = asyncio.get_running_loop()
+        # Read for longer than the watermark check interval (1 s here): a record
+        # delivered twice would come from its catch-up.
+        deadline = loop.time() + 2.5
+        while loop.time() < deadline:
+            try:
+                frame = await ws.recv(timeout=max(0.01, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                break
+            if frame["type"] in ("message", "event"):
+                seqs.append(frame["seq"])
+        return seqs
+
+    got = await asyncio.gather(*(join_and_read(ws) for ws in sockets))
+    for seqs in got:
+        assert sorted(seqs) == list(range(1, len(clients) + 1)), seqs
+
+
+async def test_a_process_ignores_its_own_membership_change_coming_back(runtime, make_client):
+    # A process applies its own changes at once; Redis echoes them to it too.
+    client = await person(make_client)
+    ws = await client.ws()
+    mine = MemberChange(runtime.config.node_id, "general", client.user["id"], "added",
+                        {"name": "general"})
+    runtime.delivery.on_command(encode_command(mine))
+    runtime.delivery.on_command(encode_command(dataclasses.replace(mine, node="another")))
+    await ws.send({"type": "ping", "ref": "p"})
+    assert await ws.recv() == {"type": "room_added", "room": {"name": "general"}}
+    assert (await ws.recv())["type"] == "pong"
