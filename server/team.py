@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,7 @@ PERMISSIONS = {
     "make_admin": "owner", "transfer": "owner", "archive": "owner",
 }
 DM_MIN, DM_MAX = 2, 8
+ROOM_MAX = 64  # characters in a room name
 MAX_TOPIC = 250
 MAX_SECONDS = 10 * 365 * 86400
 
@@ -105,8 +107,9 @@ class Access:
 def room_view(room: dict[str, Any], member: dict[str, Any] | None,
               people: list[User] | None = None) -> dict[str, Any]:
     """The `Room` object of the API and of `room_added` / `room_updated`."""
-    view: dict[str, Any] = {"name": room["_id"], "kind": kind_of(room),
-                            "topic": room.get("topic", ""), "last_seq": room.get("seq", 0),
+    view: dict[str, Any] = {"name": room["_id"], "title": room.get("title") or room["_id"],
+                            "kind": kind_of(room), "topic": room.get("topic", ""),
+                            "last_seq": room.get("seq", 0),
                             "member": member is not None,
                             "role": member["role"] if member else None,
                             "archived": bool(room.get("archived", False))}
@@ -229,15 +232,26 @@ class Team:
         topic = _topic(topic)
         # A bot's rooms count against its owner's quota, so bots add no rooms to it.
         owner = (await self.store.owner_of(user.id) if user.bot else None) or user.id
-        try:
-            doc = await self.store.create_room(name, user, owner=owner, limit=self.max_rooms,
-                                               kind=str(kind), topic=topic)
-        except Conflict:
-            raise TeamError("name_taken", f"room {name!r} exists") from None
-        except QuotaExceeded as e:
-            raise TeamError("quota_exceeded",
-                            f"you have created {e.limit} rooms, the most allowed",
-                            limit=e.limit) from None
+        title = name
+        for _attempt in range(3):
+            if kind == "private":
+                # A private room's name never collides with a name someone else asks
+                # for: a 409 would tell them that the room exists.
+                name = f"{title[:ROOM_MAX - 9]}-{secrets.token_hex(4)}"
+            try:
+                doc = await self.store.create_room(name, user, owner=owner,
+                                                   limit=self.max_rooms, kind=str(kind),
+                                                   topic=topic, title=title)
+                break
+            except Conflict:
+                if kind != "private":
+                    raise TeamError("name_taken", f"room {name!r} exists") from None
+            except QuotaExceeded as e:
+                raise TeamError("quota_exceeded",
+                                f"you have created {e.limit} rooms, the most allowed",
+                                limit=e.limit) from None
+        else:
+            raise unavailable("the message store")
         _, member = await self.store.add_member(name, user, role="owner")
         view = room_view(doc, member)
         await self._tell(name, user.id, "added", view)

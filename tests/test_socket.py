@@ -34,7 +34,7 @@ async def test_hello_names_the_user_and_protocol(make_client):
     client = make_client()
     me = await client.register()
     ws = await client.ws()
-    assert ws.hello["protocol"] == 1
+    assert ws.hello["protocol"] == 2
     assert ws.hello["user"] == me == {"id": me["id"], "name": me["name"], "bot": False}
     assert isinstance(ws.hello["node"], str) and ws.hello["node"]
 

@@ -26,12 +26,18 @@ async def api(client: Client, method: str, path: str, body: Any = None,
 
 
 async def make_room(owner: Client, kind: str = "public", topic: str = "") -> str:
-    name = unique_name("room")
-    room = await api(owner, "POST", "/api/rooms", {"name": name, "kind": kind,
+    title = unique_name("room")
+    room = await api(owner, "POST", "/api/rooms", {"name": title, "kind": kind,
                                                    "topic": topic}, 201)
-    assert (room["name"], room["kind"], room["role"], room["member"]) == (name, kind,
-                                                                           "owner", True)
-    return name
+    assert (room["title"], room["kind"], room["role"], room["member"]) == (title, kind,
+                                                                            "owner", True)
+    # A private room's name is the title with a random suffix: nobody can learn that
+    # it exists by asking for its name.
+    if kind == "private":
+        assert room["name"].startswith(title + "-") and len(room["name"]) == len(title) + 9
+    else:
+        assert room["name"] == title
+    return room["name"]
 
 
 async def joined_socket(client: Client, room: str) -> Socket:
@@ -80,6 +86,12 @@ async def test_a_private_room_is_exactly_as_invisible_as_a_room_that_does_not_ex
                                ("DELETE", f"/members/{owner.user['name']}", None)):
         status, reply = await api(outsider, method, f"/api/rooms/{room}{path}", body)
         assert (status, reply["error"]["code"]) == (404, "not_found"), (method, path)
+
+    # Asking for its title as a name of one's own reveals nothing: it is free.
+    title = (await api(owner, "GET", f"/api/rooms/{room}", expect=200))["title"]
+    assert (await api(outsider, "POST", "/api/rooms", {"name": title, "kind": "private"},
+                      201))["name"] != room
+    assert (await api(outsider, "POST", "/api/rooms", {"name": title}, 201))["name"] == title
 
     ws = await outsider.ws()
     for frame in ({"type": "join", "room": room}, {"type": "history", "room": room},

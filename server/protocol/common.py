@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 ROOM_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 MAX_BODY_CHARS = 4000

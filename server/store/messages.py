@@ -47,11 +47,12 @@ class RoomsAndMessages(Collections):
 
     async def create_room(self, name: str, creator: User | None, *, owner: str | None = None,
                           limit: int | None = None, kind: str = "public", topic: str = "",
-                          people: list[str] | None = None) -> dict[str, Any]:
+                          title: str | None = None, people: list[str] | None = None
+                          ) -> dict[str, Any]:
         """A new room; with an `owner` and a `limit`, it takes one of the owner's room
         slots (the owner of a bot's room is the bot's owner). Conflict if it exists."""
         doc: dict[str, Any] = {"_id": name, "seq": 0, "kind": kind, "topic": topic,
-                               "created_at": _utcnow(),
+                               "title": title or name, "created_at": _utcnow(),
                                "created_by": creator.id if creator else None}
         if people is not None:
             doc["people"] = people
