@@ -12,7 +12,8 @@ Envelope wire format (bytes; the header fields separated by single spaces):
 `seq` is 0 for frames outside the room's stream (presence, typing). A frame is one
 line: compact JSON never contains a raw newline.
 
-Control commands: `close-credential <sha256>` and `unpublished <node> <room> <lo> <hi>`.
+Control commands: `close-credential <sha256>`, `unpublished <node> <room> <lo> <hi>` and
+`close-user <close code> <user id>,<user id>... <reason>` (the reason may hold spaces).
 """
 
 from __future__ import annotations
@@ -71,7 +72,16 @@ class Unpublished:
     hi: int
 
 
-Command = CloseCredential | Unpublished
+@dataclass(frozen=True, slots=True)
+class CloseUser:
+    """Close every socket of these accounts (a person and their bots), everywhere."""
+
+    user_ids: tuple[str, ...]
+    code: int
+    reason: str
+
+
+Command = CloseCredential | Unpublished | CloseUser
 
 
 def encode_command(command: Command) -> bytes:
@@ -80,6 +90,9 @@ def encode_command(command: Command) -> bytes:
             return b"close-credential " + credential.encode()
         case Unpublished(node, room, lo, hi):
             return b"unpublished %s %s %d %d" % (node.encode(), room.encode(), lo, hi)
+        case CloseUser(user_ids, code, reason):
+            return b"close-user %d %s %s" % (code, ",".join(user_ids).encode(),
+                                             reason.encode())
 
 
 def decode_command(payload: bytes) -> Command:
@@ -92,6 +105,11 @@ def decode_command(payload: bytes) -> Command:
             case "unpublished":
                 node, room, lo, hi = arg.split(" ")
                 return Unpublished(node, room, int(lo), int(hi))
+            case "close-user":
+                code, ids, reason = arg.split(" ", 2)
+                user_ids = tuple(ids.split(","))
+                if all(user_ids):
+                    return CloseUser(user_ids, int(code), reason)
     except ValueError:  # UnicodeDecodeError is one
         pass
     raise EnvelopeError(f"malformed command: {payload[:200]!r}")

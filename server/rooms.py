@@ -84,6 +84,12 @@ class LocalRooms:
         for member in [m for m in self._conns if m.credential == credential]:
             member.shut(code, reason)
 
+    def shut_users(self, user_ids: Iterable[str], code: int, reason: str) -> None:
+        """Close every connection of these accounts (a deactivated one and its bots)."""
+        ids = set(user_ids)
+        for member in [m for m in self._conns if m.user.id in ids]:
+            member.shut(code, reason)
+
     # Rooms ----------------------------------------------------------------------
 
     def rooms(self) -> list[str]:
