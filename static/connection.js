@@ -28,7 +28,8 @@ export class Connection {
    * @param {(s: object) => void} o.onState
    * @param {() => Promise<'ok'|'unauthorized'|'unknown'>} o.checkAuth  asked when the
    *        upgrade fails or the server closes with 1008, to tell a revoked session apart
-   * @param {() => void} o.onAuthLost the session is gone: stop and go to the login screen
+   * @param {(reason: string) => void} o.onAuthLost the session is gone: stop and go to the
+   *        login screen (`reason`: the close reason that preceded it, if any)
    */
   constructor({ url, onFrame, onClose, onState, checkAuth, onAuthLost }) {
     Object.assign(this, { url, onFrame, onClose, onState, checkAuth, onAuthLost });
@@ -116,7 +117,7 @@ export class Connection {
     };
     ws.onclose = (ev) => {
       if (this.ws !== ws) return; // already detached (watchdog or stop)
-      this._lost(opened, ev.code);
+      this._lost(opened, ev.code, ev.reason);
     };
     ws.onerror = () => {}; // a close event always follows
   }
@@ -135,13 +136,13 @@ export class Connection {
     return ws;
   }
 
-  _lost(opened, code) {
+  _lost(opened, code, reason = '') {
     this._detach();
     if (this.stopped) return;
-    this._retry(opened, code);
+    this._retry(opened, code, reason);
   }
 
-  async _retry(opened, code) {
+  async _retry(opened, code, reason = '') {
     // A refused upgrade (401 before the handshake) and close 1008 look like network
     // trouble from here; ask the API whether the session still exists.
     if (code === CLOSE_POLICY || !opened) {
@@ -149,7 +150,7 @@ export class Connection {
       if (this.stopped) return;
       if (auth === 'unauthorized') {
         this.stop();
-        this.onAuthLost();
+        this.onAuthLost(code === CLOSE_POLICY ? reason : '');
         return;
       }
     }
