@@ -125,7 +125,13 @@ async function search() {
   }
 }
 
+let drawn = '';
+
 function drawUsers(users) {
+  // The same answer again leaves the list alone: a confirmation open in it stays open.
+  const key = JSON.stringify(users);
+  if (key === drawn) return;
+  drawn = key;
   const list = $('user-results');
   list.replaceChildren(...users.map(userItem));
   if (!users.length) list.append(el('li', 'No account starts with that.', 'hint'));
@@ -168,6 +174,7 @@ async function act(u, action, box) {
   } catch (err) {
     say(`Could not ${action} ${u.name}: ${messageOf(err)}`);
   }
+  box.remove();
   await search();
 }
 

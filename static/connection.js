@@ -40,6 +40,7 @@ export class Connection {
     this.retryTimer = null;
     this.pingTimer = null;
     this.lastFrameAt = 0;
+    this.policyReason = ''; // the reason of a 1008 close since the last hello
     this._onOnline = () => this.reconnectNow();
     this._onVisible = () => {
       if (document.visibilityState === 'visible') this.reconnectNow();
@@ -110,6 +111,7 @@ export class Connection {
       if (!frame || typeof frame !== 'object') return;
       if (frame.type === 'hello') {
         this.isOpen = true;
+        this.policyReason = '';
         this.attempt = 0;
         this._state('open');
       }
@@ -145,12 +147,13 @@ export class Connection {
   async _retry(opened, code, reason = '') {
     // A refused upgrade (401 before the handshake) and close 1008 look like network
     // trouble from here; ask the API whether the session still exists.
+    if (code === CLOSE_POLICY) this.policyReason = reason;
     if (code === CLOSE_POLICY || !opened) {
       const auth = await this.checkAuth().catch(() => 'unknown');
       if (this.stopped) return;
       if (auth === 'unauthorized') {
         this.stop();
-        this.onAuthLost(code === CLOSE_POLICY ? reason : '');
+        this.onAuthLost(this.policyReason);
         return;
       }
     }

@@ -116,7 +116,9 @@ def test_an_admin_deactivates_a_connected_user_who_is_sent_to_sign_in(server_in,
     victim.open_room("general")
     admin = people(server.url, "operator")
     open_admin_page(admin)
+    expect(admin.t("user-result")).to_have_count(2)  # everyone, before any search
     admin.t("user-search").fill(victim.name[:9])
+    expect(admin.t("user-result")).to_have_count(1)
     result = admin.page.locator(f'[data-testid="user-result"][data-name="{victim.name}"]')
     expect(result).to_be_visible()
     result.get_by_test_id("user-action").click()
