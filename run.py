@@ -232,6 +232,8 @@ async def create_bot(config: Config, name: str, owner: str, label: str) -> int:
             return fail(f"no user named {owner!r} in {database}")
         if doc.get("bot"):
             return fail(f"{doc['name']!r} is a bot: the owner must be a person")
+        if doc.get("deactivated_at"):
+            return fail(f"{doc['name']!r} is deactivated: reactivate the account first")
         owner_user = User.from_doc(doc)
         bots = Bots(store, max_bots=config.quotas.bots_per_user,
                     max_tokens=config.quotas.tokens_per_bot)

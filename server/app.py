@@ -16,7 +16,8 @@ from server.auth import Auth
 from server.bots import Bots
 from server.chat import Chat
 from server.config import Config
-from server.handlers import http
+from server.deactivation import Deactivation
+from server.handlers import admin, http, users
 from server.handlers import rooms as rooms_api
 from server.handlers.base import SECURITY_HEADERS, NotFoundHandler, XsrfCookieHandler
 from server.handlers.bots import BotHandler, BotsHandler, BotTokenHandler, BotTokensHandler
@@ -24,6 +25,7 @@ from server.handlers.health import HealthHandler, ReadyHandler
 from server.handlers.operator import MetricsHandler, StatusHandler
 from server.handlers.socket import ChatSocket
 from server.inflight import Inflight
+from server.invites import Registration
 from server.limits import ConnectionCaps, RateLimits
 from server.logs import log_request
 from server.metrics import Metrics
@@ -97,7 +99,8 @@ def request_observer(metrics: Metrics, routes: list[Any]
 
 def make_app(config: Config, *, store: Store, rooms: LocalRooms, chat: Chat, auth: Auth,
              bots: Bots, probe: ServiceProbe, reporter: StatusReporter, metrics: Metrics,
-             limits: RateLimits, caps: ConnectionCaps, inflight: Inflight, admins: Admins
+             limits: RateLimits, caps: ConnectionCaps, inflight: Inflight, admins: Admins,
+             registration: Registration, deactivation: Deactivation
              ) -> tornado.web.Application:
     """Build the Application with every collaborator injected through the route table."""
     api = dict(auth=auth, inflight=inflight)
@@ -108,11 +111,12 @@ def make_app(config: Config, *, store: Store, rooms: LocalRooms, chat: Chat, aut
               max_pending_bytes=config.max_pending_bytes, metrics=metrics)
     routes: list[Any] = [
         (r"/", IndexHandler),
-        (r"/api/register", http.RegisterHandler, dict(api, limits=limits)),
+        (r"/api/register", http.RegisterHandler,
+         dict(api, limits=limits, registration=registration)),
         (r"/api/login", http.LoginHandler, dict(api, limits=limits)),
         (r"/api/logout", http.LogoutHandler, dict(api, chat=chat)),
         (r"/api/password", http.PasswordHandler, dict(api, chat=chat, bots=bots, limits=limits)),
-        (r"/api/me", http.MeHandler, api),
+        (r"/api/me", users.MeHandler, dict(api, admins=admins)),
         (r"/api/rooms", rooms_api.RoomsHandler, team),
         (r"/api/rooms/([^/]+)", rooms_api.RoomHandler, team),
         (r"/api/rooms/([^/]+)/messages", rooms_api.MessagesHandler, team),
@@ -128,6 +132,15 @@ def make_app(config: Config, *, store: Store, rooms: LocalRooms, chat: Chat, aut
         (r"/api/bots/([^/]+)", BotHandler, dict(api, bots=bots, chat=chat)),
         (r"/api/bots/([^/]+)/tokens", BotTokensHandler, dict(api, bots=bots, chat=chat)),
         (r"/api/bots/([^/]+)/tokens/([^/]+)", BotTokenHandler, dict(api, bots=bots, chat=chat)),
+        (r"/api/server", users.ServerHandler, dict(api, registration=registration)),
+        (r"/api/users", users.UsersHandler, dict(api, store=store, admins=admins)),
+        (r"/api/invites", admin.InvitesHandler, dict(api, admins=admins,
+                                                     registration=registration)),
+        (r"/api/invites/([^/]+)", admin.InviteHandler, dict(api, admins=admins,
+                                                            registration=registration)),
+        (r"/api/admin/users/([^/]+)/(deactivate|reactivate)", admin.AccountStateHandler,
+         dict(api, admins=admins, store=store, deactivation=deactivation)),
+        (r"/admin.html", PageHandler, dict(template="admin.html")),
         (r"/ws", ChatSocket, ws),
         (r"/healthz", HealthHandler),
         (r"/readyz", ReadyHandler, dict(probe=probe, inflight=inflight)),

@@ -14,13 +14,13 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import bcrypt
 
 from server.metrics import Metrics
 from server.model import User
-from server.store import Conflict, Store
+from server.store import Conflict, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -99,15 +99,27 @@ class Auth:
     async def _check(self, place: Place, raw: bytes, hashed: bytes) -> bool:
         return await place.run("check", _checkpw, raw, hashed)
 
-    async def register(self, name: object, password: object) -> User:
+    async def register(self, name: object, password: object, *,
+                       ticket: Ticket | None = None) -> User:
+        """A new account. With a `ticket` (an invite), one of its uses is taken after
+        the hashing, just before the account is stored, and given back if the name
+        turns out taken or the store fails: a use is spent only on an account made."""
         username = validate_username(name)
         raw = validate_password(password)
         async with self.hashes.place() as place:
             hashed = await self._hash(place, raw)
+        if ticket is not None:
+            await ticket.take()
         try:
             return await self.store.create_user(username, hashed)
         except Conflict:
+            if ticket is not None:
+                await ticket.give_back()
             raise AuthError("name_taken", "that username is taken") from None
+        except StoreError:
+            if ticket is not None:
+                await ticket.give_back()
+            raise
 
     async def login(self, name: object, password: object, *, trusted: bool = False) -> User:
         """The user for a name and password; one generic AuthError for any failure."""
@@ -118,7 +130,9 @@ class Auth:
                 doc = await self.store.find_user(name)
             hashed = doc["password"] if doc and doc.get("password") else self._dummy_hash
             ok = await self._check(place, raw, hashed)
-        if not ok or doc is None or doc.get("bot"):
+        # A deactivated account is refused like a wrong password, after the same
+        # bcrypt work: neither the answer nor its timing tells it apart.
+        if not ok or doc is None or doc.get("bot") or doc.get("deactivated_at"):
             raise AuthError("unauthorized", LOGIN_FAILED)
         return User.from_doc(doc)
 
@@ -155,6 +169,16 @@ class Auth:
         if not token.startswith(TOKEN_PREFIX) or len(token) > 128:
             return None
         return await self.store.token_user(token_digest(token))
+
+
+class Ticket(Protocol):
+    """What admits one registration (an invite): taken once, given back on failure."""
+
+    async def take(self) -> None:
+        """Take one use, or raise AuthError."""
+
+    async def give_back(self) -> None:
+        """Return the use taken (best effort: a failure is logged, not raised)."""
 
 
 class HashQueue:

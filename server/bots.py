@@ -56,6 +56,13 @@ class Bots:
         if not await self.store.user_exists(bot.id):
             await self.store.delete_tokens(bot.id)
             raise AuthError("not_found", f"no bot named {bot.name!r}")
+        # Likewise for an owner deactivated meanwhile: deactivation marks the owner
+        # before it sweeps their bots' tokens, so either that sweep finds this token or
+        # this check finds the mark.
+        owner = await self.store.owner_of(bot.id)
+        if owner is not None and await self.store.is_deactivated(owner):
+            await self.store.delete_tokens(bot.id)
+            raise AuthError("forbidden", "the bot's owner is deactivated")
         return token, _token_view(doc)
 
     async def tokens(self, bot: User, *, after: str | None = None,

@@ -28,6 +28,10 @@ class Quotas:
     tokens_per_bot: int = 20
 
 
+# Who may create an account: anyone, holders of an invite from a server admin, no one.
+REGISTRATION_MODES = ("open", "invite", "closed")
+
+
 _SECRET_PARAMS = re.compile(r"pass|secret|token|key", re.IGNORECASE)
 
 
@@ -58,6 +62,7 @@ class Config:
     cookie_secrets: Mapping[int, str] = field(default_factory=dict)
     allowed_origins: tuple[str, ...] = ()
     admin_users: tuple[str, ...] = ()
+    registration: str = "open"  # one of REGISTRATION_MODES
     status_token: str | None = None
     xheaders: bool = False
     node_id: str = field(default_factory=lambda: secrets.token_hex(4))
@@ -133,6 +138,8 @@ def _parser() -> argparse.ArgumentParser:
                    "/ws with a cookie, besides the server's own (env ALLOWED_ORIGINS)")
     p.add_argument("--admin-users", help="comma-separated usernames allowed to read /status "
                    "and /metrics (env ADMIN_USERS)")
+    p.add_argument("--registration", help="who may register: open, invite (holders of an "
+                   "invite from a server admin) or closed (env CHAT_REGISTRATION, default open)")
     p.add_argument("--xheaders", action="store_true", default=None,
                    help="trust X-Forwarded-For/-Proto from a reverse proxy (env CHAT_XHEADERS=1)")
     p.add_argument("--message-rate", type=float,
@@ -265,6 +272,7 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         allowed_origins=_origins(pick(args.allowed_origins, "ALLOWED_ORIGINS", "") or ""),
         admin_users=tuple(n.strip().lower() for n in (pick(args.admin_users, "ADMIN_USERS", "")
                                                       or "").split(",") if n.strip()),
+        registration=_registration(pick(args.registration, "CHAT_REGISTRATION", "open")),
         status_token=env.get("STATUS_TOKEN") or None,
         xheaders=bool(xheaders),
         log_level=(pick(args.log_level, "LOG_LEVEL", "info") or "info").lower(),
@@ -287,6 +295,14 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
                                   "CHAT_TOKENS_PER_BOT"),
         ),
     )
+
+
+def _registration(raw: str | None) -> str:
+    mode = (raw or "open").strip().lower()
+    if mode not in REGISTRATION_MODES:
+        raise ConfigError(f"CHAT_REGISTRATION (--registration): {raw!r} is not one of "
+                          f"{', '.join(REGISTRATION_MODES)}")
+    return mode
 
 
 def _positive(raw: str | None, name: str) -> float:

@@ -27,6 +27,7 @@ from server import protocol, tasks
 from server.bus import Bus, BusError
 from server.envelope import (
     CloseCredential,
+    CloseUser,
     Command,
     Envelope,
     EnvelopeError,
@@ -243,6 +244,8 @@ class Delivery:
         match command:
             case CloseCredential(credential):
                 self.rooms.shut_credential(credential, 1008, "credential revoked")
+            case CloseUser(user_ids, code, reason):
+                self.rooms.shut_users(user_ids, code, reason)
             case Unpublished(node, room, lo, hi):
                 self._on_unpublished(node, room, lo, hi)
             case MemberChange(node) if (self.on_member_change is not None

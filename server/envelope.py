@@ -12,8 +12,9 @@ Envelope wire format (bytes; the header fields separated by single spaces):
 `seq` is 0 for frames outside the room's stream (presence, typing). A frame is one
 line: compact JSON never contains a raw newline.
 
-Control commands: `close-credential <sha256>`, `unpublished <node> <room> <lo> <hi>`
-and `member <JSON [node, room, user, change, payload]>`.
+Control commands: `close-credential <sha256>`, `unpublished <node> <room> <lo> <hi>`,
+`member <JSON [node, room, user, change, payload]>` and
+`close-user <close code> <user id>,<user id>... <reason>` (the reason may hold spaces).
 """
 
 from __future__ import annotations
@@ -88,7 +89,16 @@ class MemberChange:
     payload: dict[str, Any]
 
 
-Command = CloseCredential | Unpublished | MemberChange
+@dataclass(frozen=True, slots=True)
+class CloseUser:
+    """Close every socket of these accounts (a person and their bots), everywhere."""
+
+    user_ids: tuple[str, ...]
+    code: int
+    reason: str
+
+
+Command = CloseCredential | Unpublished | MemberChange | CloseUser
 
 
 def encode_command(command: Command) -> bytes:
@@ -100,6 +110,9 @@ def encode_command(command: Command) -> bytes:
         case MemberChange(node, room, user, change, payload):
             return b"member " + json.dumps([node, room, user, change, payload],
                                            separators=(",", ":")).encode()
+        case CloseUser(user_ids, code, reason):
+            return b"close-user %d %s %s" % (code, ",".join(user_ids).encode(),
+                                             reason.encode())
 
 
 def decode_command(payload: bytes) -> Command:
@@ -117,6 +130,11 @@ def decode_command(payload: bytes) -> Command:
                 if all(isinstance(x, str) for x in (node, room, user, change)) and isinstance(
                         payload, dict):
                     return MemberChange(node, room, user, change, payload)
+            case "close-user":
+                code, ids, reason = arg.split(" ", 2)
+                user_ids = tuple(ids.split(","))
+                if all(user_ids):
+                    return CloseUser(user_ids, int(code), reason)
     except (ValueError, TypeError):  # UnicodeDecodeError and JSONDecodeError are ones
         pass
     raise EnvelopeError(f"malformed command: {payload[:200]!r}")

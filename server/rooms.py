@@ -107,6 +107,11 @@ class LocalRooms:
         for member in [m for m in self._conns if m.credential == credential]:
             member.shut(code, reason)
 
+    def shut_users(self, user_ids: Iterable[str], code: int, reason: str) -> None:
+        """Close every connection of these accounts (a deactivated one and its bots)."""
+        for member in [m for uid in set(user_ids) for m in self._by_user.get(uid, ())]:
+            member.shut(code, reason)
+
     # Rooms ----------------------------------------------------------------------
 
     def rooms(self) -> list[str]:

@@ -27,8 +27,10 @@ from server.bots import Bots
 from server.bus import Bus
 from server.chat import Chat
 from server.config import Config
+from server.deactivation import Deactivation
 from server.delivery import Delivery
 from server.inflight import Inflight
+from server.invites import Registration
 from server.limits import ConnectionCaps, RateLimits
 from server.metrics import Metrics
 from server.presence import Presence
@@ -113,6 +115,8 @@ class Runtime:
     executor: ThreadPoolExecutor = field(init=False)
     inflight: Inflight = field(init=False)
     admins: Admins = field(init=False)
+    registration: Registration = field(init=False)
+    deactivation: Deactivation = field(init=False)
 
     async def start(self) -> None:
         cfg = self.config
@@ -152,11 +156,15 @@ class Runtime:
                                        self.redis, cfg.redis_prefix)
         self.reporter.start()
         self.limits = RateLimits(self.redis, cfg.redis_prefix, cfg.limits, metrics=self.metrics)
+        self.registration = Registration(self.store, cfg.registration,
+                                         admin_names=cfg.admin_users)
+        self.deactivation = Deactivation(self.store, self.bots, self.delivery.command)
         self.caps = ConnectionCaps(cfg.limits)
         self.app = make_app(cfg, store=self.store, rooms=rooms, chat=self.chat, auth=self.auth,
                             bots=self.bots, probe=self.probe, reporter=self.reporter,
                             metrics=self.metrics, limits=self.limits, caps=self.caps,
-                            inflight=self.inflight, admins=self.admins)
+                            inflight=self.inflight, admins=self.admins,
+                            registration=self.registration, deactivation=self.deactivation)
         self.metrics_app = make_metrics_app(cfg, auth=self.auth, admins=self.admins,
                                             metrics=self.metrics)
 

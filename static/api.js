@@ -30,7 +30,7 @@ function xsrfToken() {
   return '';
 }
 
-async function request(method, path, body) {
+export async function request(method, path, body) {
   const headers = { Accept: 'application/json' };
   const init = { method, headers, credentials: 'same-origin', cache: 'no-store' };
   if (method !== 'GET') headers['X-XSRFToken'] = xsrfToken();
@@ -73,7 +73,10 @@ export function createApi() {
         throw err;
       }
     },
-    register: (username, password) => request('POST', '/api/register', { username, password }),
+    register: (username, password, invite) =>
+      request('POST', '/api/register', invite ? { username, password, invite } : { username, password }),
+    /** What the server tells anyone: {registration: 'open'|'invite'|'closed'}. */
+    server: () => request('GET', '/api/server'),
     login: (username, password) => request('POST', '/api/login', { username, password }),
     logout: () => request('POST', '/api/logout'),
     rooms: async () => (await request('GET', '/api/rooms'))?.rooms ?? [],

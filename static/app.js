@@ -143,10 +143,13 @@ async function startChat(me) {
         return 'unknown';
       }
     },
-    onAuthLost: () => endSession('Your session has ended. Please sign in again.'),
+    onAuthLost: (reason) => endSession(reason === 'account deactivated'
+      ? 'This account has been deactivated. Ask a server admin if you think this is a mistake.'
+      : 'Your session has ended. Please sign in again.'),
   });
 
   session = { chat, stop };
+  showAdminLink(me, chat);
   view.bind(chat, handlers, me);
   chat.restore();
   show('chat');
@@ -168,6 +171,20 @@ async function startChat(me) {
   refreshTimer = setInterval(() => {
     if (document.visibilityState === 'visible') refreshRooms();
   }, ROOMS_REFRESH_MS);
+}
+
+/** The link to the admin page, for server admins only (register and login answers do
+ *  not say; GET /api/me does). */
+async function showAdminLink(me, chat) {
+  const link = $('admin-link');
+  link.hidden = !me.admin;
+  if (me.admin !== undefined) return;
+  try {
+    const full = await api.me();
+    if (session?.chat === chat) link.hidden = !full?.admin;
+  } catch {
+    // no link this time; it shows after the next reload
+  }
 }
 
 // ----- boot --------------------------------------------------------------------------

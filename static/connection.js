@@ -28,7 +28,8 @@ export class Connection {
    * @param {(s: object) => void} o.onState
    * @param {() => Promise<'ok'|'unauthorized'|'unknown'>} o.checkAuth  asked when the
    *        upgrade fails or the server closes with 1008, to tell a revoked session apart
-   * @param {() => void} o.onAuthLost the session is gone: stop and go to the login screen
+   * @param {(reason: string) => void} o.onAuthLost the session is gone: stop and go to the
+   *        login screen (`reason`: the close reason that preceded it, if any)
    */
   constructor({ url, onFrame, onClose, onState, checkAuth, onAuthLost }) {
     Object.assign(this, { url, onFrame, onClose, onState, checkAuth, onAuthLost });
@@ -39,6 +40,7 @@ export class Connection {
     this.retryTimer = null;
     this.pingTimer = null;
     this.lastFrameAt = 0;
+    this.policyReason = ''; // the reason of a 1008 close since the last hello
     this._onOnline = () => this.reconnectNow();
     this._onVisible = () => {
       if (document.visibilityState === 'visible') this.reconnectNow();
@@ -109,6 +111,7 @@ export class Connection {
       if (!frame || typeof frame !== 'object') return;
       if (frame.type === 'hello') {
         this.isOpen = true;
+        this.policyReason = '';
         this.attempt = 0;
         this._state('open');
       }
@@ -116,7 +119,7 @@ export class Connection {
     };
     ws.onclose = (ev) => {
       if (this.ws !== ws) return; // already detached (watchdog or stop)
-      this._lost(opened, ev.code);
+      this._lost(opened, ev.code, ev.reason);
     };
     ws.onerror = () => {}; // a close event always follows
   }
@@ -135,21 +138,22 @@ export class Connection {
     return ws;
   }
 
-  _lost(opened, code) {
+  _lost(opened, code, reason = '') {
     this._detach();
     if (this.stopped) return;
-    this._retry(opened, code);
+    this._retry(opened, code, reason);
   }
 
-  async _retry(opened, code) {
+  async _retry(opened, code, reason = '') {
     // A refused upgrade (401 before the handshake) and close 1008 look like network
     // trouble from here; ask the API whether the session still exists.
+    if (code === CLOSE_POLICY) this.policyReason = reason;
     if (code === CLOSE_POLICY || !opened) {
       const auth = await this.checkAuth().catch(() => 'unknown');
       if (this.stopped) return;
       if (auth === 'unauthorized') {
         this.stop();
-        this.onAuthLost();
+        this.onAuthLost(this.policyReason);
         return;
       }
     }

@@ -1,5 +1,7 @@
 // The sign-in screen: signing in or creating an account, with each refusal shown where
-// it belongs (the field, or the form) in words for people. No imports (see app.js).
+// it belongs (the field, or the form) in words for people. It follows the server's
+// registration mode (GET /api/server): an invite code field when registration is by
+// invite, no sign-up at all when it is closed. No imports (see app.js).
 
 const $ = (id) => document.getElementById(id);
 
@@ -21,12 +23,41 @@ export function createSignIn({ api, ApiError, fieldError, onSignedIn, showScreen
   const formErr = $('auth-error');
   const submit = $('auth-submit');
   const note = $('auth-note');
+  const invite = $('auth-invite');
+  const inviteErr = $('auth-invite-error');
   let mode = 'login';
+  let registration = 'open'; // the server's registration mode: open, invite or closed
 
   function clearErrors() {
     fieldError(user, userErr, '');
     fieldError(pass, passErr, '');
+    fieldError(invite, inviteErr, '');
     formErr.textContent = '';
+  }
+
+  /** Show what the server's registration mode allows. */
+  function applyRegistration(next) {
+    registration = next;
+    $('auth-invite-field').hidden = registration !== 'invite';
+    if (registration === 'closed' && mode === 'signup') setMode('login');
+    else setSwitch();
+  }
+
+  async function loadRegistration() {
+    try {
+      const info = await api.server();
+      if (info && typeof info.registration === 'string') applyRegistration(info.registration);
+    } catch {
+      // unknown: keep what we had; a refused registration still explains itself
+    }
+  }
+
+  function setSwitch() {
+    const closed = registration === 'closed' && mode === 'login';
+    $('auth-switch').hidden = closed;
+    $('auth-switch-text').textContent = closed
+      ? 'This server is not accepting new accounts. Ask a server admin for one.'
+      : mode === 'signup' ? 'Already have an account?' : 'New here?';
   }
 
   function setMode(next) {
@@ -35,8 +66,8 @@ export function createSignIn({ api, ApiError, fieldError, onSignedIn, showScreen
     form.dataset.mode = mode;
     $('auth-title').textContent = signup ? 'Create an account' : 'Sign in';
     submit.textContent = signup ? 'Create account' : 'Sign in';
-    $('auth-switch-text').textContent = signup ? 'Already have an account?' : 'New here?';
     $('auth-switch').textContent = signup ? 'Sign in instead' : 'Create an account';
+    setSwitch();
     pass.autocomplete = signup ? 'new-password' : 'current-password';
     clearErrors();
   }
@@ -55,6 +86,15 @@ export function createSignIn({ api, ApiError, fieldError, onSignedIn, showScreen
       formErr.textContent = 'Wrong username or password.';
       pass.focus();
       pass.select();
+    } else if (err.status === 403 && err.code === 'invite_required') {
+      fieldError(invite, inviteErr, invite.value.trim()
+        ? 'That invite code does not work: it may be used up, expired or revoked. Ask for a new one.'
+        : 'Enter the invite code a server admin gave you.');
+      applyRegistration('invite');
+      invite.focus();
+    } else if (err.status === 403 && err.code === 'registration_closed') {
+      applyRegistration('closed');
+      formErr.textContent = 'This server is not accepting new accounts.';
     } else if (err.status === 409) {
       fieldError(user, userErr, 'That username is taken. Pick another one.');
       user.focus();
@@ -92,8 +132,11 @@ export function createSignIn({ api, ApiError, fieldError, onSignedIn, showScreen
     submit.disabled = true;
     form.setAttribute('aria-busy', 'true');
     try {
-      const me = mode === 'signup' ? await api.register(name, pass.value) : await api.login(name, pass.value);
+      const code = registration === 'invite' ? invite.value.trim() : undefined;
+      const me = mode === 'signup'
+        ? await api.register(name, pass.value, code) : await api.login(name, pass.value);
       pass.value = '';
+      invite.value = '';
       await onSignedIn(me);
     } catch (err) {
       showError(err);
@@ -106,6 +149,7 @@ export function createSignIn({ api, ApiError, fieldError, onSignedIn, showScreen
     setMode(mode === 'login' ? 'signup' : 'login');
     user.focus();
   });
+  loadRegistration();
 
   return {
     show(message = '') {
@@ -114,6 +158,7 @@ export function createSignIn({ api, ApiError, fieldError, onSignedIn, showScreen
       note.hidden = !message;
       showScreen('auth');
       document.title = 'Sign in · Chat';
+      loadRegistration();
       if (!already) user.focus(); // never yank focus from a field being typed in
     },
   };

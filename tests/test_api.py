@@ -134,7 +134,7 @@ async def test_register_answers_201_with_me_object_and_signed_httponly_lax_sessi
     assert name not in morsel.value and body["id"] not in morsel.value
 
     status, me, _ = await client.request("GET", "/api/me")
-    assert status == 200 and me == body
+    assert status == 200 and me == {**body, "admin": False}
 
 
 async def test_register_rejects_taken_name_case_insensitively_with_409(
@@ -227,7 +227,7 @@ async def test_login_answers_200_with_me_object_and_a_new_session_cookie(
     assert morsel["samesite"].lower() == "lax"
     assert morsel.value != first.cookies["session"]
     status, me, _ = await client.request("GET", "/api/me")
-    assert status == 200 and me == first.user
+    assert status == 200 and me == {**first.user, "admin": False}
 
 
 async def test_login_failures_all_answer_401_with_the_identical_body(
@@ -386,7 +386,7 @@ async def test_valid_bearer_token_needs_no_xsrf_token(make_client: MakeClient) -
     assert not client.cookies and "X-XSRFToken" not in response.request.headers
     assert status == 201, body
     status, me, _ = await client.request("GET", "/api/me")
-    assert status == 200 and me == bot and me["bot"] is True
+    assert status == 200 and me == {**bot, "admin": False} and me["bot"] is True
 
 
 # Password change -------------------------------------------------------------------------

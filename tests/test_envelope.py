@@ -6,6 +6,7 @@ import pytest
 
 from server.envelope import (
     CloseCredential,
+    CloseUser,
     Envelope,
     EnvelopeError,
     MemberChange,
@@ -45,6 +46,8 @@ def test_a_malformed_envelope_is_an_envelope_error(payload):
     Unpublished("node-2", "general", 5, 9),
     MemberChange("node-1", "ops", "6b08", "removed", {"room": "ops", "reason": "banned",
                                                       "until": None}),
+    CloseUser(("a" * 24,), 1008, "account deactivated"),
+    CloseUser(("a" * 24, "b" * 24, "c" * 24), 1008, "account deactivated"),
 ])
 def test_commands_round_trip(command):
     assert decode_command(encode_command(command)) == command
@@ -54,12 +57,16 @@ def test_commands_keep_their_documented_wire_form():
     # Processes of two releases share the control channel during a rolling deploy.
     assert encode_command(CloseCredential("abc")) == b"close-credential abc"
     assert encode_command(Unpublished("n", "r", 1, 2)) == b"unpublished n r 1 2"
+    assert (encode_command(CloseUser(("u1", "u2"), 1008, "account deactivated"))
+            == b"close-user 1008 u1,u2 account deactivated")
 
 
 @pytest.mark.parametrize("payload", [b"", b"close-credential", b"unpublished n r 1",
                                      b"unpublished n r one 2", b"reboot now", b"\xff\xfe",
                                      b"member [1,2]", b'member ["n","r","u","c",[]]',
-                                     b"member {"])
+                                     b"member {",
+                                     b"close-user", b"close-user 1008 u1", b"close-user x u1 r",
+                                     b"close-user 1008 u1,,u2 r"])
 def test_a_malformed_command_is_an_envelope_error(payload):
     with pytest.raises(EnvelopeError):
         decode_command(payload)

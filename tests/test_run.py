@@ -272,7 +272,7 @@ async def test_sigterm_exits_0_without_orphans_and_data_survives_a_restart(
     returning = Client(second.base_url)
     returning.cookies = dict(alice.cookies)
     status, me, _ = await returning.request("GET", "/api/me")
-    assert (status, me) == (200, user)
+    assert (status, me) == (200, {**user, "admin": False})
 
     fresh = Client(second.base_url)
     status, body = await fresh.login("alice", PASSWORD)

@@ -208,7 +208,7 @@ async def test_a_drain_logs_what_holds_it_once_a_second(config, services, privat
     node.server.stop()
     await node.runtime.shutdown(node.server, timeout=10)
     status, me, _ = await request
-    assert (status, me) == (200, client.user)
+    assert (status, me) == (200, {**client.user, "admin": False})
     said = [r.getMessage() for r in caplog.records if r.name == "server.runtime"]
     assert said[0] == "draining: told 0 WebSocket connections to go; 1 HTTP request in progress"
     held = [m for m in said if m.startswith("draining: 1 HTTP request in progress;")]

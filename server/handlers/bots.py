@@ -11,7 +11,7 @@ from server.handlers.base import ApiError, BaseHandler
 from server.inflight import Inflight
 from server.model import User
 
-_STATUS = {"name_taken": 409, "not_found": 404, "quota_exceeded": 403}
+_STATUS = {"name_taken": 409, "not_found": 404, "quota_exceeded": 403, "forbidden": 403}
 
 
 def _api_error(e: AuthError) -> ApiError:

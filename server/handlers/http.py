@@ -7,6 +7,7 @@ from server.bots import Bots
 from server.chat import Chat
 from server.handlers.base import SESSION_COOKIE, ApiError, BaseHandler
 from server.inflight import Inflight
+from server.invites import INVITE_REQUIRED, REGISTRATION_CLOSED, Registration
 from server.limits import Limited, RateLimits
 from server.model import User
 from server.store import StoreError
@@ -42,6 +43,13 @@ class SessionHandler(BaseHandler):
 
 
 class RegisterHandler(SessionHandler):
+    """Who may register is the Registration's call: anyone, invite holders, no one."""
+
+    def initialize(self, auth: Auth, inflight: Inflight, limits: RateLimits,  # type: ignore[override]
+                   registration: Registration) -> None:
+        super().initialize(auth, inflight, limits)
+        self.registration = registration
+
     async def post(self) -> None:
         body = self.json_body()
         name = body.get("username")
@@ -50,11 +58,14 @@ class RegisterHandler(SessionHandler):
         except Limited as e:
             raise _limited(e) from None
         try:
-            user = await self.auth.register(name, body.get("password"))
+            ticket = await self.registration.admit(name, body.get("invite"))
+            user = await self.auth.register(name, body.get("password"), ticket=ticket)
             await self.start_session(user)
         except AuthError as e:
             if e.code == BUSY:
                 await attempt.cancelled()
+            if e.code in (INVITE_REQUIRED, REGISTRATION_CLOSED):
+                raise ApiError(403, e.code, e.message) from None
             raise _auth_error(e) from None
         await attempt.succeeded()
         self.write_json(user.as_dict(), 201)

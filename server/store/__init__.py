@@ -72,6 +72,10 @@ class Store(Accounts, RoomsAndMessages, Members):
             await db.sessions.create_index("expires_at", expireAfterSeconds=0)
             await db.sessions.create_index("user_id")
             await db.tokens.create_index("user_id")
+            # Invites are listed and revoked by their public prefix; expired ones are
+            # swept a day after they expire (until then the API ignores them).
+            await db.invites.create_index("prefix", unique=True)
+            await db.invites.create_index("expires_at", expireAfterSeconds=86400)
             await db.messages.create_index([("room", 1), ("seq", 1)], unique=True)
             # Idempotent send: one string key per (room, user, client_id), unique and
             # sparse. A compound partial index would say the same, but SecantusDB never

@@ -1,8 +1,10 @@
-"""Accounts: users, operators pinned by id, sessions, bots and their API tokens."""
+"""Accounts: users, operators pinned by id, sessions, bots and their API tokens, and
+the invites that admit new users."""
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 from bson import ObjectId
@@ -11,10 +13,15 @@ from pymongo.errors import DuplicateKeyError
 
 from server.model import User
 from server.store.core import Collections, _errors, _utcnow
+from server.store.invites import InviteCodes
+
+# A deactivated account has `deactivated_at`; matching None also matches a missing field.
+ACTIVE: dict[str, Any] = {"deactivated_at": None}
 
 
-class Accounts(Collections):
-    """Users, sessions and tokens. Every method raises StoreError when MongoDB fails."""
+class Accounts(InviteCodes, Collections):
+    """Users, sessions, tokens and invites. Every method raises StoreError when MongoDB
+    fails."""
 
     # Users ------------------------------------------------------------------
 
@@ -57,6 +64,54 @@ class Accounts(Collections):
             result = await self.db.users.delete_one({"_id": ObjectId(user_id)})
         return bool(result.deleted_count)
 
+    async def search_users(self, prefix: str, *, limit: int = 20,
+                           with_deactivated: bool = False) -> list[dict[str, Any]]:
+        """Accounts whose name starts with `prefix` (case-insensitive), by name.
+
+        An anchored, escaped regex on the indexed lowercase name: the index bounds the
+        scan to the names that share the prefix.
+        """
+        query: dict[str, Any] = {"name_lower": {"$regex": "^" + re.escape(prefix.lower())}}
+        if not with_deactivated:
+            query.update(ACTIVE)
+        with _errors():
+            return await self.db.users.find(
+                query, {"name": 1, "bot": 1, "deactivated_at": 1}).sort(
+                "name_lower", 1).limit(limit).to_list(None)
+
+    async def deactivate_user(self, user_id: str, at: dt.datetime) -> None:
+        """Mark an account and the bots it owns deactivated (those already marked keep
+        their time, so reactivating their owner leaves them as they were)."""
+        with _errors():
+            await self.db.users.update_one({"_id": ObjectId(user_id), **ACTIVE},
+                                           {"$set": {"deactivated_at": at}})
+            await self.db.users.update_many({"owner_id": user_id, "bot": True, **ACTIVE},
+                                            {"$set": {"deactivated_at": at}})
+
+    async def reactivate_user(self, user_id: str) -> None:
+        """Clear an account's mark, and that of the bots deactivated along with it."""
+        with _errors():
+            doc = await self.db.users.find_one_and_update(
+                {"_id": ObjectId(user_id)}, {"$unset": {"deactivated_at": ""}},
+                {"deactivated_at": 1})
+            at = doc.get("deactivated_at") if doc else None
+            if at is not None:
+                await self.db.users.update_many(
+                    {"owner_id": user_id, "bot": True, "deactivated_at": at},
+                    {"$unset": {"deactivated_at": ""}})
+
+    async def is_deactivated(self, user_id: str) -> bool:
+        """Whether the account is marked deactivated (a missing account is not)."""
+        with _errors():
+            return await self.db.users.find_one(
+                {"_id": ObjectId(user_id), "deactivated_at": {"$ne": None}},
+                {"_id": 1}) is not None
+
+    async def admin_pinned(self, name: str) -> bool:
+        """Whether an operator name has been pinned to an account."""
+        with _errors():
+            return await self.db.admins.find_one({"_id": name.lower()}, {"_id": 1}) is not None
+
     async def pin_admin(self, name: str, user_id: str) -> str:
         """Pin an operator name to an account the first time it is seen; returns the id
         it is pinned to (the given one, or the one pinned before)."""
@@ -81,12 +136,19 @@ class Accounts(Collections):
             await self.db.sessions.insert_one(doc)
 
     async def session_user(self, sid: str) -> User | None:
-        """The user of a live session; expired ones count as gone before the TTL sweep."""
+        """The user of a live session; expired ones count as gone before the TTL sweep.
+
+        Deactivating an account deletes its sessions, but one created by a login that
+        raced the deactivation would outlive that sweep: the account is checked too.
+        """
         with _errors():
             doc = await self.db.sessions.find_one(
                 {"_id": sid, "expires_at": {"$gt": _utcnow()}}, {"user": 1}
             )
-        return User.from_doc(doc["user"]) if doc else None
+        if doc is None:
+            return None
+        user = User.from_doc(doc["user"])
+        return None if await self.is_deactivated(user.id) else user
 
     async def delete_session(self, sid: str) -> None:
         with _errors():
@@ -137,9 +199,15 @@ class Accounts(Collections):
         return doc
 
     async def token_user(self, digest: str) -> User | None:
+        """The bot of a token, unless the bot (or with it its owner) is deactivated: a
+        token issued while its owner was being deactivated works no more than the
+        tokens revoked then."""
         with _errors():
             doc = await self.db.tokens.find_one({"_id": digest}, {"user": 1})
-        return User.from_doc(doc["user"]) if doc else None
+        if doc is None:
+            return None
+        user = User.from_doc(doc["user"])
+        return None if await self.is_deactivated(user.id) else user
 
     async def tokens_of(self, user_id: str, *, after: str | None = None,
                         limit: int = 1000) -> tuple[list[dict[str, Any]], bool] | None:
