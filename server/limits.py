@@ -60,6 +60,25 @@ return {granted, tostring(wait)}
 """
 
 
+# Tokens a stopping process leased but did not use go back to the bucket (never above
+# the burst): a rolling restart must not cost its users their message rate.
+_GIVE_BACK = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local back = tonumber(ARGV[3])
+local state = redis.call('HMGET', KEYS[1], 'at', 'tokens')
+if not state[2] then
+  return 0
+end
+local at = tonumber(state[1]) or now
+local tokens = math.min(burst, tonumber(state[2]) + (now - at) * rate + back)
+redis.call('HSET', KEYS[1], 'at', tostring(now), 'tokens', tostring(tokens))
+return 1
+"""
+
+
 class Limited(Exception):
     """Over a limit; retry after `retry_after` seconds."""
 
@@ -126,6 +145,7 @@ class RateLimits:
         # connection behind it (they are handled one at a time).
         self.timeout = timeout
         self._bucket = redis.register_script(_BUCKET)
+        self._give_back = redis.register_script(_GIVE_BACK)
         # A longer timeout for the throttles: a login waits for a bcrypt anyway, and
         # counting in Redis is exact across processes where the local fallback is not.
         self.throttles = Throttles(redis, throttle_timeout,
@@ -212,9 +232,21 @@ class RateLimits:
             del self._leases[user_id]
 
     async def close(self) -> None:
-        """Wait for leases still being taken, before Redis is closed."""
+        """Wait for leases still being taken, then give back the tokens leased and not
+        used, before Redis is closed."""
         refills = [lease.refill for lease in self._leases.values() if lease.refill]
         await asyncio.gather(*refills, return_exceptions=True)
+        s = self.settings
+        unused = [(user_id, int(lease.tokens)) for user_id, lease in self._leases.items()
+                  if lease.tokens >= 1]
+        self._leases.clear()
+        try:
+            await asyncio.wait_for(asyncio.gather(*(
+                self._give_back(keys=[f"{self.prefix}msg:{user_id}"],
+                                args=[s.message_rate, s.message_burst, tokens])
+                for user_id, tokens in unused)), self.timeout * 4)
+        except (RedisError, OSError, asyncio.TimeoutError) as e:
+            log.info("leased message tokens not given back: %s", e or type(e).__name__)
 
     # Login, registration and password throttles ------------------------------------
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import uuid
 from typing import Any
 
 import pymongo
@@ -17,7 +18,8 @@ from tornado.websocket import WebSocketClosedError
 from server import protocol
 from server.config import Config
 from server.handlers.socket import MAX_STRIKES
-from server.limits import LimitSettings
+from server.limits import LimitSettings, RateLimits
+from server.runtime import redis_client
 from tests.client import Client, Socket
 from tests.conftest import close_node, open_node
 from tests.test_abuse import Inbox, joined_socket
@@ -275,3 +277,22 @@ async def test_presence_of_a_flapping_user_ends_in_the_true_state(config, servic
     finally:
         await close_node(node)
 
+
+
+async def test_a_stopping_process_gives_back_the_message_tokens_it_leased(services):
+    # A rolling restart must not cost the users of the stopped process their rate: the
+    # tokens it leased ahead of their use go back to the bucket in Redis.
+    settings = LimitSettings(message_rate=5.0, message_burst=20)
+    redis = redis_client(services.redis_url, pool_size=2)
+    prefix = f"test:{uuid.uuid4().hex[:8]}:"
+    try:
+        stopping = RateLimits(redis, prefix, settings)
+        await stopping.message("u1")  # leases a few tokens, spends one
+        key = f"{prefix}limit:msg:u1"
+        leased = float(await redis.hget(key, "tokens"))
+        assert leased <= 20 - stopping.lease + 1
+        await stopping.close()
+        # Back to the burst minus the one message sent (plus a few ms of refill).
+        assert float(await redis.hget(key, "tokens")) >= 19
+    finally:
+        await redis.aclose()
