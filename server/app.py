@@ -128,6 +128,7 @@ def make_app(config: Config, *, store: Store, rooms: LocalRooms, chat: Chat, aut
         (r"/api/rooms/([^/]+)/mutes", rooms_api.MutesHandler, team),
         (r"/api/rooms/([^/]+)/mutes/([^/]+)", rooms_api.MuteHandler, team),
         (r"/api/dms", rooms_api.DmsHandler, team),
+        (r"/api/mentions", rooms_api.MentionsHandler, team),
         (r"/api/bots", BotsHandler, dict(api, bots=bots, chat=chat)),
         (r"/api/bots/([^/]+)", BotHandler, dict(api, bots=bots, chat=chat)),
         (r"/api/bots/([^/]+)/tokens", BotTokensHandler, dict(api, bots=bots, chat=chat)),

@@ -14,6 +14,7 @@ import logging
 
 from server import protocol, tasks
 from server.bus import BusError
+from server.changes import MessageChanges
 from server.delivery import Delivery
 from server.envelope import CloseCredential, MemberChange
 from server.model import User
@@ -35,7 +36,8 @@ class Chat:
     """Rooms, messages, history, presence and typing for this process's connections."""
 
     def __init__(self, store: Store, rooms: LocalRooms, seqs: RoomSeqs, writer: MessageWriter,
-                 delivery: Delivery, presence: Presence, team: Team, *, node_id: str,
+                 delivery: Delivery, presence: Presence, team: Team,
+                 changes: MessageChanges, *, node_id: str,
                  presence_ttl: float = 30.0, presence_hold: float = 2.0,
                  send_timeout: float = 5.0) -> None:
         self.store = store
@@ -45,6 +47,7 @@ class Chat:
         self.delivery = delivery
         self.presence = presence
         self.team = team
+        self.changes = changes
         self.node_id = node_id
         self.presence_ttl = presence_ttl
         self.send_timeout = send_timeout
@@ -75,6 +78,7 @@ class Chat:
         await tasks.stop(writer)
         await tasks.stop(self._heartbeat)
         await self._presence_frames.close()
+        await self.changes.close(max(0.0, deadline - loop.time()))
         await self.delivery.close(max(0.0, deadline - loop.time()))
 
     def connect(self, conn: Member) -> None:
@@ -120,11 +124,11 @@ class Chat:
             # Read after subscribing: every message stored later arrives live.
             last_seq = await self.delivery.read_top(room)
             if since is None:
-                messages, has_more = await self.store.messages(room, limit=JOIN_BACKLOG,
-                                                               top=last_seq)
+                page = self.store.messages(room, limit=JOIN_BACKLOG, top=last_seq)
             else:
-                messages, has_more = await self.store.messages(room, after=since,
-                                                               limit=SINCE_PAGE, top=last_seq)
+                page = self.store.messages(room, after=since, limit=SINCE_PAGE, top=last_seq)
+            (messages, has_more), read = await asyncio.gather(
+                page, self.read_state(conn.user, room))
             messages, cut = protocol.fit_page(messages, newest=since is None)
             has_more = has_more or cut
         except (StoreError, BusError, PresenceError) as e:
@@ -132,8 +136,8 @@ class Chat:
             if not already:
                 await self._leave(room, conn, announce=False)
             raise unavailable("the chat backend") from None
-        joined = protocol.dump(protocol.Joined(room, last_seq, members, messages, has_more),
-                               ref)
+        joined = protocol.dump(protocol.Joined(room, last_seq, members, messages, has_more,
+                                               read), ref)
         if already:
             conn.send_raw(joined)
             return
@@ -203,15 +207,42 @@ class Chat:
     # Messages ----------------------------------------------------------------
 
     async def post(self, conn: Member, room: str, body: str, client_id: str | None,
-                   ref: protocol.Ref = None) -> protocol.Ack:
+                   ref: protocol.Ref = None, reply_to: int | None = None) -> protocol.Ack:
         """Store a message; its ack reaches the sender before the message reaches anyone
         (Delivery.stored writes it). Returns the ack."""
         if not self.rooms.has(room, conn):
             raise ProtocolError(protocol.FORBIDDEN, f"join {room!r} before sending to it")
         self.may_speak(conn.user, room)
-        message = await self.writer.send(conn.user, room, body, client_id, origin=conn,
-                                         ref=ref, timeout=self.send_timeout)
+        if reply_to is not None:
+            await self.changes.check_reply(room, reply_to, ref)
+        mentions = await self.changes.mentions(room, body) if "@" in body else None
+        message, fresh = await self.writer.send(conn.user, room, body, client_id, origin=conn,
+                                                ref=ref, timeout=self.send_timeout,
+                                                reply_to=reply_to, mentions=mentions)
+        if fresh and message.reply_to is not None:
+            await self.changes.replied(message)
         return protocol.Ack.of(message)
+
+    async def change(self, conn: Member, frame: protocol.Edit | protocol.Delete | protocol.React
+                     ) -> protocol.Ack:
+        """Edit, delete or react to a message; acked (by Delivery) before anyone else
+        gets the event. Edits and reactions are refused to the muted, like sends."""
+        room = frame.room
+        if not self.rooms.has(room, conn):
+            raise ProtocolError(protocol.FORBIDDEN, f"join {room!r} before changing its "
+                                "messages", frame.ref)
+        user = conn.user
+        match frame:
+            case protocol.Edit(_, seq, body, client_id, ref):
+                self.may_speak(user, room)
+                event = await self.changes.edit(user, room, seq, body, client_id, conn, ref)
+            case protocol.React(_, seq, emoji, on, client_id, ref):
+                self.may_speak(user, room)
+                event = await self.changes.react(user, room, seq, emoji, on, client_id, conn,
+                                                 ref)
+            case protocol.Delete(_, seq, client_id, ref):
+                event = await self.changes.delete(user, room, seq, client_id, conn, ref)
+        return protocol.Ack.of(event)
 
     async def history(self, user: User, room: str, before: int | None, after: int | None,
                       limit: int) -> protocol.HistoryPage:
@@ -227,6 +258,33 @@ class Chat:
             raise unavailable("the message store") from None
         messages, cut = protocol.fit_page(messages, newest=after is None)
         return protocol.HistoryPage(room, messages, has_more or cut)
+
+    # Read state ---------------------------------------------------------------------
+
+    async def read_state(self, user: User, room: str) -> protocol.ReadState:
+        """Where the user has read up to in the room, and what is unread after it."""
+        last_read = (await self.store.read_positions(user.id, [room])).get(room, 0)
+        unread, mentions = await self.store.unread(room, user.id, last_read)
+        return protocol.ReadState(last_read, unread, mentions)
+
+    async def read(self, conn: Member, room: str, seq: int) -> int:
+        """Move the user's read position forward (never back, never past the room's
+        top); every other socket of theirs, on every process, is told. Returns it."""
+        await self.team.readable(conn.user, room)
+        top = max(self.seqs.top(room), 0)
+        if seq > top:
+            try:
+                top = await self.delivery.read_top(room)
+            except StoreError:
+                raise unavailable("the message store") from None
+        try:
+            position = await self.store.mark_read(room, conn.user.id, min(seq, top))
+        except StoreError:
+            raise unavailable("the message store") from None
+        await self.delivery.command(MemberChange(
+            self.node_id, room, conn.user.id, "read",
+            {"room": room, "seq": position, "exclude": conn.conn_id.decode()}))
+        return position
 
     # Membership ---------------------------------------------------------------------
 
@@ -270,6 +328,10 @@ class Chat:
         match change.change:
             case "added":
                 out = protocol.dump(protocol.RoomAdded(payload))
+            case "read":
+                out = protocol.dump(protocol.ReadPosition(room, int(payload.get("seq", 0))))
+                exclude = str(payload.get("exclude", "")).encode()
+                conns = [c for c in conns if c.conn_id != exclude]
             case "removed":
                 self._muted.pop((room, change.user), None)
                 out = protocol.dump(protocol.RoomRemoved(

@@ -39,7 +39,6 @@ from server.envelope import (
 )
 from server.logs import OncePer
 from server.metrics import Metrics
-from server.model import Message
 from server.rooms import LocalRooms
 from server.seqs import RoomSeqs
 from server.store import Store, StoreError
@@ -119,7 +118,7 @@ class Delivery:
         fan-out, so every room's messages go out in seq order.
         """
         for send, record in tick.acks:
-            if send.origin is not None and isinstance(record, Message):
+            if send.origin is not None:
                 send.origin.send_raw(protocol.dump(protocol.Ack.of(record), send.ref))
         envelopes = {}
         for room, messages in tick.messages.items():

@@ -33,6 +33,9 @@ from server.children import (
 USER = "chat"
 
 
+OPLOG_RETENTION_S = 60
+
+
 def secantusd_command() -> list[str]:
     """Command line that runs SecantusDB's MongoDB-wire server with this interpreter,
     creating its user first (see _SECANTUSD)."""
@@ -124,6 +127,9 @@ def mongo_service(data_dir: Path, port: int | None = None,
         "--storage-path", str((workdir / "db").resolve()),
         "--auth",
         "--log-level", "WARNING",
+        # The oplog holds every write, a deleted message's text included, until it is
+        # pruned: the chat uses no change streams, so a minute is enough (default 1 h).
+        "--oplog-retention-seconds", str(OPLOG_RETENTION_S),
     ]
     if test_commands:
         argv.append("--enable-test-commands")

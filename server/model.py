@@ -42,16 +42,62 @@ class Message:
     body: str
     ts: int  # milliseconds since the Unix epoch, set by the server
     client_id: str | None = None
+    reply_to: int | None = None  # the seq of the message it answers
+    # Its current state: what the events about it (edits, deletes, reactions, replies)
+    # made of it, up to the event `state_seq`.
+    edited_at: int | None = None
+    deleted: bool = False
+    reactions: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (emoji, user ids), in order
+    replies: int = 0
+    state_seq: int = 0
+    # Whom it mentions: member ids, and whether it mentions the whole room.
+    mentions: tuple[str, ...] = ()
+    mentions_room: bool = False
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> Message:
+        mentions = doc.get("mentions") or {}
         return cls(doc["room"], str(doc["_id"]), doc["seq"], User.from_doc(doc["user"]),
-                   doc["body"], doc["ts"], doc.get("client_id"))
+                   doc["body"], doc["ts"], doc.get("client_id"), doc.get("reply_to"),
+                   doc.get("edited_at"), bool(doc.get("deleted", False)),
+                   _reactions(doc.get("reactions") or ()), int(doc.get("replies", 0)),
+                   int(doc.get("state_seq", 0)), tuple(mentions.get("users") or ()),
+                   bool(mentions.get("room", False)))
 
     def as_dict(self) -> dict[str, Any]:
-        return {"room": self.room, "id": self.id, "seq": self.seq,
-                "user": self.user.as_dict(), "body": self.body, "ts": self.ts,
-                "client_id": self.client_id}
+        out = {"room": self.room, "id": self.id, "seq": self.seq,
+               "user": self.user.as_dict(), "body": self.body, "ts": self.ts,
+               "client_id": self.client_id}
+        # Fields a v1 message never had appear only when they say something.
+        if self.reply_to is not None:
+            out["reply_to"] = self.reply_to
+        if self.edited_at is not None:
+            out["edited_at"] = self.edited_at
+        if self.deleted:
+            out["deleted"] = True
+        if self.reactions:
+            out["reactions"] = [{"emoji": e, "count": len(users), "users": list(users)}
+                                for e, users in self.reactions]
+        if self.replies:
+            out["replies"] = self.replies
+        if self.state_seq:
+            out["state_seq"] = self.state_seq
+        if self.mentions or self.mentions_room:
+            out["mentions"] = {"users": list(self.mentions), "room": self.mentions_room}
+        return out
+
+
+REACTION_SEP = "\t"  # a stored reaction is "<emoji>\t<user id>"
+
+
+def _reactions(stored: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Stored reactions, one "<emoji>\t<user id>" each, grouped by emoji in the order
+    each emoji first appeared."""
+    grouped: dict[str, list[str]] = {}
+    for item in stored:
+        emoji, _, uid = str(item).partition(REACTION_SEP)
+        grouped.setdefault(emoji, []).append(uid)
+    return tuple((e, tuple(users)) for e, users in grouped.items())
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,20 +117,21 @@ class Event:
     event: str  # joined, left, added, removed, banned, unbanned, muted, unmuted, ...
     actor: User
     target: User | None = None
-    data: dict[str, Any] = field(default_factory=dict)  # role, until, topic, reason
+    data: dict[str, Any] = field(default_factory=dict)  # role, until, topic, message_seq...
+    client_id: str | None = None  # of an edit, delete or reaction: its idempotency key
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> Event:
         target = doc.get("target")
         return cls(doc["room"], str(doc["_id"]), doc["seq"], doc["ts"], doc["event"],
                    User.from_doc(doc["actor"]), User.from_doc(target) if target else None,
-                   dict(doc.get("data") or {}))
+                   dict(doc.get("data") or {}), doc.get("client_id"))
 
     def as_dict(self) -> dict[str, Any]:
         return {"room": self.room, "id": self.id, "seq": self.seq, "ts": self.ts,
                 "event": self.event, "actor": self.actor.as_dict(),
                 "target": self.target.as_dict() if self.target else None, **self.data,
-                "user": self.actor.as_dict(), "body": "", "client_id": None}
+                "user": self.actor.as_dict(), "body": "", "client_id": self.client_id}
 
 
 Record = Message | Event

@@ -25,6 +25,7 @@ from server.app import make_app, make_metrics_app
 from server.auth import Auth
 from server.bots import Bots
 from server.bus import Bus
+from server.changes import MessageChanges
 from server.chat import Chat
 from server.config import Config
 from server.deactivation import Deactivation
@@ -145,7 +146,9 @@ class Runtime:
         presence = Presence(self.redis, cfg.redis_prefix, cfg.node_id, ttl=cfg.presence_ttl)
         team = Team(self.store, self.writer, presence, self.admins, node_id=cfg.node_id,
                     max_rooms=cfg.quotas.rooms_per_user)
+        changes = MessageChanges(self.store, self.writer, team)
         self.chat = Chat(self.store, rooms, seqs, self.writer, self.delivery, presence, team,
+                         changes,
                          node_id=cfg.node_id, presence_ttl=cfg.presence_ttl,
                          presence_hold=cfg.presence_hold)
         self.metrics.watch(rooms=rooms, writer=self.writer, bus=self.bus, inflight=self.inflight)

@@ -14,6 +14,7 @@ and reaches the sockets it concerns on every process as a `MemberChange` command
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import secrets
@@ -191,6 +192,15 @@ class Team:
         mine = await self.store.memberships(user.id)
         docs, more = await self.store.rooms(after=after, limit=limit, also=list(mine))
         views = [await self._view(d, mine.get(d["_id"])) for d in docs]
+        # Read state of the rooms the caller is in: counted concurrently, capped.
+        member_views = [v for v in views if v["member"]]
+        positions = await self.store.read_positions(user.id, [v["name"] for v in member_views])
+        counts = await asyncio.gather(*(
+            self.store.unread(v["name"], user.id, positions.get(v["name"], 0))
+            for v in member_views))
+        for view, (unread, mentions) in zip(member_views, counts, strict=True):
+            view.update(last_read=positions.get(view["name"], 0), unread=unread,
+                        mentions=mentions)
         return views, more
 
     async def view(self, user: User, room: str) -> dict[str, Any]:
@@ -488,8 +498,10 @@ class Team:
     async def _event(self, actor: User, room: str, kind: str, target: User | None = None,
                      data: dict[str, Any] | None = None) -> Event:
         """Record a change in the room's stream (delivered like a message)."""
-        return await self.writer.record_event(actor, room, EventSpec(kind, target, data or {}),
-                                              timeout=self.timeout)
+        event, _ = await self.writer.record_event(actor, room,
+                                                  EventSpec(kind, target, data or {}),
+                                                  timeout=self.timeout)
+        return event
 
     async def _tell(self, room: str, user_id: str, change: str, payload: dict[str, Any]) -> None:
         if self.notify is not None:

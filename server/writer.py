@@ -82,6 +82,10 @@ class QueuedSend:
     ref: protocol.Ref
     future: asyncio.Future[Record] = field(repr=False)
     event: EventSpec | None = None
+    reply_to: int | None = None
+    mentions: dict[str, Any] | None = None  # as stored (store.mentions_doc)
+    # False once it is answered with the record of an earlier send of its client_id.
+    fresh: bool = True
     # What makes (room, user, client_id) unique, in the store and within a tick.
     ckey: str | None = field(init=False, default=None)
 
@@ -144,23 +148,33 @@ class MessageWriter:
         await self.record.close()
 
     async def send(self, user: User, room: str, body: str, client_id: str | None, *,
-                   origin: Any, ref: protocol.Ref, timeout: float) -> Message:
+                   origin: Any, ref: protocol.Ref, timeout: float,
+                   reply_to: int | None = None, mentions: dict[str, Any] | None = None
+                   ) -> tuple[Message, bool]:
         """Queue a send and wait until it is stored; returns the stored message (for a
-        resent client_id, the original)."""
+        resent client_id, the original) and whether it is new."""
         item = QueuedSend(user, room, body, client_id, origin, ref,
-                          asyncio.get_running_loop().create_future())
+                          asyncio.get_running_loop().create_future(), reply_to=reply_to,
+                          mentions=mentions)
         record = await self._store(item, timeout)
-        assert isinstance(record, Message)
-        return record
+        if not isinstance(record, Message):  # the client_id of an edit, reused
+            raise ProtocolError(protocol.BAD_REQUEST,
+                                f"client_id {client_id!r} was used for another kind of frame")
+        return record, item.fresh
 
     async def record_event(self, actor: User, room: str, event: EventSpec, *,
-                     timeout: float) -> Event:
-        """Store an event in the room's stream, numbered like a message, and wait."""
-        item = QueuedSend(actor, room, "", None, None, None,
+                           timeout: float, client_id: str | None = None, origin: Any = None,
+                           ref: protocol.Ref = None) -> tuple[Event, bool]:
+        """Store an event in the room's stream, numbered like a message, and wait.
+        Returns it and whether it is new (False: a resent client_id's original). With an
+        `origin`, that connection gets its ack first."""
+        item = QueuedSend(actor, room, "", client_id, origin, ref,
                           asyncio.get_running_loop().create_future(), event)
         stored = await self._store(item, timeout)
-        assert isinstance(stored, Event)
-        return stored
+        if not isinstance(stored, Event):  # the client_id of a message, reused
+            raise ProtocolError(protocol.BAD_REQUEST,
+                                f"client_id {client_id!r} was used for another kind of frame")
+        return stored, item.fresh
 
     async def _store(self, item: QueuedSend, timeout: float) -> Record:
         self._queue.append(item)
@@ -287,10 +301,10 @@ class MessageWriter:
             seq = nexts[item.room] = nexts.get(item.room, self.seqs.top(item.room)) + 1
             if item.event is None:
                 docs.append(message_doc(item.room, seq, item.user, item.body, ts,
-                                        item.client_id))
+                                        item.client_id, item.reply_to, item.mentions))
             else:
                 docs.append(event_doc(item.room, seq, item.user, item.event.kind,
-                                      item.event.target, item.event.data, ts))
+                                      item.event.target, item.event.data, ts, item.client_id))
         return docs
 
     def _stored(self, item: QueuedSend, doc: dict[str, Any], tick: Tick) -> None:
@@ -299,11 +313,14 @@ class MessageWriter:
         self.record.stored(room, seq)
         message: Record
         if item.event is None:
+            mentions = item.mentions or {}
             message = Message(room, str(doc["_id"]), seq, item.user, item.body, doc["ts"],
-                              item.client_id)
+                              item.client_id, item.reply_to,
+                              mentions=tuple(mentions.get("users", ())),
+                              mentions_room=bool(mentions.get("room", False)))
         else:
             message = Event(room, str(doc["_id"]), seq, doc["ts"], item.event.kind, item.user,
-                            item.event.target, item.event.data)
+                            item.event.target, item.event.data, item.client_id)
         tick.acks.append((item, message))
         tick.messages.setdefault(room, []).append(message)
 
@@ -336,6 +353,7 @@ class MessageWriter:
             else:
                 self.seqs.saw(item.room, original.seq)
                 self.metrics.duplicate_sends.inc()
+                item.fresh = False
                 tick.acks.append((item, original))
         return rest
 
@@ -370,6 +388,7 @@ def _answer_repeats(repeats: dict[QueuedSend, list[QueuedSend]], tick: Tick) -> 
     for first, items in repeats.items():
         message = answered.get(id(first))
         for item in items:
+            item.fresh = False
             if message is not None:
                 tick.acks.append((item, message))
             elif first.future.done() and first.future.exception() is not None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
+from bson import ObjectId
+
 from server import protocol
 from server.auth import Auth
 from server.chat import Chat
@@ -130,6 +132,24 @@ class DmsHandler(TeamHandler):
     async def post(self) -> None:
         room, created = await self.act(self.team.dm(self.user, self.body_field("users")))
         self.write_json(room, 201 if created else 200)
+
+
+class MentionsHandler(TeamHandler):
+    """GET /api/mentions?before=<message id>&limit=: the caller's mentions, newest first."""
+
+    async def get(self) -> None:
+        _, limit = self.page_args()
+        limit = min(limit, 100)
+        before = self.get_query_argument("before", None) or None
+        if before is not None and not ObjectId.is_valid(before):
+            raise ApiError(400, "bad_request", "before must be a message id")
+        rooms = list(await self.team.store.memberships(self.user.id))
+        found, more = await self.team.store.mentions_of(self.user.id, rooms, before=before,
+                                                        limit=limit)
+        out: dict[str, Any] = {"mentions": [{"type": m.TYPE, **m.as_dict()} for m in found]}
+        if more and found:
+            out["next"] = found[-1].id
+        self.write_json(out)
 
 
 class MessagesHandler(TeamHandler):

@@ -189,13 +189,13 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
 
     def send_error_frame(self, e: ProtocolError, frame: protocol.Frame | None) -> None:
         """An error frame echoing the frame's ref and, for sends, its client_id."""
-        client_id = frame.client_id if isinstance(frame, protocol.Send) else None
+        client_id = frame.client_id if isinstance(frame, protocol.Change) else None
         ref = e.ref if e.ref is not None else (frame.ref if frame is not None else None)
         self.send_frame(protocol.Error(e.code, e.message, client_id, e.retry_after,
                                        e.details), ref)
 
     async def _dispatch(self, frame: protocol.Frame) -> None:
-        if isinstance(frame, protocol.Send):
+        if isinstance(frame, protocol.Change):
             started = time.perf_counter()
             if len(self._in_flight) >= MAX_IN_FLIGHT:
                 self.limits.refused("sends_in_flight")
@@ -212,7 +212,8 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             self._strikes = 0
             # A message clears its author's typing indicator for the others: the next
             # keystroke may say so again at once.
-            self._typed.pop(frame.room, None)
+            if isinstance(frame, protocol.Send):
+                self._typed.pop(frame.room, None)
             # Sends run concurrently so that many in flight share one store batch;
             # Chat.post queues them in arrival order before its first await.
             task = asyncio.ensure_future(self._send(frame, started))
@@ -249,6 +250,11 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             self.send_frame(page, frame.ref)
         elif isinstance(frame, protocol.Ping):
             self.send_frame(protocol.Pong(), frame.ref)
+        elif isinstance(frame, protocol.Read):
+            # This socket gets the `read` frame as the reply; the user's others get it
+            # without a ref.
+            position = await self.chat.read(self, frame.room, frame.seq)
+            self.send_frame(protocol.ReadPosition(frame.room, position), frame.ref)
 
     def _strike(self, message: str, retry_after: float, ref: protocol.Ref) -> ProtocolError:
         """A rate-limited frame; too many in a row close the connection (1008)."""
@@ -258,10 +264,14 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         return ProtocolError(protocol.RATE_LIMITED, message, ref,
                              retry_after=round(retry_after, 3))
 
-    async def _send(self, frame: protocol.Send, started: float) -> None:
+    async def _send(self, frame: protocol.Change, started: float) -> None:
         try:
             # The ack is written by Delivery, before the message reaches anyone.
-            await self.chat.post(self, frame.room, frame.body, frame.client_id, frame.ref)
+            if isinstance(frame, protocol.Send):
+                await self.chat.post(self, frame.room, frame.body, frame.client_id, frame.ref,
+                                     frame.reply_to)
+            else:
+                await self.chat.change(self, frame)
         except ProtocolError as e:
             self.send_error_frame(e, frame)
         else:

@@ -4,6 +4,7 @@ ProtocolError."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,39 @@ class Send:
     body: str
     client_id: str | None = None
     ref: Ref = None
+    reply_to: int | None = None  # the seq of the message this one answers
+
+
+@dataclass(frozen=True, slots=True)
+class Edit:
+    room: str
+    seq: int
+    body: str
+    client_id: str | None = None
+    ref: Ref = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    room: str
+    seq: int
+    client_id: str | None = None
+    ref: Ref = None
+
+
+@dataclass(frozen=True, slots=True)
+class React:
+    room: str
+    seq: int
+    emoji: str
+    on: bool
+    client_id: str | None = None
+    ref: Ref = None
+
+
+# Frames that change the room's stream: acked, rate-limited like a send, idempotent
+# by client_id.
+Change = Send | Edit | Delete | React
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +99,18 @@ class Ping:
     ref: Ref = None
 
 
-Frame = Join | Leave | Send | History | Typing | Ping
+@dataclass(frozen=True, slots=True)
+class Read:
+    room: str
+    seq: int
+    ref: Ref = None
+
+
+Frame = Join | Leave | Send | Edit | Delete | React | History | Typing | Ping | Read
+
+# An emoji: a short run of non-ASCII, non-space characters (a Unicode emoji, with its
+# modifiers and joiners), or a :shortcode:.
+EMOJI_RE = re.compile(r"^(?:[^\x00-\x7f\s]{1,16}|:[a-z0-9_+-]{1,30}:)$")
 
 
 def valid_room(name: object) -> bool:
@@ -147,6 +192,43 @@ def _leave(raw: dict[str, Any], ref: Ref, max_body: int) -> Leave:
 
 def _send(raw: dict[str, Any], ref: Ref, max_body: int) -> Send:
     room = _room(raw, ref)
+    body = _body(raw, ref, max_body)
+    reply_to = _seq(raw, "reply_to", ref)
+    if reply_to == 0:
+        raise ProtocolError(BAD_REQUEST, "reply_to must be the seq of a message", ref)
+    return Send(room, body, _client_id(raw, ref), ref, reply_to)
+
+
+def _target(raw: dict[str, Any], ref: Ref) -> int:
+    seq = _seq(raw, "seq", ref)
+    if not seq:
+        raise ProtocolError(BAD_REQUEST, "seq must be the seq of a message", ref)
+    return seq
+
+
+def _edit(raw: dict[str, Any], ref: Ref, max_body: int) -> Edit:
+    room = _room(raw, ref)
+    return Edit(room, _target(raw, ref), _body(raw, ref, max_body), _client_id(raw, ref), ref)
+
+
+def _delete(raw: dict[str, Any], ref: Ref, max_body: int) -> Delete:
+    room = _room(raw, ref)
+    return Delete(room, _target(raw, ref), _client_id(raw, ref), ref)
+
+
+def _react(raw: dict[str, Any], ref: Ref, max_body: int) -> React:
+    room = _room(raw, ref)
+    seq = _target(raw, ref)
+    emoji = raw.get("emoji")
+    if not isinstance(emoji, str) or not EMOJI_RE.fullmatch(emoji):
+        raise ProtocolError(BAD_REQUEST, "emoji must be an emoji or a :shortcode:", ref)
+    on = raw.get("on", True)
+    if not isinstance(on, bool):
+        raise ProtocolError(BAD_REQUEST, "on must be true or false", ref)
+    return React(room, seq, emoji, on, _client_id(raw, ref), ref)
+
+
+def _body(raw: dict[str, Any], ref: Ref, max_body: int) -> str:
     body = raw.get("body")
     if not isinstance(body, str):
         raise ProtocolError(BAD_REQUEST, "body must be a string", ref)
@@ -165,13 +247,17 @@ def _send(raw: dict[str, Any], ref: Ref, max_body: int) -> Send:
     if _CONTROL_RE.search(body):
         raise ProtocolError(BAD_REQUEST, "body must not contain control characters other "
                             "than newline and tab", ref)
+    return body
+
+
+def _client_id(raw: dict[str, Any], ref: Ref) -> str | None:
     client_id = raw.get("client_id")
     if client_id is not None and (
         not isinstance(client_id, str) or not CLIENT_ID_RE.fullmatch(client_id)
     ):
         raise ProtocolError(BAD_REQUEST, "client_id must be 1 to 64 characters of "
                             "A-Z a-z 0-9 _ . : -", ref)
-    return Send(room, body, client_id, ref)
+    return client_id
 
 
 def _history(raw: dict[str, Any], ref: Ref, max_body: int) -> History:
@@ -191,11 +277,23 @@ def _ping(raw: dict[str, Any], ref: Ref, max_body: int) -> Ping:
     return Ping(ref)
 
 
+def _read(raw: dict[str, Any], ref: Ref, max_body: int) -> Read:
+    room = _room(raw, ref)
+    seq = _seq(raw, "seq", ref)
+    if seq is None:
+        raise ProtocolError(BAD_REQUEST, "seq must be a non-negative integer", ref)
+    return Read(room, seq, ref)
+
+
 _BUILDERS: dict[str, Callable[[dict[str, Any], Ref, int], Frame]] = {
     "join": _join,
     "leave": _leave,
     "send": _send,
+    "edit": _edit,
+    "delete": _delete,
+    "react": _react,
     "history": _history,
     "typing": _typing,
     "ping": _ping,
+    "read": _read,
 }

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
-from server.model import Message, Record, User
+from server.model import Record, User
 from server.protocol.common import PAGE_BYTES, PROTOCOL_VERSION, Ref
 
 
@@ -36,11 +36,40 @@ class Joined:
     members: list[User]
     messages: list[Record]
     has_more: bool
+    read: ReadState | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"room": self.room, "last_seq": self.last_seq,
-                "members": [u.as_dict() for u in self.members],
-                "messages": _stream(self.messages), "has_more": self.has_more}
+        out = {"room": self.room, "last_seq": self.last_seq,
+               "members": [u.as_dict() for u in self.members],
+               "messages": _stream(self.messages), "has_more": self.has_more}
+        if self.read is not None:
+            out.update(self.read.as_dict())
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class ReadState:
+    """Where the user has read up to in a room, and what is unread after it (counts
+    capped at 100: a client shows "99+"; zero is exact)."""
+
+    last_read: int
+    unread: int
+    mentions: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"last_read": self.last_read, "unread": self.unread, "mentions": self.mentions}
+
+
+@dataclass(frozen=True, slots=True)
+class ReadPosition:
+    """To every socket of a user: their read position in a room moved (any device)."""
+
+    TYPE: ClassVar[str] = "read"
+    room: str
+    seq: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"room": self.room, "seq": self.seq}
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +91,7 @@ class Ack:
     ts: int
 
     @classmethod
-    def of(cls, m: Message) -> Ack:
+    def of(cls, m: Record) -> Ack:
         return cls(m.room, m.client_id, m.id, m.seq, m.ts)
 
     def as_dict(self) -> dict[str, Any]:

@@ -19,11 +19,14 @@ from server.store.messages import (
     RoomsAndMessages,
     client_key,
     event_doc,
+    mentions_doc,
     message_doc,
 )
+from server.store.reads import UNREAD_CAP, Reads
 
 __all__ = [
     "DEFAULT_ROOM",
+    "UNREAD_CAP",
     "Banned",
     "Conflict",
     "QuotaExceeded",
@@ -32,12 +35,13 @@ __all__ = [
     "ban_active",
     "client_key",
     "event_doc",
+    "mentions_doc",
     "message_doc",
     "now_ms",
 ]
 
 
-class Store(Accounts, RoomsAndMessages, Members):
+class Store(Accounts, RoomsAndMessages, Members, Reads):
     """All persistent state. Every method raises StoreError when MongoDB fails."""
 
     def __init__(self, client: AsyncIOMotorClient, db_name: str) -> None:
@@ -85,6 +89,8 @@ class Store(Accounts, RoomsAndMessages, Members):
             # Memberships: a user's rooms, and a room's members.
             await db.members.create_index("uid")
             await db.members.create_index("room")
+            # Mentions of a person, newest first (GET /api/mentions).
+            await db.messages.create_index("mentions.users", sparse=True)
             # Quotas: each room, bot and token an owner creates holds one of the owner's
             # numbered slots ("<owner>|<n>"); see _insert_in_slot.
             for collection, owner_field in (("rooms", "owner"), ("users", "owner_id"),

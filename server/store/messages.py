@@ -20,24 +20,39 @@ def client_key(room: str, user_id: str, client_id: str) -> str:
     return f"{room}|{user_id}|{client_id}"
 
 
+def mentions_doc(users: list[str], room: bool) -> dict[str, Any] | None:
+    """What a message stores of whom it mentions (None for nobody)."""
+    return {"users": users, "room": room} if users or room else None
+
+
 def message_doc(room: str, seq: int, user: User, body: str, ts: int,
-                client_id: str | None) -> dict[str, Any]:
+                client_id: str | None, reply_to: int | None = None,
+                mentions: dict[str, Any] | None = None) -> dict[str, Any]:
     """A new message document; its `ckey` makes a resent client_id a duplicate key."""
     doc: dict[str, Any] = {"_id": ObjectId(), "room": room, "seq": seq,
                            "user": user.as_dict(), "body": body, "ts": ts}
     if client_id is not None:
         doc["client_id"] = client_id
         doc["ckey"] = client_key(room, user.id, client_id)
+    if reply_to is not None:
+        doc["reply_to"] = reply_to
+    if mentions is not None:
+        doc["mentions"] = mentions
     return doc
 
 
 def event_doc(room: str, seq: int, actor: User, kind: str, target: User | None,
-              data: dict[str, Any], ts: int) -> dict[str, Any]:
+              data: dict[str, Any], ts: int, client_id: str | None = None) -> dict[str, Any]:
     """A new event document. It carries `user` (the actor) and an empty `body` too, as
-    its wire form does: whatever reads a room's stream as messages still can."""
-    return {"_id": ObjectId(), "room": room, "seq": seq, "type": Event.TYPE, "event": kind,
-            "actor": actor.as_dict(), "target": target.as_dict() if target else None,
-            "data": data, "user": actor.as_dict(), "body": "", "ts": ts}
+    its wire form does: whatever reads a room's stream as messages still can. With a
+    `client_id` (an edit, a delete, a reaction), a resend is a duplicate key too."""
+    doc = {"_id": ObjectId(), "room": room, "seq": seq, "type": Event.TYPE, "event": kind,
+           "actor": actor.as_dict(), "target": target.as_dict() if target else None,
+           "data": data, "user": actor.as_dict(), "body": "", "ts": ts}
+    if client_id is not None:
+        doc["client_id"] = client_id
+        doc["ckey"] = client_key(room, actor.id, client_id)
+    return doc
 
 
 class RoomsAndMessages(Collections):
@@ -131,11 +146,72 @@ class RoomsAndMessages(Collections):
                 [UpdateOne({"_id": room}, {"$max": {"seq": seq}}) for room, seq in tops.items()],
                 ordered=False)
 
-    async def find_by_ckeys(self, ckeys: list[str]) -> dict[str, Message]:
-        """Stored messages by their `client_key`."""
+    # A message's later life: edits, deletes, reactions, replies ------------------------
+
+    async def message(self, room: str, seq: int) -> Message | None:
+        """The message at `seq` in its current state (None for none, or an event)."""
+        with _errors():
+            doc = await self.db.messages.find_one({"room": room, "seq": seq})
+        return Message.from_doc(doc) if doc is not None and "type" not in doc else None
+
+    async def apply_edit(self, room: str, seq: int, body: str, edited_at: int,
+                         event_seq: int, mentions: dict[str, Any] | None) -> bool:
+        """Give a message its new text (and whom it mentions now); False if it is
+        deleted (or gone)."""
+        change: dict[str, Any] = {"$set": {"body": body, "edited_at": edited_at},
+                                  "$max": {"state_seq": event_seq}}
+        if mentions is None:
+            change["$unset"] = {"mentions": ""}
+        else:
+            change["$set"]["mentions"] = mentions
+        with _errors():
+            result = await self.db.messages.update_one(
+                {"room": room, "seq": seq, "type": {"$exists": False},
+                 "deleted": {"$ne": True}}, change)
+        return bool(result.matched_count)
+
+    async def apply_delete(self, room: str, seq: int, event_seq: int) -> None:
+        """Make a message a tombstone: its text is gone from the store, and so is the
+        text of its earlier edits (kept in their events)."""
+        with _errors():
+            await self.db.messages.update_one(
+                {"room": room, "seq": seq, "type": {"$exists": False}},
+                {"$set": {"deleted": True, "body": ""},
+                 "$unset": {"reactions": "", "edited_at": "", "mentions": ""},
+                 "$max": {"state_seq": event_seq}})
+            await self.scrub_edits(room, seq)
+
+    async def scrub_edits(self, room: str, seq: int) -> None:
+        """Remove the text from every edit event of a (deleted) message."""
+        with _errors():
+            await self.db.messages.update_many(
+                {"room": room, "type": Event.TYPE, "event": "edited",
+                 "data.message_seq": seq},
+                {"$set": {"data.new_body": ""}})
+
+    async def apply_reaction(self, room: str, seq: int, reaction: str, on: bool,
+                             event_seq: int) -> bool:
+        """Add or remove one person's reaction ("<emoji>\t<user id>"); False if the
+        message is deleted (or gone)."""
+        change = {"$addToSet" if on else "$pull": {"reactions": reaction},
+                  "$max": {"state_seq": event_seq}}
+        with _errors():
+            result = await self.db.messages.update_one(
+                {"room": room, "seq": seq, "type": {"$exists": False},
+                 "deleted": {"$ne": True}}, change)
+        return bool(result.matched_count)
+
+    async def count_reply(self, room: str, seq: int, reply_seq: int) -> None:
+        with _errors():
+            await self.db.messages.update_one(
+                {"room": room, "seq": seq, "type": {"$exists": False}},
+                {"$inc": {"replies": 1}, "$max": {"state_seq": reply_seq}})
+
+    async def find_by_ckeys(self, ckeys: list[str]) -> dict[str, Record]:
+        """Stored messages and events by their `client_key`."""
         with _errors():
             docs = await self.db.messages.find({"ckey": {"$in": ckeys}}).to_list(None)
-        return {d["ckey"]: Message.from_doc(d) for d in docs}
+        return {d["ckey"]: record_from_doc(d) for d in docs}
 
     async def insert_in_order(self, docs: list[dict[str, Any]]) -> tuple[int, str | None]:
         """Insert message documents in order, stopping at the first duplicate key.

@@ -1,0 +1,173 @@
+"""A message's later life: edits, deletes, reactions and replies.
+
+Each change is an event in the room's stream (`edited`, `deleted`, `reacted`), stored,
+numbered, acked and delivered like a message, so a client that was away replays it on
+resume. The message's document is then brought to its current state, and carries
+`state_seq`: the highest event (or reply) it reflects. A client folds an event into a
+message it holds only when the event's seq is above the message's `state_seq`.
+
+Order of work: the event first (it is what every other client and process sees), then
+the document. A document update that fails is retried a few times in the background;
+a delete's text is removed from the message and from the events of its earlier edits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from server import protocol
+from server.mentions import mentioned
+from server.model import REACTION_SEP, Event, Message, User
+from server.protocol import ProtocolError
+from server.store import Store, StoreError, mentions_doc
+from server.team import RANK, Team
+from server.writer import EventSpec, MessageWriter, unavailable
+
+log = logging.getLogger(__name__)
+
+MAX_EMOJIS = 20  # different reactions on one message
+RETRIES = 3
+
+
+class MessageChanges:
+    """Edits, deletes, reactions and reply counts; see the module docstring."""
+
+    def __init__(self, store: Store, writer: MessageWriter, team: Team, *,
+                 timeout: float = 5.0) -> None:
+        self.store = store
+        self.writer = writer
+        self.team = team
+        self.timeout = timeout
+        # Changes to one message made through this process are applied in the order
+        # of their events (two toggles of one reaction must not swap).
+        self._locks: dict[tuple[str, int], asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def close(self, timeout: float) -> None:
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=timeout)
+
+    async def edit(self, user: User, room: str, seq: int, body: str, client_id: str | None,
+                   origin: Any, ref: protocol.Ref) -> Event:
+        async with self._lock(room, seq):
+            message = await self._message(room, seq, ref)
+            if message.user.id != user.id:
+                raise ProtocolError(protocol.FORBIDDEN, "only its author edits a message", ref,
+                                    reason="not_author")
+            event, _ = await self._record(user, room, "edited", {
+                "message_seq": seq, "new_body": body, "edited_at": int(time.time() * 1000)},
+                client_id, origin, ref)
+            data = event.data
+            mentions = await self.mentions(room, data["new_body"])
+            await self._apply(lambda: self._edit_doc(room, seq, data["new_body"],
+                                                     data["edited_at"], event.seq, mentions))
+            return event
+
+    async def _edit_doc(self, room: str, seq: int, body: str, at: int, event_seq: int,
+                        mentions: dict[str, Any] | None) -> None:
+        if not await self.store.apply_edit(room, seq, body, at, event_seq, mentions):
+            await self.store.scrub_edits(room, seq)  # deleted meanwhile: keep no text
+
+    async def mentions(self, room: str, body: str) -> dict[str, Any] | None:
+        """Whom a text mentions in the room, as stored: members only."""
+        names, whole = mentioned(body)
+        try:
+            users = await self.store.members_named(room, names) if names else []
+        except StoreError:
+            raise unavailable("the message store") from None
+        return mentions_doc(users, whole)
+
+    async def delete(self, user: User, room: str, seq: int, client_id: str | None,
+                     origin: Any, ref: protocol.Ref) -> Event:
+        async with self._lock(room, seq):
+            message = await self._message(room, seq, ref, deleted_ok=True)
+            if message.user.id != user.id:
+                access = await self.team.access(user, room)
+                if await self.team.rank(user, access) < RANK["moderator"]:
+                    raise ProtocolError(protocol.FORBIDDEN, "moderators and above may delete "
+                                        "others' messages", ref, reason="role")
+            event, _ = await self._record(user, room, "deleted", {"message_seq": seq},
+                                          client_id, origin, ref, target=message.user)
+            await self._apply(lambda: self.store.apply_delete(room, seq, event.seq))
+            return event
+
+    async def react(self, user: User, room: str, seq: int, emoji: str, on: bool,
+                    client_id: str | None, origin: Any, ref: protocol.Ref) -> Event:
+        async with self._lock(room, seq):
+            message = await self._message(room, seq, ref)
+            emojis = {e for e, _ in message.reactions}
+            if on and emoji not in emojis and len(emojis) >= MAX_EMOJIS:
+                raise ProtocolError(protocol.BAD_REQUEST, f"a message has at most {MAX_EMOJIS} "
+                                    "different reactions", ref)
+            event, fresh = await self._record(user, room, "reacted", {
+                "message_seq": seq, "emoji": emoji, "on": on}, client_id, origin, ref)
+            if fresh:  # a resend's original was applied when it was stored
+                await self._apply(lambda: self.store.apply_reaction(
+                    room, seq, f"{emoji}{REACTION_SEP}{user.id}", on, event.seq))
+            return event
+
+    async def replied(self, reply: Message) -> None:
+        """A reply was stored: count it on the message it answers."""
+        if reply.reply_to is not None:
+            room, seq, reply_seq = reply.room, reply.reply_to, reply.seq
+            await self._apply(lambda: self.store.count_reply(room, seq, reply_seq))
+
+    async def check_reply(self, room: str, reply_to: int, ref: protocol.Ref) -> None:
+        await self._message(room, reply_to, ref, deleted_ok=True)
+
+    # -----------------------------------------------------------------------------------
+
+    async def _message(self, room: str, seq: int, ref: protocol.Ref,
+                       deleted_ok: bool = False) -> Message:
+        try:
+            message = await self.store.message(room, seq)
+        except StoreError:
+            raise unavailable("the message store") from None
+        if message is None or (message.deleted and not deleted_ok):
+            raise ProtocolError(protocol.NOT_FOUND, f"no message {seq} in {room!r}", ref)
+        return message
+
+    async def _record(self, user: User, room: str, kind: str, data: dict[str, Any],
+                      client_id: str | None, origin: Any, ref: protocol.Ref,
+                      target: User | None = None) -> tuple[Event, bool]:
+        event, fresh = await self.writer.record_event(
+            user, room, EventSpec(kind, target, data), timeout=self.timeout,
+            client_id=client_id, origin=origin, ref=ref)
+        if event.event != kind or event.data.get("message_seq") != data["message_seq"]:
+            raise ProtocolError(protocol.BAD_REQUEST,
+                                f"client_id {client_id!r} was used for another change", ref)
+        return event, fresh
+
+    async def _apply(self, update: Callable[[], Awaitable[Any]]) -> None:
+        """Bring the document up to date; on failure, retry in the background (the
+        event is stored and acked already)."""
+        try:
+            await update()
+        except StoreError as e:
+            log.warning("updating a changed message failed, retrying: %s", e)
+            task = asyncio.ensure_future(self._retry(update))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _retry(self, update: Callable[[], Awaitable[Any]]) -> None:
+        for attempt in range(RETRIES):
+            await asyncio.sleep(0.5 * 2 ** attempt)  # back off from a failing store
+            try:
+                await update()
+                return
+            except StoreError as e:
+                error = e
+        log.error("a changed message kept its old state after %d retries: %s", RETRIES, error)
+
+    def _lock(self, room: str, seq: int) -> asyncio.Lock:
+        key = (room, seq)
+        lock = self._locks.get(key)
+        if lock is None:
+            if len(self._locks) > 10_000:  # forget idle ones
+                self._locks = {k: v for k, v in self._locks.items() if v.locked()}
+            lock = self._locks[key] = asyncio.Lock()
+        return lock

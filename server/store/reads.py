@@ -1,0 +1,84 @@
+"""Where each person has read up to in each room, and the messages that mention them.
+
+`reads`: one document per (room, user), `_id` "<room>|<user id>", `seq` the highest seq
+read; it only ever moves forward (`$max`). Unread and mention counts are counted from
+the (room, seq) index, capped: a client shows "99+", and zero is always exact.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pymongo
+from bson import ObjectId
+
+from server.model import Message
+from server.store.core import Collections, _errors
+from server.store.members import MEMBER, member_key
+
+UNREAD_CAP = 100
+
+
+class Reads(Collections):
+    """Read positions and mentions. Every method raises StoreError when MongoDB fails."""
+
+    async def mark_read(self, room: str, user_id: str, seq: int) -> int:
+        """Move the user's read position in the room up to `seq` (never back); returns
+        the position now stored."""
+        with _errors():
+            doc = await self.db.reads.find_one_and_update(
+                {"_id": member_key(room, user_id)},
+                {"$max": {"seq": seq}, "$set": {"room": room, "uid": user_id}},
+                upsert=True, return_document=pymongo.ReturnDocument.AFTER)
+        return int(doc["seq"])
+
+    async def read_positions(self, user_id: str, rooms: list[str]) -> dict[str, int]:
+        with _errors():
+            docs = await self.db.reads.find(
+                {"_id": {"$in": [member_key(room, user_id) for room in rooms]}}).to_list(None)
+        return {d["room"]: int(d["seq"]) for d in docs}
+
+    async def unread(self, room: str, user_id: str, after: int) -> tuple[int, int]:
+        """(unread, mentions) in the room after `after`, each capped at UNREAD_CAP: the
+        messages of others (not events, not tombstones), and those that mention the
+        user or the whole room."""
+        base: dict[str, Any] = {"room": room, "seq": {"$gt": after},
+                                "type": {"$exists": False}, "deleted": {"$ne": True},
+                                "user.id": {"$ne": user_id}}
+        with _errors():
+            unread = await self.db.messages.count_documents(base, limit=UNREAD_CAP)
+            mentions = 0
+            if unread:
+                mentions = await self.db.messages.count_documents(
+                    {**base, "$or": [{"mentions.users": user_id}, {"mentions.room": True}]},
+                    limit=UNREAD_CAP)
+        return unread, mentions
+
+    async def members_named(self, room: str, names: list[str]) -> list[str]:
+        """The ids of the room's members among these names (case-insensitive)."""
+        if not names:
+            return []
+        with _errors():
+            users = await self.db.users.find(
+                {"name_lower": {"$in": [n.lower() for n in names]}}, {"_id": 1}
+            ).to_list(len(names))
+            keys = [member_key(room, str(u["_id"])) for u in users]
+            members = await self.db.members.find(
+                {"_id": {"$in": keys}, "state": MEMBER}, {"uid": 1}).to_list(None)
+        return [m["uid"] for m in members]
+
+    async def mentions_of(self, user_id: str, rooms: list[str], *, before: str | None,
+                          limit: int) -> tuple[list[Message], bool]:
+        """The messages that mention the user (by name, or @room in a room of theirs),
+        newest first, before the message id `before`, and whether more exist."""
+        # Only rooms the user can read now: a mention in a room they left says nothing.
+        query: dict[str, Any] = {
+            "room": {"$in": rooms}, "type": {"$exists": False}, "deleted": {"$ne": True},
+            "user.id": {"$ne": user_id},
+            "$or": [{"mentions.users": user_id}, {"mentions.room": True}]}
+        if before is not None:
+            query["_id"] = {"$lt": ObjectId(before)}
+        with _errors():
+            docs = await self.db.messages.find(query).sort(
+                "_id", pymongo.DESCENDING).limit(limit + 1).to_list(None)
+        return [Message.from_doc(d) for d in docs[:limit]], len(docs) > limit
