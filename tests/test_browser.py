@@ -360,11 +360,15 @@ def test_two_users_chat_live_with_presence_typing_and_unread(server, people, tmp
     alice.wait_for_body("coffee order")
     expect(alice.room("general").get_by_test_id("unread")).to_have_count(0)
 
-    # Bob leaves the lobby: Alice sees him go offline there.
+    # Bob leaves the lobby for good (from the room's menu): Alice sees him go.
     bob.open_room("lobby")
+    bob.t("room-menu").click()
     bob.t("leave-room").click()
+    expect(bob.room("lobby")).to_have_attribute("data-testid", "room-item")  # in Browse now
+    expect(bob.t("joined-rooms").locator('[data-room="lobby"]')).to_have_count(0)
     alice.open_room("lobby")
     expect(alice.page.locator('[data-testid="member"]')).to_have_count(1)
+    expect(alice.page.locator('[data-testid="event"]').last).to_have_text(re.compile("bob left"))
 
 
 def test_sign_up_and_log_in_show_inline_errors_and_session_survives_reload(server, people):
