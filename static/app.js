@@ -123,6 +123,26 @@ async function startChat(me) {
       }
       attempt(() => api.removeMember(name, chat.me.name));
     },
+    /** Pick people to add to `name` (admins and up). */
+    addPeople(name) {
+      const room = chat.rooms.get(name);
+      if (!room) return;
+      view.pickPeople({
+        title: `Add people to ${room.label}`,
+        hint: 'They can read the room and take part from now on.',
+        button: 'Add', max: 20, opener: $('room-menu'),
+        async submit(names, close) {
+          const failed = [];
+          for (const user of names) {
+            const error = await attempt(() => api.addMember(name, user), { quiet: true });
+            if (error) failed.push(`${user}: ${error}`);
+          }
+          if (failed.length) return failed.join(' ');
+          close();
+          return null;
+        },
+      });
+    },
     members: (room) => api.members(room),
     searchUsers: (prefix) => api.users(prefix),
     setTopic: (room, topic) => attempt(() => api.updateRoom(room, { topic }), { quiet: true }),

@@ -1,12 +1,17 @@
 // "New message": a dialog that finds people by the start of their name (GET
 // /api/users?prefix=, asked for once the typing pauses), collects 1 to 7 of them, and
-// starts (or reopens) their direct message. Keyboard: type, ArrowDown/ArrowUp through
+// starts (or reopens) their direct message. The same dialog adds people to a room
+// ("Add people…" in the room menu). Keyboard: type, ArrowDown/ArrowUp through
 // the people found, Enter picks one, Backspace in an empty box drops the last chosen,
 // Escape closes. Built on render.js's building blocks, which app.js passes in (no
 // imports: see app.js).
 
 const SEARCH_DELAY_MS = 200;
 const MAX_PEOPLE = 7; // a DM holds 2 to 8 people, the user included
+const DM_MODE = {
+  title: 'New message', hint: 'Pick 1 to 7 people. The same people always share one conversation.',
+  button: 'Start conversation', max: MAX_PEOPLE, exclude: [],
+};
 
 const $ = (id) => document.getElementById(id);
 
@@ -21,7 +26,10 @@ export class DmPicker {
     this.timer = null;
     this.searches = 0;
     this.returnFocus = true;
+    this.mode = DM_MODE;
+    this.opener = null;
     this.el = {
+      title: $('dm-title'), hint: $('dm-hint'),
       dialog: $('dm-dialog'), form: $('dm-form'), chosen: $('dm-chosen'), search: $('dm-search'),
       results: $('dm-results'), error: $('dm-error'), cancel: $('dm-cancel'), start: $('dm-start'),
       open: $('new-dm'),
@@ -36,7 +44,7 @@ export class DmPicker {
     e.cancel.addEventListener('click', () => e.dialog.close(), opts);
     e.dialog.addEventListener('close', () => {
       clearTimeout(this.timer);
-      if (this.returnFocus) e.open.focus(); // else the conversation took the focus
+      if (this.returnFocus) (this.opener?.isConnected ? this.opener : e.open).focus();
     }, opts);
     e.search.addEventListener('input', () => {
       this.fieldError(e.search, e.error, '');
@@ -63,8 +71,18 @@ export class DmPicker {
     if (this.el.dialog.open) this.el.dialog.close();
   }
 
-  open() {
+  /**
+   * Open the dialog: without `mode`, to start a DM; with one, to pick people for
+   * `mode.submit(names, close)` (which answers an error text or null), e.g.
+   * {title, hint, button, max, exclude: [user ids], submit}.
+   */
+  open(mode = null) {
     const e = this.el;
+    this.mode = mode ? { ...DM_MODE, ...mode } : DM_MODE;
+    this.opener = this.mode.opener ?? document.activeElement;
+    e.title.textContent = this.mode.title;
+    e.hint.textContent = this.mode.hint;
+    e.start.textContent = this.mode.button;
     this.chosen = [];
     this.found = [];
     this.active = -1;
@@ -89,7 +107,7 @@ export class DmPicker {
       return;
     }
     if (n !== this.searches) return; // a later search is on its way
-    const taken = new Set([this.me.id, ...this.chosen.map((u) => u.id)]);
+    const taken = new Set([this.me.id, ...this.mode.exclude, ...this.chosen.map((u) => u.id)]);
     this.found = users.filter((u) => u && u.id && !taken.has(u.id));
     this.active = this.found.length && prefix ? 0 : -1;
     this._renderResults();
@@ -118,8 +136,10 @@ export class DmPicker {
   _pick(user) {
     const e = this.el;
     if (!user) return;
-    if (this.chosen.length >= MAX_PEOPLE) {
-      this.fieldError(e.search, e.error, `A conversation holds up to ${MAX_PEOPLE} other people.`);
+    if (this.chosen.length >= this.mode.max) {
+      this.fieldError(e.search, e.error, this.mode === DM_MODE
+        ? `A conversation holds up to ${MAX_PEOPLE} other people.`
+        : `Pick at most ${this.mode.max} people at a time.`);
       return;
     }
     this.chosen.push(user);
@@ -176,8 +196,11 @@ export class DmPicker {
     const e = this.el;
     if (!this.chosen.length) return;
     e.start.disabled = true;
-    this.returnFocus = false;
-    const error = await this.handlers.startDm(this.chosen.map((u) => u.name), () => e.dialog.close());
+    this.returnFocus = Boolean(this.mode.submit); // a new DM takes the focus itself
+    const names = this.chosen.map((u) => u.name);
+    const close = () => e.dialog.close();
+    const error = this.mode.submit ? await this.mode.submit(names, close)
+      : await this.handlers.startDm(names, close);
     e.start.disabled = !this.chosen.length;
     if (error) {
       this.returnFocus = true;

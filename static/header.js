@@ -1,6 +1,6 @@
 // The room header: the room's name (a lock for a private room, the people of a DM),
-// its kind, its topic (edited in place by admins and up), and the room menu (leave for
-// good, lift a ban, archive). Built on render.js's building blocks and menu.js's
+// its kind, its topic (edited in place by admins and up), and the room menu (add
+// people, lift a ban, archive, leave for good). Built on render.js's building blocks and menu.js's
 // Menus, which app.js passes in (no imports: see app.js).
 
 const RANK = { member: 0, moderator: 1, admin: 2, owner: 3 };
@@ -110,6 +110,7 @@ export class RoomHeader {
     const rank = this._rank(room);
     const items = [];
     if (room.kind !== 'dm' && rank >= RANK.admin) {
+      items.push({ label: 'Add people…', action: () => this.handlers.addPeople(room.name), testid: 'add-people' });
       items.push({ label: 'Lift a ban…', action: () => this._openUnban(), testid: 'unban-open' });
     }
     const mayArchive = room.kind !== 'dm'

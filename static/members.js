@@ -108,6 +108,10 @@ export class MembersPanel {
       return;
     }
     const focusedId = document.activeElement?.closest?.('#member-list li')?.dataset.user;
+    // A member's menu open across a redraw is opened again with what is true now.
+    const menuFor = this.menus.open && e.list.contains(this.menus.open.button)
+      ? this.menus.open.button.closest('li')?.dataset.user : null;
+    if (menuFor) this.menus.close(false);
     const members = this.roster.map((m) => ({ ...m, online: this._online(m) }));
     members.sort((a, b) => (b.online - a.online) || (RANK[b.role] - RANK[a.role])
       || a.user.name.localeCompare(b.user.name));
@@ -120,6 +124,10 @@ export class MembersPanel {
       : (room.people.members.size ? `${room.people.members.size} online` : '');
     if (focusedId) {
       e.list.querySelector(`li[data-user="${CSS.escape(focusedId)}"] button`)?.focus();
+    }
+    if (menuFor) {
+      const btn = e.list.querySelector(`li[data-user="${CSS.escape(menuFor)}"] button[data-testid="member-actions"]`);
+      btn?.click();
     }
   }
 

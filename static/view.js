@@ -89,6 +89,11 @@ export class ChatView {
     this.list.maybeRead();
   }
 
+  /** Pick people in the "New message" dialog for something else (see dmpicker.js). */
+  pickPeople(mode) {
+    this.dmPicker.open(mode);
+  }
+
   focusComposer() {
     this.composer.focus();
   }

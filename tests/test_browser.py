@@ -226,6 +226,15 @@ class User:
         """Confirmed messages in the room on screen."""
         return self.page.locator('[data-testid="message"][data-state="sent"]')
 
+    def records(self) -> Locator:
+        """Confirmed messages and event lines (joined, left...) in the room on screen:
+        together they hold every seq of the room's stream."""
+        return self.page.locator('[data-testid="message"][data-state="sent"], '
+                                 '[data-testid="event"]')
+
+    def record_seqs(self) -> list[int]:
+        return [int(s) for s in self.records().evaluate_all("els => els.map(e => e.dataset.seq)")]
+
     def bodies(self) -> list[str]:
         return self.sent().locator('[data-testid="message-body"]').all_inner_texts()
 
@@ -434,7 +443,9 @@ def test_scroll_back_loads_older_pages_and_keeps_position(server, people):
     assert fay.finish_seeding() == 65
     erin.page.reload()
     erin.open_room(room)
-    expect(erin.sent()).to_have_count(50)
+    # The newest page: 50 records of the stream, Erin's own "joined" the newest.
+    expect(erin.records()).to_have_count(50)
+    expect(erin.sent()).to_have_count(49)
     assert {erin.bodies()[-1]} <= {dave_says[-1], fay_says[-1]}
     log = erin.t("message-log")
     assert log.evaluate("el => el.scrollHeight - el.scrollTop - el.clientHeight") < 50
@@ -443,7 +454,7 @@ def test_scroll_back_loads_older_pages_and_keeps_position(server, people):
     top_body = erin.bodies()[0]
     anchor = erin.t("message-body").filter(has_text=re.compile(f"^{re.escape(top_body)}$"))
     log.evaluate("el => { el.scrollTop = 0; }")
-    expect(erin.sent()).to_have_count(100)
+    expect(erin.records()).to_have_count(100)
     expect(log).to_have_attribute("aria-busy", "false")
     # The message that was at the top is still there: the page grew above it.
     offset = anchor.evaluate(
@@ -454,12 +465,14 @@ def test_scroll_back_loads_older_pages_and_keeps_position(server, people):
 
     log.evaluate("el => { el.scrollTop = 0; }")
     expect(erin.sent()).to_have_count(130)
+    expect(erin.records()).to_have_count(132)  # and fay's and erin's "joined"
     expect(erin.t("log-start")).to_be_visible()
     expect(erin.t("load-older")).to_be_hidden()
     seen = erin.bodies()
     assert [b for b in seen if b.startswith("dave")] == dave_says
     assert [b for b in seen if b.startswith("fay")] == fay_says
-    assert erin.seqs() == list(range(1, 131))
+    assert erin.record_seqs() == list(range(1, 133))
+    assert erin.seqs() == list(range(2, 132))
 
     # Scrolled up: a new message does not move the view; a marker offers the way down.
     log.evaluate("el => { el.scrollTop = 0; }")
@@ -596,8 +609,9 @@ def test_sending_faster_than_allowed_waits_and_delivers_everything_once(server, 
 
 
 def assert_complete(user: User, expected_tail: list[str]) -> None:
-    """The room's messages are contiguous by seq, each once, ending as expected."""
-    seqs = user.seqs()
+    """The room's records (messages and events) are contiguous by seq, its messages each
+    once, ending as expected."""
+    seqs = user.record_seqs()
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs
     bodies = user.bodies()
     assert bodies[-len(expected_tail):] == expected_tail
