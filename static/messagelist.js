@@ -271,8 +271,9 @@ export class MessageList {
     const busy = room.loadingOlder || room.state === 'joining' || this.quietTimer !== null;
     e.log.setAttribute('aria-busy', String(busy));
     e.logStart.hidden = showButton || !room.loaded;
-    e.logStart.textContent = room.messages.length
-      ? `This is the beginning of ${room.label}.`
-      : `${room.label} has no messages yet. Say hello!`;
+    const what = room.kind === 'dm' ? `your conversation with ${room.label}` : room.label;
+    e.logStart.textContent = room.messages.some((m) => m.type !== 'event')
+      ? `This is the beginning of ${what}.`
+      : `${room.kind === 'dm' ? `No messages with ${room.label}` : `${room.label} has no messages`} yet. Say hello!`;
   }
 }

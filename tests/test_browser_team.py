@@ -11,13 +11,14 @@ import re
 
 from playwright.sync_api import Locator, expect
 
-from tests.test_browser import (  # noqa: F401  (fixtures are found by name)
-    User,
-    browser,
-    make_server,
-    people,
-    server,
-)
+from tests import test_browser
+from tests.test_browser import User
+
+# test_browser.py's fixtures, found by pytest under these module-level names.
+browser = test_browser.browser
+make_server = test_browser.make_server
+server = test_browser.server
+people = test_browser.people
 
 TIME = r"\d{1,2}:\d{2}"
 
