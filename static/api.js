@@ -61,6 +61,8 @@ export async function request(method, path, body) {
   return data;
 }
 
+const enc = encodeURIComponent;
+
 /** The API surface the app uses; every call returns parsed JSON or throws ApiError. */
 export function createApi() {
   return {
@@ -79,7 +81,37 @@ export function createApi() {
     server: () => request('GET', '/api/server'),
     login: (username, password) => request('POST', '/api/login', { username, password }),
     logout: () => request('POST', '/api/logout'),
-    rooms: async () => (await request('GET', '/api/rooms'))?.rooms ?? [],
-    createRoom: (name) => request('POST', '/api/rooms', { name }),
+    /** Every room the caller sees (public ones, and their private rooms and DMs),
+     *  following the pages up to a sane bound. */
+    async rooms() {
+      const rooms = [];
+      let after = '';
+      for (let page = 0; page < 20; page += 1) {
+        const q = after ? `?limit=1000&after=${encodeURIComponent(after)}` : '?limit=1000';
+        const data = await request('GET', `/api/rooms${q}`);
+        rooms.push(...(Array.isArray(data?.rooms) ? data.rooms : []));
+        if (!data?.next) break;
+        after = data.next;
+      }
+      return rooms;
+    },
+    createRoom: (name, { kind = 'public', topic = '' } = {}) =>
+      request('POST', '/api/rooms', topic ? { name, kind, topic } : { name, kind }),
+    room: (room) => request('GET', `/api/rooms/${enc(room)}`),
+    updateRoom: (room, fields) => request('PATCH', `/api/rooms/${enc(room)}`, fields),
+    members: async (room) => (await request('GET', `/api/rooms/${enc(room)}/members`))?.members ?? [],
+    addMember: (room, user) => request('POST', `/api/rooms/${enc(room)}/members`, { user }),
+    /** Leave for good (yourself) or kick (someone else). */
+    removeMember: (room, user) => request('DELETE', `/api/rooms/${enc(room)}/members/${enc(user)}`),
+    setRole: (room, user, role) => request('PUT', `/api/rooms/${enc(room)}/members/${enc(user)}/role`, { role }),
+    ban: (room, user, seconds) => request('POST', `/api/rooms/${enc(room)}/bans`,
+      seconds ? { user, seconds } : { user }),
+    unban: (room, user) => request('DELETE', `/api/rooms/${enc(room)}/bans/${enc(user)}`),
+    mute: (room, user, seconds) => request('POST', `/api/rooms/${enc(room)}/mutes`, { user, seconds }),
+    unmute: (room, user) => request('DELETE', `/api/rooms/${enc(room)}/mutes/${enc(user)}`),
+    /** The DM of the caller and `users` (names): a Room of kind dm, new or existing. */
+    dm: (users) => request('POST', '/api/dms', { users }),
+    /** Up to 20 accounts whose name starts with `prefix`, by name. */
+    users: async (prefix) => (await request('GET', `/api/users?prefix=${encodeURIComponent(prefix)}`))?.users ?? [],
   };
 }

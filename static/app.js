@@ -10,7 +10,8 @@
 // get their collaborators from here.
 
 const MODULES = ['api', 'storage', 'connection', 'signin', 'roomlog', 'presence', 'outbox',
-  'room', 'chat', 'render', 'messagelist', 'sidebar', 'composer', 'notices', 'view'];
+  'room', 'chat', 'render', 'messagelist', 'sidebar', 'composer', 'notices', 'view', 'menu',
+  'members', 'header', 'dmpicker'];
 
 function moduleUrl(name) {
   const link = document.querySelector(`link[rel="modulepreload"][data-module="${name}"]`);
@@ -47,21 +48,55 @@ const auth = lib.signin.createSignIn({
 async function startChat(me) {
   session?.stop();
   const storage = lib.storage.makeStorage(me.id);
+  const menus = new lib.menu.Menus(render);
   const view = new lib.view.ChatView(render, {
     list: new lib.messagelist.MessageList(render),
     sidebar: new lib.sidebar.Sidebar(render),
     composer: new lib.composer.Composer(render),
     notices: new lib.notices.Notices(),
+    members: new lib.members.MembersPanel(render, menus),
+    header: new lib.header.RoomHeader(render, menus),
+    dmPicker: new lib.dmpicker.DmPicker(render),
   });
   let conn = null;
   let refreshTimer = null;
-  const chat = new Chat({ me, send: (frame) => conn.send(frame), storage, view });
+  const signedOut = (err) => {
+    if (err instanceof ApiError && err.status === 401) {
+      endSession('Your session has ended. Please sign in again.');
+      return true;
+    }
+    return false;
+  };
+  const fetchRooms = async () => {
+    try {
+      return await api.rooms();
+    } catch (err) {
+      signedOut(err);
+      throw err;
+    }
+  };
+  const chat = new Chat({ me, send: (frame) => conn.send(frame), storage, view, fetchRooms });
 
   async function refreshRooms() {
+    const askedAt = performance.now();
     try {
-      view.setKnownRooms(await api.rooms());
+      chat.setRooms(await fetchRooms(), askedAt);
+    } catch {
+      // kept as it was; the next refresh or reconnect reads the list again
+    }
+  }
+
+  /** Run an API call for an action of the user; a refusal becomes a notice (or is
+   *  returned as text when `quiet`). */
+  async function attempt(call, { quiet = false } = {}) {
+    try {
+      await call();
+      return null;
     } catch (err) {
-      if (err instanceof ApiError && err.status === 401) endSession('Your session has ended. Please sign in again.');
+      if (signedOut(err)) return 'Signed out.';
+      const text = err instanceof ApiError ? err.message : 'Something went wrong.';
+      if (!quiet) view.notice(text);
+      return text;
     }
   }
 
@@ -79,7 +114,65 @@ async function startChat(me) {
     roomGone() {
       select(chat.rooms.keys().next().value ?? null);
     },
-    leaveRoom: (name) => chat.leave(name),
+    /** Leave for good (the server then sends room_removed to every tab). */
+    leaveRoom(name) {
+      const room = chat.rooms.get(name);
+      if (room?.info.role === 'owner') {
+        view.notice('You own this room: make someone else its owner before you leave.');
+        return;
+      }
+      attempt(() => api.removeMember(name, chat.me.name));
+    },
+    /** Pick people to add to `name` (admins and up). */
+    addPeople(name) {
+      const room = chat.rooms.get(name);
+      if (!room) return;
+      view.pickPeople({
+        title: `Add people to ${room.label}`,
+        hint: 'They can read the room and take part from now on.',
+        button: 'Add', max: 20, opener: $('room-menu'),
+        async submit(names, close) {
+          const failed = [];
+          for (const user of names) {
+            const error = await attempt(() => api.addMember(name, user), { quiet: true });
+            if (error) failed.push(`${user}: ${error}`);
+          }
+          if (failed.length) return failed.join(' ');
+          close();
+          return null;
+        },
+      });
+    },
+    members: (room) => api.members(room),
+    searchUsers: (prefix) => api.users(prefix),
+    setTopic: (room, topic) => attempt(() => api.updateRoom(room, { topic }), { quiet: true }),
+    setArchived: (room, archived) => attempt(() => api.updateRoom(room, { archived })),
+    unban: (room, user) => attempt(() => api.unban(room, user), { quiet: true }),
+    /** A moderator's action on a member: mute, unmute, kick, ban, role. */
+    moderate(room, action, user, arg) {
+      const calls = {
+        mute: () => api.mute(room, user, arg),
+        unmute: () => api.unmute(room, user),
+        kick: () => api.removeMember(room, user),
+        ban: () => api.ban(room, user, arg),
+        role: () => api.setRole(room, user, arg),
+      };
+      if (calls[action]) attempt(calls[action]);
+    },
+    /** Open the DM of the user and `names`, made if need be; text of an error, or null. */
+    async startDm(names, done) {
+      let info;
+      try {
+        info = await api.dm(names);
+      } catch (err) {
+        if (signedOut(err)) return 'Signed out.';
+        return err instanceof ApiError ? err.message : 'Could not start the conversation.';
+      }
+      chat.adopt(info);
+      done();
+      handlers.selectRoom(info.name);
+      return null;
+    },
     send: (room, body) => chat.post(room, body),
     retry: (room, clientId) => chat.retry(room, clientId),
     discard: (room, clientId) => chat.discard(room, clientId),
@@ -87,20 +180,23 @@ async function startChat(me) {
     loadOlder: (room) => chat.loadOlder(room),
     markRead: (room) => chat.markRead(room),
     reconnectNow: () => conn.reconnectNow(),
-    async createRoom(name) {
+    async createRoom(name, { kind = 'public', topic = '' } = {}) {
       let existed = false;
       const wasIn = chat.rooms.has(name);
+      let info = null;
       try {
-        await api.createRoom(name);
+        info = await api.createRoom(name, { kind, topic });
       } catch (err) {
-        if (!(err instanceof ApiError) || err.status !== 409) {
+        // A public room of that name exists: join it (private names never clash).
+        if (!(err instanceof ApiError) || err.status !== 409 || kind !== 'public') {
           view.showRoomError(err.message || 'Could not create the room.');
           return false;
         }
         existed = true;
       }
-      await refreshRooms();
-      handlers.selectRoom(name);
+      if (info) chat.adopt(info);
+      else await refreshRooms();
+      handlers.selectRoom(info?.name ?? name);
       if (existed) view.notice(wasIn ? `You are already in #${name}.` : `#${name} already existed: you joined it.`);
       return true;
     },
@@ -134,7 +230,6 @@ async function startChat(me) {
     onClose: () => chat.disconnected(),
     onState: (s) => {
       view.setConnection(s);
-      if (s.state === 'open') refreshRooms();
     },
     checkAuth: async () => {
       try {
@@ -149,19 +244,21 @@ async function startChat(me) {
   });
 
   session = { chat, stop };
-  showAdminLink(me, chat);
+  showAdminLink(me, chat, view);
   view.bind(chat, handlers, me);
-  chat.restore();
   show('chat');
 
-  let rooms = [];
+  let rooms = null;
+  const askedAt = performance.now();
   try {
     rooms = await api.rooms();
   } catch {
-    rooms = []; // the list arrives with the next refresh
+    rooms = null; // the list arrives once connected
   }
-  view.setKnownRooms(rooms);
-  if (!chat.rooms.size && rooms.length) {
+  if (rooms) chat.setRooms(rooms, askedAt);
+  chat.restore();
+  // Someone in no room at all (a new account) starts in the room everyone shares.
+  if (rooms && !chat.rooms.size && rooms.length) {
     chat.join((rooms.find((r) => r.name === 'general') ?? rooms[0]).name);
   }
   const saved = storage.activeRoom();
@@ -175,13 +272,17 @@ async function startChat(me) {
 
 /** The link to the admin page, for server admins only (register and login answers do
  *  not say; GET /api/me does). */
-async function showAdminLink(me, chat) {
+async function showAdminLink(me, chat, view) {
   const link = $('admin-link');
   link.hidden = !me.admin;
+  view.setServerAdmin(Boolean(me.admin));
   if (me.admin !== undefined) return;
   try {
     const full = await api.me();
-    if (session?.chat === chat) link.hidden = !full?.admin;
+    if (session?.chat === chat) {
+      link.hidden = !full?.admin;
+      view.setServerAdmin(Boolean(full?.admin));
+    }
   } catch {
     // no link this time; it shows after the next reload
   }

@@ -1,13 +1,27 @@
-// The chat session over /ws, without any DOM: which rooms the user is in (kept across
-// reloads), the user's actions on them, what a new connection does (rejoin every room)
-// and what a lost one undoes, and the routing of every server frame to the room or
-// the outbox it concerns. The view is told about every change through `view`.
+// The chat session over /ws, without any DOM: which rooms the user is in (the server's
+// list: GET /api/rooms, then room_added / room_updated / room_removed frames), the
+// user's actions on them, what a new connection does (re-read the list, rejoin every
+// room) and what a lost one undoes, and the routing of every server frame to the room
+// or the outbox it concerns. The view is told about every change through `view`.
 //
 // Built by defineChat() on the classes app.js passes in (no imports: see app.js): Room
 // (room.js) keeps each room complete, Outbox (outbox.js) what the user sent that the
 // server has not confirmed.
 
 const RETRY_SOON_MS = 2000;
+// Events after which the room's roster (GET …/members) is out of date.
+const ROSTER_EVENTS = new Set(['joined', 'left', 'added', 'removed', 'banned', 'muted',
+  'unmuted', 'role_changed']);
+const timeFmt = new Intl.DateTimeFormat(undefined, { hour: 'numeric', minute: '2-digit' });
+const dateFmt = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+
+/** "until 14:05" (today) or "until 3 Mar 2027, 14:05"; "" for no end. */
+export function untilText(ms) {
+  if (!Number.isInteger(ms)) return '';
+  const d = new Date(ms);
+  const today = new Date().toDateString() === d.toDateString();
+  return `until ${today ? timeFmt.format(d) : dateFmt.format(d)}`;
+}
 
 /** The Chat class, built on the Room and Outbox classes it is given. */
 export function defineChat({ Room, Outbox }) {
@@ -18,13 +32,19 @@ export function defineChat({ Room, Outbox }) {
      * @param {(frame: object) => boolean} o.send  false when offline
      * @param {object} o.storage  see makeStorage in storage.js
      * @param {object} o.view     receives change notifications (see view.js)
+     * @param {() => Promise<object[]>} [o.fetchRooms]  GET /api/rooms; when given, a new
+     *        connection re-reads the list before rejoining (a room lost while offline is
+     *        not joined again: for a public one, that would make the user a member again)
      */
-    constructor({ me, send, storage, view }) {
+    constructor({ me, send, storage, view, fetchRooms = null }) {
       this.me = me;
       this._send = send;
       this.storage = storage;
       this.view = view;
-      this.rooms = new Map(); // rooms the user is in, in the order they were joined
+      this.fetchRooms = fetchRooms;
+      this.connections = 0; // counts connections, so a late room list is recognised
+      this.rooms = new Map(); // rooms the user is a member of, in the order they came
+      this.known = new Map(); // name -> Room object of every room the user may see
       this.online = false;
       this.refs = new Map(); // ref -> what the request was for
       this.nextRef = 1;
@@ -37,21 +57,54 @@ export function defineChat({ Room, Outbox }) {
 
     // ----- user actions -----------------------------------------------------------
 
-    /** Restore rooms and unsent messages saved by an earlier visit of this tab. */
+    /** Restore unsent messages saved by an earlier visit of this tab (once the rooms
+     *  are known: see setRooms). */
     restore() {
-      for (const name of this.storage.joinedRooms()) this._addRoom(name);
       this.outbox.restore();
     }
 
-    /** Join (if needed) and return the room. */
-    join(name) {
-      let room = this.rooms.get(name);
-      if (!room) {
-        room = this._addRoom(name);
-        this._saveRooms();
-        if (this.online) room.join();
+    /**
+     * The rooms the server lists (GET /api/rooms, asked for at `askedAt`, a
+     * performance.now()): the user's rooms are those with `member: true`. Rooms this
+     * client entered after asking, or has not joined yet, are kept: the list may
+     * predate their join.
+     */
+    setRooms(list, askedAt = Infinity) {
+      const valid = list.filter((r) => r && typeof r.name === 'string');
+      this.known = new Map(valid.map((r) => [r.name, r]));
+      const mine = new Set();
+      for (const info of valid) {
+        if (!info.member) continue;
+        mine.add(info.name);
+        const room = this.rooms.get(info.name);
+        if (room) {
+          room.setInfo(info);
+          this.view.roomInfoChanged(room);
+        } else {
+          this._enter(info.name, info);
+        }
       }
-      return room;
+      for (const room of [...this.rooms.values()]) {
+        // Only a room the server had let in (loaded) can have been lost: a room not
+        // joined yet becomes the user's with its join.
+        if (!mine.has(room.name) && room.loaded && room.addedAt < askedAt) {
+          this.view.notice(`You are no longer in ${room.label}.`);
+          this._dropRoom(room);
+        }
+      }
+      this.view.roomsChanged();
+    }
+
+    /** A Room object the server answered with (a room made, a DM started): the user
+     *  is in it, whether or not its room_added frame has come yet. */
+    adopt(info) {
+      this._onRoomAdded({ room: info });
+    }
+
+    /** Join (if needed) and return the room; joining a public room makes the user a
+     *  member (the server then sends room_added). */
+    join(name) {
+      return this.rooms.get(name) ?? this._enter(name, this.known.get(name));
     }
 
     leave(name) {
@@ -82,7 +135,8 @@ export function defineChat({ Room, Outbox }) {
     /** The user is typing in `name`: tell the room, at most every few seconds. */
     typing(name) {
       const room = this.rooms.get(name);
-      if (!room || room.state !== 'live' || !room.people.shouldAnnounceTyping()) return;
+      if (!room || room.state !== 'live' || this.silenced(room)
+          || !room.people.shouldAnnounceTyping()) return;
       this._send({ type: 'typing', room: name });
     }
 
@@ -95,11 +149,30 @@ export function defineChat({ Room, Outbox }) {
       this.rooms.get(name)?.markRead();
     }
 
+    /** Why the user cannot post in `room` now ('archived', 'muted'), or null. */
+    silenced(room) {
+      if (room.info.archived) return 'archived';
+      if (Number.isInteger(room.info.muted_until) && room.info.muted_until > Date.now()) return 'muted';
+      return null;
+    }
+
     // ----- connection events -------------------------------------------------------
 
     connected() {
       this.online = true;
-      for (const room of this.rooms.values()) room.join();
+      const conn = ++this.connections;
+      const rejoin = () => {
+        if (this.connections !== conn || !this.online) return;
+        for (const room of this.rooms.values()) if (room.state === 'idle') room.join();
+      };
+      if (!this.fetchRooms) {
+        rejoin();
+        return;
+      }
+      const askedAt = performance.now();
+      this.fetchRooms().then((list) => {
+        if (this.connections === conn && this.online) this.setRooms(list, askedAt);
+      }, () => {}).finally(rejoin);
     }
 
     disconnected() {
@@ -122,6 +195,10 @@ export function defineChat({ Room, Outbox }) {
           break;
         case 'joined': this._onJoined(f); break;
         case 'message': this._onMessage(f); break;
+        case 'event': this._onEvent(f); break;
+        case 'room_added': this._onRoomAdded(f); break;
+        case 'room_updated': this._onRoomUpdated(f); break;
+        case 'room_removed': this._onRoomRemoved(f); break;
         case 'ack': this._onAck(f); break;
         case 'history': this._onHistory(f); break;
         case 'typing': this._onTyping(f); break;
@@ -133,10 +210,14 @@ export function defineChat({ Room, Outbox }) {
 
     // ----- internals ---------------------------------------------------------------
 
-    _addRoom(name) {
+    /** A room the user is in from now on: shown, and joined when online. */
+    _enter(name, info) {
       const room = new Room(name, this.session);
+      if (info) room.setInfo(info);
+      room.addedAt = performance.now();
       this.rooms.set(name, room);
       this.view.roomAdded(room);
+      if (this.online) room.join();
       return room;
     }
 
@@ -144,13 +225,16 @@ export function defineChat({ Room, Outbox }) {
       this.outbox.forget(room);
       room.close();
       this.rooms.delete(room.name);
-      this._saveRooms();
       this.outbox.save();
       this.view.roomRemoved(room);
     }
 
-    _saveRooms() {
-      this.storage.setJoinedRooms([...this.rooms.keys()]);
+    /** Keep the list of known rooms in step with a Room object the server sent. */
+    _know(info) {
+      const old = this.known.get(info.name) ?? {};
+      const merged = { ...old, ...info };
+      if (!('muted_until' in info) && 'member' in info) delete merged.muted_until;
+      this.known.set(info.name, merged);
     }
 
     _request(room, frame, info) {
@@ -185,6 +269,76 @@ export function defineChat({ Room, Outbox }) {
       this.rooms.get(f.room)?.onMessage(f);
     }
 
+    /** A membership or moderation change: a line in the log, and what it changes. */
+    _onEvent(f) {
+      const room = this.rooms.get(f.room);
+      if (!room) return;
+      room.onMessage(f);
+      let info = null;
+      if (f.event === 'topic_changed' && typeof f.topic === 'string') info = { topic: f.topic };
+      else if (f.event === 'archived') info = { archived: true };
+      else if (f.event === 'unarchived') info = { archived: false };
+      if (info) {
+        room.setInfo(info);
+        this._know({ name: room.name, ...info });
+        this.view.roomInfoChanged(room);
+      }
+      if (ROSTER_EVENTS.has(f.event)) this.view.rosterChanged(room);
+    }
+
+    /** A room the user is now in: created, joined, added to, or a DM started. */
+    _onRoomAdded(f) {
+      const info = f.room;
+      if (!info || typeof info.name !== 'string') return;
+      this._know(info);
+      const room = this.rooms.get(info.name);
+      if (room) {
+        room.setInfo(info);
+        this.view.roomInfoChanged(room);
+      } else {
+        this._enter(info.name, info);
+      }
+      this.view.roomsChanged();
+    }
+
+    /** The user's role or mute changed, or the room's topic or archived state. */
+    _onRoomUpdated(f) {
+      const info = f.room;
+      if (!info || typeof info.name !== 'string') return;
+      this._know(info);
+      const room = this.rooms.get(info.name);
+      if (room) {
+        room.setInfo(info);
+        this.view.roomInfoChanged(room);
+        if ('role' in info) this.view.rosterChanged(room);
+      }
+      this.view.roomsChanged();
+    }
+
+    /** The user left the room for good, or was kicked or banned: it goes, with a word. */
+    _onRoomRemoved(f) {
+      const name = f.room;
+      if (typeof name !== 'string') return;
+      const room = this.rooms.get(name);
+      const info = this.known.get(name);
+      const label = room?.label ?? `#${info?.title ?? name}`;
+      if (info?.kind === 'public') this._know({ name, member: false, role: null });
+      else this.known.delete(name);
+      if (room) {
+        // The event that says who did it usually arrives just before this frame.
+        const ev = [...room.messages].reverse().find((m) => m.type === 'event'
+          && (m.event === 'removed' || m.event === 'banned') && m.target?.id === this.me.id);
+        const by = ev?.actor?.name ? ` by ${ev.actor.name}` : '';
+        if (f.reason === 'kicked') this.view.notice(`You were removed from ${label}${by}.`);
+        else if (f.reason === 'banned') {
+          const until = untilText(f.until);
+          this.view.notice(`You were banned from ${label}${by}${until ? ` ${until}` : ''}.`);
+        } else if (f.reason === 'left') this.view.notice(`You left ${label}.`);
+        this._dropRoom(room);
+      }
+      this.view.roomsChanged();
+    }
+
     _onAck(f) {
       const room = this.rooms.get(f.room);
       this.refs.delete(f.ref);
@@ -216,13 +370,25 @@ export function defineChat({ Room, Outbox }) {
       switch (info.kind) {
         case 'send': {
           const clientId = info.clientId ?? f.client_id;
+          if (f.reason === 'muted' && Number.isInteger(f.until)) {
+            room.setInfo({ muted_until: f.until });
+            this.view.roomInfoChanged(room);
+          } else if (f.reason === 'archived') {
+            room.setInfo({ archived: true });
+            this.view.roomInfoChanged(room);
+          }
           if (f.code === 'rate_limited') this.outbox.rateLimited(room, clientId, retryMs);
           else this.outbox.refused(room, clientId, friendlyError(f));
           break;
         }
         case 'join':
           if (f.code === 'not_found' || f.code === 'forbidden') {
-            this.view.notice(`Cannot open #${room.name}: ${f.message || f.code}`);
+            if (f.reason === 'banned') {
+              const until = untilText(f.until);
+              this.view.notice(`You are banned from ${room.label}${until ? ` ${until}` : ''}.`);
+            } else {
+              this.view.notice(`Cannot open ${room.label}: ${f.message || f.code}`);
+            }
             this._dropRoom(room);
           } else {
             room.state = 'idle';
@@ -256,6 +422,8 @@ export function friendlyError(f) {
     case 'unavailable':
       return 'The server cannot store messages right now.';
     case 'forbidden':
+      if (f.reason === 'muted') return `You are muted ${untilText(f.until)}.`.replace(' .', '.');
+      if (f.reason === 'archived') return 'This room is archived: it is read-only.';
       return 'You are not allowed to do that here.';
     default:
       return f.message ? String(f.message) : 'Something went wrong.';

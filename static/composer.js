@@ -1,6 +1,7 @@
 // The message box under the log: Enter sends, Shift+Enter starts a new line, it grows
 // with its text, refuses an over-long message before it is sent, tells the room that
-// the user is typing, and is usable only while a room is on screen. Built on render.js's
+// the user is typing, and is usable only while a room is on screen where the user may
+// post (not while muted, not in an archived room: it then says why). Built on render.js's
 // fieldError, which app.js passes in (no imports: see app.js).
 
 const MAX_BODY = 4000;
@@ -13,9 +14,11 @@ export class Composer {
     this.handlers = null;
     this.narrow = null;
     this.room = null; // the room a message goes to
+    this.label = '';
+    this.blocked = null; // why the user cannot post in the room on screen
     this.el = {
       form: $('composer'), input: $('composer-input'), send: $('composer-send'),
-      label: $('composer-label'), error: $('composer-error'),
+      label: $('composer-label'), error: $('composer-error'), blockedNote: $('composer-blocked'),
     };
     this.input = this.el.input;
   }
@@ -46,14 +49,35 @@ export class Composer {
     this.el.input.value = '';
   }
 
-  /** Address messages to `name`, or disable the composer (null). */
-  setRoom(name) {
-    const e = this.el;
+  /** Address messages to `name` (shown as `label`), or disable the composer (null). */
+  setRoom(name, label = name ? `#${name}` : '') {
     this.room = name;
-    e.input.disabled = !name;
-    e.send.disabled = !name;
-    e.input.placeholder = name ? `Message #${name}` : 'Choose a room first';
-    e.label.textContent = name ? `Message #${name}` : 'Message';
+    this.label = label;
+    this.blocked = null;
+    this._draw();
+  }
+
+  /** Disable the composer with a reason ("You are muted until 14:05"), or enable it
+   *  again (null). */
+  setBlocked(text) {
+    if (text === this.blocked) return;
+    const hadFocus = document.activeElement === this.el.input;
+    this.blocked = text || null;
+    this._draw();
+    if (hadFocus && !this.blocked) this.el.input.focus({ preventScroll: true });
+  }
+
+  _draw() {
+    const e = this.el;
+    const name = this.room;
+    const usable = Boolean(name) && !this.blocked;
+    e.input.disabled = !usable;
+    e.send.disabled = !usable;
+    e.blockedNote.textContent = this.blocked ?? '';
+    e.blockedNote.hidden = !this.blocked;
+    if (!name) e.input.placeholder = 'Choose a room first';
+    else e.input.placeholder = this.blocked ?? `Message ${this.label}`;
+    e.label.textContent = name ? `Message ${this.label}` : 'Message';
   }
 
   /** Put the caret in the box, except on phones, where that would open the keyboard. */

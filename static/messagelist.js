@@ -1,5 +1,5 @@
 // The message log on screen: one list per room (kept while another room is shown),
-// confirmed messages in seq order with pending and failed ones after them, the scroll
+// confirmed messages and event lines (who joined, was removed, muted...) in seq order with pending and failed ones after them, the scroll
 // position (pinned to the bottom while the reader is there), the "New messages" marker
 // and divider, the top of the log (load older, or the beginning of the room), and when
 // the room on screen counts as read. Built on render.js's building blocks, which app.js
@@ -11,8 +11,8 @@ const LOAD_OLDER_PX = 400; // start loading older messages this close to the top
 const $ = (id) => document.getElementById(id);
 
 export class MessageList {
-  constructor({ h, messageItem, nextMessage, decorate, insertionPoint }) {
-    Object.assign(this, { h, messageItem, nextMessage, decorate, insertionPoint });
+  constructor({ h, messageItem, eventItem, nextMessage, decorate, insertionPoint }) {
+    Object.assign(this, { h, messageItem, eventItem, nextMessage, decorate, insertionPoint });
     this.chat = null; // set by bind(); read-only use
     this.handlers = null;
     this.me = null;
@@ -74,7 +74,8 @@ export class MessageList {
     this._quiet();
     e.host.replaceChildren(...(entry ? [entry.ol] : []));
     e.empty.hidden = Boolean(entry);
-    e.log.setAttribute('aria-label', entry ? `Messages in #${name}` : 'Messages');
+    const room = entry && this.chat.rooms.get(name);
+    e.log.setAttribute('aria-label', room ? `Messages in ${room.label}` : 'Messages');
     e.jump.hidden = true;
     return Boolean(entry);
   }
@@ -127,11 +128,13 @@ export class MessageList {
     if (active && (older || !live)) this._quiet();
     let first = null;
     for (const m of msgs) {
-      const li = this.messageItem({ key: `s${m.seq}`, seq: m.seq, user: m.user, ts: m.ts, body: m.body, me: this.me });
+      const li = m.type === 'event'
+        ? this.eventItem({ key: `s${m.seq}`, seq: m.seq, ts: m.ts, event: m })
+        : this.messageItem({ key: `s${m.seq}`, seq: m.seq, user: m.user, ts: m.ts, body: m.body, me: this.me });
       entry.ol.insertBefore(li, this.insertionPoint(entry.ol, m.seq, older));
       this.decorate(li);
       this.decorate(this.nextMessage(li));
-      if (!first || m.seq < Number(first.dataset.seq)) first = li;
+      if (m.type !== 'event' && (!first || m.seq < Number(first.dataset.seq))) first = li;
     }
     if (!active) return;
     this._renderTop(room);
@@ -141,9 +144,10 @@ export class MessageList {
       return;
     }
     const mine = msgs.every((m) => m.user.id === this.me.id);
+    const quiet = msgs.every((m) => m.type === 'event'); // events are not "new messages"
     if (wasBottom || own || !live || mine) {
       this._scrollToBottom();
-    } else {
+    } else if (!quiet) {
       this.el.jump.hidden = false;
       if (!entry.ol.querySelector(':scope > .new-divider')) this._placeDivider(entry.ol, first);
     }
@@ -230,7 +234,8 @@ export class MessageList {
   /** Mark where unread messages start when opening a room that has some. */
   _unreadDivider(room, ol) {
     if (!room.unread || ol.querySelector(':scope > .new-divider')) return;
-    const first = room.messages.find((m) => m.seq > room.lastRead && m.user.id !== this.me.id);
+    const first = room.messages.find((m) => m.seq > room.lastRead && m.user.id !== this.me.id
+      && m.type !== 'event');
     if (first) this._placeDivider(ol, ol.querySelector(`:scope > li[data-seq="${first.seq}"]`));
   }
 
@@ -266,8 +271,9 @@ export class MessageList {
     const busy = room.loadingOlder || room.state === 'joining' || this.quietTimer !== null;
     e.log.setAttribute('aria-busy', String(busy));
     e.logStart.hidden = showButton || !room.loaded;
-    e.logStart.textContent = room.messages.length
-      ? `This is the beginning of #${room.name}.`
-      : `#${room.name} has no messages yet. Say hello!`;
+    const what = room.kind === 'dm' ? `your conversation with ${room.label}` : room.label;
+    e.logStart.textContent = room.messages.some((m) => m.type !== 'event')
+      ? `This is the beginning of ${what}.`
+      : `${room.kind === 'dm' ? `No messages with ${room.label}` : `${room.label} has no messages`} yet. Say hello!`;
   }
 }

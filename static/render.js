@@ -144,8 +144,9 @@ export function messageItem({ key, seq, user, ts, body, me }) {
   return li;
 }
 
+/** A record of the log: a message or an event line (not a divider). */
 function isMessage(el) {
-  return el && el.classList.contains('msg');
+  return el && (el.classList.contains('msg') || el.classList.contains('sys'));
 }
 
 function prevMessage(li) {
@@ -166,7 +167,9 @@ export function decorate(li) {
   const prev = prevMessage(li);
   const ts = Number(li.dataset.ts);
   const newDay = !prev || dayKey(Number(prev.dataset.ts)) !== dayKey(ts);
-  const cont = !newDay && prev.dataset.user === li.dataset.user
+  // Only messages group; an event line between two messages ends the group.
+  const cont = !newDay && li.classList.contains('msg') && prev.classList.contains('msg')
+    && prev.dataset.user === li.dataset.user
     && ts - Number(prev.dataset.ts) < GROUP_MS;
   li.classList.toggle('cont', cont);
   let day = li.querySelector(':scope > .day');
@@ -197,28 +200,137 @@ export function insertionPoint(ol, seq, fromStart) {
   return after;
 }
 
+// ----- events: membership and moderation, as lines of text ----------------------------
+
+const soonFmt = new Intl.DateTimeFormat(undefined, { weekday: 'short', hour: 'numeric', minute: '2-digit' });
+const laterFmt = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+
+/** A moment to come, as short as is clear: "14:05", "Tue 14:05" or a full date. */
+export function whenText(ms) {
+  const d = new Date(ms);
+  const ahead = ms - Date.now();
+  if (dayKey(ms) === dayKey(Date.now())) return timeFmt.format(d);
+  if (ahead < 6 * 86400000) return soonFmt.format(d);
+  return laterFmt.format(d);
+}
+
+const ROLE_NOUN = { owner: 'the owner', admin: 'an admin', moderator: 'a moderator', member: 'a member' };
+
+/** What an event record says, as one sentence of plain text. */
+export function eventText(ev) {
+  const who = ev.actor?.name ?? ev.user?.name ?? 'Someone';
+  const whom = ev.target?.name ?? 'someone';
+  switch (ev.event) {
+    case 'joined': return `${who} joined`;
+    case 'left': return `${who} left`;
+    case 'added': return `${who} added ${whom}`;
+    case 'removed': return `${who} removed ${whom}`;
+    case 'banned': return Number.isInteger(ev.until)
+      ? `${who} banned ${whom} until ${whenText(ev.until)}` : `${who} banned ${whom}`;
+    case 'unbanned': return `${who} lifted the ban on ${whom}`;
+    case 'muted': return Number.isInteger(ev.until)
+      ? `${who} muted ${whom} until ${whenText(ev.until)}` : `${who} muted ${whom}`;
+    case 'unmuted': return `${who} unmuted ${whom}`;
+    case 'role_changed': return `${who} made ${whom} ${ROLE_NOUN[ev.role] ?? String(ev.role)}`;
+    case 'topic_changed': return ev.topic
+      ? `${who} changed the topic to “${ev.topic}”` : `${who} cleared the topic`;
+    case 'archived': return `${who} archived the room: it is read-only now`;
+    case 'unarchived': return `${who} unarchived the room`;
+    default: return `${who} changed something in the room`;
+  }
+}
+
+/** An event in the log: a line of text between the messages, with its time. */
+export function eventItem({ key, seq, ts, event }) {
+  const time = new Date(ts);
+  return h('li', {
+    class: 'sys', 'data-testid': 'event', 'data-key': key, 'data-seq': String(seq), 'data-ts': ts,
+    'data-event': String(event.event ?? ''), 'data-state': 'sent',
+  },
+  h('div', { class: 'gutter', 'aria-hidden': 'true' }, h('span', { class: 'sys-mark' }, '•')),
+  h('p', { class: 'sys-main' },
+    h('span', { class: 'sys-text', 'data-testid': 'event-text' }, eventText(event)), ' ',
+    h('time', { class: 'time', datetime: time.toISOString(), title: fullFmt.format(time) },
+      timeFmt.format(time))));
+}
+
 // ----- sidebar items -------------------------------------------------------------------
 
-/** A room in the sidebar: a button, with its unread count for rooms not on screen. */
-export function roomItem(name, { joined, current, unread }) {
+const SVG_NS = 'http://www.w3.org/2000/svg';
+
+/** A small padlock, for private rooms. */
+export function lockIcon() {
+  const svg = document.createElementNS(SVG_NS, 'svg');
+  svg.setAttribute('viewBox', '0 0 16 16');
+  svg.setAttribute('width', '13');
+  svg.setAttribute('height', '13');
+  svg.setAttribute('aria-hidden', 'true');
+  svg.setAttribute('focusable', 'false');
+  svg.setAttribute('class', 'lock');
+  svg.setAttribute('data-testid', 'lock');
+  const path = document.createElementNS(SVG_NS, 'path');
+  path.setAttribute('fill', 'currentColor');
+  path.setAttribute('d', 'M4 7V5a4 4 0 0 1 8 0v2h.5A1.5 1.5 0 0 1 14 8.5v5a1.5 1.5 0 0 1-1.5 1.5h-9A1.5 1.5 0 0 1 2 13.5v-5A1.5 1.5 0 0 1 3.5 7H4Zm2 0h4V5a2 2 0 0 0-4 0v2Z');
+  svg.append(path);
+  return svg;
+}
+
+/** How a room is named on screen: its title, or for a DM the other people. */
+export function roomLabel(info, me) {
+  if (info.kind === 'dm') {
+    const others = (info.members ?? []).filter((u) => u.id !== me?.id).map((u) => u.name);
+    return others.length ? others.join(', ') : 'Just you';
+  }
+  return info.title || info.name;
+}
+
+/** A room in the sidebar: a button, with its unread count for rooms not on screen.
+ *  `info` is the server's Room object; `online` (DMs) whether someone else is here. */
+export function roomItem(info, { joined, current, unread, me = null, online = false }) {
+  const name = info.name;
+  const label = roomLabel(info, me);
+  let mark;
+  if (info.kind === 'dm') {
+    mark = h('span', { class: `presence-dot${online ? ' on' : ''}`, 'data-testid': 'dm-presence',
+      'data-online': online ? 'true' : 'false' });
+  } else if (info.kind === 'private') {
+    mark = h('span', { class: 'hash' }, lockIcon());
+  } else {
+    mark = h('span', { class: 'hash', 'aria-hidden': 'true' }, '#');
+  }
   return h('li', {},
     h('button', {
       class: 'room-btn', type: 'button', 'data-room': name, 'data-testid': 'room-item',
-      'aria-current': current ? 'page' : false, 'data-unread': unread || false,
+      'data-kind': info.kind, 'aria-current': current ? 'page' : false, 'data-unread': unread || false,
     },
-    h('span', { class: 'hash', 'aria-hidden': 'true' }, '#'),
-    h('span', { class: 'room-name' }, name),
+    mark,
+    h('span', { class: 'room-name' }, label),
+    info.kind === 'private' ? h('span', { class: 'visually-hidden' }, ' (private)') : null,
+    info.kind === 'dm' ? h('span', { class: 'visually-hidden' }, online ? ' (online)' : ' (offline)') : null,
     unread ? h('span', { class: 'badge', 'aria-hidden': 'true', 'data-testid': 'unread' },
       unread > 99 ? '99+' : String(unread)) : null,
     unread ? h('span', { class: 'visually-hidden' }, ` (${unread} unread)`) : null,
     joined ? null : h('span', { class: 'join-hint' }, 'Join')));
 }
 
-/** Someone online in the room. */
-export function memberItem(user, me) {
-  return h('li', { 'data-testid': 'member', 'data-user': user.id },
-    avatar(user),
-    h('span', { class: 'member-name' }, user.name),
-    user.bot ? h('span', { class: 'tag' }, 'bot') : null,
-    user.id === me.id ? h('span', { class: 'you' }, '(you)') : null);
+const ROLE_BADGE = { owner: 'Owner', admin: 'Admin', moderator: 'Mod' };
+
+/** A member of the room: presence, name, role; `actions` (a menu button) if any. */
+export function memberItem({ user, role, online, muted_until: mutedUntil }, me, actions = null) {
+  const av = avatar(user);
+  av.classList.add(online ? 'online' : 'offline');
+  const muted = Number.isInteger(mutedUntil) && mutedUntil > Date.now();
+  return h('li', {
+    'data-testid': 'member', 'data-user': user.id, 'data-name': user.name,
+    'data-role': role, 'data-online': online ? 'true' : 'false', class: online ? '' : 'away',
+  },
+  av,
+  h('span', { class: 'member-name' }, user.name),
+  h('span', { class: 'visually-hidden' }, online ? ' (online)' : ' (offline)'),
+  user.bot ? h('span', { class: 'tag' }, 'bot') : null,
+  ROLE_BADGE[role] ? h('span', { class: `role role-${role}`, 'data-testid': 'role', title: role }, ROLE_BADGE[role]) : null,
+  muted ? h('span', { class: 'muted-mark', 'data-testid': 'muted', title: `Muted until ${whenText(mutedUntil)}` },
+    h('span', { 'aria-hidden': 'true' }, '🔇'), h('span', { class: 'visually-hidden' }, ` muted until ${whenText(mutedUntil)}`)) : null,
+  user.id === me.id ? h('span', { class: 'you' }, '(you)') : null,
+  actions);
 }

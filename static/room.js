@@ -1,5 +1,5 @@
 // One room the user is in, kept complete on the current connection: joined (resuming
-// after its last gap-free seq), fed live messages and acks, its gaps closed with
+// after its last gap-free seq), fed live messages, events and acks, its gaps closed with
 // `history after`, older pages fetched on demand, its unread messages counted.
 // No DOM. Built by defineRoom() on the classes app.js passes in (no imports: see app.js).
 
@@ -8,7 +8,7 @@ const AFTER_PAGE = 100;
 const GAP_GRACE_MS = 700; // messages from two nodes may arrive slightly out of order
 
 /** The Room class: a RoomLog (roomlog.js) with its people (presence.js) and session state. */
-export function defineRoom({ RoomLog, validMessage, RoomPeople }) {
+export function defineRoom({ RoomLog, validMessage, toRecord, isEvent, RoomPeople }) {
   return class Room extends RoomLog {
     /**
      * @param {string} name
@@ -28,6 +28,27 @@ export function defineRoom({ RoomLog, validMessage, RoomPeople }) {
       this.people = new RoomPeople(() => session.view.typingChanged(this));
       this.unread = 0;
       this.lastRead = session.storage.lastRead(name);
+      // The server's Room object (kind, title, topic, role, archived, muted_until,
+      // members of a DM); see chat.js.
+      this.info = { name, kind: 'public', title: name, topic: '', role: null, archived: false };
+    }
+
+    get kind() {
+      return this.info.kind;
+    }
+
+    /** How the room is named on screen: "#title", or the other people of a DM. */
+    get label() {
+      if (this.info.kind !== 'dm') return `#${this.info.title || this.name}`;
+      const me = this.session.me();
+      const others = (this.info.members ?? []).filter((u) => u.id !== me.id).map((u) => u.name);
+      return others.length ? others.join(', ') : 'Direct message';
+    }
+
+    /** The Room object of the server changed (fields missing from `info` are kept). */
+    setInfo(info) {
+      this.info = { ...this.info, ...info };
+      if (!('muted_until' in info) && 'member' in info) delete this.info.muted_until;
     }
 
     /** Join on this connection, resuming after the last gap-free seq if there is one. */
@@ -142,14 +163,11 @@ export function defineRoom({ RoomLog, validMessage, RoomPeople }) {
       }
     }
 
-    /** A live `message` frame. */
+    /** A live `message` or `event` frame. */
     onMessage(f) {
       if (!validMessage(f)) return;
-      const msg = {
-        room: f.room, id: f.id, seq: f.seq, user: f.user, body: f.body, ts: f.ts,
-        client_id: f.client_id,
-      };
-      this.people.messageFrom(f.user);
+      const msg = toRecord(f);
+      if (!isEvent(msg)) this.people.messageFrom(f.user);
       this._accept([msg], { live: true });
       this.advance();
       this._checkGap();
@@ -193,7 +211,8 @@ export function defineRoom({ RoomLog, validMessage, RoomPeople }) {
         return;
       }
       const me = this.session.me();
-      const fresh = added.filter((m) => m.seq > this.lastRead && m.user.id !== me.id).length;
+      const fresh = added.filter((m) => m.seq > this.lastRead && m.user.id !== me.id
+        && !isEvent(m)).length;
       if (!fresh) return;
       this.unread += fresh;
       this.session.view.unreadChanged(this);

@@ -2,7 +2,8 @@
 // be gap-free. Pure bookkeeping, no timers, DOM or I/O. No imports (see app.js).
 //
 // Invariants:
-// - messages holds confirmed messages once each, ascending by seq (dedupe by seq).
+// - messages holds confirmed records once each (messages and events: they share the
+//   room's seqs, so gap detection and resuming count both), ascending by seq (dedupe by seq).
 // - contiguous: every seq from the oldest loaded message up to it is present, so
 //   rejoining with since = contiguous can never leave a hole.
 
@@ -10,6 +11,27 @@
 export function validMessage(m) {
   return m && typeof m === 'object' && Number.isInteger(m.seq) && typeof m.body === 'string'
     && m.user && typeof m.user === 'object';
+}
+
+/** Whether a record of the room's stream is an event (a membership or moderation
+ *  change) rather than a message: shown as a line of text, never counted as unread. */
+export function isEvent(m) {
+  return m.type === 'event';
+}
+
+const EVENT_FIELDS = ['event', 'actor', 'target', 'role', 'until', 'topic'];
+
+/** The part of a live `message` or `event` frame the log keeps. */
+export function toRecord(f) {
+  const rec = {
+    room: f.room, id: f.id, seq: f.seq, user: f.user, body: f.body, ts: f.ts,
+    client_id: f.client_id ?? null,
+  };
+  if (f.type === 'event') {
+    rec.type = 'event';
+    for (const k of EVENT_FIELDS) if (k in f) rec[k] = f[k];
+  }
+  return rec;
 }
 
 /** The highest seq in a page of messages (0 for an empty page). */

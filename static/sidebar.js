@@ -1,7 +1,9 @@
-// The rooms panel: the rooms the user is in (with unread counts) and the others they may
-// join, the form that creates a room, and on narrow screens the drawers that slide this
-// panel and the members panel in. Built on render.js's building blocks, which app.js
-// passes in (no imports: see app.js).
+// The rooms panel: the user's channels (public and private, a lock on private ones) and
+// direct messages (the other people, with a presence dot), with unread counts; the
+// public rooms they may join ("Browse rooms", with topics); the form that creates a
+// room (public or private, with a topic); and on narrow screens the drawers that slide
+// this panel and the members panel in. Built on render.js's building blocks, which
+// app.js passes in (no imports: see app.js).
 
 const ROOM_RE = /^[a-z0-9][a-z0-9_-]{0,63}$/;
 
@@ -10,23 +12,25 @@ const $ = (id) => document.getElementById(id);
 export class Sidebar {
   constructor({ h, roomItem, fieldError }) {
     Object.assign(this, { h, roomItem, fieldError });
+    this.me = null;
     this.chat = null; // set by bind(); read-only use
     this.handlers = null;
     this.current = null; // the room on screen
-    this.known = []; // rooms from GET /api/rooms
     this.el = {
-      root: $('chat'), joined: $('joined-rooms'), other: $('other-rooms'),
-      otherTitle: $('other-rooms-title'), dot: $('rooms-unread-dot'),
+      root: $('chat'), joined: $('joined-rooms'), dms: $('dm-rooms'), other: $('other-rooms'),
+      browse: $('browse-toggle'), browseCount: $('browse-count'), dot: $('rooms-unread-dot'),
       form: $('new-room'), name: $('new-room-name'), error: $('new-room-error'),
+      private: $('new-room-private'), topic: $('new-room-topic'),
       sidebar: $('sidebar'), members: $('members'), scrim: $('scrim'),
       toggleRooms: $('toggle-rooms'), toggleMembers: $('toggle-members'),
     };
   }
 
   /** Listen to the panel, its form and the drawer toggles until `signal` aborts. */
-  bind({ chat, handlers, narrow, signal }) {
+  bind({ chat, handlers, me, narrow, signal }) {
     this.chat = chat;
     this.handlers = handlers;
+    this.me = me;
     const e = this.el;
     const opts = { signal };
     e.form.addEventListener('submit', (ev) => {
@@ -34,7 +38,12 @@ export class Sidebar {
       this._createRoom();
     }, opts);
     e.name.addEventListener('input', () => this.fieldError(e.name, e.error, ''), opts);
-    for (const list of [e.joined, e.other]) {
+    e.browse.addEventListener('click', () => {
+      const open = e.browse.getAttribute('aria-expanded') !== 'true';
+      e.browse.setAttribute('aria-expanded', String(open));
+      this.render();
+    }, opts);
+    for (const list of [e.joined, e.dms, e.other]) {
       list.addEventListener('click', (ev) => {
         const btn = ev.target.closest('button[data-room]');
         if (btn) this._pickRoom(btn.dataset.room);
@@ -56,12 +65,8 @@ export class Sidebar {
   destroy() {
     this.current = null;
     this.el.joined.replaceChildren();
+    this.el.dms.replaceChildren();
     this.el.other.replaceChildren();
-  }
-
-  setKnownRooms(rooms) {
-    this.known = rooms.filter((r) => r && typeof r.name === 'string');
-    this.render();
   }
 
   /** Mark `name` (or nothing) as the room on screen. */
@@ -78,19 +83,34 @@ export class Sidebar {
     if (!this.chat) return;
     const e = this.el;
     const focused = document.activeElement?.closest?.('button[data-room]')?.dataset.room;
-    const joined = [...this.chat.rooms.values()];
-    const mine = new Set(joined.map((r) => r.name));
-    const others = this.known.map((r) => r.name).filter((n) => !mine.has(n)).sort();
-    const button = (name, room) => this.roomItem(name, {
-      joined: Boolean(room), current: name === this.current,
-      unread: room && name !== this.current ? room.unread : 0,
+    const mine = [...this.chat.rooms.values()];
+    const byLabel = (a, b) => a.label.localeCompare(b.label);
+    const channels = mine.filter((r) => r.kind !== 'dm').sort(byLabel);
+    const dms = mine.filter((r) => r.kind === 'dm').sort(byLabel);
+    const item = (r) => this.roomItem(r.info, {
+      joined: true, current: r.name === this.current, me: this.me,
+      unread: r.name !== this.current ? r.unread : 0,
+      online: r.kind === 'dm' && [...r.people.members.keys()].some((id) => id !== this.me.id),
     });
-    e.joined.replaceChildren(...joined.map((r) => button(r.name, r)));
-    if (!joined.length) e.joined.append(this.h('li', { class: 'muted' }, 'None yet'));
-    e.other.replaceChildren(...others.map((n) => button(n, null)));
-    e.other.hidden = !others.length;
-    e.otherTitle.hidden = !others.length;
-    e.dot.hidden = !joined.some((r) => r.name !== this.current && r.unread);
+    e.joined.replaceChildren(...channels.map(item));
+    if (!channels.length) e.joined.append(this.h('li', { class: 'muted' }, 'None yet'));
+    e.dms.replaceChildren(...dms.map(item));
+    if (!dms.length) e.dms.append(this.h('li', { class: 'muted' }, 'None yet'));
+    const others = [...this.chat.known.values()]
+      .filter((r) => r.kind === 'public' && !this.chat.rooms.has(r.name))
+      .sort((a, b) => a.name.localeCompare(b.name));
+    const open = e.browse.getAttribute('aria-expanded') === 'true';
+    e.browseCount.textContent = others.length ? `(${others.length})` : '';
+    e.other.hidden = !open;
+    e.other.replaceChildren(...others.map((r) => {
+      const li = this.roomItem(r, { joined: false, current: false, unread: 0 });
+      if (r.topic) {
+        li.firstChild.append(this.h('span', { class: 'room-topic-small', 'data-testid': 'browse-topic' }, r.topic));
+      }
+      return li;
+    }));
+    if (!others.length) e.other.append(this.h('li', { class: 'muted' }, 'You are in every public room.'));
+    e.dot.hidden = !mine.some((r) => r.name !== this.current && r.unread);
     if (focused) e.root.querySelector(`button[data-room="${CSS.escape(focused)}"]`)?.focus();
   }
 
@@ -124,9 +144,17 @@ export class Sidebar {
       e.name.focus();
       return;
     }
+    if (name.startsWith('dm-')) {
+      this.fieldError(e.name, e.error, 'Names starting with “dm-” are kept for direct messages.');
+      e.name.focus();
+      return;
+    }
     this.fieldError(e.name, e.error, '');
-    if (await this.handlers.createRoom(name)) {
+    const kind = e.private.checked ? 'private' : 'public';
+    if (await this.handlers.createRoom(name, { kind, topic: e.topic.value.trim() })) {
       e.name.value = '';
+      e.topic.value = '';
+      e.private.checked = false;
       this._drawer(null);
     }
   }

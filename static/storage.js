@@ -1,10 +1,12 @@
-// What the client keeps in the browser for one user: joined rooms and read positions
-// (per browser), the room on screen and unsent messages (per tab). No imports (see app.js).
+// What the client keeps in the browser for one user: read positions (per browser), the
+// room on screen and unsent messages (per tab). Which rooms the user is in is the
+// server's to say (GET /api/rooms), so it follows them across devices. No imports (see
+// app.js).
 
 const ROOM_RE = /^[a-z0-9][a-z0-9_-]{0,63}$/;
 
-/** What survives a reload: joined rooms and read positions (per browser), the room on
- *  screen and unsent messages (per tab, so two tabs do not send each other's drafts). */
+/** What survives a reload: read positions (per browser), the room on screen and unsent
+ *  messages (per tab, so two tabs do not send each other's drafts). */
 export function makeStorage(userId) {
   const key = (name) => `chat:${userId}:${name}`;
   const read = (store, name, fallback) => {
@@ -23,11 +25,6 @@ export function makeStorage(userId) {
     }
   };
   return {
-    joinedRooms: () => {
-      const list = read(localStorage, 'rooms', []);
-      return Array.isArray(list) ? list.filter((n) => typeof n === 'string' && ROOM_RE.test(n)) : [];
-    },
-    setJoinedRooms: (names) => write(localStorage, 'rooms', names),
     lastRead: (room) => Number(read(localStorage, 'read', {})[room]) || 0,
     setLastRead: (room, seq) => {
       const all = read(localStorage, 'read', {});

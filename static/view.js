@@ -1,8 +1,9 @@
 // The chat screen: what chat.js reports goes to the part of the screen it concerns, and
-// the handlers app.js binds receive the user's clicks and keys. It draws the room header
-// (title, people online, who is typing) and the page title itself; the message list,
-// the sidebar, the composer and the notices are its parts, which app.js builds and
-// passes in with render.js (no imports: see app.js).
+// the handlers app.js binds receive the user's clicks and keys. It draws who is typing,
+// whether the user may post in the room on screen, and the page title itself; the room
+// header, the message list, the sidebar, the members panel, the composer, the notices
+// and the "New message" dialog are its parts, which app.js builds and passes in with
+// render.js (no imports: see app.js).
 
 const NARROW = window.matchMedia('(max-width: 760px)');
 
@@ -14,17 +15,14 @@ export class ChatView {
    * @param {object} parts   {list, sidebar, composer, notices}: see messagelist.js,
    *        sidebar.js, composer.js, notices.js
    */
-  constructor({ memberItem }, { list, sidebar, composer, notices }) {
-    Object.assign(this, { memberItem, list, sidebar, composer, notices });
+  constructor({ whenText }, { list, sidebar, composer, notices, members, header, dmPicker }) {
+    Object.assign(this, { whenText, list, sidebar, composer, notices, members, header, dmPicker });
     this.handlers = null;
     this.me = null;
     this.chat = null; // set by bind(); read-only use
     this.active = null;
-    this.el = {
-      title: $('room-title'), sub: $('room-sub'), leave: $('leave-room'), typing: $('typing'),
-      members: $('member-list'), membersCount: $('members-count'), meName: $('me-name'),
-      logout: $('logout'),
-    };
+    this.muteTimer = null;
+    this.el = { typing: $('typing'), meName: $('me-name'), logout: $('logout') };
     this.listeners = new AbortController();
   }
 
@@ -38,10 +36,12 @@ export class ChatView {
     const e = this.el;
     this.list.bind({ chat, handlers, me, composer: this.composer, signal });
     this.composer.bind({ handlers, narrow: NARROW, signal });
-    this.sidebar.bind({ chat, handlers, narrow: NARROW, signal });
+    this.sidebar.bind({ chat, handlers, me, narrow: NARROW, signal });
     this.notices.bind({ handlers, signal });
+    this.members.bind({ handlers, me, signal });
+    this.header.bind({ handlers, me, signal });
+    this.dmPicker.bind({ handlers, me, signal });
     e.logout.addEventListener('click', () => handlers.logout(), { signal });
-    e.leave.addEventListener('click', () => this.active && handlers.leaveRoom(this.active), { signal });
     window.addEventListener('beforeunload', (ev) => {
       // Unsent messages survive a reload of this tab (sessionStorage); closing loses them.
       if ([...this.chat.rooms.values()].some((r) => r.outbox.size)) ev.preventDefault();
@@ -56,38 +56,42 @@ export class ChatView {
     this.sidebar.destroy();
     this.notices.destroy();
     this.composer.destroy();
-    this.el.members.replaceChildren();
+    this.members.destroy();
+    this.header.destroy();
+    this.dmPicker.destroy();
+    clearTimeout(this.muteTimer);
     this.el.typing.textContent = '';
   }
 
   // ----- called by app.js ------------------------------------------------------------
 
-  setKnownRooms(rooms) {
-    this.sidebar.setKnownRooms(rooms);
+  /** Whether the user is a server admin (a moderator of every public room). */
+  setServerAdmin(yes) {
+    this.members.setServerAdmin(yes);
+    this.header.setServerAdmin(yes);
   }
 
   /** Show a room (or the empty state when name is null). */
   showRoom(name) {
     const e = this.el;
     const shown = this.list.show(name);
-    this.active = name;
-    e.title.textContent = shown ? `#${name}` : 'No room';
-    e.leave.hidden = !shown;
-    this.composer.setRoom(shown ? name : null);
+    this.active = shown ? name : null;
+    const room = shown ? this.chat.rooms.get(name) : null;
+    this.composer.setRoom(room ? name : null, room?.label);
+    this.header.render(room ?? null);
+    this.members.show(room ?? null);
     this._renderTitle();
-    const room = name && this.chat.rooms.get(name);
-    if (room) {
-      this._renderMembers(room);
-      this._renderTyping(room);
-    } else {
-      e.members.replaceChildren();
-      e.membersCount.textContent = '';
-      e.typing.textContent = '';
-      e.sub.textContent = '';
-    }
+    this._renderStanding();
+    if (room) this._renderTyping(room);
+    else e.typing.textContent = '';
     this.list.place(room || null);
     this.sidebar.show(name);
     this.list.maybeRead();
+  }
+
+  /** Pick people in the "New message" dialog for something else (see dmpicker.js). */
+  pickPeople(mode) {
+    this.dmPicker.open(mode);
   }
 
   focusComposer() {
@@ -115,6 +119,26 @@ export class ChatView {
     this.list.roomChanged(room);
   }
 
+  /** The list of rooms the user may see changed (Browse rooms). */
+  roomsChanged() {
+    this.sidebar.render();
+  }
+
+  /** A room's Room object changed: topic, archived, the user's role or mute. */
+  roomInfoChanged(room) {
+    this.sidebar.render();
+    if (room.name !== this.active) return;
+    this.header.render(room);
+    this.members.render();
+    this._renderStanding();
+    this._renderTitle();
+  }
+
+  /** Who is in the room, or their roles, changed. */
+  rosterChanged(room) {
+    if (room.name === this.active) this.members.reload();
+  }
+
   unreadChanged() {
     this.sidebar.render();
     this._renderTitle();
@@ -136,8 +160,10 @@ export class ChatView {
     this.list.pendingRemoved(room, clientId);
   }
 
+  /** Someone came online in the room or went offline. */
   membersChanged(room) {
-    if (room.name === this.active) this._renderMembers(room);
+    if (room.kind === 'dm') this.sidebar.render();
+    if (room.name === this.active) this.members.presenceChanged(room);
   }
 
   typingChanged(room) {
@@ -156,16 +182,28 @@ export class ChatView {
 
   _renderTitle() {
     const total = [...this.chat.rooms.values()].reduce((n, r) => n + r.unread, 0);
-    const base = this.active ? `#${this.active} · Chat` : 'Chat';
+    const room = this.active && this.chat.rooms.get(this.active);
+    const base = room ? `${room.label} · Chat` : 'Chat';
     document.title = total ? `(${total}) ${base}` : base;
   }
 
-  _renderMembers(room) {
-    const e = this.el;
-    const members = [...room.people.members.values()].sort((a, b) => a.name.localeCompare(b.name));
-    e.members.replaceChildren(...members.map((u) => this.memberItem(u, this.me)));
-    e.membersCount.textContent = members.length ? `(${members.length})` : '';
-    e.sub.textContent = members.length ? `${members.length} online` : '';
+  /** Whether the user may post in the room on screen; a mute lifts itself at its end. */
+  _renderStanding() {
+    clearTimeout(this.muteTimer);
+    const room = this.active && this.chat.rooms.get(this.active);
+    if (!room) return;
+    const why = this.chat.silenced(room);
+    if (why === 'archived') {
+      this.composer.setBlocked('This room is archived: it is read-only.');
+    } else if (why === 'muted') {
+      const until = room.info.muted_until;
+      this.composer.setBlocked(`You are muted until ${this.whenText(until)}.`);
+      // setTimeout's delay is a 32-bit number of ms: a long mute is checked again later.
+      const wait = Math.min(until - Date.now() + 100, 2 ** 31 - 1);
+      this.muteTimer = setTimeout(() => this._renderStanding(), wait);
+    } else {
+      this.composer.setBlocked(null);
+    }
   }
 
   _renderTyping(room) {

@@ -226,6 +226,15 @@ class User:
         """Confirmed messages in the room on screen."""
         return self.page.locator('[data-testid="message"][data-state="sent"]')
 
+    def records(self) -> Locator:
+        """Confirmed messages and event lines (joined, left...) in the room on screen:
+        together they hold every seq of the room's stream."""
+        return self.page.locator('[data-testid="message"][data-state="sent"], '
+                                 '[data-testid="event"]')
+
+    def record_seqs(self) -> list[int]:
+        return [int(s) for s in self.records().evaluate_all("els => els.map(e => e.dataset.seq)")]
+
     def bodies(self) -> list[str]:
         return self.sent().locator('[data-testid="message-body"]').all_inner_texts()
 
@@ -360,11 +369,15 @@ def test_two_users_chat_live_with_presence_typing_and_unread(server, people, tmp
     alice.wait_for_body("coffee order")
     expect(alice.room("general").get_by_test_id("unread")).to_have_count(0)
 
-    # Bob leaves the lobby: Alice sees him go offline there.
+    # Bob leaves the lobby for good (from the room's menu): Alice sees him go.
     bob.open_room("lobby")
+    bob.t("room-menu").click()
     bob.t("leave-room").click()
+    expect(bob.room("lobby")).to_have_attribute("data-testid", "room-item")  # in Browse now
+    expect(bob.t("joined-rooms").locator('[data-room="lobby"]')).to_have_count(0)
     alice.open_room("lobby")
     expect(alice.page.locator('[data-testid="member"]')).to_have_count(1)
+    expect(alice.page.locator('[data-testid="event"]').last).to_have_text(re.compile("bob left"))
 
 
 def test_sign_up_and_log_in_show_inline_errors_and_session_survives_reload(server, people):
@@ -430,7 +443,9 @@ def test_scroll_back_loads_older_pages_and_keeps_position(server, people):
     assert fay.finish_seeding() == 65
     erin.page.reload()
     erin.open_room(room)
-    expect(erin.sent()).to_have_count(50)
+    # The newest page: 50 records of the stream, Erin's own "joined" the newest.
+    expect(erin.records()).to_have_count(50)
+    expect(erin.sent()).to_have_count(49)
     assert {erin.bodies()[-1]} <= {dave_says[-1], fay_says[-1]}
     log = erin.t("message-log")
     assert log.evaluate("el => el.scrollHeight - el.scrollTop - el.clientHeight") < 50
@@ -439,7 +454,7 @@ def test_scroll_back_loads_older_pages_and_keeps_position(server, people):
     top_body = erin.bodies()[0]
     anchor = erin.t("message-body").filter(has_text=re.compile(f"^{re.escape(top_body)}$"))
     log.evaluate("el => { el.scrollTop = 0; }")
-    expect(erin.sent()).to_have_count(100)
+    expect(erin.records()).to_have_count(100)
     expect(log).to_have_attribute("aria-busy", "false")
     # The message that was at the top is still there: the page grew above it.
     offset = anchor.evaluate(
@@ -450,12 +465,14 @@ def test_scroll_back_loads_older_pages_and_keeps_position(server, people):
 
     log.evaluate("el => { el.scrollTop = 0; }")
     expect(erin.sent()).to_have_count(130)
+    expect(erin.records()).to_have_count(132)  # and fay's and erin's "joined"
     expect(erin.t("log-start")).to_be_visible()
     expect(erin.t("load-older")).to_be_hidden()
     seen = erin.bodies()
     assert [b for b in seen if b.startswith("dave")] == dave_says
     assert [b for b in seen if b.startswith("fay")] == fay_says
-    assert erin.seqs() == list(range(1, 131))
+    assert erin.record_seqs() == list(range(1, 133))
+    assert erin.seqs() == list(range(2, 132))
 
     # Scrolled up: a new message does not move the view; a marker offers the way down.
     log.evaluate("el => { el.scrollTop = 0; }")
@@ -592,8 +609,9 @@ def test_sending_faster_than_allowed_waits_and_delivers_everything_once(server, 
 
 
 def assert_complete(user: User, expected_tail: list[str]) -> None:
-    """The room's messages are contiguous by seq, each once, ending as expected."""
-    seqs = user.seqs()
+    """The room's records (messages and events) are contiguous by seq, its messages each
+    once, ending as expected."""
+    seqs = user.record_seqs()
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs
     bodies = user.bodies()
     assert bodies[-len(expected_tail):] == expected_tail
