@@ -23,6 +23,7 @@ from server.handlers.base import SECURITY_HEADERS, NotFoundHandler, XsrfCookieHa
 from server.handlers.bots import BotHandler, BotsHandler, BotTokenHandler, BotTokensHandler
 from server.handlers.health import HealthHandler, ReadyHandler
 from server.handlers.operator import MetricsHandler, StatusHandler
+from server.handlers.search import SearchHandler
 from server.handlers.socket import ChatSocket
 from server.inflight import Inflight
 from server.invites import Registration
@@ -32,6 +33,7 @@ from server.metrics import Metrics
 from server.probe import ServiceProbe
 from server.reporter import StatusReporter
 from server.rooms import LocalRooms
+from server.search import MessageSearch
 from server.store import Store
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
@@ -129,6 +131,7 @@ def make_app(config: Config, *, store: Store, rooms: LocalRooms, chat: Chat, aut
         (r"/api/rooms/([^/]+)/mutes/([^/]+)", rooms_api.MuteHandler, team),
         (r"/api/dms", rooms_api.DmsHandler, team),
         (r"/api/mentions", rooms_api.MentionsHandler, team),
+        (r"/api/search", SearchHandler, dict(team, search=MessageSearch(store))),
         (r"/api/bots", BotsHandler, dict(api, bots=bots, chat=chat)),
         (r"/api/bots/([^/]+)", BotHandler, dict(api, bots=bots, chat=chat)),
         (r"/api/bots/([^/]+)/tokens", BotTokensHandler, dict(api, bots=bots, chat=chat)),

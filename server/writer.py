@@ -301,7 +301,8 @@ class MessageWriter:
             seq = nexts[item.room] = nexts.get(item.room, self.seqs.top(item.room)) + 1
             if item.event is None:
                 docs.append(message_doc(item.room, seq, item.user, item.body, ts,
-                                        item.client_id, item.reply_to, item.mentions))
+                                        item.client_id, item.reply_to, item.mentions,
+                                        self.store.words_field(item.body)))
             else:
                 docs.append(event_doc(item.room, seq, item.user, item.event.kind,
                                       item.event.target, item.event.data, ts, item.client_id))

@@ -23,6 +23,7 @@ from server.store.messages import (
     message_doc,
 )
 from server.store.reads import UNREAD_CAP, Reads
+from server.store.search import Search
 
 __all__ = [
     "DEFAULT_ROOM",
@@ -41,7 +42,7 @@ __all__ = [
 ]
 
 
-class Store(Accounts, RoomsAndMessages, Members, Reads):
+class Store(Accounts, RoomsAndMessages, Members, Reads, Search):
     """All persistent state. Every method raises StoreError when MongoDB fails."""
 
     def __init__(self, client: AsyncIOMotorClient, db_name: str) -> None:
@@ -98,5 +99,6 @@ class Store(Accounts, RoomsAndMessages, Members, Reads):
                 await db[collection].create_index("qslot", unique=True, sparse=True)
                 if owner_field != "user_id":  # tokens.user_id is indexed above
                     await db[collection].create_index(owner_field, sparse=True)
+        await self.setup_search()
         with contextlib.suppress(Conflict):
             await self.create_room(DEFAULT_ROOM, creator=None)

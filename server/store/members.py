@@ -123,6 +123,12 @@ class Members(Collections):
             docs = await self.db.members.find({"room": room, "state": BANNED}).to_list(limit)
         return [d for d in docs if ban_active(d)]
 
+    async def banned_rooms(self, user_id: str) -> set[str]:
+        """The rooms the user is banned from now."""
+        with _errors():
+            docs = await self.db.members.find({"uid": user_id, "state": BANNED}).to_list(None)
+        return {d["room"] for d in docs if ban_active(d)}
+
     async def memberships(self, user_id: str, *, limit: int = 10000) -> dict[str, dict[str, Any]]:
         """The rooms a user is a member of: room name -> member document."""
         with _errors():

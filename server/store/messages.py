@@ -27,7 +27,8 @@ def mentions_doc(users: list[str], room: bool) -> dict[str, Any] | None:
 
 def message_doc(room: str, seq: int, user: User, body: str, ts: int,
                 client_id: str | None, reply_to: int | None = None,
-                mentions: dict[str, Any] | None = None) -> dict[str, Any]:
+                mentions: dict[str, Any] | None = None,
+                words: list[str] | None = None) -> dict[str, Any]:
     """A new message document; its `ckey` makes a resent client_id a duplicate key."""
     doc: dict[str, Any] = {"_id": ObjectId(), "room": room, "seq": seq,
                            "user": user.as_dict(), "body": body, "ts": ts}
@@ -38,6 +39,8 @@ def message_doc(room: str, seq: int, user: User, body: str, ts: int,
         doc["reply_to"] = reply_to
     if mentions is not None:
         doc["mentions"] = mentions
+    if words:
+        doc["words"] = words  # the search index of a server without text indexes
     return doc
 
 
@@ -160,10 +163,16 @@ class RoomsAndMessages(Collections):
         deleted (or gone)."""
         change: dict[str, Any] = {"$set": {"body": body, "edited_at": edited_at},
                                   "$max": {"state_seq": event_seq}}
+        unset: dict[str, str] = {}
         if mentions is None:
-            change["$unset"] = {"mentions": ""}
+            unset["mentions"] = ""
         else:
             change["$set"]["mentions"] = mentions
+        words = self.words_field(body)  # type: ignore[attr-defined]
+        if words is not None:
+            change["$set"]["words"] = words
+        if unset:
+            change["$unset"] = unset
         with _errors():
             result = await self.db.messages.update_one(
                 {"room": room, "seq": seq, "type": {"$exists": False},
@@ -177,7 +186,7 @@ class RoomsAndMessages(Collections):
             await self.db.messages.update_one(
                 {"room": room, "seq": seq, "type": {"$exists": False}},
                 {"$set": {"deleted": True, "body": ""},
-                 "$unset": {"reactions": "", "edited_at": "", "mentions": ""},
+                 "$unset": {"reactions": "", "edited_at": "", "mentions": "", "words": ""},
                  "$max": {"state_seq": event_seq}})
             await self.scrub_edits(room, seq)
 
