@@ -65,7 +65,7 @@ class MessageChanges:
             mentions = await self.mentions(room, data["new_body"])
             await self._apply(lambda: self._edit_doc(room, seq, data["new_body"],
                                                      data["edited_at"], event.seq, mentions))
-            return event
+            return self._acked(event, origin, ref)
 
     async def _edit_doc(self, room: str, seq: int, body: str, at: int, event_seq: int,
                         mentions: dict[str, Any] | None) -> None:
@@ -93,7 +93,7 @@ class MessageChanges:
             event, _ = await self._record(user, room, "deleted", {"message_seq": seq},
                                           client_id, origin, ref, target=message.user)
             await self._apply(lambda: self.store.apply_delete(room, seq, event.seq))
-            return event
+            return self._acked(event, origin, ref)
 
     async def react(self, user: User, room: str, seq: int, emoji: str, on: bool,
                     client_id: str | None, origin: Any, ref: protocol.Ref) -> Event:
@@ -108,7 +108,7 @@ class MessageChanges:
             if fresh:  # a resend's original was applied when it was stored
                 await self._apply(lambda: self.store.apply_reaction(
                     room, seq, f"{emoji}{REACTION_SEP}{user.id}", on, event.seq))
-            return event
+            return self._acked(event, origin, ref)
 
     async def replied(self, reply: Message) -> None:
         """A reply was stored: count it on the message it answers."""
@@ -136,11 +136,20 @@ class MessageChanges:
                       target: User | None = None) -> tuple[Event, bool]:
         event, fresh = await self.writer.record_event(
             user, room, EventSpec(kind, target, data), timeout=self.timeout,
-            client_id=client_id, origin=origin, ref=ref)
+            client_id=client_id)
         if event.event != kind or event.data.get("message_seq") != data["message_seq"]:
             raise ProtocolError(protocol.BAD_REQUEST,
                                 f"client_id {client_id!r} was used for another change", ref)
         return event, fresh
+
+    @staticmethod
+    def _acked(event: Event, origin: Any, ref: protocol.Ref) -> Event:
+        """Ack a change once its message is in its new state, so that what the author
+        reads next (history, mentions, search) has it; others may get the event
+        before (they fold it in)."""
+        if origin is not None:
+            origin.send_raw(protocol.dump(protocol.Ack.of(event), ref))
+        return event
 
     async def _apply(self, update: Callable[[], Awaitable[Any]]) -> None:
         """Bring the document up to date; on failure, retry in the background (the

@@ -327,7 +327,8 @@ class Chat:
         conns = self.rooms.connections_of(change.user)
         match change.change:
             case "added":
-                out = protocol.dump(protocol.RoomAdded(payload))
+                view = {k: v for k, v in payload.items() if k != "actor"}
+                out = protocol.dump(protocol.RoomAdded(view, payload.get("actor")))
             case "read":
                 out = protocol.dump(protocol.ReadPosition(room, int(payload.get("seq", 0))))
                 exclude = str(payload.get("exclude", "")).encode()
@@ -335,7 +336,8 @@ class Chat:
             case "removed":
                 self._muted.pop((room, change.user), None)
                 out = protocol.dump(protocol.RoomRemoved(
-                    room, str(payload.get("reason", "")), payload.get("until")))
+                    room, str(payload.get("reason", "")), payload.get("until"),
+                    payload.get("actor")))
                 for conn in conns:
                     outcome = self.rooms.leave(room, conn)
                     if outcome is not None:

@@ -183,7 +183,7 @@ class Team:
             raise unavailable("the message store") from None
         if added:
             await self._event(user, room, "joined")
-            await self._tell(room, user.id, "added", room_view(access.room, member))
+            await self._tell(room, user.id, "added", room_view(access.room, member), user)
         return Access(access.room, member)
 
     async def rooms(self, user: User, *, after: str | None, limit: int
@@ -264,7 +264,7 @@ class Team:
             raise unavailable("the message store")
         _, member = await self.store.add_member(name, user, role="owner")
         view = room_view(doc, member)
-        await self._tell(name, user.id, "added", view)
+        await self._tell(name, user.id, "added", view, user)
         return view
 
     async def dm(self, user: User, names: object) -> tuple[dict[str, Any], bool]:
@@ -297,7 +297,7 @@ class Team:
         if created:
             for person in people.values():
                 await self._tell(name, person.id, "added",
-                                 room_view(doc, members[person.id], listed))
+                                 room_view(doc, members[person.id], listed), user)
         return room_view(doc, members[user.id], listed), created
 
     async def update(self, actor: User, room: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -347,7 +347,8 @@ class Team:
                             until=e.until) from None
         if added:
             await self._event(actor, room, "added", target)
-            await self._tell(room, target.id, "added", await self._view(access.room, member))
+            await self._tell(room, target.id, "added", await self._view(access.room, member),
+                             actor)
         return room_view(access.room, member)
 
     async def remove(self, actor: User, room: str, name: object) -> None:
@@ -363,13 +364,15 @@ class Team:
                 raise forbidden("the owner hands ownership over before leaving")
             await self.store.remove_member(room, actor.id)
             await self._event(actor, room, "left")
-            await self._tell(room, actor.id, "removed", {"room": room, "reason": "left"})
+            await self._tell(room, actor.id, "removed", {"room": room, "reason": "left"},
+                             actor)
             return
         target_member = await self._require_over(actor, access, "kick", target)
         del target_member
         await self.store.remove_member(room, target.id)
         await self._event(actor, room, "removed", target)
-        await self._tell(room, target.id, "removed", {"room": room, "reason": "kicked"})
+        await self._tell(room, target.id, "removed", {"room": room, "reason": "kicked"},
+                         actor)
 
     async def set_role(self, actor: User, room: str, name: object, role: object) -> dict[str, Any]:
         access = await self.access(actor, room)
@@ -400,9 +403,19 @@ class Team:
         await self._require_over(actor, access, "ban", target, member_needed=False)
         await self.store.ban_member(room, target, until, actor)
         await self._event(actor, room, "banned", target, {"until": until})
-        await self._tell(room, target.id, "removed", {"room": room, "reason": "banned",
-                                                      "until": until})
+        await self._tell(room, target.id, "removed",
+                         {"room": room, "reason": "banned", "until": until}, actor)
         return until
+
+    async def bans(self, actor: User, room: str) -> list[dict[str, Any]]:
+        """The bans in force (admin+): who, until when, by whom."""
+        access = await self.access(actor, room)
+        await self._require(actor, access, "ban")
+        docs = await self.store.room_bans(room)
+        by = {d["by"]: None for d in docs if d.get("by")}
+        names = {uid: await self.store.user_by_id(uid) for uid in by}
+        return [{"user": d["user"], "until": d.get("until"),
+                 "by": names.get(d.get("by") or "")} for d in docs]
 
     async def unban(self, actor: User, room: str, name: object) -> None:
         access = await self.access(actor, room)
@@ -503,7 +516,12 @@ class Team:
                                                   timeout=self.timeout)
         return event
 
-    async def _tell(self, room: str, user_id: str, change: str, payload: dict[str, Any]) -> None:
+    async def _tell(self, room: str, user_id: str, change: str, payload: dict[str, Any],
+                    actor: User | None = None) -> None:
+        """Tell every socket of a user (on every process) about a change; `actor`, who
+        made it, rides along as the payload's "actor"."""
+        if actor is not None:
+            payload = {**payload, "actor": actor.as_dict()}
         if self.notify is not None:
             await self.notify(MemberChange(self.node_id, room, user_id, change, payload))
 

@@ -152,7 +152,8 @@ async def test_leaving_for_good_is_a_membership_change_seen_on_every_socket(make
     await api(member, "DELETE", f"/api/rooms/{room}/members/{member.user['name']}", expect=204)
     for ws in (one, two):
         removed = await ws.expect("room_removed")
-        assert removed == {"type": "room_removed", "room": room, "reason": "left"}
+        assert removed == {"type": "room_removed", "room": room, "reason": "left",
+                           "actor": member.user}
     await send(await joined_socket(owner, room), room, "after")
     assert (await one.call({"type": "send", "room": room, "body": "x"}))["code"] == "forbidden"
     assert events(await stream(owner, room), "left")
@@ -221,7 +222,8 @@ async def test_a_kicked_member_stops_receiving_at_once_and_may_rejoin(make_clien
     await joined_socket(other, room)
     await api(owner, "DELETE", f"/api/rooms/{room}/members/{troll.user['name']}", expect=204)
     removed = await ws_troll.expect("room_removed")
-    assert (removed["room"], removed["reason"]) == (room, "kicked")
+    assert (removed["room"], removed["reason"], removed["actor"]) == (room, "kicked",
+                                                                      owner.user)
     await send(ws_owner, room, "after the kick")
     reply = await ws_troll.call({"type": "ping"})
     assert reply["type"] == "pong"  # and no message frame came before it
@@ -247,6 +249,10 @@ async def test_a_ban_refuses_rejoining_until_it_ends_or_is_lifted(make_client):
     status, body = await api(owner, "POST", f"/api/rooms/{room}/members",
                              {"user": troll.user["name"]})
     assert (status, body["error"]["reason"]) == (403, "banned")
+    bans = await api(owner, "GET", f"/api/rooms/{room}/bans", expect=200)
+    assert [(b["user"]["name"], b["until"], b["by"]["name"]) for b in bans["bans"]] == [
+        (troll.user["name"], reply["until"], owner.user["name"])]
+    assert (await api(troll, "GET", f"/api/rooms/{room}/bans"))[0] == 403
     await api(owner, "DELETE", f"/api/rooms/{room}/bans/{troll.user['name']}", expect=204)
     assert (await ws.join(room))["room"] == room
     kinds = [e["event"] for e in events(await stream(owner, room))]
@@ -395,5 +401,5 @@ async def test_a_process_ignores_its_own_membership_change_coming_back(runtime, 
     runtime.delivery.on_command(encode_command(mine))
     runtime.delivery.on_command(encode_command(dataclasses.replace(mine, node="another")))
     await ws.send({"type": "ping", "ref": "p"})
-    assert await ws.recv() == {"type": "room_added", "room": {"name": "general"}}
+    assert await ws.recv() == {"type": "room_added", "room": {"name": "general"}, "actor": None}
     assert (await ws.recv())["type"] == "pong"

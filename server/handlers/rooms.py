@@ -101,6 +101,9 @@ class RoleHandler(TeamHandler):
 
 
 class BansHandler(TeamHandler):
+    async def get(self, room: str) -> None:
+        self.write_json({"bans": await self.act(self.team.bans(self.user, room))})
+
     async def post(self, room: str) -> None:
         body = self.json_body()
         until = await self.act(self.team.ban(self.user, room, body.get("user"),

@@ -138,9 +138,10 @@ class RoomAdded:
 
     TYPE: ClassVar[str] = "room_added"
     room: dict[str, Any]  # a Room, as GET /api/rooms/<room> says
+    actor: dict[str, Any] | None = None  # who added them (themselves for a join)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"room": self.room}
+        return {"room": self.room, "actor": self.actor}
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,9 +164,10 @@ class RoomRemoved:
     room: str
     reason: str  # "left", "kicked" or "banned"
     until: int | None = None  # a ban's end (ms), None for a ban until lifted
+    actor: dict[str, Any] | None = None  # who removed them (themselves for "left")
 
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"room": self.room, "reason": self.reason}
+        out: dict[str, Any] = {"room": self.room, "reason": self.reason, "actor": self.actor}
         if self.reason == "banned":
             out["until"] = self.until
         return out

@@ -49,6 +49,15 @@ class Accounts(InviteCodes, Collections):
         with _errors():
             return await self.db.users.find_one({"name_lower": name.lower()})
 
+    async def user_by_id(self, user_id: str) -> dict[str, Any] | None:
+        """The public user object of an account id (None if there is none)."""
+        if not ObjectId.is_valid(user_id):
+            return None
+        with _errors():
+            doc = await self.db.users.find_one({"_id": ObjectId(user_id)},
+                                               {"name": 1, "bot": 1})
+        return User.from_doc(doc).as_dict() if doc else None
+
     async def user_exists(self, user_id: str) -> bool:
         with _errors():
             return await self.db.users.find_one({"_id": ObjectId(user_id)}, {"_id": 1}) is not None
