@@ -91,8 +91,9 @@ async def size(store: Store) -> int:
 async def run(url: str, n: int, queries: int) -> None:
     rng = random.Random(42)
     texts = bodies(n, rng)
-    plain = Store.connect(url, "bench_search_plain")
-    indexed = Store.connect(url, "bench_search")
+    # Long timeouts: dbStats of a large database takes the MongoDB-wire server a while.
+    plain = Store.connect(url, "bench_search_plain", timeout_ms=600_000)
+    indexed = Store.connect(url, "bench_search", timeout_ms=600_000)
     await plain.setup()
     await indexed.setup()
     plain.text_native = True  # store no words: the baseline of what messages cost alone
@@ -106,7 +107,7 @@ async def run(url: str, n: int, queries: int) -> None:
     cpu = await fill(indexed, texts, with_words=True)
     indexed_s = time.perf_counter() - start
     plain_size, indexed_size = await size(plain), await size(indexed)
-    print(f"{n} messages in {ROOMS} rooms")
+    print(f"{n} messages in {ROOMS} rooms", flush=True)
     print(f"  words per message: {cpu / n * 1e6:.1f} µs of CPU to compute")
     print(f"  insert: {plain_s:.1f} s without words, {indexed_s:.1f} s with "
           f"({(indexed_s - plain_s) / n * 1e6:+.0f} µs per message)")
@@ -130,7 +131,7 @@ async def run(url: str, n: int, queries: int) -> None:
             times.append((time.perf_counter() - start) * 1000)
         times.sort()
         print(f"  {kind:9}  p50 {statistics.median(times):7.1f} ms   "
-              f"p99 {times[min(len(times) - 1, int(len(times) * 0.99))]:7.1f} ms")
+              f"p99 {times[min(len(times) - 1, int(len(times) * 0.99))]:7.1f} ms", flush=True)
     for store in (plain, indexed):
         await store.client.drop_database(store.db.name)
         store.close()

@@ -92,6 +92,8 @@ class Store(Accounts, RoomsAndMessages, Members, Reads, Search):
             await db.members.create_index("room")
             # Mentions of a person, newest first (GET /api/mentions).
             await db.messages.create_index("mentions.users", sparse=True)
+            # The events about a message (its edits, scrubbed when it is deleted).
+            await db.messages.create_index("data.message_seq", sparse=True)
             # Quotas: each room, bot and token an owner creates holds one of the owner's
             # numbered slots ("<owner>|<n>"); see _insert_in_slot.
             for collection, owner_field in (("rooms", "owner"), ("users", "owner_id"),
