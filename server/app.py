@@ -107,7 +107,7 @@ def make_app(config: Config, *, store: Store, rooms: LocalRooms, chat: Chat, aut
     """Build the Application with every collaborator injected through the route table."""
     api = dict(auth=auth, inflight=inflight)
     operator = dict(auth=auth, admins=admins, status_token=config.status_token)
-    team = dict(api, chat=chat)
+    team = dict(api, chat=chat, limits=limits)
     ws = dict(chat=chat, rooms=rooms, auth=auth, limits=limits, caps=caps, inflight=inflight,
               allowed_origins=config.allowed_origins, max_body=config.max_body_chars,
               max_pending_bytes=config.max_pending_bytes, metrics=metrics)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from server import protocol, tasks
 from server.bus import BusError
@@ -160,7 +161,7 @@ class Chat:
             # The page may hold seqs still on their way here (from another process,
             # or from this process's writer, whose fan-out can follow the store by a
             # loop turn): when they arrive, this connection must not get them twice.
-            self.rooms.set_floor(room, conn, seen)
+            self.rooms.set_floor(room, conn, seen, time.monotonic())
         if new_user and not elsewhere:
             await self._announce(room, conn.user, "online", exclude=conn.conn_id)
 

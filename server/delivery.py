@@ -145,8 +145,8 @@ class Delivery:
             for seq, _ in frames:
                 if seq:
                     mark.seen(seq)
-            if self.rooms.has_floors(room):
-                self.rooms.lift_floors(room, mark.upto)
+        if self.rooms.has_floors(room):
+            self.rooms.lift_floors(room, time.monotonic())
 
     async def publish(self, room: str, frames: list[Outgoing], exclude: bytes = b"") -> None:
         """One Redis publish of a room's frames, serialized once for every process."""

@@ -109,6 +109,13 @@ class LimitSettings:
     # that reconnects rejoin all of its rooms (at most 100) at once.
     frame_rate: float = 10.0
     frame_burst: int = 120
+    # Per user, requests that cost the server far more than a message: searches (each
+    # may read thousands of candidates) and new direct messages (each tells the sockets
+    # of up to 8 people).
+    search_rate: float = 0.5
+    search_burst: int = 10
+    dm_rate: float = 0.1
+    dm_burst: int = 10
     typing_every: float = 2.5  # a connection's typing frames per room, the rest dropped
 
 
@@ -201,6 +208,26 @@ class RateLimits:
         lease.used = now
         if lease.tokens <= self.lease // 2 and lease.refill is None:
             lease.refill = asyncio.ensure_future(self._refill(user_id, lease))
+
+    async def costly(self, what: str, user_id: str) -> None:
+        """Spend one of the user's tokens for a costly request ("search", "dm"), or
+        raise Limited. Counted in Redis, so across processes; fails open like the
+        message rate."""
+        if self._skipping():
+            return
+        rate = float(getattr(self.settings, f"{what}_rate"))
+        burst = int(getattr(self.settings, f"{what}_burst"))
+        try:
+            granted, wait = await asyncio.wait_for(
+                self._bucket(keys=[f"{self.prefix}{what}:{user_id}"], args=[rate, burst, 1]),
+                self.timeout)
+        except (RedisError, OSError, asyncio.TimeoutError) as e:
+            self._fail_open(f"{what} rate limit", e)
+            return
+        if not int(granted):
+            self.refused(what)
+            raise Limited(f"too many {what} requests; slow down",
+                          math.ceil(float(wait) * 1000) / 1000)
 
     async def _refill(self, user_id: str, lease: _Lease) -> float | None:
         """Add a lease of tokens; the seconds until one is free if none is, None if

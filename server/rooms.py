@@ -29,6 +29,9 @@ class Member(Protocol):
     def abort(self) -> None: ...
 
 
+FLOOR_HOLD = 10.0  # seconds a joiner's floor holds (see set_floor)
+
+
 class LocalRooms:
     """The open connections, which rooms each is in (or joining), per-user counts for
     presence, and the writes of a room's frames to its members."""
@@ -45,6 +48,7 @@ class LocalRooms:
         # have been delivered yet: seqs up to the floor are not sent to them again when
         # they arrive live. Lifted once the room's watermark passes them.
         self._floors: dict[str, dict[Member, int]] = {}
+        self._floors_until: dict[str, float] = {}  # room -> when its floors are lifted
 
     def __contains__(self, room: str) -> bool:
         return room in self._members
@@ -157,19 +161,23 @@ class LocalRooms:
         self._members.setdefault(room, set()).add(member)
         return [(seq, data) for seq, data in held if seq == 0 or seq > after_seq]
 
-    def set_floor(self, room: str, member: Member, seq: int) -> None:
-        """Live frames of seqs up to `seq` reached this member in its page already."""
-        self._floors.setdefault(room, {})[member] = seq
+    def set_floor(self, room: str, member: Member, seq: int, now: float) -> None:
+        """Live frames of seqs up to `seq` reached this member in its page already.
 
-    def lift_floors(self, room: str, upto: int) -> None:
-        """Every seq up to `upto` has been delivered here: no live frame can repeat
-        them any more, so floors at or below it are done with."""
-        floors = self._floors.get(room)
-        if floors:
-            for member in [m for m, seq in floors.items() if seq <= upto]:
-                del floors[member]
-            if not floors:
-                del self._floors[room]
+        Held for FLOOR_HOLD seconds after the room's latest join: what a page holds
+        and is still on its way here (over Redis, or from this process's writer a loop
+        turn behind the store) arrives well within that. Not until the watermark
+        passes the floor: a room's first joiner starts its watermark at the page's
+        top, before the writer's fan-out of those seqs has run.
+        """
+        self._floors.setdefault(room, {})[member] = seq
+        self._floors_until[room] = now + FLOOR_HOLD
+
+    def lift_floors(self, room: str, now: float) -> None:
+        """Forget the room's floors once their hold is over."""
+        if now >= self._floors_until.get(room, 0.0):
+            self._floors.pop(room, None)
+            self._floors_until.pop(room, None)
 
     def has_floors(self, room: str) -> bool:
         return room in self._floors
@@ -191,6 +199,7 @@ class LocalRooms:
             floors.pop(member, None)
             if not floors:
                 del self._floors[room]
+                self._floors_until.pop(room, None)
         if was_member and members is not None:
             members.discard(member)
         if was_joining and pending is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from server.model import User
-from server.rooms import LocalRooms
+from server.rooms import FLOOR_HOLD, LocalRooms
 
 
 @dataclass(eq=False)
@@ -119,13 +119,15 @@ def test_a_joiner_never_gets_again_what_its_page_held_until_the_room_catches_up(
     joined(rooms, old, "r")
     rooms.begin_join("r", new)
     rooms.finish_join("r", new, 7)
-    rooms.set_floor("r", new, 7)  # its page went up to 7; the old member is at 5
+    rooms.set_floor("r", new, 7, now=100.0)  # its page went up to 7; the old member is at 5
     rooms.deliver("r", [(6, b"m6"), (7, b"m7"), (0, b"typing"), (8, b"m8")])
     assert old.sent == [b"m6", b"m7", b"typing", b"m8"]
     assert new.sent == [b"typing", b"m8"]
-    rooms.lift_floors("r", 6)
+    rooms.lift_floors("r", 100.0 + FLOOR_HOLD - 1)
     assert rooms.has_floors("r")  # 7 may still come
-    rooms.lift_floors("r", 8)
+    rooms.deliver("r", [(7, b"m7 again")])
+    assert new.sent[-1] == b"m8"
+    rooms.lift_floors("r", 100.0 + FLOOR_HOLD)
     assert not rooms.has_floors("r")
     rooms.deliver("r", [(9, b"m9")])
     assert new.sent[-1] == b"m9"
@@ -135,6 +137,6 @@ def test_leaving_drops_a_floor():
     rooms = LocalRooms()
     a = connected(rooms, b"a", ANN)
     joined(rooms, a, "r")
-    rooms.set_floor("r", a, 3)
+    rooms.set_floor("r", a, 3, now=0.0)
     rooms.leave("r", a)
     assert not rooms.has_floors("r")

@@ -3,10 +3,12 @@ server (which has no text indexes: the chat server's own word index answers)."""
 
 from __future__ import annotations
 
+import dataclasses
 import urllib.parse
 from typing import Any
 
 from tests.client import Client
+from tests.conftest import close_node, open_node
 from tests.test_changes import change, say, socket_in
 from tests.test_team import api, make_room, person
 
@@ -116,3 +118,24 @@ async def test_common_words_are_found_through_recent_messages_page_by_page(
         if not cursor:
             break
     assert seqs == [a["seq"] for a in reversed(acks)]
+
+
+async def test_searches_and_new_direct_messages_are_rate_limited_per_user(config, services):
+    # Each search may read thousands of candidates: a user gets a burst, then a rate.
+    limits = dataclasses.replace(config.limits, search_rate=0.01, search_burst=2,
+                                 dm_rate=0.01, dm_burst=1)
+    node = await open_node(dataclasses.replace(config, limits=limits), services)
+    try:
+        alice, bob = Client(node.base_url), Client(node.base_url)
+        await alice.register()
+        await bob.register()
+        for _ in range(2):
+            await search(alice, q="anything")
+        refused = await search(alice, expect=429, q="anything")
+        assert refused["error"]["code"] == "rate_limited" and refused["error"]["retry_after"] > 0
+        await search(bob, q="anything")  # per user
+        await api(alice, "POST", "/api/dms", {"users": [bob.user["name"]]}, 201)
+        status, body = await api(alice, "POST", "/api/dms", {"users": [bob.user["name"]]})
+        assert (status, body["error"]["code"]) == (429, "rate_limited")
+    finally:
+        await close_node(node)

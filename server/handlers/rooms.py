@@ -14,6 +14,7 @@ from server.auth import Auth
 from server.chat import Chat
 from server.handlers.base import ApiError, BaseHandler
 from server.inflight import Inflight
+from server.limits import Limited, RateLimits
 from server.protocol import ProtocolError
 from server.team import Team, TeamError
 
@@ -32,11 +33,19 @@ _CHAT_STATUS = {
 class TeamHandler(BaseHandler):
     """A handler acting through Team; its refusals become documented API errors."""
 
-    def initialize(self, auth: Auth, inflight: Inflight, chat: Chat  # type: ignore[override]
-                   ) -> None:
+    def initialize(self, auth: Auth, inflight: Inflight, chat: Chat,  # type: ignore[override]
+                   limits: RateLimits) -> None:
         super().initialize(auth, inflight)
         self.chat = chat
         self.team: Team = chat.team
+        self.limits = limits
+
+    async def spend(self, what: str) -> None:
+        """A costly request (search, a new DM): 429 beyond the user's rate."""
+        try:
+            await self.limits.costly(what, self.user.id)
+        except Limited as e:
+            raise ApiError(429, "rate_limited", e.message, retry_after=e.retry_after) from None
 
     async def act(self, action: Awaitable[T]) -> T:
         try:
@@ -133,6 +142,7 @@ class MuteHandler(TeamHandler):
 
 class DmsHandler(TeamHandler):
     async def post(self) -> None:
+        await self.spend("dm")
         room, created = await self.act(self.team.dm(self.user, self.body_field("users")))
         self.write_json(room, 201 if created else 200)
 

@@ -9,6 +9,7 @@ from server.chat import Chat
 from server.handlers.base import ApiError
 from server.handlers.rooms import TeamHandler
 from server.inflight import Inflight
+from server.limits import RateLimits
 from server.model import User
 from server.search import MessageSearch
 
@@ -31,11 +32,12 @@ def _moment(name: str, raw: str | None) -> int | None:
 
 class SearchHandler(TeamHandler):
     def initialize(self, auth: Auth, inflight: Inflight, chat: Chat,  # type: ignore[override]
-                   search: MessageSearch) -> None:
-        super().initialize(auth, inflight, chat)
+                   limits: RateLimits, search: MessageSearch) -> None:
+        super().initialize(auth, inflight, chat, limits)
         self.search = search
 
     async def get(self) -> None:
+        await self.spend("search")
         arg = self.get_query_argument
         room = arg("room", None) or None
         if room is not None:
