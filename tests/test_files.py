@@ -172,6 +172,10 @@ async def test_range_requests_return_the_slice_or_416(make_client):
     assert status == 416, (status, response.headers, response.body)
     assert body["error"]["code"] == "range_not_satisfiable"
     assert response.headers["Content-Range"] == f"bytes */{len(data)}"
+    status, _, response = await owner.request("HEAD", f"/api/files/{made['id']}",
+                                              headers={"Range": "bytes=10-19"})
+    assert (status, response.body) == (206, b"")
+    assert response.headers["Content-Length"] == "10"
     # Several ranges (or a range this server does not parse): the whole file.
     status, _, response = await download(owner, made["id"], {"Range": "bytes=0-1,5-6"})
     assert status == 200 and response.body == data
