@@ -17,7 +17,9 @@ from server.bots import Bots
 from server.chat import Chat
 from server.config import Config
 from server.deactivation import Deactivation
+from server.files import Files
 from server.handlers import admin, http, users
+from server.handlers import files as files_api
 from server.handlers import rooms as rooms_api
 from server.handlers.base import SECURITY_HEADERS, NotFoundHandler, XsrfCookieHandler
 from server.handlers.bots import BotHandler, BotsHandler, BotTokenHandler, BotTokensHandler
@@ -102,7 +104,7 @@ def request_observer(metrics: Metrics, routes: list[Any]
 def make_app(config: Config, *, store: Store, rooms: LocalRooms, chat: Chat, auth: Auth,
              bots: Bots, probe: ServiceProbe, reporter: StatusReporter, metrics: Metrics,
              limits: RateLimits, caps: ConnectionCaps, inflight: Inflight, admins: Admins,
-             registration: Registration, deactivation: Deactivation
+             registration: Registration, deactivation: Deactivation, files: Files
              ) -> tornado.web.Application:
     """Build the Application with every collaborator injected through the route table."""
     api = dict(auth=auth, inflight=inflight)
@@ -129,6 +131,9 @@ def make_app(config: Config, *, store: Store, rooms: LocalRooms, chat: Chat, aut
         (r"/api/rooms/([^/]+)/bans/([^/]+)", rooms_api.BanHandler, team),
         (r"/api/rooms/([^/]+)/mutes", rooms_api.MutesHandler, team),
         (r"/api/rooms/([^/]+)/mutes/([^/]+)", rooms_api.MuteHandler, team),
+        (r"/api/rooms/([^/]+)/files", files_api.UploadHandler, dict(api, files=files)),
+        (r"/api/files/([^/]+)", files_api.FileHandler, dict(api, files=files)),
+        (r"/api/files/([^/]+)/thumb", files_api.ThumbHandler, dict(api, files=files)),
         (r"/api/dms", rooms_api.DmsHandler, team),
         (r"/api/mentions", rooms_api.MentionsHandler, team),
         (r"/api/search", SearchHandler, dict(team, search=MessageSearch(store))),

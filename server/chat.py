@@ -18,6 +18,7 @@ from server.bus import BusError
 from server.changes import MessageChanges
 from server.delivery import Delivery
 from server.envelope import CloseCredential, MemberChange
+from server.files import Claim, Files
 from server.model import User
 from server.presence import Coalescer, Presence, PresenceError
 from server.protocol import ProtocolError
@@ -38,7 +39,7 @@ class Chat:
 
     def __init__(self, store: Store, rooms: LocalRooms, seqs: RoomSeqs, writer: MessageWriter,
                  delivery: Delivery, presence: Presence, team: Team,
-                 changes: MessageChanges, *, node_id: str,
+                 changes: MessageChanges, *, node_id: str, files: Files | None = None,
                  presence_ttl: float = 30.0, presence_hold: float = 2.0,
                  send_timeout: float = 5.0) -> None:
         self.store = store
@@ -49,6 +50,7 @@ class Chat:
         self.presence = presence
         self.team = team
         self.changes = changes
+        self.files = files
         self.node_id = node_id
         self.presence_ttl = presence_ttl
         self.send_timeout = send_timeout
@@ -208,7 +210,8 @@ class Chat:
     # Messages ----------------------------------------------------------------
 
     async def post(self, conn: Member, room: str, body: str, client_id: str | None,
-                   ref: protocol.Ref = None, reply_to: int | None = None) -> protocol.Ack:
+                   ref: protocol.Ref = None, reply_to: int | None = None,
+                   attachments: tuple[str, ...] = ()) -> protocol.Ack:
         """Store a message; its ack reaches the sender before the message reaches anyone
         (Delivery.stored writes it). Returns the ack."""
         if not self.rooms.has(room, conn):
@@ -217,9 +220,24 @@ class Chat:
         if reply_to is not None:
             await self.changes.check_reply(room, reply_to, ref)
         mentions = await self.changes.mentions(room, body) if "@" in body else None
-        message, fresh = await self.writer.send(conn.user, room, body, client_id, origin=conn,
-                                                ref=ref, timeout=self.send_timeout,
-                                                reply_to=reply_to, mentions=mentions)
+        claim: Claim | None = None
+        if attachments:
+            if self.files is None:
+                raise ProtocolError(protocol.BAD_REQUEST, "this server shares no files", ref)
+            claim = await self.files.attach(conn.user, room, attachments, client_id, ref)
+        try:
+            message, fresh = await self.writer.send(
+                conn.user, room, body, client_id, origin=conn, ref=ref,
+                timeout=self.send_timeout, reply_to=reply_to, mentions=mentions,
+                attachments=claim.attachments if claim else ())
+        except ProtocolError as e:
+            # Refused, nothing stored: the files are free again. Unavailable: the
+            # message may yet be stored, so they stay attached (the sweep checks).
+            if claim is not None and self.files is not None and e.code != protocol.UNAVAILABLE:
+                await self.files.release(claim)
+            raise
+        if claim is not None and self.files is not None:
+            await self.files.settle(claim, message, fresh)
         if fresh and message.reply_to is not None:
             await self.changes.replied(message)
         return protocol.Ack.of(message)

@@ -72,6 +72,12 @@ class Config:
     max_pending_bytes: int = 1024 * 1024
     limits: LimitSettings = field(default_factory=LimitSettings)
     quotas: Quotas = field(default_factory=Quotas)
+    # Shared files: bytes per file, bytes all of one person's files together, how long
+    # an upload attached to no message is kept, how long one upload's body may take.
+    max_file_bytes: int = 25 * 1024 * 1024
+    file_quota_bytes: int = 1024 * 1024 * 1024
+    file_orphan_seconds: float = 86400.0
+    file_upload_timeout: float = 600.0
     # HTTP: a request's body must arrive within http_body_timeout; a connection with no
     # request under way (or whose headers do not arrive) is closed after http_idle_timeout.
     http_body_timeout: float = 30.0
@@ -154,6 +160,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="bots one user may own (env CHAT_BOTS_PER_USER, default 20)")
     p.add_argument("--tokens-per-bot", type=int,
                    help="API tokens one bot may have (env CHAT_TOKENS_PER_BOT, default 20)")
+    p.add_argument("--max-file-bytes", type=int,
+                   help="largest file one upload may be, in bytes (env CHAT_MAX_FILE_BYTES, "
+                   "default 26214400 = 25 MiB)")
+    p.add_argument("--file-quota-bytes", type=int,
+                   help="bytes of files one account may keep (env CHAT_FILE_QUOTA_BYTES, "
+                   "default 1073741824 = 1 GiB)")
     p.add_argument("--processes", type=int,
                    help="worker processes sharing the port; 0 = one per core (env PROCESSES, "
                    "default 1)")
@@ -286,6 +298,10 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
             message_burst=int(_positive(pick(args.message_burst, "CHAT_MESSAGE_BURST", "20"),
                                         "CHAT_MESSAGE_BURST")),
         ),
+        max_file_bytes=_count(pick(args.max_file_bytes, "CHAT_MAX_FILE_BYTES",
+                                   str(25 * 1024 * 1024)), "CHAT_MAX_FILE_BYTES"),
+        file_quota_bytes=_count(pick(args.file_quota_bytes, "CHAT_FILE_QUOTA_BYTES",
+                                     str(1024 * 1024 * 1024)), "CHAT_FILE_QUOTA_BYTES"),
         quotas=Quotas(
             rooms_per_user=_count(pick(args.rooms_per_user, "CHAT_ROOMS_PER_USER", "50"),
                                   "CHAT_ROOMS_PER_USER"),

@@ -31,6 +31,28 @@ class User:
 
 
 @dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file a message carries: `{"id","name","size","type","url"}` on the wire."""
+
+    id: str
+    name: str
+    size: int
+    type: str  # the media type sniffed from its content
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Attachment:
+        """From a `files` record (`_id`) or a message's stored copy (`id`)."""
+        fid = doc["id"] if "id" in doc else str(doc["_id"])
+        return cls(fid, doc["name"], int(doc["size"]), doc["type"])
+
+    def stored(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "size": self.size, "type": self.type}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.stored(), "url": f"/api/files/{self.id}"}
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
     """A stored message, in the shape of the `message` frame (which adds `"type"`)."""
 
@@ -53,6 +75,7 @@ class Message:
     # Whom it mentions: member ids, and whether it mentions the whole room.
     mentions: tuple[str, ...] = ()
     mentions_room: bool = False
+    attachments: tuple[Attachment, ...] = ()
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> Message:
@@ -62,7 +85,8 @@ class Message:
                    doc.get("edited_at"), bool(doc.get("deleted", False)),
                    _reactions(doc.get("reactions") or ()), int(doc.get("replies", 0)),
                    int(doc.get("state_seq", 0)), tuple(mentions.get("users") or ()),
-                   bool(mentions.get("room", False)))
+                   bool(mentions.get("room", False)),
+                   tuple(Attachment.from_doc(a) for a in doc.get("attachments") or ()))
 
     def as_dict(self) -> dict[str, Any]:
         out = {"room": self.room, "id": self.id, "seq": self.seq,
@@ -84,6 +108,8 @@ class Message:
             out["state_seq"] = self.state_seq
         if self.mentions or self.mentions_room:
             out["mentions"] = {"users": list(self.mentions), "room": self.mentions_room}
+        if self.attachments:
+            out["attachments"] = [a.as_dict() for a in self.attachments]
         return out
 
 

@@ -30,6 +30,7 @@ from server.chat import Chat
 from server.config import Config
 from server.deactivation import Deactivation
 from server.delivery import Delivery
+from server.files import Files
 from server.inflight import Inflight
 from server.invites import Registration
 from server.limits import ConnectionCaps, RateLimits
@@ -104,6 +105,7 @@ class Runtime:
     writer: MessageWriter = field(init=False)
     delivery: Delivery = field(init=False)
     chat: Chat = field(init=False)
+    files: Files = field(init=False)
     auth: Auth = field(init=False)
     bots: Bots = field(init=False)
     metrics: Metrics = field(init=False)
@@ -147,10 +149,14 @@ class Runtime:
         team = Team(self.store, self.writer, presence, self.admins, node_id=cfg.node_id,
                     max_rooms=cfg.quotas.rooms_per_user)
         changes = MessageChanges(self.store, self.writer, team)
+        self.files = Files(self.store, team, max_bytes=cfg.max_file_bytes,
+                           quota=cfg.file_quota_bytes, orphan_seconds=cfg.file_orphan_seconds,
+                           upload_timeout=cfg.file_upload_timeout)
+        self.files.start()
         self.chat = Chat(self.store, rooms, seqs, self.writer, self.delivery, presence, team,
                          changes,
                          node_id=cfg.node_id, presence_ttl=cfg.presence_ttl,
-                         presence_hold=cfg.presence_hold)
+                         presence_hold=cfg.presence_hold, files=self.files)
         self.metrics.watch(rooms=rooms, writer=self.writer, bus=self.bus, inflight=self.inflight)
         self.metrics.start()
         await self.chat.start()
@@ -167,7 +173,8 @@ class Runtime:
                             bots=self.bots, probe=self.probe, reporter=self.reporter,
                             metrics=self.metrics, limits=self.limits, caps=self.caps,
                             inflight=self.inflight, admins=self.admins,
-                            registration=self.registration, deactivation=self.deactivation)
+                            registration=self.registration, deactivation=self.deactivation,
+                            files=self.files)
         self.metrics_app = make_metrics_app(cfg, auth=self.auth, admins=self.admins,
                                             metrics=self.metrics)
 
@@ -257,6 +264,8 @@ class Runtime:
             await self.reporter.close()
         if hasattr(self, "chat"):
             await self.chat.close(1.0)
+        if hasattr(self, "files"):
+            await self.files.close()
         if hasattr(self, "metrics"):
             await self.metrics.close()
         if hasattr(self, "limits"):

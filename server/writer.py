@@ -42,7 +42,7 @@ from typing import Any
 from server import protocol
 from server.logs import OncePer
 from server.metrics import Metrics
-from server.model import Event, Message, Record, User
+from server.model import Attachment, Event, Message, Record, User
 from server.protocol import ProtocolError
 from server.seqs import RoomSeqs, TopRecord
 from server.store import Store, StoreError, client_key, event_doc, message_doc
@@ -84,6 +84,7 @@ class QueuedSend:
     event: EventSpec | None = None
     reply_to: int | None = None
     mentions: dict[str, Any] | None = None  # as stored (store.mentions_doc)
+    attachments: tuple[Attachment, ...] = ()
     # False once it is answered with the record of an earlier send of its client_id.
     fresh: bool = True
     # What makes (room, user, client_id) unique, in the store and within a tick.
@@ -149,13 +150,13 @@ class MessageWriter:
 
     async def send(self, user: User, room: str, body: str, client_id: str | None, *,
                    origin: Any, ref: protocol.Ref, timeout: float,
-                   reply_to: int | None = None, mentions: dict[str, Any] | None = None
-                   ) -> tuple[Message, bool]:
+                   reply_to: int | None = None, mentions: dict[str, Any] | None = None,
+                   attachments: tuple[Attachment, ...] = ()) -> tuple[Message, bool]:
         """Queue a send and wait until it is stored; returns the stored message (for a
         resent client_id, the original) and whether it is new."""
         item = QueuedSend(user, room, body, client_id, origin, ref,
                           asyncio.get_running_loop().create_future(), reply_to=reply_to,
-                          mentions=mentions)
+                          mentions=mentions, attachments=attachments)
         record = await self._store(item, timeout)
         if not isinstance(record, Message):  # the client_id of an edit, reused
             raise ProtocolError(protocol.BAD_REQUEST,
@@ -302,7 +303,8 @@ class MessageWriter:
             if item.event is None:
                 docs.append(message_doc(item.room, seq, item.user, item.body, ts,
                                         item.client_id, item.reply_to, item.mentions,
-                                        self.store.words_field(item.body)))
+                                        self.store.words_field(item.body),
+                                        attachments=[a.stored() for a in item.attachments]))
             else:
                 docs.append(event_doc(item.room, seq, item.user, item.event.kind,
                                       item.event.target, item.event.data, ts, item.client_id))
@@ -318,7 +320,8 @@ class MessageWriter:
             message = Message(room, str(doc["_id"]), seq, item.user, item.body, doc["ts"],
                               item.client_id, item.reply_to,
                               mentions=tuple(mentions.get("users", ())),
-                              mentions_room=bool(mentions.get("room", False)))
+                              mentions_room=bool(mentions.get("room", False)),
+                              attachments=item.attachments)
         else:
             message = Event(room, str(doc["_id"]), seq, doc["ts"], item.event.kind, item.user,
                             item.event.target, item.event.data, item.client_id)

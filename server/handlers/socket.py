@@ -269,7 +269,7 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             # The ack is written by Delivery, before the message reaches anyone.
             if isinstance(frame, protocol.Send):
                 await self.chat.post(self, frame.room, frame.body, frame.client_id, frame.ref,
-                                     frame.reply_to)
+                                     frame.reply_to, frame.attachments)
             else:
                 await self.chat.change(self, frame)
         except ProtocolError as e:

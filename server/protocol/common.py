@@ -8,6 +8,9 @@ from typing import Any
 PROTOCOL_VERSION = 2
 ROOM_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+# A shared file's id: 128 random bits, URL-safe base64 (22 characters).
+FILE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{22}$")
+MAX_ATTACHMENTS = 10  # files per message
 MAX_BODY_CHARS = 4000
 # Also a bound in bytes: 4000 characters of CJK text (3 bytes each) fit, 4000 emoji do not.
 MAX_BODY_BYTES = 12000

@@ -14,6 +14,8 @@ from server.protocol.common import (
     BAD_REQUEST,
     CLIENT_ID_RE,
     DEFAULT_LIMIT,
+    FILE_ID_RE,
+    MAX_ATTACHMENTS,
     MAX_BODY_BYTES,
     MAX_BODY_CHARS,
     MAX_LIMIT,
@@ -45,6 +47,7 @@ class Send:
     client_id: str | None = None
     ref: Ref = None
     reply_to: int | None = None  # the seq of the message this one answers
+    attachments: tuple[str, ...] = ()  # ids of files the sender uploaded to the room
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,11 +195,26 @@ def _leave(raw: dict[str, Any], ref: Ref, max_body: int) -> Leave:
 
 def _send(raw: dict[str, Any], ref: Ref, max_body: int) -> Send:
     room = _room(raw, ref)
-    body = _body(raw, ref, max_body)
+    attachments = _attachments(raw, ref)
+    # A message of files alone may have no text.
+    body = "" if attachments and raw.get("body") == "" else _body(raw, ref, max_body)
     reply_to = _seq(raw, "reply_to", ref)
     if reply_to == 0:
         raise ProtocolError(BAD_REQUEST, "reply_to must be the seq of a message", ref)
-    return Send(room, body, _client_id(raw, ref), ref, reply_to)
+    return Send(room, body, _client_id(raw, ref), ref, reply_to, attachments)
+
+
+def _attachments(raw: dict[str, Any], ref: Ref) -> tuple[str, ...]:
+    ids = raw.get("attachments")
+    if ids is None:
+        return ()
+    if (not isinstance(ids, list) or len(ids) > MAX_ATTACHMENTS
+            or not all(isinstance(i, str) and FILE_ID_RE.fullmatch(i) for i in ids)):
+        raise ProtocolError(BAD_REQUEST, f"attachments must be a list of at most "
+                            f"{MAX_ATTACHMENTS} file ids", ref)
+    if len(set(ids)) != len(ids):
+        raise ProtocolError(BAD_REQUEST, "attachments must not repeat a file", ref)
+    return tuple(ids)
 
 
 def _target(raw: dict[str, Any], ref: Ref) -> int:

@@ -1,8 +1,9 @@
 """MongoDB through Motor: users, sessions, tokens, rooms and messages. The only Motor
 import. `Store` is one object; its parts live in one module per concept:
 `accounts.py` (users, sessions, bots, tokens), `messages.py` (rooms and their
-messages), `members.py` (memberships, roles, bans and mutes), `core.py` (errors, and
-inserts under a unique key or a quota).
+messages), `members.py` (memberships, roles, bans and mutes), `files.py` (shared
+files and their bytes in GridFS), `core.py` (errors, and inserts under a unique key or
+a quota).
 """
 
 from __future__ import annotations
@@ -102,5 +103,6 @@ class Store(Accounts, RoomsAndMessages, Members, Reads, Search):
                 if owner_field != "user_id":  # tokens.user_id is indexed above
                     await db[collection].create_index(owner_field, sparse=True)
         await self.setup_search()
+        await self.setup_files()
         with contextlib.suppress(Conflict):
             await self.create_room(DEFAULT_ROOM, creator=None)

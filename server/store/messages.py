@@ -10,7 +10,8 @@ from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError
 
 from server.model import Event, Message, Record, User, record_from_doc
-from server.store.core import Collections, _errors, _utcnow
+from server.store.core import _errors, _utcnow
+from server.store.files import FileRecords
 
 DEFAULT_ROOM = "general"  # every server has it; it heads the first page of rooms
 
@@ -28,7 +29,8 @@ def mentions_doc(users: list[str], room: bool) -> dict[str, Any] | None:
 def message_doc(room: str, seq: int, user: User, body: str, ts: int,
                 client_id: str | None, reply_to: int | None = None,
                 mentions: dict[str, Any] | None = None,
-                words: list[str] | None = None) -> dict[str, Any]:
+                words: list[str] | None = None,
+                attachments: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """A new message document; its `ckey` makes a resent client_id a duplicate key."""
     doc: dict[str, Any] = {"_id": ObjectId(), "room": room, "seq": seq,
                            "user": user.as_dict(), "body": body, "ts": ts}
@@ -41,6 +43,8 @@ def message_doc(room: str, seq: int, user: User, body: str, ts: int,
         doc["mentions"] = mentions
     if words:
         doc["words"] = words  # the search index of a server without text indexes
+    if attachments:
+        doc["attachments"] = attachments
     return doc
 
 
@@ -58,7 +62,7 @@ def event_doc(room: str, seq: int, actor: User, kind: str, target: User | None,
     return doc
 
 
-class RoomsAndMessages(Collections):
+class RoomsAndMessages(FileRecords):
     """Rooms and messages. Every method raises StoreError when MongoDB fails."""
 
     # Rooms ------------------------------------------------------------------
@@ -195,17 +199,22 @@ class RoomsAndMessages(Collections):
 
     async def apply_delete(self, room: str, seq: int, event_seq: int) -> None:
         """Make a message a tombstone: its text is gone from the store, and so is the
-        text of its earlier edits (kept in their events)."""
+        text of its earlier edits (kept in their events), and so are its files."""
         await self._tombstone(room, seq, event_seq)
 
     async def _tombstone(self, room: str, seq: int, event_seq: int) -> None:
         with _errors():
-            await self.db.messages.update_one(
+            before = await self.db.messages.find_one_and_update(
                 {"room": room, "seq": seq},
                 {"$set": {"deleted": True, "body": ""},
-                 "$unset": {"reactions": "", "edited_at": "", "mentions": "", "words": ""},
-                 "$max": {"state_seq": event_seq}})
+                 "$unset": {"reactions": "", "edited_at": "", "mentions": "", "words": "",
+                            "attachments": ""},
+                 "$max": {"state_seq": event_seq}},
+                projection={"attachments.id": 1})
         await self.scrub_edits(room, seq)
+        files = [a["id"] for a in (before or {}).get("attachments") or ()]
+        if files:
+            await self.delete_files(files)
 
     async def scrub_edits(self, room: str, seq: int) -> None:
         """Remove the text from every edit event of a (deleted) message.

@@ -1,0 +1,440 @@
+"""Shared files: uploads streamed into GridFS, attached to messages, read back by the
+people who can read their room, previewed, and swept when nobody attached them.
+
+Who may do what:
+- upload to a room: a member who may speak there (not muted; the room not archived);
+- read a file: its uploader until a message carries it, then whoever can read the
+  room it was uploaded to. Everyone else gets the `not_found` of an id that does not
+  exist (ids are 128 random bits besides);
+- attach files to a message: their uploader, in the room they were uploaded to, each
+  file to one message.
+
+An upload is recorded (`uploading`, its announced size counted against the quota)
+before its first byte is stored, so that uploads racing each other all see each other;
+its bytes go into GridFS chunk by chunk as they arrive. A file attached to no message
+within `orphan_seconds` is swept; so is an upload that never completed. A message that
+is deleted takes its files with it (store.apply_delete).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import re
+import secrets
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from server import protocol, tasks
+from server.model import Attachment, Message, User
+from server.protocol import ProtocolError
+from server.sniff import SAFE_IMAGES, Sniffer
+from server.store import Store, StoreError, client_key
+from server.store.files import (
+    ATTACHED,
+    DELETING,
+    STORED,
+    UPLOADING,
+    BlobReader,
+    BlobWriter,
+    thumb_id,
+)
+from server.team import Team, TeamError
+from server.thumbs import MAX_PIXELS, ThumbnailError, make_thumbnail
+
+log = logging.getLogger(__name__)
+
+MAX_NAME = 255  # characters of a file name
+SWEEP_EVERY = 600.0  # seconds between sweeps (at most)
+SWEEP_BATCH = 100
+# How long a file attached to a send is kept without the message being known stored
+# (it normally is within seconds; the sweep then looks for the message itself).
+CLAIM_GRACE = 3600.0
+THUMB_JOBS = 2  # previews made at once per process: each holds its image in memory
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class FileError(ProtocolError):
+    """A refused file operation; `code` is a documented error code, `status` its
+    HTTP status."""
+
+    STATUS = {protocol.BAD_REQUEST: 400, protocol.FORBIDDEN: 403, protocol.NOT_FOUND: 404,
+              protocol.TOO_LARGE: 413, "quota_exceeded": 403, "range_not_satisfiable": 416,
+              "image_too_large": 422, "bad_image": 422, protocol.UNAVAILABLE: 503}
+
+    @property
+    def status(self) -> int:
+        return self.STATUS.get(self.code, 400)
+
+
+def no_such_file(file_id: str) -> FileError:
+    return FileError(protocol.NOT_FOUND, f"no file {file_id[:32]!r}")
+
+
+def unavailable() -> FileError:
+    return FileError(protocol.UNAVAILABLE, "the file store is unavailable, try again")
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def clean_name(raw: str | None) -> str:
+    """A file's name as shown: its last path segment, without control characters."""
+    name = (raw or "").replace("\\", "/").rsplit("/", 1)[-1].strip()
+    if not name or len(name) > MAX_NAME or _CONTROL.search(name) or name in (".", ".."):
+        raise FileError(protocol.BAD_REQUEST, f"name must be a file name of 1 to {MAX_NAME} "
+                        "characters without control characters")
+    return name
+
+
+def view(doc: dict[str, Any]) -> dict[str, Any]:
+    """The API's file object: `{"id","name","size","type","url"}`."""
+    return Attachment.from_doc(doc).as_dict()
+
+
+@dataclass
+class Claim:
+    """Files attached to one send: by `key` (the send's client key) and `token` (this
+    attempt, so that a failure gives back only what it took)."""
+
+    ids: list[str]
+    key: str
+    token: str
+    attachments: tuple[Attachment, ...]
+
+
+class Upload:
+    """One upload under way: bytes in, checked against the limits, into GridFS."""
+
+    def __init__(self, files: Files, doc: dict[str, Any], writer: BlobWriter,
+                 room_left: int) -> None:
+        self.files = files
+        self.doc = doc
+        self.writer = writer
+        self.received = 0
+        self._room_left = room_left  # bytes this upload may take of the quota
+        self._sniffer = Sniffer()
+        self.done = False
+
+    @property
+    def id(self) -> str:
+        return str(self.doc["_id"])
+
+    async def write(self, data: bytes) -> None:
+        self.received += len(data)
+        if self.received > self.files.max_bytes:
+            raise FileError(protocol.TOO_LARGE, f"a file may be at most {self.files.max_bytes}"
+                            " bytes", limit=self.files.max_bytes)
+        if self.received > self._room_left:
+            raise FileError("quota_exceeded", "your files would take more than the "
+                            f"{self.files.quota} bytes allowed: delete some first",
+                            limit=self.files.quota)
+        self._sniffer.feed(data)
+        await self.writer.write(data)
+
+    async def finish(self) -> dict[str, Any]:
+        """The upload is complete: store its last chunk and record it."""
+        try:
+            await self.writer.close()
+            doc = await self.files.store.update_file(self.id, {
+                "state": STORED, "size": self.received, "type": self._sniffer.result(),
+                "orphan_until": self.files.orphan_until(),
+            }, state=UPLOADING)
+        except StoreError as e:
+            log.warning("storing upload %s failed: %s", self.id, e)
+            await self.abort()
+            raise unavailable() from None
+        if doc is None:  # swept meanwhile: it took longer than the upload timeout
+            await self.abort()
+            raise unavailable()
+        self.done = True
+        return view(doc)
+
+    async def abort(self) -> None:
+        """Forget the upload: its chunks and its record (or leave them to the sweep)."""
+        if self.done:
+            return
+        self.done = True
+        try:
+            await self.writer.abort()
+            await self.files.store.delete_files([self.id])
+        except StoreError as e:
+            log.warning("dropping upload %s failed, the sweep will: %s", self.id, e)
+
+
+class Files:
+    """Uploads, downloads, previews, attachments and the sweep; see the module
+    docstring."""
+
+    def __init__(self, store: Store, team: Team, *, max_bytes: int, quota: int,
+                 orphan_seconds: float, upload_timeout: float,
+                 max_pixels: int = MAX_PIXELS) -> None:
+        self.store = store
+        self.team = team
+        self.max_bytes = max_bytes
+        self.quota = quota
+        self.orphan_seconds = orphan_seconds
+        self.upload_timeout = upload_timeout
+        self.max_pixels = max_pixels
+        self._executor: ThreadPoolExecutor | None = None
+        self._thumb_jobs = asyncio.Semaphore(THUMB_JOBS)
+        self._sweeper: asyncio.Task[None] | None = None
+        self._aborts: set[asyncio.Task[None]] = set()
+
+    # Lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=THUMB_JOBS,
+                                            thread_name_prefix="thumbs")
+        self._sweeper = asyncio.create_task(self._sweep_loop(), name="file-sweep")
+
+    async def close(self) -> None:
+        await tasks.stop(self._sweeper)
+        if self._aborts:
+            await asyncio.wait(self._aborts, timeout=5)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+
+    # Uploads --------------------------------------------------------------------------
+
+    async def begin(self, user: User, room: str, name: str | None,
+                    declared: int | None) -> Upload:
+        """Start an upload of `declared` bytes (None: not said) to a room; refuses
+        before any byte is read what the limits already refuse."""
+        clean = clean_name(name)
+        access = await self.team.readable(user, room)
+        if access.member is None:
+            raise FileError(protocol.FORBIDDEN, f"join {room!r} before sharing files in it",
+                            reason="not_member")
+        if access.room.get("archived"):
+            raise FileError(protocol.FORBIDDEN, f"{room!r} is archived: it is read-only",
+                            reason="archived")
+        if access.muted_until:
+            raise FileError(protocol.FORBIDDEN, f"you are muted in {room!r}",
+                            reason="muted", until=access.muted_until)
+        if declared is not None and declared > self.max_bytes:
+            raise FileError(protocol.TOO_LARGE, f"a file may be at most {self.max_bytes} "
+                            "bytes", limit=self.max_bytes)
+        now = _utcnow()
+        file_id = secrets.token_urlsafe(16)
+        doc: dict[str, Any] = {"_id": file_id, "room": access.name, "uid": user.id,
+               "user": user.as_dict(), "name": clean, "size": declared or 0,
+               "type": "", "state": UPLOADING, "created_at": now,
+               "orphan_until": now + dt.timedelta(seconds=self.upload_timeout + 60)}
+        try:
+            await self.store.insert_file(doc)
+            # Counted after our own record is in: of uploads racing each other, each
+            # sees the others, so together they never pass the quota.
+            held = await self.store.bytes_held(user.id)
+        except StoreError:
+            raise unavailable() from None
+        if held > self.quota:
+            await self._drop(file_id)
+            raise FileError("quota_exceeded", f"your files would take more than the "
+                            f"{self.quota} bytes allowed: delete some first", limit=self.quota)
+        room_left = self.quota - held + (declared or 0)
+        try:
+            writer = self.store.open_blob_upload(file_id, clean)
+        except StoreError:
+            await self._drop(file_id)
+            raise unavailable() from None
+        return Upload(self, doc, writer, room_left)
+
+    def orphan_until(self) -> dt.datetime:
+        return _utcnow() + dt.timedelta(seconds=self.orphan_seconds)
+
+    def abort_soon(self, upload: Upload) -> None:
+        """Abort an upload whose client went away (from a synchronous callback)."""
+        task = asyncio.ensure_future(upload.abort())
+        self._aborts.add(task)
+        task.add_done_callback(self._aborts.discard)
+
+    async def _drop(self, file_id: str) -> None:
+        try:
+            await self.store.delete_files([file_id])
+        except StoreError as e:
+            log.warning("dropping upload %s failed, the sweep will: %s", file_id, e)
+
+    # Reading ----------------------------------------------------------------------------
+
+    async def readable(self, user: User, file_id: str) -> dict[str, Any]:
+        """A file's record if this user may read it; `not_found` exactly as for an id
+        that does not exist otherwise (a ban from its room included)."""
+        if not protocol.FILE_ID_RE.fullmatch(file_id):
+            raise no_such_file(file_id)
+        try:
+            doc = await self.store.file(file_id)
+        except StoreError:
+            raise unavailable() from None
+        if doc is None or doc["state"] not in (STORED, ATTACHED):
+            raise no_such_file(file_id)
+        if doc["state"] == STORED and doc["uid"] != user.id:
+            raise no_such_file(file_id)
+        try:
+            await self.team.readable(user, doc["room"])
+        except TeamError as e:
+            if e.code == protocol.UNAVAILABLE:
+                raise unavailable() from None
+            raise no_such_file(file_id) from None
+        return doc
+
+    async def open(self, user: User, file_id: str) -> tuple[dict[str, Any], BlobReader]:
+        doc = await self.readable(user, file_id)
+        try:
+            reader = await self.store.open_blob(file_id)
+        except StoreError:
+            raise unavailable() from None
+        if reader is None:
+            raise no_such_file(file_id)
+        return doc, reader
+
+    async def thumbnail(self, user: User, file_id: str) -> tuple[bytes, str]:
+        """A preview of an image file, made on first request and kept: (bytes, type)."""
+        doc = await self.readable(user, file_id)
+        if doc.get("type") not in SAFE_IMAGES:
+            raise FileError(protocol.NOT_FOUND, "only images (PNG, JPEG, GIF, WebP) have "
+                            "previews")
+        if doc.get("thumb_error"):
+            raise FileError(doc["thumb_error"], "no preview can be made of this image")
+        if doc.get("thumb"):
+            kept = await self._read_all(thumb_id(file_id))
+            if kept is not None:
+                return kept, str(doc["thumb"])
+        async with self._thumb_jobs:
+            data = await self._read_all(file_id)
+            if data is None:
+                raise no_such_file(file_id)
+            loop = asyncio.get_running_loop()
+            try:
+                thumb, kind = await loop.run_in_executor(self._executor, make_thumbnail, data,
+                                                         self.max_pixels)
+            except ThumbnailError as e:
+                await self._note(file_id, {"thumb_error": e.code})
+                raise FileError(e.code, e.message) from None
+        try:
+            await self.store.delete_blob(thumb_id(file_id))  # a half-stored earlier try
+            await self.store.put_blob(thumb_id(file_id), "thumb", thumb)
+        except StoreError as e:  # served anyway; made again next time
+            log.warning("storing the preview of %s failed: %s", file_id, e)
+            return thumb, kind
+        await self._note(file_id, {"thumb": kind})
+        return thumb, kind
+
+    async def _read_all(self, blob_id: str) -> bytes | None:
+        try:
+            reader = await self.store.open_blob(blob_id)
+            if reader is None:
+                return None
+            if reader.length == 0:
+                return b""
+            return b"".join([piece async for piece in reader.read_range(0, reader.length - 1)])
+        except StoreError:
+            raise unavailable() from None
+
+    async def _note(self, file_id: str, fields: dict[str, Any]) -> None:
+        try:
+            await self.store.update_file(file_id, fields)
+        except StoreError as e:
+            log.warning("recording the preview of %s failed: %s", file_id, e)
+
+    # Attachments --------------------------------------------------------------------------
+
+    async def attach(self, user: User, room: str, ids: tuple[str, ...], client_id: str | None,
+                     ref: protocol.Ref = None) -> Claim:
+        """Attach the user's uploads to a send in `room`. A resend with the same
+        client_id may name the files its first attempt attached."""
+        key = client_key(room, user.id, client_id) if client_id else secrets.token_hex(8)
+        try:
+            docs = await self.store.files(list(ids))
+        except StoreError:
+            raise unavailable() from None
+        fresh = []
+        for file_id in ids:
+            doc = docs.get(file_id)
+            if doc is None or doc["uid"] != user.id or doc["room"] != room:
+                raise FileError(protocol.NOT_FOUND, f"no file {file_id!r} of yours in "
+                                f"{room!r}", ref)
+            if doc["state"] == STORED:
+                fresh.append(file_id)
+            elif not (doc["state"] == ATTACHED and doc.get("claim") == key):
+                why = ("still uploading" if doc["state"] == UPLOADING
+                       else "attached to another message")
+                raise FileError(protocol.BAD_REQUEST, f"file {file_id!r} is {why}", ref)
+        token = secrets.token_hex(8)
+        try:
+            # Held for CLAIM_GRACE: the sweep spares it while the message is stored.
+            taken = await self.store.claim_files(
+                fresh, key, token, _utcnow() + dt.timedelta(seconds=CLAIM_GRACE)
+            ) if fresh else 0
+            if taken != len(fresh):
+                await self.store.release_files(token, self.orphan_until())
+                raise FileError(protocol.BAD_REQUEST, "a file was attached to another "
+                                "message meanwhile", ref)
+        except StoreError:
+            raise unavailable() from None
+        return Claim(list(ids), key, token,
+                     tuple(Attachment.from_doc(docs[file_id]) for file_id in ids))
+
+    async def release(self, claim: Claim) -> None:
+        """The send failed before anything was stored: the files are free again."""
+        try:
+            await self.store.release_files(claim.token, self.orphan_until())
+        except StoreError as e:  # the sweep checks for a holder before it deletes
+            log.warning("releasing attached files failed: %s", e)
+
+    async def settle(self, claim: Claim, message: Message, fresh: bool) -> None:
+        """The message is stored. For a resend, the files its first attempt did not
+        carry are given back."""
+        held = [a.id for a in message.attachments]
+        try:
+            if not fresh:
+                await self.store.release_files(claim.token, self.orphan_until(),
+                                               [i for i in claim.ids if i not in held])
+            if held:
+                await self.store.settle_files(held, claim.key, message.id)
+        except StoreError as e:  # the sweep finds the holder and settles them then
+            log.warning("settling attached files failed: %s", e)
+
+    # The sweep ----------------------------------------------------------------------------
+
+    async def sweep(self, now: dt.datetime | None = None) -> int:
+        """Remove the files no message holds whose time is up; returns how many."""
+        now = now or _utcnow()
+        removed = 0
+        while True:
+            due = await self.store.due_files(now, SWEEP_BATCH)
+            doomed = []
+            settled = 0
+            for doc in due:
+                if doc["state"] == ATTACHED:
+                    holder = await self.store.holder_of(doc["_id"])
+                    if holder is not None:  # stored, but never settled
+                        await self.store.settle_files([doc["_id"]], doc.get("claim", ""),
+                                                      holder)
+                        settled += 1
+                        continue
+                # Only if it is still in the state it was judged by: a send may be
+                # attaching it right now (and then its claim fails, or this does).
+                if await self.store.update_file(doc["_id"], {"state": DELETING},
+                                                state=doc["state"]) is not None:
+                    doomed.append(doc["_id"])
+            await self.store.delete_files(doomed)
+            removed += len(doomed)
+            if len(due) < SWEEP_BATCH or not (doomed or settled):
+                return removed
+
+    async def _sweep_loop(self) -> None:
+        every = max(1.0, min(SWEEP_EVERY, self.orphan_seconds / 4))
+        while True:
+            await asyncio.sleep(every)
+            try:
+                removed = await self.sweep()
+                if removed:
+                    log.info("swept %d unattached file(s)", removed)
+            except StoreError as e:
+                log.warning("the file sweep failed: %s", e)
+            except Exception:
+                log.exception("the file sweep crashed; continuing")
