@@ -198,6 +198,7 @@ class Chat:
     async def _send_presence(self, room: str, user: User, status: str,
                              exclude: bytes) -> None:
         frame = protocol.dump(protocol.PresenceChange(room, user, status))
+        self.delivery.metrics.presence_sent()
         await self.delivery.fan_out(room, frame, exclude)
 
     async def typing(self, conn: Member, room: str) -> None:

@@ -173,8 +173,12 @@ class Metrics:
                                registry=r)
         for rtt in (self.mongo_rtt, self.redis_rtt):
             rtt.set(math.nan)  # until the first probe
+        self.presence_frames = Counter(
+            "chat_presence_frames",
+            "Presence changes this process sent into rooms (after coalescing)", registry=r)
         self.messages_total = 0
         self.deliveries_total = 0
+        self.presence_total = 0
         self.recent_fanout: deque[float] = deque(maxlen=4096)
         self.loop_lag_seconds = 0.0
         self._lag_task: asyncio.Task[None] | None = None
@@ -183,6 +187,10 @@ class Metrics:
         self.messages_total += n
         self.messages.inc(n)
         self.store_seconds.observe(seconds)
+
+    def presence_sent(self) -> None:
+        self.presence_total += 1
+        self.presence_frames.inc()
 
     def delivered(self, n: int, seconds: float) -> None:
         if n:

@@ -58,7 +58,7 @@ class StatusReporter:
         self.host = socket.gethostname()
         self.pid = os.getpid()
         # (monotonic time, messages, deliveries) samples covering the last 5 minutes.
-        self._samples: deque[tuple[float, int, int]] = deque(maxlen=int(300 / interval) + 2)
+        self._samples: deque[tuple[float, int, int, int]] = deque(maxlen=int(300 / interval) + 2)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -76,8 +76,8 @@ class StatusReporter:
 
     def _rate(self, window: float) -> dict[str, float]:
         if len(self._samples) < 2:
-            return {"messages": 0.0, "deliveries": 0.0}
-        now, msgs, dels = self._samples[-1]
+            return {"messages": 0.0, "deliveries": 0.0, "presence": 0.0}
+        now, msgs, dels, pres = self._samples[-1]
         old = self._samples[0]
         for sample in self._samples:
             if now - sample[0] <= window:
@@ -85,11 +85,13 @@ class StatusReporter:
                 break
         span = max(now - old[0], 1e-9)
         return {"messages": round((msgs - old[1]) / span, 2),
-                "deliveries": round((dels - old[2]) / span, 2)}
+                "deliveries": round((dels - old[2]) / span, 2),
+                "presence": round((pres - old[3]) / span, 2)}
 
     def snapshot(self) -> dict[str, Any]:
         m = self.metrics
-        self._samples.append((time.monotonic(), m.messages_total, m.deliveries_total))
+        self._samples.append((time.monotonic(), m.messages_total, m.deliveries_total,
+                              m.presence_total))
         return {
             "id": self.node_id,
             "host": self.host,
@@ -156,6 +158,9 @@ class StatusReporter:
             "bot_connections": sum(n["connections"]["bot"] for n in nodes),
             "messages_per_s_1m": round(sum(n["rate_1m"]["messages"] for n in nodes), 2),
             "deliveries_per_s_1m": round(sum(n["rate_1m"]["deliveries"] for n in nodes), 2),
+            # .get: a process of an earlier release reports no presence rate.
+            "presence_per_s_1m": round(sum(n["rate_1m"].get("presence", 0.0)
+                                           for n in nodes), 2),
             "rss_bytes": sum(n["rss_bytes"] for n in nodes),
         }
         return {"node": self.node_id, "time": int(time.time() * 1000),

@@ -190,3 +190,22 @@ async def test_an_admin_registered_before_start_up_is_pinned_at_start_up(
         assert (await first.request("GET", "/status"))[0] == 200
     finally:
         await close_node(node)
+
+
+async def test_presence_changes_are_counted_for_status_and_metrics(make_client, runtime):
+    # The cost of presence is visible: each change sent into a room counts.
+    def sent() -> float:
+        return runtime.metrics.registry.get_sample_value("chat_presence_frames_total") or 0.0
+
+    watcher, other = make_client(), make_client()
+    await watcher.register()
+    await other.register()
+    watcher_ws = await watcher.ws()
+    await watcher_ws.join("general")
+    before = sent()
+    other_ws = await other.ws()
+    await other_ws.join("general")
+    await watcher_ws.expect("presence", status="online")
+    assert sent() == before + 1
+    runtime.reporter.snapshot()
+    assert set(runtime.reporter.snapshot()["rate_1m"]) == {"messages", "deliveries", "presence"}
