@@ -125,7 +125,9 @@ class Chat:
             await self.delivery.subscribe(room, again=new_room)
             members, elsewhere = await self.presence.enter(room, conn.user)
             # Read after subscribing: every message stored later arrives live.
-            last_seq = await self.delivery.read_top(room)
+            # The room document was read a moment ago: only seqs above its recorded
+            # top are read again (one round trip, not two).
+            last_seq = await self.delivery.read_top(room, int(access.room.get("seq", 0)))
             if since is None:
                 page = self.store.messages(room, limit=JOIN_BACKLOG, top=last_seq)
             else:

@@ -102,9 +102,14 @@ class Delivery:
         self.seqs.unwatch(room)
         await self.bus.unsubscribe(room)
 
-    async def read_top(self, room: str) -> int:
-        """The room's highest stored seq, read from MongoDB (0 for no room)."""
-        top = await self.store.top_seq(room) or 0
+    async def read_top(self, room: str, known: int | None = None) -> int:
+        """The room's highest stored seq, read from MongoDB (0 for no room). With
+        `known` (a seq known to be stored or recorded, such as the room document's
+        recorded top read a moment ago), only what lies above it is read."""
+        if known is not None:
+            top = await self.store.top_seq_after(room, max(known, self.seqs.top(room)))
+        else:
+            top = await self.store.top_seq(room) or 0
         self.seqs.saw(room, top)
         return top
 
