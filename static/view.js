@@ -15,8 +15,8 @@ export class ChatView {
    * @param {object} parts   {list, sidebar, composer, notices}: see messagelist.js,
    *        sidebar.js, composer.js, notices.js
    */
-  constructor({ whenText }, { list, sidebar, composer, notices, members, header, dmPicker }) {
-    Object.assign(this, { whenText, list, sidebar, composer, notices, members, header, dmPicker });
+  constructor({ whenText }, { list, actions, sidebar, composer, notices, members, header, dmPicker }) {
+    Object.assign(this, { whenText, list, actions, sidebar, composer, notices, members, header, dmPicker });
     this.handlers = null;
     this.me = null;
     this.chat = null; // set by bind(); read-only use
@@ -35,6 +35,7 @@ export class ChatView {
     const signal = this.listeners.signal;
     const e = this.el;
     this.list.bind({ chat, handlers, me, composer: this.composer, signal });
+    this.actions.bind({ chat, handlers, me, list: this.list, composer: this.composer, signal });
     this.composer.bind({ handlers, narrow: NARROW, signal });
     this.sidebar.bind({ chat, handlers, me, narrow: NARROW, signal });
     this.notices.bind({ handlers, signal });
@@ -53,6 +54,7 @@ export class ChatView {
     this.listeners.abort();
     this.active = null; // late timers of the old session then draw nothing
     this.list.destroy();
+    this.actions.destroy();
     this.sidebar.destroy();
     this.notices.destroy();
     this.composer.destroy();
@@ -67,6 +69,7 @@ export class ChatView {
 
   /** Whether the user is a server admin (a moderator of every public room). */
   setServerAdmin(yes) {
+    this.list.setServerAdmin(yes);
     this.members.setServerAdmin(yes);
     this.header.setServerAdmin(yes);
   }
@@ -150,6 +153,19 @@ export class ChatView {
 
   messagesAdded(room, msgs, opts) {
     this.list.messagesAdded(room, msgs, opts);
+  }
+
+  /** Messages changed in place (edited, deleted, reactions, replies). */
+  messagesChanged(room, msgs) {
+    this.list.messagesChanged(room, msgs);
+  }
+
+  /** A message of someone else arrived live (for notifications). */
+  incoming() {}
+
+  /** Scroll to the message `seq` of the room on screen and highlight it. */
+  flash(seq) {
+    return this.list.flash(seq);
   }
 
   pendingChanged(room, item, opts) {
