@@ -11,7 +11,7 @@
 
 const MODULES = ['api', 'storage', 'connection', 'signin', 'roomlog', 'presence', 'outbox',
   'room', 'chat', 'render', 'messagelist', 'sidebar', 'composer', 'notices', 'view', 'menu',
-  'members', 'header', 'dmpicker', 'markdown', 'msgparts', 'msgactions'];
+  'members', 'header', 'dmpicker', 'markdown', 'msgparts', 'msgactions', 'badge'];
 
 function moduleUrl(name) {
   const link = document.querySelector(`link[rel="modulepreload"][data-module="${name}"]`);
@@ -52,6 +52,7 @@ async function startChat(me) {
   const list = new lib.messagelist.MessageList(render, new lib.msgparts.MessageParts(render, lib.markdown));
   const view = new lib.view.ChatView(render, {
     list,
+    favicon: new lib.badge.FaviconBadge(),
     actions: new lib.msgactions.MessageActions(render, menus, lib.markdown, lib.msgparts),
     sidebar: new lib.sidebar.Sidebar(render),
     composer: new lib.composer.Composer(render),

@@ -85,7 +85,8 @@ export class MessageList {
       return orig;
     };
     const name = (id) => room.names.get(id) ?? null;
-    return this.parts.dress(li, m, { me: this.me, name, quote, canAct: room.info.member !== false });
+    return this.parts.dress(li, m, { me: this.me, name, quote, canAct: room.info.member !== false,
+      mentioned: m.user.id !== this.me.id && room.mentionsMe(m) });
   }
 
   /** Messages changed (edited, deleted, reacted to, replied to, or fetched for a quote):

@@ -40,13 +40,14 @@ export class MessageParts {
    * @param {HTMLElement} li
    * @param {object} m  the message in its current state
    * @param {object} ctx  {me, name(id) -> string|null, quote(seq) -> message|undefined,
-   *        canAct: boolean}
+   *        canAct: boolean, mentioned: whether it mentions the reader}
    */
   dress(li, m, ctx) {
     const h = this.h;
     const main = li.querySelector('.msg-main');
     const body = li.querySelector('.body');
     li.classList.toggle('deleted', Boolean(m.deleted));
+    li.classList.toggle('mentions-me', Boolean(ctx.mentioned) && !m.deleted);
     if (m.deleted) {
       body.replaceChildren(h('span', { class: 'tombstone', 'data-testid': 'tombstone' },
         'This message was deleted'));

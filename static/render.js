@@ -300,7 +300,7 @@ export function roomLabel(info, me) {
 
 /** A room in the sidebar: a button, with its unread count for rooms not on screen.
  *  `info` is the server's Room object; `online` (DMs) whether someone else is here. */
-export function roomItem(info, { joined, current, unread, me = null, online = false }) {
+export function roomItem(info, { joined, current, unread, mentions = 0, me = null, online = false }) {
   const name = info.name;
   const label = roomLabel(info, me);
   let mark;
@@ -321,9 +321,12 @@ export function roomItem(info, { joined, current, unread, me = null, online = fa
     h('span', { class: 'room-name' }, label),
     info.kind === 'private' ? h('span', { class: 'visually-hidden' }, ' (private)') : null,
     info.kind === 'dm' ? h('span', { class: 'visually-hidden' }, online ? ' (online)' : ' (offline)') : null,
+    mentions ? h('span', { class: 'badge badge-mention', 'aria-hidden': 'true', 'data-testid': 'mentions',
+      title: `${mentions > 99 ? '99+' : mentions} mentioning you` }, `@${mentions > 99 ? '99+' : mentions}`) : null,
     unread ? h('span', { class: 'badge', 'aria-hidden': 'true', 'data-testid': 'unread' },
       unread > 99 ? '99+' : String(unread)) : null,
-    unread ? h('span', { class: 'visually-hidden' }, ` (${unread} unread)`) : null,
+    unread ? h('span', { class: 'visually-hidden' }, ` (${unread > 99 ? 'more than 99' : unread} unread${
+      mentions ? `, ${mentions > 99 ? 'more than 99' : mentions} mentioning you` : ''})`) : null,
     joined ? null : h('span', { class: 'join-hint' }, 'Join')));
 }
 

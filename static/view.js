@@ -15,8 +15,8 @@ export class ChatView {
    * @param {object} parts   {list, sidebar, composer, notices}: see messagelist.js,
    *        sidebar.js, composer.js, notices.js
    */
-  constructor({ whenText }, { list, actions, sidebar, composer, notices, members, header, dmPicker }) {
-    Object.assign(this, { whenText, list, actions, sidebar, composer, notices, members, header, dmPicker });
+  constructor({ whenText }, { list, actions, favicon, sidebar, composer, notices, members, header, dmPicker }) {
+    Object.assign(this, { whenText, list, actions, favicon, sidebar, composer, notices, members, header, dmPicker });
     this.handlers = null;
     this.me = null;
     this.chat = null; // set by bind(); read-only use
@@ -196,11 +196,17 @@ export class ChatView {
 
   // ----- the room header and the page title ------------------------------------------
 
+  /** The page title says how many messages are unread, "(3) #ops · Chat"; the
+   *  favicon shows a dot for unread messages and a count of mentions. */
   _renderTitle() {
-    const total = [...this.chat.rooms.values()].reduce((n, r) => n + r.unread, 0);
+    const rooms = [...this.chat.rooms.values()];
+    const total = rooms.reduce((n, r) => n + r.unread, 0);
+    const mentions = rooms.reduce((n, r) => n + r.mentions, 0);
     const room = this.active && this.chat.rooms.get(this.active);
     const base = room ? `${room.label} · Chat` : 'Chat';
-    document.title = total ? `(${total}) ${base}` : base;
+    const count = total > 99 ? '99+' : String(total);
+    document.title = total ? `(${count}) ${base}` : base;
+    this.favicon.set(total, mentions);
   }
 
   /** Whether the user may post in the room on screen; a mute lifts itself at its end. */
