@@ -11,7 +11,7 @@
 
 const MODULES = ['api', 'storage', 'connection', 'signin', 'roomlog', 'presence', 'outbox',
   'room', 'chat', 'render', 'messagelist', 'sidebar', 'composer', 'notices', 'view', 'menu',
-  'members', 'header', 'dmpicker', 'markdown', 'msgparts', 'msgactions', 'badge'];
+  'members', 'header', 'dmpicker', 'markdown', 'msgparts', 'msgactions', 'badge', 'search'];
 
 function moduleUrl(name) {
   const link = document.querySelector(`link[rel="modulepreload"][data-module="${name}"]`);
@@ -53,6 +53,7 @@ async function startChat(me) {
   const view = new lib.view.ChatView(render, {
     list,
     favicon: new lib.badge.FaviconBadge(),
+    search: new lib.search.SearchPanel(render),
     actions: new lib.msgactions.MessageActions(render, menus, lib.markdown, lib.msgparts),
     sidebar: new lib.sidebar.Sidebar(render),
     composer: new lib.composer.Composer(render),
@@ -185,6 +186,7 @@ async function startChat(me) {
     deleteMessage: (room, seq) => chat.change(room, { kind: 'delete', seq }),
     react: (room, seq, emoji, on) => chat.change(room, { kind: 'react', seq, emoji, on }),
     peek: (room, seq) => chat.rooms.get(room)?.peek(seq),
+    search: (q, opts) => api.search(q, opts),
     notice: (text) => view.notice(text),
     /** Open `name` at the message `seq`: paged back to it if need be, scrolled to and
      *  highlighted (permalinks, search hits, the quote of a reply). */

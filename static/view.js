@@ -15,8 +15,9 @@ export class ChatView {
    * @param {object} parts   {list, sidebar, composer, notices}: see messagelist.js,
    *        sidebar.js, composer.js, notices.js
    */
-  constructor({ whenText }, { list, actions, favicon, sidebar, composer, notices, members, header, dmPicker }) {
-    Object.assign(this, { whenText, list, actions, favicon, sidebar, composer, notices, members, header, dmPicker });
+  constructor({ whenText }, parts) {
+    const { list, actions, favicon, search, sidebar, composer, notices, members, header, dmPicker } = parts;
+    Object.assign(this, { whenText, list, actions, favicon, search, sidebar, composer, notices, members, header, dmPicker });
     this.handlers = null;
     this.me = null;
     this.chat = null; // set by bind(); read-only use
@@ -36,6 +37,7 @@ export class ChatView {
     const e = this.el;
     this.list.bind({ chat, handlers, me, composer: this.composer, signal });
     this.actions.bind({ chat, handlers, me, list: this.list, composer: this.composer, signal });
+    this.search.bind({ chat, handlers, me, signal });
     this.composer.bind({ handlers, narrow: NARROW, signal });
     this.sidebar.bind({ chat, handlers, me, narrow: NARROW, signal });
     this.notices.bind({ handlers, signal });
@@ -55,6 +57,7 @@ export class ChatView {
     this.active = null; // late timers of the old session then draw nothing
     this.list.destroy();
     this.actions.destroy();
+    this.search.destroy();
     this.sidebar.destroy();
     this.notices.destroy();
     this.composer.destroy();
@@ -82,6 +85,7 @@ export class ChatView {
     const room = shown ? this.chat.rooms.get(name) : null;
     this.composer.setRoom(room ? name : null, room?.label);
     this.header.render(room ?? null);
+    this.search.setRoom(room ?? null);
     this.members.show(room ?? null);
     this._renderTitle();
     this._renderStanding();
