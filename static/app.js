@@ -11,7 +11,7 @@
 
 const MODULES = ['api', 'storage', 'connection', 'signin', 'roomlog', 'presence', 'outbox',
   'room', 'chat', 'render', 'messagelist', 'sidebar', 'composer', 'notices', 'view', 'menu',
-  'members', 'header', 'dmpicker', 'markdown', 'msgparts', 'msgactions', 'badge', 'search'];
+  'members', 'header', 'dmpicker', 'markdown', 'msgparts', 'msgactions', 'badge', 'search', 'mentions'];
 
 function moduleUrl(name) {
   const link = document.querySelector(`link[rel="modulepreload"][data-module="${name}"]`);
@@ -54,6 +54,7 @@ async function startChat(me) {
     list,
     favicon: new lib.badge.FaviconBadge(),
     search: new lib.search.SearchPanel(render),
+    mentions: new lib.mentions.MentionPicker(render),
     actions: new lib.msgactions.MessageActions(render, menus, lib.markdown, lib.msgparts),
     sidebar: new lib.sidebar.Sidebar(render),
     composer: new lib.composer.Composer(render),
@@ -187,6 +188,7 @@ async function startChat(me) {
     react: (room, seq, emoji, on) => chat.change(room, { kind: 'react', seq, emoji, on }),
     peek: (room, seq) => chat.rooms.get(room)?.peek(seq),
     search: (q, opts) => api.search(q, opts),
+    myName: () => chat.me.name,
     notice: (text) => view.notice(text),
     /** Open `name` at the message `seq`: paged back to it if need be, scrolled to and
      *  highlighted (permalinks, search hits, the quote of a reply). */

@@ -16,8 +16,10 @@ export class ChatView {
    *        sidebar.js, composer.js, notices.js
    */
   constructor({ whenText }, parts) {
-    const { list, actions, favicon, search, sidebar, composer, notices, members, header, dmPicker } = parts;
-    Object.assign(this, { whenText, list, actions, favicon, search, sidebar, composer, notices, members, header, dmPicker });
+    const { list, actions, favicon, search, mentions, sidebar, composer, notices, members, header,
+      dmPicker } = parts;
+    Object.assign(this, { whenText, list, actions, favicon, search, mentions, sidebar, composer,
+      notices, members, header, dmPicker });
     this.handlers = null;
     this.me = null;
     this.chat = null; // set by bind(); read-only use
@@ -38,6 +40,8 @@ export class ChatView {
     this.list.bind({ chat, handlers, me, composer: this.composer, signal });
     this.actions.bind({ chat, handlers, me, list: this.list, composer: this.composer, signal });
     this.search.bind({ chat, handlers, me, signal });
+    // Before the composer: the open list of names takes Enter from it.
+    this.mentions.bind({ handlers, room: () => this.composer.room, signal });
     this.composer.bind({ handlers, narrow: NARROW, signal });
     this.sidebar.bind({ chat, handlers, me, narrow: NARROW, signal });
     this.notices.bind({ handlers, signal });
@@ -58,6 +62,7 @@ export class ChatView {
     this.list.destroy();
     this.actions.destroy();
     this.search.destroy();
+    this.mentions.destroy();
     this.sidebar.destroy();
     this.notices.destroy();
     this.composer.destroy();

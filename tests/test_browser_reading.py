@@ -92,3 +92,36 @@ def test_mentions_are_highlighted_and_counted_apart(server, people):
     own = finn.sent().filter(has_text="can you look")
     expect(own.locator(".mention")).to_have_count(2)
     expect(own.locator(".mention-me")).to_have_count(0)
+
+
+def test_typing_at_lists_the_rooms_members_to_mention(server, people):
+    hugo = people(server.url, unique("hugo"))
+    room = unique("crew")
+    hugo.create_room(room)
+    names = [f"iris{unique('')[1:]}", f"ivy{unique('')[1:]}"]
+    for name in names:
+        other = people(server.url, name)
+        other.page.reload()
+        other.open_room(room)
+    box = hugo.t("composer-input")
+    box.press_sequentially("thanks @i")
+    options = hugo.t("mention-option")
+    expect(options).to_have_count(2)
+    expect(box).to_have_attribute("aria-expanded", "true")
+    expect(options.first).to_have_attribute("aria-selected", "true")
+    box.press("ArrowDown")
+    expect(options.nth(1)).to_have_attribute("aria-selected", "true")
+    box.press("Enter")  # picks, does not send
+    expect(box).to_have_value(f"thanks @{sorted(names)[1]} ")
+    expect(hugo.t("mention-list")).to_be_hidden()
+    box.press_sequentially("and @ro")
+    expect(options).to_have_count(1)
+    box.press("Tab")
+    expect(box).to_have_value(f"thanks @{sorted(names)[1]} and @room ")
+    box.press_sequentially("@ir")
+    expect(options).to_have_count(1)
+    box.press("Escape")
+    expect(hugo.t("mention-list")).to_be_hidden()
+    box.press("Enter")
+    hugo.wait_for_body("and @room")
+    expect(hugo.sent().last.locator(".mention")).to_have_count(2)  # "@ir" names nobody
