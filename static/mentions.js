@@ -84,7 +84,9 @@ export class MentionPicker {
     const people = names.filter((n) => n.toLowerCase().startsWith(prefix) && n !== me)
       .sort((a, b) => a.localeCompare(b)).map((name) => ({ name, note: '' }));
     if (ROOM_ENTRY.name.startsWith(prefix)) people.push(ROOM_ENTRY);
-    this.options = people.slice(0, MAX_SHOWN);
+    // A name typed in full leaves nothing to pick: Enter then sends.
+    const done = people.length === 1 && people[0].name.toLowerCase() === prefix;
+    this.options = done ? [] : people.slice(0, MAX_SHOWN);
     this.token = token;
     this.active = 0;
     this._render();
