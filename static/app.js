@@ -11,7 +11,7 @@
 
 const MODULES = ['api', 'storage', 'connection', 'signin', 'roomlog', 'presence', 'outbox',
   'room', 'chat', 'render', 'messagelist', 'sidebar', 'composer', 'notices', 'view', 'menu',
-  'members', 'header', 'dmpicker', 'markdown', 'msgparts', 'msgactions', 'badge', 'search', 'mentions'];
+  'members', 'header', 'dmpicker', 'markdown', 'msgparts', 'msgactions', 'badge', 'search', 'mentions', 'notify'];
 
 function moduleUrl(name) {
   const link = document.querySelector(`link[rel="modulepreload"][data-module="${name}"]`);
@@ -55,6 +55,7 @@ async function startChat(me) {
     favicon: new lib.badge.FaviconBadge(),
     search: new lib.search.SearchPanel(render),
     mentions: new lib.mentions.MentionPicker(render),
+    notifier: new lib.notify.Notifier(menus),
     actions: new lib.msgactions.MessageActions(render, menus, lib.markdown, lib.msgparts),
     sidebar: new lib.sidebar.Sidebar(render),
     composer: new lib.composer.Composer(render),
@@ -189,6 +190,11 @@ async function startChat(me) {
     peek: (room, seq) => chat.rooms.get(room)?.peek(seq),
     search: (q, opts) => api.search(q, opts),
     myName: () => chat.me.name,
+    isQuiet: (room) => view.notifier.isQuiet(room),
+    setQuiet(room, quiet) {
+      view.notifier.setQuiet(room, quiet);
+      view.notice(quiet ? 'No desktop notifications from this room.' : 'Desktop notifications from this room are on.');
+    },
     notice: (text) => view.notice(text),
     /** Open `name` at the message `seq`: paged back to it if need be, scrolled to and
      *  highlighted (permalinks, search hits, the quote of a reply). */
@@ -278,7 +284,7 @@ async function startChat(me) {
 
   session = { chat, stop };
   showAdminLink(me, chat, view);
-  view.bind(chat, handlers, me);
+  view.bind(chat, handlers, me, storage);
   show('chat');
 
   let rooms = null;

@@ -16,10 +16,10 @@ export class ChatView {
    *        sidebar.js, composer.js, notices.js
    */
   constructor({ whenText }, parts) {
-    const { list, actions, favicon, search, mentions, sidebar, composer, notices, members, header,
-      dmPicker } = parts;
-    Object.assign(this, { whenText, list, actions, favicon, search, mentions, sidebar, composer,
-      notices, members, header, dmPicker });
+    const { list, actions, favicon, search, mentions, notifier, sidebar, composer, notices, members,
+      header, dmPicker } = parts;
+    Object.assign(this, { whenText, list, actions, favicon, search, mentions, notifier, sidebar,
+      composer, notices, members, header, dmPicker });
     this.handlers = null;
     this.me = null;
     this.chat = null; // set by bind(); read-only use
@@ -30,7 +30,7 @@ export class ChatView {
   }
 
   /** Connect DOM events to app handlers; `chat` is read for state when rendering. */
-  bind(chat, handlers, me) {
+  bind(chat, handlers, me, storage) {
     this.chat = chat;
     this.handlers = handlers;
     this.me = me;
@@ -40,6 +40,7 @@ export class ChatView {
     this.list.bind({ chat, handlers, me, composer: this.composer, signal });
     this.actions.bind({ chat, handlers, me, list: this.list, composer: this.composer, signal });
     this.search.bind({ chat, handlers, me, signal });
+    this.notifier.bind({ handlers, storage, signal });
     // Before the composer: the open list of names takes Enter from it.
     this.mentions.bind({ handlers, room: () => this.composer.room, signal });
     this.composer.bind({ handlers, narrow: NARROW, signal });
@@ -63,6 +64,7 @@ export class ChatView {
     this.actions.destroy();
     this.search.destroy();
     this.mentions.destroy();
+    this.notifier.destroy();
     this.sidebar.destroy();
     this.notices.destroy();
     this.composer.destroy();
@@ -169,8 +171,10 @@ export class ChatView {
     this.list.messagesChanged(room, msgs);
   }
 
-  /** A message of someone else arrived live (for notifications). */
-  incoming() {}
+  /** A message of someone else arrived live: maybe a desktop notification. */
+  incoming(room, m) {
+    this.notifier.incoming(room, m);
+  }
 
   /** Scroll to the message `seq` of the room on screen and highlight it. */
   flash(seq) {
