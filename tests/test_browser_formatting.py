@@ -72,7 +72,8 @@ def test_the_documented_subset_renders_as_documented(page):
                        "</blockquote></blockquote>after")
     assert html[3] == ("<ul><li>one</li><li>two</li></ul>"
                        "<ol><li>first</li><li>second</li></ol>")
-    assert '<a href="https://example.com/a_(b)" rel="noopener noreferrer" target="_blank"' in html[4]
+    link = '<a href="https://example.com/a_(b)" rel="noopener noreferrer" target="_blank"'
+    assert link in html[4]
     assert "javascript:" not in "".join(str(a) for e in out[4]["elements"] for a in e["attrs"])
     assert "[bad](javascript:alert(1))" in out[4]["text"]
     assert 'href="mailto:ann@example.com"' in html[4]
@@ -107,10 +108,11 @@ FRAGMENTS = [
     "[x](javascript:alert(1))", "[x](data:text/html,<script>alert(1)</script>)",
     "data:text/html;base64,PHNjcmlwdD4=", "[x](JaVaScRiPt:alert(1))", "[x](https://ok.example)",
     "https://example.com/a_(b)", "mailto:a@b.c", "http://", "\" onmouseover=\"x", "'", "&lt;",
-    "&#x3C;", "<!--", "-->", "<svg onload=alert(1)>", "𝔘𝔫𝔦", "\u202e", "\u200b", "é", "👍🏽",
+    "&#x3C;", "<!--", "-->", "<svg onload=alert(1)>", "\U0001d518\U0001d52b\U0001d526", "\u202e", "\u200b", "é", "👍🏽",
     "[[[[", "]]]]", "((((", "))))", "[a [b](https://x.y) c](https://z)",
 ]
-texts = st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=8)), max_size=25).map("".join)
+texts = st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=8)),
+                 max_size=25).map("".join)
 
 
 @settings(max_examples=300, deadline=None,

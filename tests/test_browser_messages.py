@@ -76,7 +76,8 @@ def test_edit_in_place_escape_cancels_and_the_other_sees_the_edit_live(server, p
     box.fill("deploy at 16:00")
     box.press("Escape")
     expect(alice.t("edit-input")).to_have_count(0)
-    expect(message(alice, "deploy at").get_by_test_id("message-body")).to_have_text("deploy at 14:00")
+    expect(message(alice, "deploy at").get_by_test_id("message-body")).to_have_text(
+        "deploy at 14:00")
     expect(message(alice, "deploy at").get_by_test_id("message-actions")).to_be_focused()
 
     # Shift+Enter is a new line, Enter saves; both see the new text and "(edited)".
@@ -266,7 +267,8 @@ def test_changes_made_while_a_reader_is_offline_show_when_it_returns(server, peo
         expect(message(alice, "first:").get_by_test_id("edited")).to_be_visible()
         expect(alice.t("tombstone")).to_have_count(1)
         expect(alice.sent().filter(has_text="second:")).to_have_count(0)
-        expect(reaction(message(alice, "third:"), "👍").get_by_test_id("reaction-count")).to_have_text("1")
+        liked = reaction(message(alice, "third:"), "👍")
+        expect(liked.get_by_test_id("reaction-count")).to_have_text("1")
         expect(alice.page.locator('[data-testid="event"][data-event]').filter(
             has_text=re.compile("edited|deleted|reacted"))).to_have_count(0)
         assert alice.seqs() == bob.seqs()
