@@ -42,6 +42,7 @@ def test_search_finds_words_marks_them_and_never_shows_a_private_room(server, pe
         hana.say(f"filler line {i}")
     secret = create_room(hana, "hush", private=True)
     hana.say("Salary review on Friday, keep it quiet")
+    hana.wait_for_body("Salary review", timeout=40000)
 
     # Ivan opens search with the keyboard ("/" when not typing) and finds the public hit.
     ivan.page.reload()
