@@ -111,6 +111,13 @@ export function createApi() {
     unmute: (room, user) => request('DELETE', `/api/rooms/${enc(room)}/mutes/${enc(user)}`),
     /** The DM of the caller and `users` (names): a Room of kind dm, new or existing. */
     dm: (users) => request('POST', '/api/dms', { users }),
+    /** A page of search results (§22): {results, next?}. */
+    search: (q, { room = null, cursor = null } = {}) => {
+      const params = new URLSearchParams({ q });
+      if (room) params.set('room', room);
+      if (cursor) params.set('cursor', cursor);
+      return request('GET', `/api/search?${params}`);
+    },
     /** Up to 20 accounts whose name starts with `prefix`, by name. */
     users: async (prefix) => (await request('GET', `/api/users?prefix=${encodeURIComponent(prefix)}`))?.users ?? [],
   };

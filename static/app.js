@@ -11,7 +11,7 @@
 
 const MODULES = ['api', 'storage', 'connection', 'signin', 'roomlog', 'presence', 'outbox',
   'room', 'chat', 'render', 'messagelist', 'sidebar', 'composer', 'notices', 'view', 'menu',
-  'members', 'header', 'dmpicker'];
+  'members', 'header', 'dmpicker', 'markdown', 'msgparts', 'msgactions', 'badge', 'search', 'mentions', 'notify'];
 
 function moduleUrl(name) {
   const link = document.querySelector(`link[rel="modulepreload"][data-module="${name}"]`);
@@ -49,8 +49,14 @@ async function startChat(me) {
   session?.stop();
   const storage = lib.storage.makeStorage(me.id);
   const menus = new lib.menu.Menus(render);
+  const list = new lib.messagelist.MessageList(render, new lib.msgparts.MessageParts(render, lib.markdown));
   const view = new lib.view.ChatView(render, {
-    list: new lib.messagelist.MessageList(render),
+    list,
+    favicon: new lib.badge.FaviconBadge(),
+    search: new lib.search.SearchPanel(render),
+    mentions: new lib.mentions.MentionPicker(render),
+    notifier: new lib.notify.Notifier(menus),
+    actions: new lib.msgactions.MessageActions(render, menus, lib.markdown, lib.msgparts),
     sidebar: new lib.sidebar.Sidebar(render),
     composer: new lib.composer.Composer(render),
     notices: new lib.notices.Notices(),
@@ -143,7 +149,11 @@ async function startChat(me) {
         },
       });
     },
-    members: (room) => api.members(room),
+    async members(name) {
+      const roster = await api.members(name);
+      chat.rooms.get(name)?.remember(roster.map((m) => m?.user));
+      return roster;
+    },
     searchUsers: (prefix) => api.users(prefix),
     setTopic: (room, topic) => attempt(() => api.updateRoom(room, { topic }), { quiet: true }),
     setArchived: (room, archived) => attempt(() => api.updateRoom(room, { archived })),
@@ -173,7 +183,36 @@ async function startChat(me) {
       handlers.selectRoom(info.name);
       return null;
     },
-    send: (room, body) => chat.post(room, body),
+    send: (room, body, replyTo) => chat.post(room, body, replyTo),
+    edit: (room, seq, body) => chat.change(room, { kind: 'edit', seq, body }),
+    deleteMessage: (room, seq) => chat.change(room, { kind: 'delete', seq }),
+    react: (room, seq, emoji, on) => chat.change(room, { kind: 'react', seq, emoji, on }),
+    peek: (room, seq) => chat.rooms.get(room)?.peek(seq),
+    search: (q, opts) => api.search(q, opts),
+    myName: () => chat.me.name,
+    isQuiet: (room) => view.notifier.isQuiet(room),
+    setQuiet(room, quiet) {
+      view.notifier.setQuiet(room, quiet);
+      view.notice(quiet ? 'No desktop notifications from this room.' : 'Desktop notifications from this room are on.');
+    },
+    notice: (text) => view.notice(text),
+    /** Open `name` at the message `seq`: paged back to it if need be, scrolled to and
+     *  highlighted (permalinks, search hits, the quote of a reply). */
+    async openAt(name, seq) {
+      if (!Number.isInteger(seq) || seq < 1) return;
+      if (!chat.rooms.has(name) && chat.known.get(name)?.kind !== 'public') {
+        view.notice('That room does not exist, or you are not in it.');
+        return;
+      }
+      if (view.active !== name) select(name);
+      const room = chat.rooms.get(name);
+      if (!room) return;
+      await room.until(() => (room.loaded && room.state === 'live') || chat.rooms.get(name) !== room);
+      if (chat.rooms.get(name) !== room) return;
+      const held = await room.reach(seq);
+      if (view.active !== name) return;
+      if (!held || !view.flash(seq)) view.notice('That message is not in this room any more.');
+    },
     retry: (room, clientId) => chat.retry(room, clientId),
     discard: (room, clientId) => chat.discard(room, clientId),
     typing: (room) => chat.typing(room),
@@ -245,7 +284,7 @@ async function startChat(me) {
 
   session = { chat, stop };
   showAdminLink(me, chat, view);
-  view.bind(chat, handlers, me);
+  view.bind(chat, handlers, me, storage);
   show('chat');
 
   let rooms = null;
@@ -265,6 +304,18 @@ async function startChat(me) {
   select(chat.rooms.has(saved) ? saved : chat.rooms.keys().next().value ?? null);
   view.focusComposer();
   conn.start();
+  // A permalink (#room=<name>&seq=<n>) opens its room at the message, now or when
+  // one is followed in this tab.
+  const followLink = () => {
+    const params = new URLSearchParams(location.hash.slice(1));
+    const name = params.get('room');
+    const seq = Number(params.get('seq'));
+    if (!name || !Number.isInteger(seq)) return;
+    history.replaceState(null, '', location.pathname + location.search);
+    handlers.openAt(name, seq);
+  };
+  window.addEventListener('hashchange', followLink, { signal: view.listeners.signal });
+  followLink();
   refreshTimer = setInterval(() => {
     if (document.visibilityState === 'visible') refreshRooms();
   }, ROOMS_REFRESH_MS);

@@ -114,12 +114,20 @@ export function defineChat({ Room, Outbox }) {
       this._dropRoom(room);
     }
 
-    /** Queue a message; it goes out now if the room is live, else after the reconnect. */
-    post(name, body) {
+    /** Queue a message (a reply to `replyTo`, a seq, if given); it goes out now if the
+     *  room is live, else after the reconnect. */
+    post(name, body, replyTo = null) {
       const room = this.rooms.get(name);
       if (!room) return;
       room.people.sentMessage();
-      this.outbox.post(room, body);
+      this.outbox.post(room, body, replyTo);
+    }
+
+    /** Change a message: {kind: 'edit', seq, body}, {kind: 'delete', seq} or
+     *  {kind: 'react', seq, emoji, on}; through the outbox, so it survives reconnects. */
+    change(name, change) {
+      const room = this.rooms.get(name);
+      if (room) this.outbox.change(room, change);
     }
 
     retry(name, clientId) {
@@ -203,6 +211,10 @@ export function defineChat({ Room, Outbox }) {
         case 'history': this._onHistory(f); break;
         case 'typing': this._onTyping(f); break;
         case 'presence': this._onPresence(f); break;
+        case 'read':
+          this.refs.delete(f.ref);
+          this.rooms.get(f.room)?.onRead(f.seq);
+          break;
         case 'error': this._onError(f); break;
         default: break; // pong, left, and frame types added later
       }
@@ -402,6 +414,9 @@ export function defineChat({ Room, Outbox }) {
         case 'older':
         case 'after':
           room.historyRefused(info.kind, retryMs);
+          break;
+        case 'peek':
+          room.peeking.delete(info.seq);
           break;
         default:
           break;

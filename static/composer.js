@@ -1,7 +1,8 @@
 // The message box under the log: Enter sends, Shift+Enter starts a new line, it grows
 // with its text, refuses an over-long message before it is sent, tells the room that
 // the user is typing, and is usable only while a room is on screen where the user may
-// post (not while muted, not in an archived room: it then says why). Built on render.js's
+// post (not while muted, not in an archived room: it then says why). A reply shows
+// what it answers above the box until it is sent or cancelled (Escape). Built on render.js's
 // fieldError, which app.js passes in (no imports: see app.js).
 
 const MAX_BODY = 4000;
@@ -16,9 +17,13 @@ export class Composer {
     this.room = null; // the room a message goes to
     this.label = '';
     this.blocked = null; // why the user cannot post in the room on screen
+    this.reply = null; // {room, seq, author, text}: the message being answered
     this.el = {
       form: $('composer'), input: $('composer-input'), send: $('composer-send'),
       label: $('composer-label'), error: $('composer-error'), blockedNote: $('composer-blocked'),
+      replyBar: $('reply-bar'), replyAuthor: $('reply-author'), replyText: $('reply-text'),
+      replyCancel: $('reply-cancel'), help: $('formatting-help'), helpDialog: $('format-dialog'),
+      helpClose: $('format-close'),
     };
     this.input = this.el.input;
   }
@@ -32,7 +37,20 @@ export class Composer {
       ev.preventDefault();
       this._submit();
     }, { signal });
+    e.replyCancel.addEventListener('click', () => {
+      this.setReply(null);
+      e.input.focus();
+    }, { signal });
+    e.help.addEventListener('click', () => e.helpDialog.showModal(), { signal });
+    e.helpClose.addEventListener('click', () => e.helpDialog.close(), { signal });
     e.input.addEventListener('keydown', (ev) => {
+      if (ev.defaultPrevented) return; // taken by the mention list
+      if (ev.key === 'Escape' && this.reply) {
+        ev.preventDefault();
+        ev.stopPropagation();
+        this.setReply(null);
+        return;
+      }
       if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing && ev.keyCode !== 229) {
         ev.preventDefault();
         this._submit();
@@ -47,10 +65,22 @@ export class Composer {
 
   destroy() {
     this.el.input.value = '';
+    this.setReply(null);
+  }
+
+  /** Answer a message ({room, seq, author, text}), or stop answering (null). */
+  setReply(reply) {
+    const e = this.el;
+    this.reply = reply;
+    e.replyBar.hidden = !reply;
+    e.replyAuthor.textContent = reply?.author ?? '';
+    e.replyText.textContent = reply?.text ?? '';
+    if (reply && !e.input.disabled) e.input.focus({ preventScroll: true });
   }
 
   /** Address messages to `name` (shown as `label`), or disable the composer (null). */
   setRoom(name, label = name ? `#${name}` : '') {
+    if (this.reply && this.reply.room !== name) this.setReply(null);
     this.room = name;
     this.label = label;
     this.blocked = null;
@@ -104,7 +134,9 @@ export class Composer {
     const body = input.value.replace(/\s+$/, '');
     if (!body.trim()) return;
     if (!this._checkLength()) return;
-    this.handlers.send(this.room, body);
+    const replyTo = this.reply?.room === this.room ? this.reply.seq : null;
+    this.handlers.send(this.room, body, replyTo);
+    this.setReply(null);
     input.value = '';
     this._autosize();
   }

@@ -120,8 +120,13 @@ export class RoomHeader {
         ? { label: 'Unarchive the room', action: () => this.handlers.setArchived(room.name, false), testid: 'unarchive' }
         : { label: 'Archive the room (read-only)', action: () => this.handlers.setArchived(room.name, true), testid: 'archive' });
     }
+    const quiet = this.handlers.isQuiet?.(room.name);
+    if (items.length) items.push('separator');
+    items.push(quiet
+      ? { label: 'Turn notifications on', action: () => this.handlers.setQuiet(room.name, false), testid: 'notify-room-on' }
+      : { label: 'Mute notifications', action: () => this.handlers.setQuiet(room.name, true), testid: 'notify-room-off' });
     if (room.kind !== 'dm' && room.info.member !== false) {
-      if (items.length) items.push('separator');
+      items.push('separator');
       items.push({
         label: room.info.role === 'owner' ? 'Leave (hand ownership over first)' : `Leave ${room.label}`,
         action: () => this.handlers.leaveRoom(room.name), testid: 'leave-room', danger: true,

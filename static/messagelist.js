@@ -1,5 +1,7 @@
 // The message log on screen: one list per room (kept while another room is shown),
-// confirmed messages and event lines (who joined, was removed, muted...) in seq order with pending and failed ones after them, the scroll
+// confirmed messages and event lines (who joined, was removed, muted...) in seq order
+// with pending and failed ones after them, each message drawn again whenever it
+// changes (edited, deleted, reacted to, replied to: msgparts.js draws that), the scroll
 // position (pinned to the bottom while the reader is there), the "New messages" marker
 // and divider, the top of the log (load older, or the beginning of the room), and when
 // the room on screen counts as read. Built on render.js's building blocks, which app.js
@@ -7,12 +9,19 @@
 
 const BOTTOM_SLACK_PX = 48; // "at the bottom" tolerance
 const LOAD_OLDER_PX = 400; // start loading older messages this close to the top
+const FLASH_MS = 2500;
+const RANK = { member: 0, moderator: 1, admin: 2, owner: 3 };
+const LIFECYCLE = new Set(['edited', 'deleted', 'reacted']);
+// Events that change a message are folded into it (room.js), never drawn as lines.
+const shown = (m) => m.type !== 'event' || !LIFECYCLE.has(m.event);
 
 const $ = (id) => document.getElementById(id);
 
 export class MessageList {
-  constructor({ h, messageItem, eventItem, nextMessage, decorate, insertionPoint }) {
-    Object.assign(this, { h, messageItem, eventItem, nextMessage, decorate, insertionPoint });
+  constructor({ h, messageItem, eventItem, nextMessage, decorate, insertionPoint }, parts) {
+    Object.assign(this, { h, messageItem, eventItem, nextMessage, decorate, insertionPoint, parts });
+    this.serverAdmin = false;
+    this.editing = null; // {room, seq} of the message being edited in place
     this.chat = null; // set by bind(); read-only use
     this.handlers = null;
     this.me = null;
@@ -47,6 +56,86 @@ export class MessageList {
     clearTimeout(this.quietTimer);
     this.quietTimer = null;
     this.el.host.replaceChildren();
+  }
+
+  setServerAdmin(yes) {
+    this.serverAdmin = Boolean(yes);
+  }
+
+  /** The item of the message `seq` of `room`, if drawn. */
+  itemFor(room, seq) {
+    return this.lists.get(room)?.ol.querySelector(`:scope > li[data-seq="${Number(seq)}"]`) ?? null;
+  }
+
+  /** Whether the user may delete `m` in `room`: theirs, or moderator and up. */
+  mayDelete(room, m) {
+    if (m.user.id === this.me.id) return true;
+    let rank = RANK[room.info.role] ?? -1;
+    if (room.kind === 'public' && this.serverAdmin) rank = Math.max(rank, RANK.admin);
+    return rank >= RANK.moderator;
+  }
+
+  /** A confirmed message's item, dressed with its current state. */
+  _item(room, m) {
+    if (m.type === 'event') return this.eventItem({ key: `s${m.seq}`, seq: m.seq, ts: m.ts, event: m });
+    const li = this.messageItem({ key: `s${m.seq}`, seq: m.seq, user: m.user, ts: m.ts, body: m.body, me: this.me });
+    const quote = (seq) => {
+      const orig = room.find(seq);
+      if (!orig) this.handlers.peek(room.name, seq);
+      return orig;
+    };
+    const name = (id) => room.names.get(id) ?? null;
+    return this.parts.dress(li, m, { me: this.me, name, quote, canAct: room.info.member !== false,
+      mentioned: m.user.id !== this.me.id && room.mentionsMe(m) });
+  }
+
+  /** Messages changed (edited, deleted, reacted to, replied to, or fetched for a quote):
+   *  draw them again, and the quotes of the replies to them. */
+  messagesChanged(room, msgs) {
+    const entry = this.lists.get(room.name);
+    if (!entry) return;
+    const log = this.el.log;
+    const active = room.name === this.active;
+    const wasBottom = active && this._atBottom();
+    for (const m of msgs) {
+      const old = this.itemFor(room.name, m.seq);
+      if (old && !(this.editing?.room === room.name && this.editing.seq === m.seq)) {
+        this._replace(room, old, m);
+      }
+      for (const reply of entry.ol.querySelectorAll(`:scope > li[data-reply-to="${m.seq}"]`)) {
+        const r = room.find(Number(reply.dataset.seq));
+        if (r) this._replace(room, reply, r);
+      }
+    }
+    if (wasBottom) log.scrollTop = log.scrollHeight;
+  }
+
+  _replace(room, old, m) {
+    const focused = old.contains(document.activeElement) ? document.activeElement : null;
+    const li = this._item(room, m);
+    li.classList.toggle('flash', old.classList.contains('flash'));
+    old.replaceWith(li);
+    this.decorate(li);
+    if (focused) {
+      const testid = focused.dataset.testid;
+      const emoji = focused.dataset.emoji;
+      const again = emoji ? li.querySelector(`[data-emoji="${CSS.escape(emoji)}"]`) : li.querySelector(`[data-testid="${testid}"]`);
+      (again ?? li.querySelector('.msg-actions'))?.focus({ preventScroll: true });
+    }
+  }
+
+  /** Scroll the message `seq` of the room on screen into view and highlight it. */
+  flash(seq) {
+    const li = this.active && this.itemFor(this.active, seq);
+    if (!li) return false;
+    li.scrollIntoView({ block: 'center' });
+    li.classList.remove('flash');
+    void li.offsetWidth; // restart the animation
+    li.classList.add('flash');
+    setTimeout(() => li.classList.remove('flash'), FLASH_MS);
+    const entry = this.lists.get(this.active);
+    if (entry) entry.atBottom = this._atBottom();
+    return true;
   }
 
   add(room) {
@@ -107,7 +196,8 @@ export class MessageList {
   }
 
   isReading(name) {
-    return name === this.active && document.visibilityState === 'visible' && this._atBottom();
+    return name === this.active && document.visibilityState === 'visible' && document.hasFocus()
+      && this._atBottom();
   }
 
   /** The room on screen is read when the page is visible and scrolled to the bottom. */
@@ -127,10 +217,10 @@ export class MessageList {
     const wasBottom = active ? this._atBottom() : entry.atBottom;
     if (active && (older || !live)) this._quiet();
     let first = null;
+    msgs = msgs.filter(shown);
+    if (!msgs.length) return;
     for (const m of msgs) {
-      const li = m.type === 'event'
-        ? this.eventItem({ key: `s${m.seq}`, seq: m.seq, ts: m.ts, event: m })
-        : this.messageItem({ key: `s${m.seq}`, seq: m.seq, user: m.user, ts: m.ts, body: m.body, me: this.me });
+      const li = this._item(room, m);
       entry.ol.insertBefore(li, this.insertionPoint(entry.ol, m.seq, older));
       this.decorate(li);
       this.decorate(this.nextMessage(li));

@@ -1,12 +1,19 @@
-// Messages the user wrote that the server has not confirmed yet: sent in order within an
-// in-flight window, held while rate-limited, failed after a silent timeout, kept across
-// reloads of this tab. No DOM. No imports (see app.js).
+// Messages the user wrote that the server has not confirmed yet, and their edits,
+// deletes and reactions (§19): sent in order within an in-flight window, held while
+// rate-limited, failed after a silent timeout, kept across reloads of this tab. No DOM.
+// No imports (see app.js).
 //
 // Invariant: an entry keeps its client_id for life; every resend reuses it, and the
-// server answers a repeated client_id with the original ack, so a message never doubles.
+// server answers a repeated client_id with the original ack, so a message never doubles
+// and a change is never applied twice.
+//
+// An entry is {clientId, kind, body, ts, status, ...}: kind 'send' (with replyTo), or
+// 'edit' (seq, body), 'delete' (seq), 'react' (seq, emoji, on). Only sends are shown
+// as pending messages; a change that fails is dropped with a notice.
 
 const ACK_TIMEOUT_MS = 15000;
 const MAX_IN_FLIGHT = 16; // the server refuses more than 32 unacked sends per connection
+const CHANGE_WORDS = { edit: 'Edit', delete: 'Delete', react: 'Reaction' };
 
 /** A client_id for idempotent sends; randomUUID needs a secure context, so fall back. */
 export function newClientId() {
@@ -39,19 +46,34 @@ export class Outbox {
     for (const saved of this.storage.outbox()) {
       const room = this.rooms.get(saved.room);
       if (!room || room.outbox.has(saved.clientId)) continue;
-      const item = { clientId: saved.clientId, body: saved.body, ts: saved.ts, status: 'queued' };
+      const item = { ...saved, status: 'queued' };
+      delete item.room;
       room.outbox.set(item.clientId, item);
-      this.view.pendingChanged(room, item);
+      this._changed(room, item);
     }
   }
 
   /** Queue a message; it goes out now if the room is live, else after the reconnect. */
-  post(room, body) {
-    const item = { clientId: newClientId(), body, ts: Date.now(), status: 'queued' };
+  post(room, body, replyTo = null) {
+    const item = { clientId: newClientId(), kind: 'send', body, ts: Date.now(), status: 'queued' };
+    if (Number.isInteger(replyTo)) item.replyTo = replyTo;
     room.outbox.set(item.clientId, item);
     this.view.pendingChanged(room, item, { own: true });
     this._trySend(room, item);
     this.save();
+  }
+
+  /** Queue a change to a message: {kind: 'edit'|'delete'|'react', seq, body?, emoji?, on?}. */
+  change(room, change) {
+    const item = { clientId: newClientId(), body: '', ...change, ts: Date.now(), status: 'queued' };
+    room.outbox.set(item.clientId, item);
+    this._trySend(room, item);
+    this.save();
+  }
+
+  /** Tell the view about a pending send (changes are not drawn as messages). */
+  _changed(room, item, opts) {
+    if (!item.kind || item.kind === 'send') this.view.pendingChanged(room, item, opts);
   }
 
   /** Resend a failed message with its original client_id: it can never duplicate. */
@@ -60,7 +82,7 @@ export class Outbox {
     if (!item || item.status === 'sending') return;
     item.status = 'queued';
     item.error = null;
-    this.view.pendingChanged(room, item);
+    this._changed(room, item);
     this._trySend(room, item);
   }
 
@@ -70,7 +92,7 @@ export class Outbox {
     if (!item) return;
     clearTimeout(item.timer);
     room.outbox.delete(clientId);
-    this.view.pendingRemoved(room, clientId);
+    if (!item.kind || item.kind === 'send') this.view.pendingRemoved(room, clientId);
     this.save();
   }
 
@@ -98,7 +120,7 @@ export class Outbox {
     this.slow = true;
     clearTimeout(this.pauseTimer);
     this.pauseTimer = setTimeout(() => this.pump(), this.pausedUntil - Date.now() + 10);
-    this.view.pendingChanged(room, item);
+    this._changed(room, item);
   }
 
   /** The server refused the message: the user may retry or discard it. */
@@ -118,7 +140,7 @@ export class Outbox {
       if (item.status === 'failed') continue;
       clearTimeout(item.timer);
       item.status = 'queued';
-      this.view.pendingChanged(room, item);
+      this._changed(room, item);
     }
   }
 
@@ -146,8 +168,8 @@ export class Outbox {
   save() {
     const items = [];
     for (const room of this.rooms.values()) {
-      for (const { clientId, body, ts } of room.outbox.values()) {
-        items.push({ room: room.name, clientId, body, ts });
+      for (const { status, error, timer, ...item } of room.outbox.values()) {
+        items.push({ room: room.name, ...item });
       }
     }
     this.storage.setOutbox(items);
@@ -169,11 +191,18 @@ export class Outbox {
         || Date.now() < this.pausedUntil) {
       if (item.status !== 'queued') {
         item.status = 'queued';
-        this.view.pendingChanged(room, item);
+        this._changed(room, item);
       }
       return;
     }
-    const frame = { type: 'send', room: room.name, body: item.body, client_id: item.clientId };
+    const frame = { type: item.kind ?? 'send', room: room.name, client_id: item.clientId };
+    if (frame.type === 'send' || frame.type === 'edit') frame.body = item.body;
+    if (frame.type !== 'send') frame.seq = item.seq;
+    if (frame.type === 'send' && Number.isInteger(item.replyTo)) frame.reply_to = item.replyTo;
+    if (frame.type === 'react') {
+      frame.emoji = item.emoji;
+      frame.on = item.on !== false;
+    }
     if (!this.request(room, frame, { kind: 'send', clientId: item.clientId })) return;
     item.status = 'sending';
     this.inFlight += 1;
@@ -182,12 +211,20 @@ export class Outbox {
       if (item.status !== 'sending') return;
       this._fail(room, item, 'No answer from the server.');
     }, ACK_TIMEOUT_MS);
-    this.view.pendingChanged(room, item);
+    this._changed(room, item);
   }
 
   _fail(room, item, error) {
     clearTimeout(item.timer);
     this._release(item);
+    if (item.kind && item.kind !== 'send') {
+      // A change that cannot be made is not worth a retry button: say so and drop it.
+      room.outbox.delete(item.clientId);
+      this.save();
+      this.view.notice(`${CHANGE_WORDS[item.kind] ?? 'Change'} failed: ${error}`);
+      this.pump();
+      return;
+    }
     item.status = 'failed';
     item.error = error;
     this.view.pendingChanged(room, item);

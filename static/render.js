@@ -34,7 +34,7 @@ export function fieldError(input, out, text) {
   else input.removeAttribute('aria-invalid');
 }
 
-const URL_RE = /\bhttps?:\/\/[^\s<>"'`]+/gi;
+const URL_RE = /\b(?:https?:\/\/|mailto:)[^\s<>"'`]+/gi;
 const MAX_LINK = 2048; // a longer URL stays plain text
 
 /** Strip punctuation that ends a sentence rather than the URL, in one pass from the end:
@@ -60,31 +60,45 @@ function trimUrl(url) {
   }
 }
 
-function safeHref(text) {
+/** The URL as a link target if it is http, https or mailto (never javascript:, data:...). */
+export function safeHref(text) {
   try {
     const url = new URL(text);
-    return url.protocol === 'http:' || url.protocol === 'https:' ? url.href : null;
+    return ['http:', 'https:', 'mailto:'].includes(url.protocol) ? url.href : null;
   } catch {
     return null;
   }
 }
 
-/** Append `text` to `parent` as text nodes, with http(s) URLs (up to MAX_LINK
- *  characters) as safe links; linear in the length of `text`. */
-export function appendLinkified(parent, text) {
-  let pos = 0;
+/** The links in `text`: [{start, end, href}] for http(s) and mailto URLs (up to
+ *  MAX_LINK characters), in order; linear in the length of `text`. */
+export function linkRanges(text) {
+  const out = [];
   for (const m of text.matchAll(URL_RE)) {
     const url = trimUrl(m[0]);
     const href = url.length <= MAX_LINK && safeHref(url);
-    if (!href) continue;
-    if (m.index > pos) parent.append(document.createTextNode(text.slice(pos, m.index)));
-    const a = document.createElement('a');
-    a.href = href;
-    a.rel = 'noopener noreferrer';
-    a.target = '_blank';
-    a.textContent = url;
-    parent.append(a);
-    pos = m.index + url.length;
+    if (href && url.length > 'mailto:'.length) out.push({ start: m.index, end: m.index + url.length, href });
+  }
+  return out;
+}
+
+/** A safe link element: opens elsewhere, tells the target nothing. */
+export function linkElement(doc, href, text) {
+  const a = doc.createElement('a');
+  a.href = href;
+  a.rel = 'noopener noreferrer';
+  a.target = '_blank';
+  a.textContent = text;
+  return a;
+}
+
+/** Append `text` to `parent` as text nodes, with URLs as safe links. */
+export function appendLinkified(parent, text) {
+  let pos = 0;
+  for (const { start, end, href } of linkRanges(text)) {
+    if (start > pos) parent.append(document.createTextNode(text.slice(pos, start)));
+    parent.append(linkElement(document, href, text.slice(start, end)));
+    pos = end;
   }
   if (pos < text.length) parent.append(document.createTextNode(text.slice(pos)));
 }
@@ -286,7 +300,7 @@ export function roomLabel(info, me) {
 
 /** A room in the sidebar: a button, with its unread count for rooms not on screen.
  *  `info` is the server's Room object; `online` (DMs) whether someone else is here. */
-export function roomItem(info, { joined, current, unread, me = null, online = false }) {
+export function roomItem(info, { joined, current, unread, mentions = 0, me = null, online = false }) {
   const name = info.name;
   const label = roomLabel(info, me);
   let mark;
@@ -307,9 +321,12 @@ export function roomItem(info, { joined, current, unread, me = null, online = fa
     h('span', { class: 'room-name' }, label),
     info.kind === 'private' ? h('span', { class: 'visually-hidden' }, ' (private)') : null,
     info.kind === 'dm' ? h('span', { class: 'visually-hidden' }, online ? ' (online)' : ' (offline)') : null,
+    mentions ? h('span', { class: 'badge badge-mention', 'aria-hidden': 'true', 'data-testid': 'mentions',
+      title: `${mentions > 99 ? '99+' : mentions} mentioning you` }, `@${mentions > 99 ? '99+' : mentions}`) : null,
     unread ? h('span', { class: 'badge', 'aria-hidden': 'true', 'data-testid': 'unread' },
       unread > 99 ? '99+' : String(unread)) : null,
-    unread ? h('span', { class: 'visually-hidden' }, ` (${unread} unread)`) : null,
+    unread ? h('span', { class: 'visually-hidden' }, ` (${unread > 99 ? 'more than 99' : unread} unread${
+      mentions ? `, ${mentions > 99 ? 'more than 99' : mentions} mentioning you` : ''})`) : null,
     joined ? null : h('span', { class: 'join-hint' }, 'Join')));
 }
 

@@ -6,9 +6,12 @@
 const PAGE = 50;
 const AFTER_PAGE = 100;
 const GAP_GRACE_MS = 700; // messages from two nodes may arrive slightly out of order
+const READ_DEBOUNCE_MS = 400; // one `read` frame for a burst of messages seen
+const REACH_PAGE = 100;
+const REACH_MAX_PAGES = 30; // a message further back than this is not paged to
 
 /** The Room class: a RoomLog (roomlog.js) with its people (presence.js) and session state. */
-export function defineRoom({ RoomLog, validMessage, toRecord, isEvent, RoomPeople }) {
+export function defineRoom({ RoomLog, validMessage, toRecord, isEvent, fold, RoomPeople }) {
   return class Room extends RoomLog {
     /**
      * @param {string} name
@@ -26,8 +29,17 @@ export function defineRoom({ RoomLog, validMessage, toRecord, isEvent, RoomPeopl
       this.gapTimer = null;
       this.outbox = new Map(); // client_id -> entry (see outbox.js)
       this.people = new RoomPeople(() => session.view.typingChanged(this));
+      // Read state is the server's (§20): last_read, unread and mentions come with
+      // GET /api/rooms and `joined`, and `read` frames from the user's other devices.
       this.unread = 0;
-      this.lastRead = session.storage.lastRead(name);
+      this.mentions = 0;
+      this.lastRead = 0;
+      this.readTimer = null;
+      this.readSent = 0; // the highest seq this client told the server it read
+      this.extra = new Map(); // seq -> a message fetched alone (a reply's original)
+      this.peeking = new Set();
+      this.waiters = []; // [{test, resolve}]: see until()
+      this.names = new Map(); // user id -> name, of everyone seen here (reaction tooltips)
       // The server's Room object (kind, title, topic, role, archived, muted_until,
       // members of a DM); see chat.js.
       this.info = { name, kind: 'public', title: name, topic: '', role: null, archived: false };
@@ -45,10 +57,64 @@ export function defineRoom({ RoomLog, validMessage, toRecord, isEvent, RoomPeopl
       return others.length ? others.join(', ') : 'Direct message';
     }
 
-    /** The Room object of the server changed (fields missing from `info` are kept). */
+    /** The Room object of the server changed (fields missing from `info` are kept);
+     *  the read state of GET /api/rooms is taken unless this client knows better. */
     setInfo(info) {
-      this.info = { ...this.info, ...info };
+      const { last_read: lastRead, unread, mentions, ...rest } = info;
+      this.info = { ...this.info, ...rest };
       if (!('muted_until' in info) && 'member' in info) delete this.info.muted_until;
+      if (Number.isInteger(lastRead)) this._readState(lastRead, unread, mentions);
+    }
+
+    /** Remember the names of these users (authors, members, actors of events). */
+    remember(users) {
+      for (const u of users) if (u && typeof u.id === 'string' && u.name) this.names.set(u.id, u.name);
+    }
+
+    /** A message of the room held by this client (in the log, or fetched alone). */
+    find(seq) {
+      return this.bySeq.get(seq) ?? this.extra.get(seq);
+    }
+
+    /** Resolve once `test()` holds, checked after every change to the room. */
+    until(test) {
+      if (test()) return Promise.resolve();
+      return new Promise((resolve) => this.waiters.push({ test, resolve }));
+    }
+
+    _wake() {
+      this.waiters = this.waiters.filter((w) => {
+        if (!w.test()) return true;
+        w.resolve();
+        return false;
+      });
+    }
+
+    /** Whether `m` mentions the user (by name or the whole room). */
+    mentionsMe(m) {
+      const me = this.session.me();
+      return Boolean(m.mentions && (m.mentions.room
+        || (Array.isArray(m.mentions.users) && m.mentions.users.includes(me.id))));
+    }
+
+    /** Fetch one message that is not in the log (the original of a reply), once. */
+    peek(seq) {
+      if (this.find(seq) || this.peeking.has(seq) || this.state !== 'live') return;
+      this.peeking.add(seq);
+      if (!this.session.request(this, { type: 'history', room: this.name, before: seq + 1, limit: 1 },
+        { kind: 'peek', seq })) this.peeking.delete(seq);
+    }
+
+    /** Page back until the log holds `seq` (or the room's start); resolves to whether
+     *  it is held. */
+    async reach(seq) {
+      for (let page = 0; page < REACH_MAX_PAGES; page += 1) {
+        if (this.bySeq.has(seq) || !this.hasOlder || this.oldestSeq <= seq) break;
+        await this.until(() => this.state === 'live' && !this.loadingOlder);
+        this.loadOlder(REACH_PAGE);
+        await this.until(() => !this.loadingOlder);
+      }
+      return this.bySeq.has(seq);
     }
 
     /** Join on this connection, resuming after the last gap-free seq if there is one. */
@@ -62,25 +128,74 @@ export function defineRoom({ RoomLog, validMessage, toRecord, isEvent, RoomPeopl
     }
 
     /** Ask for the page before the oldest message loaded. */
-    loadOlder() {
+    loadOlder(limit = PAGE) {
       if (!this.hasOlder || this.loadingOlder || this.state !== 'live') return;
       this.loadingOlder = true;
       this.session.view.roomChanged(this);
       const before = this.oldestSeq || this.contiguous + 1;
-      if (!this.session.request(this, { type: 'history', room: this.name, before, limit: PAGE },
+      if (!this.session.request(this, { type: 'history', room: this.name, before, limit },
         { kind: 'older' })) {
         this.loadingOlder = false;
       }
     }
 
-    /** Everything up to now has been seen. */
+    /** Everything up to now has been seen: counts drop at once, and the server is
+     *  told (once for a burst), which tells the user's other devices. */
     markRead() {
       const seq = Math.max(this.lastRead, this.newestSeq);
-      if (this.unread === 0 && seq === this.lastRead) return;
+      if (this.unread === 0 && this.mentions === 0 && seq === this.lastRead) return;
       this.unread = 0;
+      this.mentions = 0;
       this.lastRead = seq;
-      this.session.storage.setLastRead(this.name, seq);
       this.session.view.unreadChanged(this);
+      this._sendRead();
+    }
+
+    _sendRead() {
+      if (this.readTimer || this.lastRead <= this.readSent) return;
+      this.readTimer = setTimeout(() => {
+        this.readTimer = null;
+        const seq = this.lastRead;
+        if (seq <= this.readSent || this.state !== 'live') return;
+        if (this.session.request(this, { type: 'read', room: this.name, seq }, { kind: 'read' })) {
+          this.readSent = seq;
+        }
+      }, READ_DEBOUNCE_MS);
+    }
+
+    /** A `read` frame: the user read up to `seq` here (on this or another device). */
+    onRead(seq) {
+      if (!Number.isInteger(seq)) return;
+      this.readSent = Math.max(this.readSent, seq);
+      if (seq <= this.lastRead) return;
+      this.lastRead = seq;
+      this._recount();
+      this.session.view.unreadChanged(this);
+    }
+
+    /** The server's read state (joined, GET /api/rooms); a position behind what this
+     *  client has read already is old news. */
+    _readState(lastRead, unread, mentions) {
+      if (lastRead < this.lastRead) return;
+      this.lastRead = lastRead;
+      this.readSent = Math.max(this.readSent, lastRead);
+      this.unread = Number.isInteger(unread) ? unread : this.unread;
+      this.mentions = Number.isInteger(mentions) ? mentions : this.mentions;
+      this.session.view.unreadChanged(this);
+    }
+
+    /** Count what is unread among the messages held (after the read position moved). */
+    _recount() {
+      const me = this.session.me();
+      let unread = 0;
+      let mentions = 0;
+      for (const m of this.messages) {
+        if (m.seq <= this.lastRead || isEvent(m) || m.deleted || m.user.id === me.id) continue;
+        unread += 1;
+        if (this.mentionsMe(m)) mentions += 1;
+      }
+      this.unread = Math.min(unread, 100);
+      this.mentions = Math.min(mentions, 100);
     }
 
     /** The connection went: nothing is pending on it any more. */
@@ -88,13 +203,19 @@ export function defineRoom({ RoomLog, validMessage, toRecord, isEvent, RoomPeopl
       this.state = 'idle';
       this.loadingOlder = false;
       this.filling = false;
+      this.peeking.clear();
       clearTimeout(this.gapTimer);
+      clearTimeout(this.readTimer);
+      this.readTimer = null;
+      this.readSent = 0; // said again after the rejoin, if still ahead of the server
       this.people.clearTyping();
+      this._wake();
     }
 
     /** The room is being left: stop its timers. */
     close() {
       clearTimeout(this.gapTimer);
+      clearTimeout(this.readTimer);
       this.people.stop();
     }
 
@@ -102,19 +223,16 @@ export function defineRoom({ RoomLog, validMessage, toRecord, isEvent, RoomPeopl
 
     /** The `joined` reply to a join with `since` (undefined: the latest page). */
     onJoined(f, since) {
-      const { view, storage } = this.session;
+      const { view } = this.session;
       const messages = Array.isArray(f.messages) ? f.messages.filter(validMessage) : [];
       const lastSeq = Number.isInteger(f.last_seq) ? f.last_seq : 0;
       this.people.setMembers(f.members ?? []);
+      this.remember(f.members ?? []);
       view.membersChanged(this);
       const firstLoad = !this.loaded;
       if (since === undefined) {
         // The latest page; has_more says whether older messages exist.
         this.hasOlder = Boolean(f.has_more);
-        if (firstLoad && this.lastRead === 0) {
-          this.lastRead = lastSeq; // a room joined for the first time starts read
-          storage.setLastRead(this.name, lastSeq);
-        }
       }
       this._accept(messages, { live: !firstLoad });
       this.state = 'live';
@@ -122,20 +240,40 @@ export function defineRoom({ RoomLog, validMessage, toRecord, isEvent, RoomPeopl
       if (this.joined(messages, { lastSeq, hasMore: Boolean(f.has_more), resumed })) {
         this._fill(this.contiguous);
       }
-      if (firstLoad) this._countUnread();
+      if (Number.isInteger(f.last_read)) {
+        // The server counted at the moment it read the page: its word replaces ours.
+        this.lastRead = Math.min(this.lastRead, f.last_read);
+        this._readState(f.last_read, f.unread, f.mentions);
+      }
+      if (this.lastRead > this.readSent) this._sendRead();
+      if (view.isReading(this.name)) this.markRead();
       view.roomChanged(this);
+      this._wake();
     }
 
     /** A `history` reply: an older page, or a page `after` closing a gap. */
     onHistory(f, info) {
       const view = this.session.view;
       const messages = Array.isArray(f.messages) ? f.messages.filter(validMessage) : [];
+      if (info.kind === 'peek') {
+        this.peeking.delete(info.seq);
+        const m = messages.find((x) => x.seq === info.seq);
+        if (m && !this.find(m.seq)) {
+          this.extra.set(m.seq, m);
+          view.messagesChanged(this, [m]);
+        }
+        return;
+      }
       if (info.kind === 'older') {
         this.loadingOlder = false;
         this.hasOlder = Boolean(f.has_more);
         const added = messages.filter((m) => this.add(m));
+        for (const m of added) this.remember([m.user, m.actor, m.target]);
+        const changed = this._fold(added);
         if (added.length) view.messagesAdded(this, added, { older: true });
+        if (changed.length) view.messagesChanged(this, changed);
         view.roomChanged(this);
+        this._wake();
         return;
       }
       // kind 'after': closing a gap after a reconnect or a missed live message.
@@ -148,6 +286,7 @@ export function defineRoom({ RoomLog, validMessage, toRecord, isEvent, RoomPeopl
       this.filling = false;
       this._checkGap();
       view.roomChanged(this);
+      this._wake();
     }
 
     /** A `history` request was refused: try again after `retryMs`. */
@@ -156,6 +295,7 @@ export function defineRoom({ RoomLog, validMessage, toRecord, isEvent, RoomPeopl
         setTimeout(() => {
           this.loadingOlder = false;
           this.session.view.roomChanged(this);
+          this._wake();
         }, retryMs);
       } else {
         this.filling = false;
@@ -171,6 +311,7 @@ export function defineRoom({ RoomLog, validMessage, toRecord, isEvent, RoomPeopl
       this._accept([msg], { live: true });
       this.advance();
       this._checkGap();
+      this._wake();
     }
 
     /** The `ack` of one of our sends. */
@@ -179,13 +320,21 @@ export function defineRoom({ RoomLog, validMessage, toRecord, isEvent, RoomPeopl
       const item = this.outbox.get(f.client_id);
       if (!item || !Number.isInteger(f.seq)) return;
       outbox.settle(this, f.client_id);
+      // An edit, delete or reaction takes effect through its event, which every socket
+      // of the room receives (and a rejoin replays).
+      if (item.kind && item.kind !== 'send') return;
       // The `message` frame may come before or after the ack; whichever is second is a
       // duplicate by seq and is dropped.
       const msg = {
         room: this.name, id: f.id, seq: f.seq, user: this.session.me(), body: item.body,
         ts: Number.isInteger(f.ts) ? f.ts : Date.now(), client_id: f.client_id,
       };
-      if (this.add(msg)) view.messagesAdded(this, [msg], { live: true, own: true });
+      if (Number.isInteger(item.replyTo)) msg.reply_to = item.replyTo;
+      if (this.add(msg)) {
+        view.messagesAdded(this, [msg], { live: true, own: true });
+        const changed = this._fold([msg]);
+        if (changed.length) view.messagesChanged(this, changed);
+      }
       this.advance();
       this._checkGap();
     }
@@ -199,22 +348,38 @@ export function defineRoom({ RoomLog, validMessage, toRecord, isEvent, RoomPeopl
       for (const m of messages) {
         if (m.user.id === me.id) this.session.outbox.settle(this, m.client_id);
         if (this.add(m)) added.push(m);
+        this.remember([m.user, m.actor, m.target]);
       }
       if (!added.length) return;
+      const changed = this._fold(added);
       this.session.view.messagesAdded(this, added, { live });
+      if (changed.length) this.session.view.messagesChanged(this, changed);
       if (live && this.loaded) this._countUnread(added);
     }
 
-    _countUnread(added = this.messages) {
+    /** Fold records just added into the messages they change (§19); the changed ones. */
+    _fold(added) {
+      const changed = new Set();
+      const find = (seq) => this.find(seq);
+      for (const m of added) {
+        const hit = fold(m, find);
+        if (hit) changed.add(hit);
+      }
+      return [...changed];
+    }
+
+    _countUnread(added) {
+      const me = this.session.me();
+      const fresh = added.filter((m) => m.seq > this.lastRead && m.user.id !== me.id
+        && !isEvent(m) && !m.deleted);
+      for (const m of fresh) this.session.view.incoming(this, m);
       if (this.session.view.isReading(this.name)) {
         this.markRead();
         return;
       }
-      const me = this.session.me();
-      const fresh = added.filter((m) => m.seq > this.lastRead && m.user.id !== me.id
-        && !isEvent(m)).length;
-      if (!fresh) return;
-      this.unread += fresh;
+      if (!fresh.length) return;
+      this.unread = Math.min(100, this.unread + fresh.length);
+      this.mentions = Math.min(100, this.mentions + fresh.filter((m) => this.mentionsMe(m)).length);
       this.session.view.unreadChanged(this);
     }
 

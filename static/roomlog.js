@@ -14,12 +14,24 @@ export function validMessage(m) {
 }
 
 /** Whether a record of the room's stream is an event (a membership or moderation
- *  change) rather than a message: shown as a line of text, never counted as unread. */
+ *  change, or a change to a message) rather than a message: never counted as unread. */
 export function isEvent(m) {
   return m.type === 'event';
 }
 
-const EVENT_FIELDS = ['event', 'actor', 'target', 'role', 'until', 'topic'];
+// Events that change a message (§19 of docs/protocol.md): folded into it, never shown
+// as lines of their own.
+const LIFECYCLE = new Set(['edited', 'deleted', 'reacted']);
+
+/** Whether a record is an event about a message (edited, deleted, reacted). */
+export function isLifecycle(m) {
+  return m.type === 'event' && LIFECYCLE.has(m.event);
+}
+
+const EVENT_FIELDS = ['event', 'actor', 'target', 'role', 'until', 'topic', 'message_seq',
+  'new_body', 'edited_at', 'emoji', 'on'];
+const MESSAGE_FIELDS = ['edited_at', 'deleted', 'reactions', 'reply_to', 'replies', 'state_seq',
+  'mentions'];
 
 /** The part of a live `message` or `event` frame the log keeps. */
 export function toRecord(f) {
@@ -30,8 +42,61 @@ export function toRecord(f) {
   if (f.type === 'event') {
     rec.type = 'event';
     for (const k of EVENT_FIELDS) if (k in f) rec[k] = f[k];
+  } else {
+    for (const k of MESSAGE_FIELDS) if (k in f) rec[k] = f[k];
   }
   return rec;
+}
+
+/**
+ * Apply one record just added to the log to the message it concerns, by the folding
+ * rule of §19: a reply adds to its original's `replies`, an edited / deleted / reacted
+ * event changes its message; each only when its seq is above the message's state_seq,
+ * so a message from a page (already current up to its state_seq) never gets a change
+ * twice. `find(seq)` returns a held message or undefined. Returns the changed message,
+ * or null.
+ */
+export function fold(rec, find) {
+  if (rec.type !== 'event') {
+    const orig = Number.isInteger(rec.reply_to) ? find(rec.reply_to) : undefined;
+    if (!orig || orig.type === 'event' || rec.seq <= (orig.state_seq ?? 0)) return null;
+    orig.replies = (orig.replies ?? 0) + 1;
+    orig.state_seq = rec.seq;
+    return orig;
+  }
+  if (!LIFECYCLE.has(rec.event) || !Number.isInteger(rec.message_seq)) return null;
+  const msg = find(rec.message_seq);
+  if (!msg || msg.type === 'event' || rec.seq <= (msg.state_seq ?? 0)) return null;
+  msg.state_seq = rec.seq;
+  if (rec.event === 'deleted') {
+    msg.deleted = true;
+    msg.body = '';
+    delete msg.reactions;
+    delete msg.edited_at;
+    delete msg.mentions;
+  } else if (msg.deleted) {
+    // on a tombstone nothing else changes anything
+  } else if (rec.event === 'edited') {
+    if (typeof rec.new_body === 'string') msg.body = rec.new_body;
+    if (Number.isInteger(rec.edited_at)) msg.edited_at = rec.edited_at;
+  } else if (rec.event === 'reacted' && typeof rec.emoji === 'string') {
+    const who = rec.actor?.id ?? rec.user?.id;
+    const list = Array.isArray(msg.reactions) ? msg.reactions.map((r) => ({ ...r, users: [...(r.users ?? [])] })) : [];
+    let entry = list.find((r) => r.emoji === rec.emoji);
+    if (rec.on !== false) {
+      if (!entry) {
+        entry = { emoji: rec.emoji, count: 0, users: [] };
+        list.push(entry);
+      }
+      if (who && !entry.users.includes(who)) entry.users.push(who);
+    } else if (entry) {
+      entry.users = entry.users.filter((u) => u !== who);
+    }
+    for (const r of list) r.count = r.users.length;
+    msg.reactions = list.filter((r) => r.count > 0);
+    if (!msg.reactions.length) delete msg.reactions;
+  }
+  return msg;
 }
 
 /** The highest seq in a page of messages (0 for an empty page). */

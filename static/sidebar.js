@@ -90,6 +90,7 @@ export class Sidebar {
     const item = (r) => this.roomItem(r.info, {
       joined: true, current: r.name === this.current, me: this.me,
       unread: r.name !== this.current ? r.unread : 0,
+      mentions: r.name !== this.current ? r.mentions : 0,
       online: r.kind === 'dm' && [...r.people.members.keys()].some((id) => id !== this.me.id),
     });
     e.joined.replaceChildren(...channels.map(item));

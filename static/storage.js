@@ -1,12 +1,13 @@
-// What the client keeps in the browser for one user: read positions (per browser), the
-// room on screen and unsent messages (per tab). Which rooms the user is in is the
-// server's to say (GET /api/rooms), so it follows them across devices. No imports (see
+// What the client keeps in the browser for one user: the room on screen and unsent
+// messages (per tab), and the rooms whose desktop notifications are off (per browser).
+// Which rooms the user is in, and how far they have read, are the server's to say
+// (GET /api/rooms, `read` frames), so they follow them across devices. No imports (see
 // app.js).
 
 const ROOM_RE = /^[a-z0-9][a-z0-9_-]{0,63}$/;
 
-/** What survives a reload: read positions (per browser), the room on screen and unsent
- *  messages (per tab, so two tabs do not send each other's drafts). */
+/** What survives a reload: the room on screen and unsent messages (per tab, so two tabs
+ *  do not send each other's drafts), rooms with notifications off (per browser). */
 export function makeStorage(userId) {
   const key = (name) => `chat:${userId}:${name}`;
   const read = (store, name, fallback) => {
@@ -25,12 +26,11 @@ export function makeStorage(userId) {
     }
   };
   return {
-    lastRead: (room) => Number(read(localStorage, 'read', {})[room]) || 0,
-    setLastRead: (room, seq) => {
-      const all = read(localStorage, 'read', {});
-      all[room] = seq;
-      write(localStorage, 'read', all);
+    quietRooms: () => {
+      const list = read(localStorage, 'quiet', []);
+      return new Set(Array.isArray(list) ? list.filter((r) => ROOM_RE.test(r)) : []);
     },
+    setQuietRooms: (set) => write(localStorage, 'quiet', [...set]),
     activeRoom: () => read(sessionStorage, 'active', null) ?? read(localStorage, 'active', null),
     setActiveRoom: (name) => {
       write(sessionStorage, 'active', name);

@@ -15,8 +15,11 @@ export class ChatView {
    * @param {object} parts   {list, sidebar, composer, notices}: see messagelist.js,
    *        sidebar.js, composer.js, notices.js
    */
-  constructor({ whenText }, { list, sidebar, composer, notices, members, header, dmPicker }) {
-    Object.assign(this, { whenText, list, sidebar, composer, notices, members, header, dmPicker });
+  constructor({ whenText }, parts) {
+    const { list, actions, favicon, search, mentions, notifier, sidebar, composer, notices, members,
+      header, dmPicker } = parts;
+    Object.assign(this, { whenText, list, actions, favicon, search, mentions, notifier, sidebar,
+      composer, notices, members, header, dmPicker });
     this.handlers = null;
     this.me = null;
     this.chat = null; // set by bind(); read-only use
@@ -27,7 +30,7 @@ export class ChatView {
   }
 
   /** Connect DOM events to app handlers; `chat` is read for state when rendering. */
-  bind(chat, handlers, me) {
+  bind(chat, handlers, me, storage) {
     this.chat = chat;
     this.handlers = handlers;
     this.me = me;
@@ -35,6 +38,11 @@ export class ChatView {
     const signal = this.listeners.signal;
     const e = this.el;
     this.list.bind({ chat, handlers, me, composer: this.composer, signal });
+    this.actions.bind({ chat, handlers, me, list: this.list, composer: this.composer, signal });
+    this.search.bind({ chat, handlers, me, signal });
+    this.notifier.bind({ handlers, storage, signal });
+    // Before the composer: the open list of names takes Enter from it.
+    this.mentions.bind({ handlers, room: () => this.composer.room, signal });
     this.composer.bind({ handlers, narrow: NARROW, signal });
     this.sidebar.bind({ chat, handlers, me, narrow: NARROW, signal });
     this.notices.bind({ handlers, signal });
@@ -53,6 +61,10 @@ export class ChatView {
     this.listeners.abort();
     this.active = null; // late timers of the old session then draw nothing
     this.list.destroy();
+    this.actions.destroy();
+    this.search.destroy();
+    this.mentions.destroy();
+    this.notifier.destroy();
     this.sidebar.destroy();
     this.notices.destroy();
     this.composer.destroy();
@@ -67,6 +79,7 @@ export class ChatView {
 
   /** Whether the user is a server admin (a moderator of every public room). */
   setServerAdmin(yes) {
+    this.list.setServerAdmin(yes);
     this.members.setServerAdmin(yes);
     this.header.setServerAdmin(yes);
   }
@@ -79,6 +92,7 @@ export class ChatView {
     const room = shown ? this.chat.rooms.get(name) : null;
     this.composer.setRoom(room ? name : null, room?.label);
     this.header.render(room ?? null);
+    this.search.setRoom(room ?? null);
     this.members.show(room ?? null);
     this._renderTitle();
     this._renderStanding();
@@ -152,6 +166,21 @@ export class ChatView {
     this.list.messagesAdded(room, msgs, opts);
   }
 
+  /** Messages changed in place (edited, deleted, reactions, replies). */
+  messagesChanged(room, msgs) {
+    this.list.messagesChanged(room, msgs);
+  }
+
+  /** A message of someone else arrived live: maybe a desktop notification. */
+  incoming(room, m) {
+    this.notifier.incoming(room, m);
+  }
+
+  /** Scroll to the message `seq` of the room on screen and highlight it. */
+  flash(seq) {
+    return this.list.flash(seq);
+  }
+
   pendingChanged(room, item, opts) {
     this.list.pendingChanged(room, item, opts);
   }
@@ -180,11 +209,17 @@ export class ChatView {
 
   // ----- the room header and the page title ------------------------------------------
 
+  /** The page title says how many messages are unread, "(3) #ops · Chat"; the
+   *  favicon shows a dot for unread messages and a count of mentions. */
   _renderTitle() {
-    const total = [...this.chat.rooms.values()].reduce((n, r) => n + r.unread, 0);
+    const rooms = [...this.chat.rooms.values()];
+    const total = rooms.reduce((n, r) => n + r.unread, 0);
+    const mentions = rooms.reduce((n, r) => n + r.mentions, 0);
     const room = this.active && this.chat.rooms.get(this.active);
     const base = room ? `${room.label} · Chat` : 'Chat';
-    document.title = total ? `(${total}) ${base}` : base;
+    const count = total > 99 ? '99+' : String(total);
+    document.title = total ? `(${count}) ${base}` : base;
+    this.favicon.set(total, mentions);
   }
 
   /** Whether the user may post in the room on screen; a mute lifts itself at its end. */
