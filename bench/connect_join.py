@@ -56,18 +56,20 @@ async def storm(url: str, seats: list[Seat], concurrency: int) -> float:
 async def seats_for(url: str, users: int, rooms: int, ours: bool) -> list[Seat]:
     names = [f"cj{i}" for i in range(users)]
     room_names = [f"cjroom{r}" for r in range(rooms)]
+    # Spread over loopback addresses: the server admits 200 sockets (and 20
+    # registrations) per address.
+    ips = [f"127.0.0.{2 + i % 50}" for i in range(users)]
     if not ours:
-        return [Seat(room_names[i % rooms], name, "", False, "") for i, name in enumerate(names)]
+        return [Seat(room_names[i % rooms], name, "", False, ips[i])
+                for i, name in enumerate(names)]
     api = ApiClient(url)
     try:
-        # Spread over loopback addresses: the server allows 20 registrations per address.
-        accounts = await api.accounts([(name, f"127.0.0.{2 + i % 50}")
-                                       for i, name in enumerate(names)], PASSWORD)
+        accounts = await api.accounts(list(zip(names, ips, strict=True)), PASSWORD)
         for room in room_names:
             await api.ensure_room(room, accounts[names[0]])
     finally:
         api.close()
-    return [Seat(room_names[i % rooms], name, accounts[name].cookie, False, "")
+    return [Seat(room_names[i % rooms], name, accounts[name].cookie, False, ips[i])
             for i, name in enumerate(names)]
 
 

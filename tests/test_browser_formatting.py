@@ -108,7 +108,8 @@ FRAGMENTS = [
     "[x](javascript:alert(1))", "[x](data:text/html,<script>alert(1)</script>)",
     "data:text/html;base64,PHNjcmlwdD4=", "[x](JaVaScRiPt:alert(1))", "[x](https://ok.example)",
     "https://example.com/a_(b)", "mailto:a@b.c", "http://", "\" onmouseover=\"x", "'", "&lt;",
-    "&#x3C;", "<!--", "-->", "<svg onload=alert(1)>", "\U0001d518\U0001d52b\U0001d526", "\u202e", "\u200b", "é", "👍🏽",
+    "&#x3C;", "<!--", "-->", "<svg onload=alert(1)>", "\U0001d518\U0001d52b\U0001d526",
+    "\u202e", "\u200b", "é", "👍🏽",
     "[[[[", "]]]]", "((((", "))))", "[a [b](https://x.y) c](https://z)",
 ]
 texts = st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=8)),
