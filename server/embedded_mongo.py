@@ -51,7 +51,7 @@ def secantusd_command() -> list[str]:
 # is ever reachable, and a storage from before --auth, or restored without the user,
 # gets it back. The password comes on stdin, never on the command line.
 _SECANTUSD = """
-import json, sys
+import json, os, sys, threading, time
 from secantus.cli import main
 from secantus.commands import CommandContext, dispatch
 from secantus.server import SecantusDBServer
@@ -71,6 +71,19 @@ def provision_then_listen(server):
     listen(server)
 
 SecantusDBServer.start = provision_then_listen
+
+# When the chat server dies without stopping us (SIGKILL), the kernel sends SIGTERM
+# (PR_SET_PDEATHSIG) and secantusd shuts down, which has been seen to hang: exit anyway
+# once the parent has been gone for 20 s (an idle shutdown takes 4 s).
+parent = os.getppid()
+
+def watch_parent():
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    time.sleep(20.0)
+    os._exit(1)
+
+threading.Thread(target=watch_parent, name="orphan-watchdog", daemon=True).start()
 sys.exit(main())
 """
 
