@@ -17,18 +17,14 @@ Prints p50 and p90 in ms and the ratio to `send`.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import statistics
 import sys
-import tempfile
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scratch import p50_p90, run_with_scratch_mongo, sample_ms
+
 from server.changes import MessageChanges
-from server.embedded import mongo_service, start_on_free_port
 from server.metrics import Metrics
 from server.model import User
 from server.seqs import RoomSeqs
@@ -36,19 +32,9 @@ from server.store import Store
 from server.writer import MessageWriter
 
 
-async def timed(samples: int, call: Callable[[int], Awaitable[Any]]) -> list[float]:
-    times = []
-    for i in range(samples):
-        start = time.perf_counter()
-        await call(i)
-        times.append((time.perf_counter() - start) * 1000)
-    return sorted(times)
-
-
 def line(name: str, times: list[float], base: float | None) -> str:
-    p50 = statistics.median(times)
-    ratio = f"  x{p50 / base:4.2f}" if base else ""
-    return f"  {name:6} p50 {p50:6.2f} ms  p90 {times[int(len(times) * 0.9)]:6.2f} ms{ratio}"
+    ratio = f"  x{statistics.median(times) / base:4.2f}" if base else ""
+    return f"  {name:6} {p50_p90(times)}{ratio}"
 
 
 async def run(url: str, samples: int) -> None:
@@ -73,27 +59,22 @@ async def run(url: str, samples: int) -> None:
                             None)
 
     print(f"one at a time, {samples} each")
-    sends = await timed(samples, send)
+    sends = await sample_ms(samples, send)
     base = statistics.median(sends)
     print(line("send", sends, None))
-    print(line("edit", await timed(samples, edit), base))
-    print(line("react", await timed(samples, react), base))
+    print(line("edit", await sample_ms(samples, edit), base))
+    print(line("react", await sample_ms(samples, react), base))
     await writer.close()
     await store.client.drop_database("bench_changes")
     store.close()
 
 
-async def main() -> None:
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=int, default=300)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="changes-") as tmp:
-        service = start_on_free_port(lambda: mongo_service(Path(tmp)))
-        try:
-            await run(service.url, args.samples)
-        finally:
-            service.stop()
+    run_with_scratch_mongo("changes-", lambda url: run(url, args.samples))
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

@@ -16,32 +16,17 @@ is not trivially small), and measures with the server's own code:
 from __future__ import annotations
 
 import argparse
-import asyncio
-import statistics
 import sys
-import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scratch import run_with_scratch_mongo, timed
+
 from server.chat import Chat
-from server.embedded import mongo_service, start_on_free_port
 from server.model import User
 from server.store import Store, now_ms
 from server.team import Team
-
-
-async def timed(samples: int, call: Callable[[int], Awaitable[Any]]) -> str:
-    times = []
-    for i in range(samples):
-        start = time.perf_counter()
-        await call(i)
-        times.append((time.perf_counter() - start) * 1000)
-    times.sort()
-    return (f"p50 {statistics.median(times):6.2f} ms  "
-            f"p90 {times[int(len(times) * 0.9)]:6.2f} ms")
 
 
 async def run(url: str, samples: int, members: int) -> None:
@@ -75,18 +60,13 @@ async def run(url: str, samples: int, members: int) -> None:
     store.close()
 
 
-async def main() -> None:
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=int, default=500)
     parser.add_argument("--members", type=int, default=2000)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="membership-") as tmp:
-        service = start_on_free_port(lambda: mongo_service(Path(tmp)))
-        try:
-            await run(service.url, args.samples, args.members)
-        finally:
-            service.stop()
+    run_with_scratch_mongo("membership-", lambda url: run(url, args.samples, args.members))
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

@@ -18,21 +18,20 @@ of the `words` field and index: the database's size with and without them, from
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import random
 import statistics
 import struct
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from bson import ObjectId
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from server.embedded import mongo_service, start_on_free_port
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scratch import run_with_scratch_mongo
+
 from server.model import User
 from server.search import MessageSearch
 from server.store import Store, message_doc
@@ -137,18 +136,13 @@ async def run(url: str, n: int, queries: int) -> None:
         store.close()
 
 
-async def main() -> None:
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=50)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="search-") as tmp:
-        service = start_on_free_port(lambda: mongo_service(Path(tmp)))
-        try:
-            await run(service.url, args.messages, args.queries)
-        finally:
-            service.stop()
+    run_with_scratch_mongo("search-", lambda url: run(url, args.messages, args.queries))
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

@@ -23,13 +23,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import pymongo
 from motor.motor_asyncio import AsyncIOMotorClient
@@ -37,16 +34,8 @@ from motor.motor_asyncio import AsyncIOMotorClient
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from server.embedded import mongo_service, start_on_free_port
 
-
-async def timed(samples: int, call: Callable[[int], Awaitable[Any]]) -> str:
-    times = []
-    for i in range(samples):
-        start = time.perf_counter()
-        await call(i)
-        times.append((time.perf_counter() - start) * 1000)
-    times.sort()
-    return (f"p50 {statistics.median(times):6.2f} ms  "
-            f"p90 {times[int(len(times) * 0.9)]:6.2f} ms")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scratch import timed
 
 
 async def retry(url: str, samples: int, writes: int) -> None:
