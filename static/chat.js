@@ -302,14 +302,7 @@ export function defineChat({ Room, Outbox }) {
     _onRoomAdded(f) {
       const info = f.room;
       if (!info || typeof info.name !== 'string') return;
-      this._know(info);
-      const room = this.rooms.get(info.name);
-      if (room) {
-        room.setInfo(info);
-        this.view.roomInfoChanged(room);
-      } else {
-        this._enter(info.name, info);
-      }
+      if (!this._updateInfo(info)) this._enter(info.name, info);
       this.view.roomsChanged();
     }
 
@@ -317,14 +310,20 @@ export function defineChat({ Room, Outbox }) {
     _onRoomUpdated(f) {
       const info = f.room;
       if (!info || typeof info.name !== 'string') return;
+      const room = this._updateInfo(info);
+      if (room && 'role' in info) this.view.rosterChanged(room);
+      this.view.roomsChanged();
+    }
+
+    /** Take in a Room object from the server; returns the room if the user is in it. */
+    _updateInfo(info) {
       this._know(info);
       const room = this.rooms.get(info.name);
       if (room) {
         room.setInfo(info);
         this.view.roomInfoChanged(room);
-        if ('role' in info) this.view.rosterChanged(room);
       }
-      this.view.roomsChanged();
+      return room;
     }
 
     /** The user left the room for good, or was kicked or banned: it goes, with a word. */
