@@ -1,10 +1,14 @@
-"""Redis pub/sub: one channel per room, one dedicated subscriber connection, reconnects.
+"""Redis pub/sub: one channel per room, dedicated subscriber connection(s), reconnects.
 
 Redis pub/sub is at-most-once: a message published while this process was
 disconnected is gone. The bus therefore tells its owner (`on_resync`) whenever it
 has reconnected, so the owner can fetch what it missed from MongoDB. A subscriber
 can also go deaf without any error; the bus publishes a probe to itself every few
 seconds and reconnects when the probe does not come back.
+
+On a Redis Cluster the channels are sharded (SPUBLISH / SSUBSCRIBE, server/subscriber.py):
+a room's messages go only to the node that owns its channel's slot, the control channel
+included, and there is a probe channel per node.
 """
 
 from __future__ import annotations
@@ -15,11 +19,11 @@ import logging
 import time
 from typing import Protocol
 
-from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from server import tasks
+from server.redisconn import RedisClient
+from server.subscriber import Subscriber
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +49,9 @@ class BusError(Exception):
 class Bus:
     """Publishes to room channels and feeds messages of subscribed rooms to a handler."""
 
-    def __init__(self, redis: Redis, prefix: str, node_id: str, *, subscriber: Redis,
-                 probe_interval: float = 3.0, op_timeout: float = 2.0) -> None:
+    def __init__(self, redis: RedisClient, prefix: str, node_id: str, *,
+                 subscriber: Subscriber, probe_interval: float = 3.0,
+                 op_timeout: float = 2.0) -> None:
         self.redis = redis
         self.node_id = node_id
         self._room_prefix = f"{prefix}room:".encode()
@@ -55,13 +60,14 @@ class Bus:
         self._listener: Listener | None = None
         self._probe_interval = probe_interval
         self._op_timeout = op_timeout
-        # A client of its own, which never reconnects quietly (runtime.redis_subscriber).
-        self._pubsub: PubSub = subscriber.pubsub()
+        # Connections of its own, which never reconnect quietly (server/redisconn.py).
+        self._sub = subscriber
+        self._publish = redis.spublish if subscriber.sharded else redis.publish
         self._rooms: set[str] = set()
         self._confirm: dict[bytes, list[asyncio.Future[None]]] = {}
         self._task: asyncio.Task[None] | None = None
         self._resync_task: asyncio.Task[None] | None = None
-        self._last_probe_seen = time.monotonic()
+        self._probe_seen: dict[bytes, tuple[float, int]] = {}  # channel -> (when, number)
         self._probes = 0  # probes published; each carries its number
         self._proof = 0  # the first probe number whose return proves a recovery
         self.connected = False
@@ -75,9 +81,8 @@ class Bus:
         """Connect the subscriber and start listening; raises BusError if Redis is down."""
         self._listener = listener
         try:
-            await asyncio.wait_for(
-                self._pubsub.subscribe(self._control, self._probe_channel), self._op_timeout
-            )
+            await asyncio.wait_for(self._sub.start([self._control], self._probe_channel),
+                                   self._op_timeout)
         except (RedisError, OSError, asyncio.TimeoutError) as e:
             raise BusError(f"cannot subscribe: {e}") from e
         self.connected = True
@@ -88,19 +93,19 @@ class Bus:
             await tasks.stop(task)
         self._task = self._resync_task = None
         with contextlib.suppress(RedisError, OSError):
-            await self._pubsub.aclose()
+            await self._sub.aclose()
 
     async def publish(self, room: str, payload: bytes) -> None:
         try:
             await asyncio.wait_for(
-                self.redis.publish(self.channel(room), payload), self._op_timeout
+                self._publish(self.channel(room), payload), self._op_timeout
             )
         except (RedisError, OSError, asyncio.TimeoutError) as e:
             raise BusError(f"publish failed: {e}") from e
 
     async def publish_control(self, payload: bytes) -> None:
         try:
-            await asyncio.wait_for(self.redis.publish(self._control, payload), self._op_timeout)
+            await asyncio.wait_for(self._publish(self._control, payload), self._op_timeout)
         except (RedisError, OSError, asyncio.TimeoutError) as e:
             raise BusError(f"publish failed: {e}") from e
 
@@ -118,7 +123,7 @@ class Bus:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._confirm.setdefault(channel, []).append(fut)
         try:
-            await asyncio.wait_for(self._pubsub.subscribe(channel), self._op_timeout)
+            await asyncio.wait_for(self._sub.subscribe(channel), self._op_timeout)
             await asyncio.wait_for(asyncio.shield(fut), self._op_timeout)
         except (RedisError, OSError, asyncio.TimeoutError) as e:
             waiters = self._confirm.get(channel)
@@ -129,7 +134,7 @@ class Bus:
     async def unsubscribe(self, room: str) -> None:
         self._rooms.discard(room)
         with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
-            await asyncio.wait_for(self._pubsub.unsubscribe(self.channel(room)),
+            await asyncio.wait_for(self._sub.unsubscribe(self.channel(room)),
                                    self._op_timeout)
 
     async def ping(self) -> float:
@@ -148,7 +153,7 @@ class Bus:
         while True:
             try:
                 was_connected = self.connected
-                msg = await self._pubsub.get_message(timeout=0.5)
+                msg = await self._sub.get_message(timeout=0.5)
                 if msg is not None:
                     self._dispatch(msg)
                 now = time.monotonic()
@@ -176,22 +181,25 @@ class Bus:
                 await asyncio.sleep(backoff)
 
     async def _probe(self, now: float) -> None:
-        """Publish to our own probe channel; if an earlier probe never came back, reset."""
-        if now - self._last_probe_seen > 3 * self._probe_interval:
-            log.warning("redis subscriber deaf for %.1fs; reconnecting",
-                        now - self._last_probe_seen)
-            self._last_probe_seen = now
-            conn = self._pubsub.connection
-            if conn is not None:
-                await conn.disconnect()
+        """Publish to our own probe channel(s); if an earlier probe never came back, reset."""
+        last_seen = min((self._probe_seen.get(c, (now, 0))[0] for c in self._sub.probes()),
+                        default=now)
+        if now - last_seen > 3 * self._probe_interval:
+            log.warning("redis subscriber deaf for %.1fs; reconnecting", now - last_seen)
+            self._probe_seen.clear()
+            await self._sub.reset()
             self._lost()
             return
         await self._publish_probe()
 
     async def _publish_probe(self) -> None:
         self._probes += 1
-        await asyncio.wait_for(self.redis.publish(self._probe_channel, b"%d" % self._probes),
-                               self._op_timeout)
+        now = time.monotonic()
+        for channel in self._sub.probes():
+            # A channel probed for the first time counts as heard now, for the deaf check.
+            self._probe_seen.setdefault(channel, (now, 0))
+            await asyncio.wait_for(self._publish(channel, b"%d" % self._probes),
+                                   self._op_timeout)
 
     def _lost(self) -> None:
         self.connected = False
@@ -205,7 +213,6 @@ class Bus:
     def _recovered(self) -> None:
         self.connected = True
         self.resubscribes += 1
-        self._last_probe_seen = time.monotonic()
         log.info("redis subscriber reconnected (%d rooms resubscribed)", len(self._rooms))
         if self._listener is not None and (self._resync_task is None
                                            or self._resync_task.done()):
@@ -216,19 +223,21 @@ class Bus:
         kind = msg["type"]
         channel = msg["channel"]
         assert isinstance(channel, bytes)
-        if kind == "message":
+        if kind in ("message", "smessage"):
             data = msg["data"]
             assert isinstance(data, bytes) and self._listener is not None
             if channel.startswith(self._room_prefix):
                 self.messages_in += 1
                 self._listener.on_envelope(channel[len(self._room_prefix):].decode(), data)
-            elif channel == self._probe_channel:
-                self._last_probe_seen = time.monotonic()
-                if not self.connected and int(data) >= self._proof:
+            elif channel in self._probe_seen:
+                self._probe_seen[channel] = (time.monotonic(), int(data))
+                if not self.connected and all(
+                        self._probe_seen.get(c, (0.0, 0))[1] >= self._proof
+                        for c in self._sub.probes()):
                     self._recovered()
             elif channel == self._control:
                 self._listener.on_command(data)
-        elif kind == "subscribe":
+        elif kind in ("subscribe", "ssubscribe"):
             for fut in self._confirm.pop(channel, ()):
                 if not fut.done():
                     fut.set_result(None)

@@ -16,11 +16,11 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from server.logs import OncePer
 from server.metrics import Metrics
+from server.redisconn import RedisClient
 from server.throttle import (
     CLEAR,
     KEEP,
@@ -141,12 +141,15 @@ class RateLimits:
     per account from unknown addresses and, for password changes, per user.
     """
 
-    def __init__(self, redis: Redis, prefix: str, settings: LimitSettings,
+    def __init__(self, redis: RedisClient, prefix: str, settings: LimitSettings,
                  timeout: float = 0.25, throttle_timeout: float = 1.0,
                  metrics: Metrics | None = None) -> None:
         self.redis = redis
         self.metrics = metrics
         self.prefix = f"{prefix}limit:"
+        # The throttles' scripts count in several buckets at once (address, account,
+        # both), so their keys share one hash tag: one slot, atomic on a cluster too.
+        self.throttle_prefix = f"{{{prefix}throttle}}:"
         self.settings = settings
         # Short: a limiter that waits out a hung Redis would hold up every frame of the
         # connection behind it (they are handled one at a time).
@@ -296,7 +299,7 @@ class RateLimits:
         """
         s = self.settings
         address, account = address_key(ip), account_key(name)
-        own = Bucket(f"{self.prefix}password:{user_id}", s.login_failures_per_account,
+        own = Bucket(f"{self.throttle_prefix}password:{user_id}", s.login_failures_per_account,
                      s.window_s, REFUND)
         return await self._attempt((*self._login_buckets(address, account), own),
                                    self._known(address, account),
@@ -305,14 +308,14 @@ class RateLimits:
     async def register_attempt(self, ip: str, name: object) -> Attempt:
         """Count a registration from this address, or raise Limited. Every one counts."""
         address = address_key(ip)
-        bucket = Bucket(f"{self.prefix}register-addr:{address}",
+        bucket = Bucket(f"{self.throttle_prefix}register-addr:{address}",
                         self.settings.registrations_per_ip, self.settings.window_s, KEEP)
         return await self._attempt(
             (bucket,), self._known(address, account_key(name)),
             "too many registrations from this address; try again later", "register")
 
     def _login_buckets(self, address: str, account: str) -> tuple[Bucket, ...]:
-        s, p = self.settings, self.prefix
+        s, p = self.settings, self.throttle_prefix
         return (
             # Emptied by a success from there: its owner is back.
             Bucket(f"{p}login:{address}|{account}", s.login_failures_per_account,
@@ -323,7 +326,7 @@ class RateLimits:
         )
 
     def _known(self, address: str, account: str) -> str:
-        return f"{self.prefix}login-known:{address}|{account}"
+        return f"{self.throttle_prefix}login-known:{address}|{account}"
 
     async def _attempt(self, buckets: tuple[Bucket, ...], known: str,
                        message: str, reason: str) -> Attempt:

@@ -17,13 +17,13 @@ import time
 from collections import deque
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from server import __version__, tasks
 from server.bus import Bus
 from server.metrics import Metrics, quantiles
 from server.probe import ServiceProbe
+from server.redisconn import RedisClient
 from server.rooms import LocalRooms
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ class StatusReporter:
     """Samples this process every `interval` seconds and shares the sample via Redis."""
 
     def __init__(self, node_id: str, rooms: LocalRooms, metrics: Metrics, bus: Bus,
-                 probe: ServiceProbe, redis: Redis, prefix: str, *, interval: float = 2.0,
+                 probe: ServiceProbe, redis: RedisClient, prefix: str, *, interval: float = 2.0,
                  ttl: float = 10.0) -> None:
         self.node_id = node_id
         self.rooms = rooms
@@ -52,8 +52,9 @@ class StatusReporter:
         self.redis = redis
         self.interval = interval
         self.ttl_ms = int(ttl * 1000)
-        self._index = f"{prefix}nodes"
-        self._key = f"{prefix}node:"
+        # One hash tag: MGET reads every report in one command, on a cluster too.
+        self._index = f"{{{prefix}nodes}}"
+        self._key = f"{{{prefix}nodes}}:"
         self.started = time.time()
         self.host = socket.gethostname()
         self.pid = os.getpid()

@@ -11,14 +11,11 @@ import datetime as dt
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import cast
 
 import tornado.httpserver
 import tornado.web
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff, NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.asyncio import Redis
 
 from server.admins import Admins
 from server.app import make_app, make_metrics_app
@@ -37,12 +34,16 @@ from server.limits import ConnectionCaps, RateLimits
 from server.metrics import Metrics
 from server.presence import Presence
 from server.probe import ServiceProbe
+from server.redisconn import RedisClient, connect, redis_client
 from server.reporter import StatusReporter
 from server.rooms import LocalRooms
 from server.seqs import RoomSeqs
 from server.store import Store
+from server.subscriber import Subscriber
 from server.team import Team
 from server.writer import MessageWriter
+
+__all__ = ["Runtime", "redis_client"]  # redis_client: for tests that need a plain client
 
 log = logging.getLogger(__name__)
 
@@ -58,38 +59,6 @@ CLOSE_GRACE = 1.0
 REPORT_EVERY = 1.0  # seconds between the log lines that say what holds a drain
 
 
-def redis_client(url: str, pool_size: int) -> Redis:
-    """The client for commands: a pool that makes callers wait for a connection instead
-    of failing, and that retries a command over a fresh connection when the pooled one
-    turns out dead.
-
-    redis-py's default pool raises once its connections are all busy; a bounded,
-    blocking pool turns a burst into a short queue (and a timeout into an error).
-    After a Redis restart the pool still holds the connections to the old server, and
-    redis-py 8 does not always notice before it uses one ("Connection closed by
-    server"); without the retry, such a publish fails although Redis is back.
-    """
-    return _redis(url, pool_size, Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
-                  retry_on_error=[RedisConnectionError])
-
-
-def redis_subscriber(url: str) -> Redis:
-    """The client for the pub/sub subscriber: one connection, never retried quietly.
-
-    A subscriber that reconnected behind our back would have missed what was published
-    meanwhile with no one the wiser; its errors must reach the bus, which resyncs.
-    """
-    return _redis(url, 1, Retry(NoBackoff(), 0))
-
-
-def _redis(url: str, size: int, retry: Retry, **options: Any) -> Redis:
-    pool = BlockingConnectionPool.from_url(
-        url, max_connections=size, timeout=2, socket_timeout=2, socket_connect_timeout=2,
-        health_check_interval=10, retry=retry, **options,
-    )
-    return Redis(connection_pool=pool)
-
-
 @dataclass
 class Runtime:
     """The process's collaborators, started and stopped together."""
@@ -98,8 +67,8 @@ class Runtime:
     mongo_url: str = field(repr=False)  # may carry a password
     redis_url: str = field(repr=False)
     store: Store = field(init=False)
-    redis: Redis = field(init=False)
-    subscriber: Redis = field(init=False)
+    redis: RedisClient = field(init=False)
+    subscriber: Subscriber = field(init=False)
     rooms: LocalRooms = field(init=False)
     bus: Bus = field(init=False)
     writer: MessageWriter = field(init=False)
@@ -128,8 +97,8 @@ class Runtime:
         self.inflight = Inflight()
         self.store = Store.connect(self.mongo_url, cfg.db_name)
         await self.store.setup()
-        self.redis = redis_client(self.redis_url, cfg.redis_pool_size)
-        self.subscriber = redis_subscriber(self.redis_url)
+        # One Redis or a Redis Cluster, whichever REDIS_URL turns out to be.
+        self.redis, self.subscriber = await connect(self.redis_url, cfg.redis_pool_size)
         self.metrics = Metrics(cfg.node_id)
         self.auth = Auth(self.store, executor=self.executor, rounds=cfg.bcrypt_rounds,
                          session_ttl=dt.timedelta(days=cfg.session_days),
@@ -145,7 +114,10 @@ class Runtime:
         self.writer = MessageWriter(self.store, seqs, self.metrics)
         self.delivery = Delivery(self.store, self.bus, rooms, seqs, self.metrics,
                                  node_id=cfg.node_id, check_interval=cfg.presence_ttl / 3)
-        presence = Presence(self.redis, cfg.redis_prefix, cfg.node_id, ttl=cfg.presence_ttl)
+        # Typed for one Redis; the cluster client has the same commands (see
+        # docs/scaling.md for what presence needs on a cluster).
+        presence = Presence(cast(Redis, self.redis), cfg.redis_prefix, cfg.node_id,
+                            ttl=cfg.presence_ttl)
         team = Team(self.store, self.writer, presence, self.admins, node_id=cfg.node_id,
                     max_rooms=cfg.quotas.rooms_per_user)
         changes = MessageChanges(self.store, self.writer, team)

@@ -15,10 +15,10 @@ import math
 import time
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from server.logs import OncePer
+from server.redisconn import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +238,7 @@ class Throttles:
     """Counts attempts in this process and in Redis, or here alone while Redis fails or
     is slow."""
 
-    def __init__(self, redis: Redis, timeout: float, known_ttl_s: int) -> None:
+    def __init__(self, redis: RedisClient, timeout: float, known_ttl_s: int) -> None:
         self.timeout = timeout
         self.known_ms = known_ttl_s * 1000
         self._count = redis.register_script(_COUNT)
