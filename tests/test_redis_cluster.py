@@ -257,3 +257,37 @@ async def test_a_room_whose_slot_moves_to_another_node_keeps_delivering(servers)
             await asyncio.sleep(0.1)  # polled: the count is in another process
     sender.close()
     watcher.close()
+
+
+async def test_messages_sent_while_a_node_is_down_arrive_once_in_order_after_it_returns(
+        servers):
+    room = rooms_on_every_node(servers)[0]
+    owner = await create_rooms(servers.urls[0], [room])
+    _, sender = await member(servers.urls[0], [room], owner)
+    _, watcher = await member(servers.urls[1], [room])
+    node = servers.cluster.nodes[servers.node_of(room)]
+    resyncs = [value(await scrape(url), "chat_redis_resubscribes_total")
+               for url in servers.urls]
+    node.stop()
+    try:
+        # Stored and acknowledged although the room's channel has no node to go to.
+        bodies = [f"while down {n}" for n in range(3)]
+        acks = [await sender.call({"type": "send", "room": room, "body": b}, timeout=15)
+                for b in bodies]
+        assert [a["type"] for a in acks] == ["ack"] * 3, acks
+    finally:
+        node.start()  # the same port and node id: it takes its slots back
+    got = await received(watcher, len(bodies))
+    assert [m["body"] for m in got] == bodies
+    assert [m["seq"] for m in got] == [a["seq"] for a in acks]
+    live = await sender.call({"type": "send", "room": room, "body": "back"}, timeout=15)
+    (back,) = await received(watcher, 1)
+    assert back["body"] == "back" and back["seq"] == live["seq"]
+    # Both processes lost their connection to the node, and resynced once it answered.
+    deadline = asyncio.get_running_loop().time() + 15
+    for url, before in zip(servers.urls, resyncs, strict=True):
+        while value(await scrape(url), "chat_redis_resubscribes_total") <= before:
+            assert asyncio.get_running_loop().time() < deadline, "no resync"
+            await asyncio.sleep(0.1)  # polled: the count is in another process
+    sender.close()
+    watcher.close()
