@@ -195,6 +195,17 @@ async def test_logout_on_one_process_closes_the_sessions_sockets_on_the_other(se
     assert code == 1008
 
 
+async def test_failed_logins_on_both_processes_count_against_one_limit(servers):
+    """The throttle's script counts in several keys at once: on a cluster they share a
+    slot, so the count is one across processes (10 failures per account and address)."""
+    name = (await Client(servers.urls[0]).register())["name"]
+    statuses = [(await Client(servers.urls[n % 2]).login(name, "wrong password"))[0]
+                for n in range(10)]
+    assert statuses == [401] * 10
+    assert (await Client(servers.urls[1]).login(name, "wrong password"))[0] == 429
+    assert (await Client(servers.urls[0]).login(name, "wrong password"))[0] == 429
+
+
 async def test_presence_and_typing_cross_processes_on_a_cluster(servers):
     room = rooms_on_every_node(servers)[0]
     await create_rooms(servers.urls[0], [room])
