@@ -148,6 +148,15 @@ class RedisClusterService:
             for node in self.nodes[1:]:
                 clients[0].execute_command("CLUSTER MEET", node.host, node.port,
                                            node.settings["cluster-port"])
+        finally:
+            for c in clients:
+                c.close()
+        self.wait_ok(timeout)
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        """Wait until every node knows every other and says cluster_state:ok."""
+        clients = [n.client() for n in self.nodes]
+        try:
             deadline = time.monotonic() + timeout
             while not all(self._ready(c) for c in clients):
                 if time.monotonic() > deadline:

@@ -288,6 +288,7 @@ async def test_messages_sent_while_a_node_is_down_arrive_once_in_order_after_it_
         assert [a["type"] for a in acks] == ["ack"] * 3, acks
     finally:
         node.start()  # the same port and node id: it takes its slots back
+    servers.cluster.wait_ok()  # for the tests after this one
     got = await received(watcher, len(bodies))
     assert [m["body"] for m in got] == bodies
     assert [m["seq"] for m in got] == [a["seq"] for a in acks]
