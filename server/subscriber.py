@@ -186,6 +186,11 @@ class ShardedSubscriber:
         self._owner[channel] = node.name
         async with sub.lock:
             await sub.pubsub.ssubscribe(channel)
+        if self._nodes.get(node.name) is not sub:
+            # Dropped while this waited (a reset or a rebuild, which subscribes the
+            # channel anew): a reader here would deliver everything twice.
+            await self._close(sub)
+            return
         if sub.reader is None:  # reading needs a connection, made by the first command
             sub.reader = asyncio.create_task(self._read(node.name, sub),
                                              name=f"bus-shard-{node.name}")
@@ -234,13 +239,17 @@ class ShardedSubscriber:
         self._owner.clear()
         self._leaving.clear()
         for sub in nodes.values():
-            await tasks.stop(sub.reader)
-            with contextlib.suppress(RedisError, OSError):
-                await sub.pubsub.aclose()
-            with contextlib.suppress(RedisError, OSError):
-                await sub.client.aclose()
+            await self._close(sub)
         # What the dropped connections heard and failed with belongs to the past.
         self._queue = asyncio.Queue()
+
+    @staticmethod
+    async def _close(sub: _NodeSub) -> None:
+        await tasks.stop(sub.reader)
+        with contextlib.suppress(RedisError, OSError):
+            await sub.pubsub.aclose()
+        with contextlib.suppress(RedisError, OSError):
+            await sub.client.aclose()
 
     async def _rebuild(self, refresh: bool) -> None:
         """Subscribe everything anew where the cluster's slot map says it lives now."""
