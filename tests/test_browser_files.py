@@ -360,3 +360,9 @@ def test_more_than_ten_files_at_once_are_refused_with_a_reason(server, people):
     expect(alice.t("composer-error")).to_have_text(
         "A message carries at most 10 files: only the first 10 were added.")
     expect(alice.t("attach-item")).to_have_count(10)
+    # The ten go out together, in the order they were picked.
+    expect(alice.page.locator('[data-testid="attach-item"][data-state="done"]')).to_have_count(
+        10, timeout=30000)
+    send(alice, "ten files")
+    msg = with_file(alice, "f9.txt")
+    expect(msg.get_by_test_id("attachment-name")).to_have_text([f"f{i}.txt" for i in range(10)])
