@@ -50,7 +50,7 @@ export class AttachmentView {
     this.h = h;
     this.opener = null; // what had focus before the larger view opened
     this.el = {
-      dialog: $('image-dialog'), title: $('image-title'), img: $('image-full'),
+      dialog: $('image-dialog'), title: $('image-title'), frame: $('image-frame'),
       download: $('image-download'), meta: $('image-meta'), close: $('image-close'),
     };
   }
@@ -64,7 +64,7 @@ export class AttachmentView {
       if (ev.target === e.dialog) e.dialog.close();
     }, { signal });
     e.dialog.addEventListener('close', () => {
-      e.img.removeAttribute('src');
+      e.frame.replaceChildren(); // the picture leaves with the dialog
       this.opener?.focus({ preventScroll: true });
       this.opener = null;
     }, { signal });
@@ -127,8 +127,9 @@ export class AttachmentView {
     this.opener = opener;
     e.title.textContent = f.name;
     e.meta.textContent = `${typeLabel(f.type)} · ${humanSize(f.size)}`;
-    e.img.alt = f.name;
-    e.img.src = f.url;
+    e.frame.replaceChildren(this.h('img', {
+      class: 'image-full', src: f.url, alt: f.name, 'data-testid': 'image-full',
+    }));
     e.download.href = f.url;
     e.download.setAttribute('download', f.name);
     e.download.setAttribute('aria-label', `Download ${f.name}`);
