@@ -155,6 +155,15 @@ def test_picture_in_a_private_room_previews_live_opens_larger_and_downloads_exac
     bob.t("image-close").click()
     expect(dialog).to_be_hidden()
 
+    # A reply to a message of files alone quotes their names.
+    msg = with_file(bob, "sunset.png")
+    msg.hover()
+    msg.get_by_test_id("message-actions").click()
+    bob.t("msg-reply").click()
+    expect(bob.t("reply-bar")).to_contain_text("📎 sunset.png")
+    bob.t("composer-input").press("Escape")
+    expect(bob.t("reply-bar")).to_be_hidden()
+
     # Carol is signed in but not a member: no room, and the file and its preview are
     # as absent for her as a file that never existed.
     carol.page.reload()
