@@ -156,11 +156,11 @@ export class Attacher {
     if (!room || !this.enabled || !files.length) return;
     const tray = this.trays.get(room) ?? [];
     const taken = tray.filter((up) => up.state === 'uploading' || up.state === 'done').length;
-    const room_left = MAX_FILES - taken;
-    if (files.length > room_left) {
-      this.onRefused(`A message carries at most ${MAX_FILES} files: ${room_left > 0
-        ? `only the first ${room_left} were added` : 'none were added'}.`);
-      files = files.slice(0, Math.max(0, room_left));
+    const free = MAX_FILES - taken;
+    if (files.length > free) {
+      this.onRefused(`A message carries at most ${MAX_FILES} files: ${free > 0
+        ? `only the first ${free} were added` : 'none were added'}.`);
+      files = files.slice(0, Math.max(0, free));
     }
     for (const file of files) tray.push(this._start(room, file));
     if (tray.length) this.trays.set(room, tray);
