@@ -22,7 +22,7 @@ const FALLBACK_MESSAGES = {
 };
 
 /** Tornado's XSRF token: the `_xsrf` cookie set by GET /, echoed in X-XSRFToken. */
-function xsrfToken() {
+export function xsrfToken() {
   for (const part of document.cookie.split(';')) {
     const eq = part.indexOf('=');
     if (eq > 0 && part.slice(0, eq).trim() === '_xsrf') return part.slice(eq + 1).trim();

@@ -11,7 +11,8 @@
 
 const MODULES = ['api', 'storage', 'connection', 'signin', 'roomlog', 'presence', 'outbox',
   'room', 'chat', 'render', 'messagelist', 'sidebar', 'composer', 'notices', 'view', 'menu',
-  'members', 'header', 'dmpicker', 'markdown', 'msgparts', 'msgactions', 'badge', 'search', 'mentions', 'notify'];
+  'members', 'header', 'dmpicker', 'markdown', 'msgparts', 'msgactions', 'badge', 'search', 'mentions', 'notify',
+  'attachments', 'attach'];
 
 function moduleUrl(name) {
   const link = document.querySelector(`link[rel="modulepreload"][data-module="${name}"]`);
@@ -49,7 +50,9 @@ async function startChat(me) {
   session?.stop();
   const storage = lib.storage.makeStorage(me.id);
   const menus = new lib.menu.Menus(render);
-  const list = new lib.messagelist.MessageList(render, new lib.msgparts.MessageParts(render, lib.markdown));
+  const files = new lib.attachments.AttachmentView(render);
+  const list = new lib.messagelist.MessageList(render,
+    new lib.msgparts.MessageParts(render, lib.markdown, files));
   const view = new lib.view.ChatView(render, {
     list,
     favicon: new lib.badge.FaviconBadge(),
@@ -58,7 +61,9 @@ async function startChat(me) {
     notifier: new lib.notify.Notifier(menus),
     actions: new lib.msgactions.MessageActions(render, menus, lib.markdown, lib.msgparts),
     sidebar: new lib.sidebar.Sidebar(render),
-    composer: new lib.composer.Composer(render),
+    composer: new lib.composer.Composer(render, new lib.attach.Attacher(render, {
+      humanSize: lib.attachments.humanSize, xsrfToken: lib.api.xsrfToken,
+    })),
     notices: new lib.notices.Notices(),
     members: new lib.members.MembersPanel(render, menus),
     header: new lib.header.RoomHeader(render, menus),
@@ -183,7 +188,7 @@ async function startChat(me) {
       handlers.selectRoom(info.name);
       return null;
     },
-    send: (room, body, replyTo) => chat.post(room, body, replyTo),
+    send: (room, body, replyTo, files) => chat.post(room, body, replyTo, files),
     edit: (room, seq, body) => chat.change(room, { kind: 'edit', seq, body }),
     deleteMessage: (room, seq) => chat.change(room, { kind: 'delete', seq }),
     react: (room, seq, emoji, on) => chat.change(room, { kind: 'react', seq, emoji, on }),
@@ -253,6 +258,7 @@ async function startChat(me) {
     clearInterval(refreshTimer);
     conn.stop();
     view.destroy();
+    files.destroy();
     session = null;
   }
 
@@ -285,6 +291,7 @@ async function startChat(me) {
   session = { chat, stop };
   showAdminLink(me, chat, view);
   view.bind(chat, handlers, me, storage);
+  files.bind({ signal: view.listeners.signal });
   show('chat');
 
   let rooms = null;

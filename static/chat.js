@@ -114,13 +114,14 @@ export function defineChat({ Room, Outbox }) {
       this._dropRoom(room);
     }
 
-    /** Queue a message (a reply to `replyTo`, a seq, if given); it goes out now if the
-     *  room is live, else after the reconnect. */
-    post(name, body, replyTo = null) {
+    /** Queue a message (a reply to `replyTo`, a seq, if given; carrying the uploaded
+     *  file objects `attachments`); it goes out now if the room is live, else after
+     *  the reconnect. */
+    post(name, body, replyTo = null, attachments = []) {
       const room = this.rooms.get(name);
       if (!room) return;
       room.people.sentMessage();
-      this.outbox.post(room, body, replyTo);
+      this.outbox.post(room, body, replyTo, attachments);
     }
 
     /** Change a message: {kind: 'edit', seq, body}, {kind: 'delete', seq} or

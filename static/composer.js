@@ -2,22 +2,26 @@
 // with its text, refuses an over-long message before it is sent, tells the room that
 // the user is typing, and is usable only while a room is on screen where the user may
 // post (not while muted, not in an archived room: it then says why). A reply shows
-// what it answers above the box until it is sent or cancelled (Escape). Built on render.js's
-// fieldError, which app.js passes in (no imports: see app.js).
+// what it answers above the box until it is sent or cancelled (Escape). Files attached
+// (attach.js) go with the next message, which may then have no text; Send waits while
+// one is still uploading. Built on render.js's fieldError and an Attacher, which app.js
+// passes in (no imports: see app.js).
 
 const MAX_BODY = 4000;
 
 const $ = (id) => document.getElementById(id);
 
 export class Composer {
-  constructor({ fieldError }) {
+  constructor({ fieldError }, attacher) {
     this.fieldError = fieldError;
+    this.attacher = attacher;
     this.handlers = null;
     this.narrow = null;
     this.room = null; // the room a message goes to
     this.label = '';
     this.blocked = null; // why the user cannot post in the room on screen
     this.reply = null; // {room, seq, author, text}: the message being answered
+    this.waiting = false; // Send was refused until the uploads finish
     this.el = {
       form: $('composer'), input: $('composer-input'), send: $('composer-send'),
       label: $('composer-label'), error: $('composer-error'), blockedNote: $('composer-blocked'),
@@ -33,6 +37,18 @@ export class Composer {
     this.handlers = handlers;
     this.narrow = narrow;
     const e = this.el;
+    this.attacher.bind({
+      composerInput: e.input,
+      signal,
+      onChange: () => {
+        this._drawSend();
+        if (this.waiting && !this.attacher.busy()) {
+          this.waiting = false; // the "wait for the files" error goes with its reason
+          this._checkLength();
+        }
+      },
+      onRefused: (text) => this.fieldError(e.input, e.error, text),
+    });
     e.form.addEventListener('submit', (ev) => {
       ev.preventDefault();
       this._submit();
@@ -64,6 +80,7 @@ export class Composer {
   }
 
   destroy() {
+    this.attacher.destroy();
     this.el.input.value = '';
     this.setReply(null);
   }
@@ -102,12 +119,22 @@ export class Composer {
     const name = this.room;
     const usable = Boolean(name) && !this.blocked;
     e.input.disabled = !usable;
-    e.send.disabled = !usable;
+    this.attacher.setRoom(name, usable);
+    this._drawSend();
     e.blockedNote.textContent = this.blocked ?? '';
     e.blockedNote.hidden = !this.blocked;
     if (!name) e.input.placeholder = 'Choose a room first';
     else e.input.placeholder = this.blocked ?? `Message ${this.label}`;
     e.label.textContent = name ? `Message ${this.label}` : 'Message';
+  }
+
+  /** Send waits while a file is still uploading to the room on screen. */
+  _drawSend() {
+    const e = this.el;
+    const usable = Boolean(this.room) && !this.blocked;
+    const busy = usable && this.attacher.busy();
+    e.send.disabled = !usable || busy;
+    e.send.title = busy ? 'Send once the files are uploaded' : '';
   }
 
   /** Put the caret in the box, except on phones, where that would open the keyboard. */
@@ -131,11 +158,21 @@ export class Composer {
   _submit() {
     const input = this.el.input;
     if (!this.room || input.disabled) return;
-    const body = input.value.replace(/\s+$/, '');
-    if (!body.trim()) return;
+    if (this.attacher.busy()) {
+      this.waiting = true;
+      this.fieldError(input, this.el.error, 'Wait for the files to upload, or cancel them.');
+      return;
+    }
+    const files = this.attacher.ready();
+    let body = input.value.replace(/\s+$/, '');
+    if (!body.trim()) {
+      if (!files.length) return;
+      body = ''; // files alone make a message
+    }
     if (!this._checkLength()) return;
     const replyTo = this.reply?.room === this.room ? this.reply.seq : null;
-    this.handlers.send(this.room, body, replyTo);
+    this.handlers.send(this.room, body, replyTo, files);
+    this.attacher.clear();
     this.setReply(null);
     input.value = '';
     this._autosize();

@@ -252,6 +252,8 @@ export class MessageList {
     if (!li) {
       li = this.messageItem({ key, seq: null, user: this.me, ts: item.ts, body: item.body, me: this.me });
       li.dataset.clientId = item.clientId;
+      const files = this.parts.attachments(item.attachments);
+      if (files) li.querySelector('.body').after(files);
       li.querySelector('.msg-main').append(h('p', { class: 'msg-status', 'data-testid': 'message-status' }));
       entry.ol.append(li);
       this.decorate(li);

@@ -14,8 +14,8 @@ const SHORTCODE_RE = /^:[a-z0-9_+-]{1,30}:$/;
 const $ = (id) => document.getElementById(id);
 
 export class MessageActions {
-  constructor({ h, fieldError }, menus, { EMOJI }, { firstLine }) {
-    Object.assign(this, { h, fieldError, menus, EMOJI, firstLine });
+  constructor({ h, fieldError }, menus, { EMOJI }, { gist }) {
+    Object.assign(this, { h, fieldError, menus, EMOJI, gist });
     this.picking = null; // {room, seq, opener}
     this.confirming = null; // {room, seq, opener}
     this.el = {
@@ -129,7 +129,7 @@ export class MessageActions {
   }
 
   _reply(room, m) {
-    this.composer.setReply({ room: room.name, seq: m.seq, author: m.user.name, text: this.firstLine(m.body) });
+    this.composer.setReply({ room: room.name, seq: m.seq, author: m.user.name, text: this.gist(m) });
   }
 
   /** Edit the message in place: a text box instead of its text. */
@@ -191,7 +191,7 @@ export class MessageActions {
     const e = this.el;
     this.confirming = { room: room.name, seq: m.seq, opener };
     const whose = m.user.id === this.me.id ? 'your message' : `the message of ${m.user.name}`;
-    const preview = this.firstLine(m.body, 80);
+    const preview = this.gist(m, 80);
     e.confirmText.textContent = `Delete ${whose}${preview ? ` “${preview}”` : ''}? Everyone will see that a message was deleted; its text is gone for good.`;
     e.confirm.showModal();
     e.confirmCancel.focus();

@@ -1,8 +1,9 @@
 // What a message shows besides its author and time (§19 of docs/protocol.md): its text
 // in the Markdown subset, the quote of the message it answers, "(edited)", the tombstone
-// of a deleted one, its reactions as chips, how many replies it has, and the button of
-// its menu. Plain DOM built on render.js's h(), which app.js passes in (no imports: see
-// app.js). User text only reaches the page through text nodes.
+// of a deleted one, the files it carries (attachments.js), its reactions as chips, how
+// many replies it has, and the button of its menu. Plain DOM built on render.js's h(),
+// which app.js passes in (no imports: see app.js). User text only reaches the page
+// through text nodes.
 
 const timeFmt = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
 
@@ -12,14 +13,29 @@ export function firstLine(body, max = 120) {
   return line.length > max ? `${line.slice(0, max - 1)}…` : line;
 }
 
+/** What a message says in one line: its first line of text or, for files alone, their
+ *  names ("📎 plan.pdf, notes.txt"). */
+export function gist(m, max = 120) {
+  const line = firstLine(m?.body, max);
+  const names = Array.isArray(m?.attachments) ? m.attachments.map((f) => String(f?.name ?? '')) : [];
+  if (line || !names.length) return line;
+  return firstLine(`📎 ${names.join(', ')}`, max);
+}
+
 export class MessageParts {
   /**
    * @param {object} render  render.js (h)
    * @param {object} markdown  markdown.js (renderMarkdown, EMOJI) with render's linkRanges
    *        and safeHref
+   * @param {object} files  an AttachmentView (attachments.js)
    */
-  constructor({ h, linkRanges, safeHref }, { renderMarkdown, EMOJI }) {
-    Object.assign(this, { h, linkRanges, safeHref, renderMarkdown, EMOJI });
+  constructor({ h, linkRanges, safeHref }, { renderMarkdown, EMOJI }, files) {
+    Object.assign(this, { h, linkRanges, safeHref, renderMarkdown, EMOJI, files });
+  }
+
+  /** The files a message carries, after its text (null: none). */
+  attachments(list) {
+    return this.files.render(list);
   }
 
   /** The message text as DOM nodes. */
@@ -53,6 +69,8 @@ export class MessageParts {
         'This message was deleted'));
     } else {
       body.replaceChildren(this.body(m.body, ctx.me));
+      const files = this.attachments(m.attachments);
+      if (files) body.after(files);
     }
     if (Number.isInteger(m.reply_to)) {
       li.dataset.replyTo = String(m.reply_to);
@@ -89,7 +107,7 @@ export class MessageParts {
     if (orig?.deleted) text = 'a deleted message';
     else if (orig) {
       author = orig.user?.name ?? '';
-      text = firstLine(orig.body);
+      text = gist(orig);
     }
     return h('button', {
       class: 'reply-quote', type: 'button', 'data-testid': 'reply-quote', 'data-target': String(seq),

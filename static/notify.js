@@ -75,7 +75,7 @@ export class Notifier {
     let note;
     try {
       note = new Notification(`${m.user.name}${where}`, {
-        body: String(m.body).slice(0, 200), tag: `${room.name}:${m.seq}`,
+        body: (String(m.body) || fileNames(m)).slice(0, 200), tag: `${room.name}:${m.seq}`,
       });
     } catch {
       return; // some browsers allow notifications only from a service worker
@@ -86,4 +86,10 @@ export class Notifier {
       this.handlers.openAt(room.name, m.seq);
     };
   }
+}
+
+/** A message of files alone is told by their names. */
+function fileNames(m) {
+  const names = Array.isArray(m.attachments) ? m.attachments.map((f) => String(f?.name ?? '')) : [];
+  return names.length ? `📎 ${names.join(', ')}` : '';
 }

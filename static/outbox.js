@@ -8,7 +8,10 @@
 // and a change is never applied twice.
 //
 // An entry is {clientId, kind, body, ts, status, ...}: kind 'send' (with replyTo), or
-// 'edit' (seq, body), 'delete' (seq), 'react' (seq, emoji, on). Only sends are shown
+// 'edit' (seq, body), 'delete' (seq), 'react' (seq, emoji, on). A send may carry
+// `attachments`: the file objects of uploads (§21), sent as their ids; kept whole so
+// that the pending message shows them, and resent with the same client_id like the
+// rest (the server attaches a file to one message only). Only sends are shown
 // as pending messages; a change that fails is dropped with a notice.
 
 const ACK_TIMEOUT_MS = 15000;
@@ -53,10 +56,12 @@ export class Outbox {
     }
   }
 
-  /** Queue a message; it goes out now if the room is live, else after the reconnect. */
-  post(room, body, replyTo = null) {
+  /** Queue a message (with the file objects of `attachments`, if any); it goes out now
+   *  if the room is live, else after the reconnect. */
+  post(room, body, replyTo = null, attachments = []) {
     const item = { clientId: newClientId(), kind: 'send', body, ts: Date.now(), status: 'queued' };
     if (Number.isInteger(replyTo)) item.replyTo = replyTo;
+    if (attachments.length) item.attachments = attachments;
     room.outbox.set(item.clientId, item);
     this.view.pendingChanged(room, item, { own: true });
     this._trySend(room, item);
@@ -199,6 +204,9 @@ export class Outbox {
     if (frame.type === 'send' || frame.type === 'edit') frame.body = item.body;
     if (frame.type !== 'send') frame.seq = item.seq;
     if (frame.type === 'send' && Number.isInteger(item.replyTo)) frame.reply_to = item.replyTo;
+    if (frame.type === 'send' && item.attachments?.length) {
+      frame.attachments = item.attachments.map((f) => f.id);
+    }
     if (frame.type === 'react') {
       frame.emoji = item.emoji;
       frame.on = item.on !== false;

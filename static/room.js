@@ -330,6 +330,8 @@ export function defineRoom({ RoomLog, validMessage, toRecord, isEvent, fold, Roo
         ts: Number.isInteger(f.ts) ? f.ts : Date.now(), client_id: f.client_id,
       };
       if (Number.isInteger(item.replyTo)) msg.reply_to = item.replyTo;
+      // The file objects the upload answered: what the `message` frame carries too.
+      if (item.attachments?.length) msg.attachments = item.attachments;
       if (this.add(msg)) {
         view.messagesAdded(this, [msg], { live: true, own: true });
         const changed = this._fold([msg]);

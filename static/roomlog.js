@@ -31,7 +31,7 @@ export function isLifecycle(m) {
 const EVENT_FIELDS = ['event', 'actor', 'target', 'role', 'until', 'topic', 'message_seq',
   'new_body', 'edited_at', 'emoji', 'on'];
 const MESSAGE_FIELDS = ['edited_at', 'deleted', 'reactions', 'reply_to', 'replies', 'state_seq',
-  'mentions'];
+  'mentions', 'attachments'];
 
 /** The part of a live `message` or `event` frame the log keeps. */
 export function toRecord(f) {
@@ -74,6 +74,7 @@ export function fold(rec, find) {
     delete msg.reactions;
     delete msg.edited_at;
     delete msg.mentions;
+    delete msg.attachments; // the files are deleted with the message
   } else if (msg.deleted) {
     // on a tombstone nothing else changes anything
   } else if (rec.event === 'edited') {
