@@ -116,6 +116,9 @@ class LimitSettings:
     search_burst: int = 10
     dm_rate: float = 0.1
     dm_burst: int = 10
+    # Uploads: each holds a GridFS write and, for a picture, a preview made in a thread.
+    upload_rate: float = 0.5
+    upload_burst: int = 20
     typing_every: float = 2.5  # a connection's typing frames per room, the rest dropped
 
 
@@ -213,9 +216,9 @@ class RateLimits:
             lease.refill = asyncio.ensure_future(self._refill(user_id, lease))
 
     async def costly(self, what: str, user_id: str) -> None:
-        """Spend one of the user's tokens for a costly request ("search", "dm"), or
-        raise Limited. Counted in Redis, so across processes; fails open like the
-        message rate."""
+        """Spend one of the user's tokens for a costly request ("search", "dm",
+        "upload"), or raise Limited. Counted in Redis, so across processes; fails open
+        like the message rate."""
         if self._skipping():
             return
         rate = float(getattr(self.settings, f"{what}_rate"))

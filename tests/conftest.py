@@ -74,7 +74,7 @@ def config(services: Services, tmp_path: Path) -> Config:
                              registrations_per_ip=100_000, login_failures_per_ip=1_000,
                              frame_rate=10_000, frame_burst=10_000, typing_every=0.0,
                              search_rate=10_000, search_burst=10_000, dm_rate=10_000,
-                             dm_burst=10_000),
+                             dm_burst=10_000, upload_rate=10_000, upload_burst=10_000),
         # Likewise for rooms, bots and tokens; the quota tests set the shipped values.
         quotas=Quotas(rooms_per_user=10_000, bots_per_user=1_000, tokens_per_bot=1_000),
         status_token=STATUS_TOKEN,

@@ -416,3 +416,22 @@ async def test_deleting_a_message_deletes_its_files(make_client, runtime):
     page = messages_of((await api(other, "GET", f"/api/rooms/{room}/messages",
                                   expect=200))["messages"])
     assert page[-1]["deleted"] is True and "attachments" not in page[-1]
+
+
+async def test_uploads_are_rate_limited_per_person(config, services):
+    # Each upload holds a GridFS write and maybe a preview: a burst, then a rate.
+    limits = dataclasses.replace(config.limits, upload_rate=0.01, upload_burst=2)
+    node = await open_node(dataclasses.replace(config, limits=limits), services)
+    try:
+        alice, bob = Client(node.base_url), Client(node.base_url)
+        await alice.register()
+        await bob.register()
+        room = await make_room(alice)
+        for n in range(2):
+            await uploaded(alice, room, b"x" * 10, f"{n}.txt")
+        status, body = await upload(alice, room, b"y" * 10, "late.txt")
+        assert status == 429, (status, body)
+        assert body["error"]["code"] == "rate_limited" and body["error"]["retry_after"] > 0
+        await uploaded(bob, await make_room(bob), b"z" * 10)  # per person
+    finally:
+        await close_node(node)

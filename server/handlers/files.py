@@ -23,6 +23,7 @@ from server.auth import Auth
 from server.files import FileError, Files, Upload
 from server.handlers.base import SECURITY_HEADERS, ApiError, BaseHandler
 from server.inflight import Inflight
+from server.limits import Limited, RateLimits
 from server.protocol import ProtocolError
 from server.sniff import SAFE_IMAGES
 from server.store import StoreError
@@ -59,9 +60,10 @@ class FilesHandler(BaseHandler):
 class UploadHandler(FilesHandler):
     """POST /api/rooms/<room>/files?name=<file name>: the body is the file's bytes."""
 
-    def initialize(self, auth: Auth, inflight: Inflight, files: Files  # type: ignore[override]
-                   ) -> None:
+    def initialize(self, auth: Auth, inflight: Inflight, files: Files,  # type: ignore[override]
+                   limits: RateLimits) -> None:
         super().initialize(auth, inflight, files)
+        self.limits = limits
         self.upload: Upload | None = None
         self.body_read = False
         self.refused = False
@@ -80,6 +82,10 @@ class UploadHandler(FilesHandler):
             return
         room = self.path_args[0]
         name = self.get_query_argument("name", None)
+        try:
+            await self.limits.costly("upload", self.user.id)
+        except Limited as e:
+            raise ApiError(429, "rate_limited", e.message, retry_after=e.retry_after) from None
         self.upload = await self.act(self.files.begin(self.user, room, name, declared))
         # The byte that passes the limit reaches data_received, which refuses the
         # upload with a 413. Tornado itself counts a chunked body by the sizes its
