@@ -18,6 +18,8 @@ each the median of `--repeat` runs (a fresh database each).
 
     python bench/store_writes.py [--messages 4000] [--in-flight 200] [--repeat 3]
     python bench/store_writes.py --mode indexes [--tick 100]
+
+`--untuned` runs secantusd without `server/secantus_tuning.py`, to price that too.
 """
 
 from __future__ import annotations
@@ -186,10 +188,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--max-batch", type=int, default=writer_module.MAX_BATCH,
                         help="sends per tick at most (the writer's MAX_BATCH)")
+    parser.add_argument("--untuned", action="store_true",
+                        help="run secantusd as shipped (without server/secantus_tuning.py)")
     args = parser.parse_args()
     writer_module.MAX_BATCH = args.max_batch
     with tempfile.TemporaryDirectory(prefix="store-writes-") as tmp:
-        service = start_on_free_port(lambda: mongo_service(Path(tmp)))
+        service = start_on_free_port(
+            lambda: mongo_service(Path(tmp), tuned=not args.untuned))
         try:
             assert service.pid is not None
             asyncio.run(run(service.url, service.pid, args))
