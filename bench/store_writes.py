@@ -76,7 +76,7 @@ async def measured(pid: int, n: int, work: Callable[[], Awaitable[None]]
 
 async def writer_run(url: str, pid: int, db_name: str, n: int, rooms: int, in_flight: int,
                      texts: list[str]) -> tuple[float, float]:
-    store = Store.connect(url, db_name)
+    store = Store.connect(url, db_name, timeout_ms=120_000)
     await store.setup()
     names = [f"room{r}" for r in range(rooms)]
     for name in names:
