@@ -13,8 +13,10 @@ messages, so the figure is the server's alone, whatever the client costs.
 - `indexes`: the same documents inserted with `insert_many` in ticks of `--tick` into
   collections that differ only in their indexes, to price each index on its own.
 
-Prints secantusd CPU-ms per 1,000 stored messages (= µs per message) and messages/s,
-each the median of `--repeat` runs (a fresh database each).
+Prints secantusd CPU-ms per 1,000 stored messages (= µs per message), messages/s, and
+this process's own CPU-ms per 1,000 (in `writer` mode: the writer, Motor and BSON, the
+chat server's side of storing), each the median of `--repeat` runs (a fresh database
+each).
 
     python bench/store_writes.py [--messages 4000] [--in-flight 200] [--repeat 3]
     python bench/store_writes.py --mode indexes [--tick 100]
@@ -66,16 +68,18 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def measured(pid: int, n: int, work: Callable[[], Awaitable[None]]
-                   ) -> tuple[float, float]:
-    """Run `work` (which stores n messages); secantusd µs per message and messages/s."""
-    cpu0, wall0 = cpu_seconds(pid), time.perf_counter()
+                   ) -> tuple[float, float, float]:
+    """Run `work` (which stores n messages): secantusd µs per message, messages/s, and
+    this process's µs per message (the writer, Motor and BSON: the chat server's side)."""
+    cpu0, own0, wall0 = cpu_seconds(pid), time.process_time(), time.perf_counter()
     await work()
     wall = time.perf_counter() - wall0
-    return 1e6 * (cpu_seconds(pid) - cpu0) / n, n / wall
+    return (1e6 * (cpu_seconds(pid) - cpu0) / n, n / wall,
+            1e6 * (time.process_time() - own0) / n)
 
 
 async def writer_run(url: str, pid: int, db_name: str, n: int, rooms: int, in_flight: int,
-                     texts: list[str]) -> tuple[float, float]:
+                     texts: list[str]) -> tuple[float, float, float]:
     store = Store.connect(url, db_name, timeout_ms=120_000)
     await store.setup()
     names = [f"room{r}" for r in range(rooms)]
@@ -123,7 +127,7 @@ INDEX_SETS: dict[str, tuple[list[tuple[list[tuple[str, int]], dict[str, Any]]], 
 
 
 async def indexes_run(url: str, pid: int, db_name: str, n: int, rooms: int, tick: int,
-                      texts: list[str], name: str) -> tuple[float, float]:
+                      texts: list[str], name: str) -> tuple[float, float, float]:
     client: AsyncIOMotorClient = AsyncIOMotorClient(url)
     coll = client[db_name].messages
     specs, id_kind = INDEX_SETS[name]
@@ -155,12 +159,14 @@ async def indexes_run(url: str, pid: int, db_name: str, n: int, rooms: int, tick
     return result
 
 
-def summary(label: str, results: list[tuple[float, float]]) -> str:
+def summary(label: str, results: list[tuple[float, float, float]]) -> str:
     cpu = [r[0] for r in results]
     rate = [r[1] for r in results]
+    own = [r[2] for r in results]
     return (f"{label:44} secantusd {statistics.median(cpu):7.0f} CPU-ms per 1,000 messages "
             f"({' / '.join(f'{c:.0f}' for c in cpu)}); "
-            f"{statistics.median(rate):6.0f} messages/s")
+            f"{statistics.median(rate):6.0f} messages/s; client side "
+            f"{statistics.median(own):4.0f} CPU-ms per 1,000")
 
 
 async def run(url: str, pid: int, args: argparse.Namespace) -> None:
