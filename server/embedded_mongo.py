@@ -151,8 +151,9 @@ def mongo_service(data_dir: Path, port: int | None = None,
         "--storage-path", str((workdir / "db").resolve()),
         "--auth",
         "--log-level", "WARNING",
-        # The oplog holds every write, a deleted message's text included, until it is
-        # pruned: the chat uses no change streams, so a minute is enough (default 1 h).
+        # Untuned (a replica set; see `tuned`), the oplog holds every write, a deleted
+        # message's text included, until it is pruned: the chat uses no change streams,
+        # so a minute is enough (default 1 h).
         "--oplog-retention-seconds", str(OPLOG_RETENTION_S),
     ]
     if test_commands:
