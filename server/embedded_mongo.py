@@ -59,6 +59,14 @@ from secantus.server import SecantusDBServer
 req = json.load(sys.stdin)
 listen = SecantusDBServer.start
 
+if req.get("tuning"):  # server/secantus_tuning.py, loaded by path: see its docstring
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("chat_secantus_tuning", req["tuning"])
+    tuning = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tuning)
+    if not tuning.install():
+        print("secantus_tuning: this SecantusDB differs; running it as shipped", file=sys.stderr)
+
 def provision_then_listen(server):
     ctx = CommandContext(connection_id=0, storage=server.storage, cursors=server.cursors,
                          db_name="admin")
@@ -95,13 +103,16 @@ class MongoService(ChildService):
     port: int = 0
     password_file: Path = Path()
     password: str = field(default="", repr=False)
+    tuned: bool = True  # standalone, with server/secantus_tuning.py in its process
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def config(self) -> bytes:
-        return json.dumps({"user": USER, "password": self.password}).encode()
+        tuning = str(Path(__file__).with_name("secantus_tuning.py")) if self.tuned else None
+        return json.dumps({"user": USER, "password": self.password,
+                           "tuning": tuning}).encode()
 
     def answering_pid(self) -> int | None:
         try:
@@ -124,7 +135,7 @@ class MongoService(ChildService):
 
 
 def mongo_service(data_dir: Path, port: int | None = None,
-                  test_commands: bool = False) -> MongoService:
+                  test_commands: bool = False, tuned: bool = True) -> MongoService:
     """A secantusd-py child (MongoDB wire protocol) with its data in data_dir/mongo.
 
     It runs with its data dir as working directory so it never picks up a stray
@@ -140,17 +151,23 @@ def mongo_service(data_dir: Path, port: int | None = None,
         "--storage-path", str((workdir / "db").resolve()),
         "--auth",
         "--log-level", "WARNING",
-        # The oplog holds every write, a deleted message's text included, until it is
-        # pruned: the chat uses no change streams, so a minute is enough (default 1 h).
+        # Untuned (a replica set; see `tuned`), the oplog holds every write, a deleted
+        # message's text included, until it is pruned: the chat uses no change streams,
+        # so a minute is enough (default 1 h).
         "--oplog-retention-seconds", str(OPLOG_RETENTION_S),
     ]
     if test_commands:
         argv.append("--enable-test-commands")
+    if tuned:
+        # A standalone server keeps no oplog: one write fewer per stored document, and
+        # no copy of a deleted message's text. It costs change streams and
+        # transactions, which the chat does not use (a real mongod is a replica set).
+        argv.append("--standalone")
     password_file = data_dir / "mongo.password"
     password = secret_file(password_file)
     return MongoService("secantusd-py", argv, workdir, data_dir / "mongo.log",
                         mongo_url(port, password), port=port,
-                        password_file=password_file, password=password)
+                        password_file=password_file, password=password, tuned=tuned)
 
 
 def mongo_url(port: int, password: str) -> str:
