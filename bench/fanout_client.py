@@ -101,12 +101,10 @@ class Member(WSListener):
 
     async def connect(self, target: str) -> None:
         """Open the socket, wait for `hello`, join the room and wait for `joined`."""
-        url = ws_url(target)
+        url = self.url_for(target)
         headers = {"Origin": target}
         if self.cookie:
             headers["Cookie"] = self.cookie
-        else:
-            url += f"?name={self.name}"
         try:
             ws, _ = await asyncio.wait_for(
                 ws_connect(
@@ -129,8 +127,17 @@ class Member(WSListener):
             ) from exc
         self.ws = ws
         await asyncio.wait_for(asyncio.shield(self.hello), CONNECT_TIMEOUT_S)
-        ws.send(TEXT, json.dumps({"type": "join", "room": self.room, "ref": "join"}))
+        self.send_frame({"type": "join", "room": self.room, "ref": "join"})
         await asyncio.wait_for(asyncio.shield(self.joined), CONNECT_TIMEOUT_S)
+
+    def url_for(self, target: str) -> str:
+        """The WebSocket URL to open (the user name in the query where there is no cookie)."""
+        return ws_url(target) + ("" if self.cookie else f"?name={self.name}")
+
+    def send_frame(self, frame: dict[str, Any]) -> None:
+        """Write one protocol frame."""
+        assert self.ws is not None
+        self.ws.send(TEXT, json.dumps(frame))
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         """picows hands over every frame but pings (it answers those itself)."""
@@ -186,9 +193,17 @@ class Member(WSListener):
 
     def on_message(self, text: str, now: int) -> None:
         """Account for one message received at `now` (perf_counter_ns); stays cheap."""
-        stats = self.stats
         try:
             frame = _loads(text)
+        except ValueError:
+            self.stats.malformed += 1
+            return
+        self.on_frame(frame, now)
+
+    def on_frame(self, frame: Any, now: int) -> None:
+        """Account for one parsed frame."""
+        stats = self.stats
+        try:
             kind = frame["type"]
             if kind == "message":
                 body = frame["body"]
@@ -261,8 +276,7 @@ class Sender:
             "client_id": client_id,
             "ref": client_id,
         }
-        assert self.member.ws is not None
-        self.member.ws.send(TEXT, json.dumps(frame))
+        self.member.send_frame(frame)
         self.sent += 1
 
     async def run(self, start: float) -> None:
@@ -342,6 +356,15 @@ async def drain(stats: Stats, senders: list[Sender], scenario: Scenario) -> None
         await asyncio.sleep(0.02)
 
 
+def member_class(protocol: str) -> type[Member]:
+    """The client class speaking `protocol` ("chat": ours and the baseline; "socketio")."""
+    if protocol == "socketio":
+        from eio_client import EioMember
+
+        return EioMember
+    return Member
+
+
 def cpu_seconds() -> float:
     """User + system CPU seconds of this process."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -360,7 +383,7 @@ async def run_slice(
     every process on the machine. Returns this process's raw counts and samples.
     """
     stats = Stats()
-    members = [Member(seat, stats) for seat in seats]
+    members = [member_class(scenario.protocol)(seat, stats) for seat in seats]
     senders = [
         Sender(member, f"{member.name}-{i}", scenario)
         for i, (member, seat) in enumerate(zip(members, seats, strict=True))

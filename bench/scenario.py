@@ -34,6 +34,7 @@ class Scenario:
     user_prefix: str = "bench"
     password: str = "bench-password-1"
     auth: str = "auto"
+    protocol: str = "chat"
 
     def check(self) -> None:
         """Refuse loads outside the harness's bounds."""
@@ -53,6 +54,8 @@ class Scenario:
             raise ValueError(f"source_ips must be 0..{MAX_SOURCE_IPS}")
         if self.auth not in ("auto", "none", "accounts"):
             raise ValueError("auth must be auto, none or accounts")
+        if self.protocol not in ("chat", "socketio"):
+            raise ValueError("protocol must be chat or socketio")
 
     @property
     def offered_deliveries_per_s(self) -> float:
@@ -128,6 +131,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     add("--password", default=d.password)
     add("--auth", choices=("auto", "none", "accounts"), default=d.auth,
         help="auto: accounts when GET / sets an _xsrf cookie")
+    add("--protocol", choices=("chat", "socketio"), default=d.protocol,
+        help="chat: our frames (ours, baseline_server.py); socketio: socketio_server.py")
 
 
 def from_flags(args: argparse.Namespace) -> Scenario:
