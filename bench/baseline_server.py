@@ -244,7 +244,8 @@ class OkHandler(tornado.web.RequestHandler):
 
 
 def make_app(
-    node: str, drop_every: int = 0, dup_every: int = 0, redis_url: str = ""
+    node: str, drop_every: int = 0, dup_every: int = 0, redis_url: str = "",
+    ping_interval: float = 20.0,
 ) -> tuple[tornado.web.Application, RedisBus | None]:
     """Build the baseline application with its own room registry (and Redis bus)."""
     rooms = Rooms(drop_every, dup_every)
@@ -255,16 +256,21 @@ def make_app(
         [
             (r"/ws", BroadcastSocket, socket_args),
             (r"/(?:healthz|readyz)", OkHandler),
-        ]
+        ],
+        # Idle sockets cost what keeping them alive costs: ping like ours does.
+        websocket_ping_interval=ping_interval or None,
+        websocket_ping_timeout=ping_interval or None,
     )
     return app, bus
 
 
 async def serve(
-    port: int, freeze_gc: bool, drop_every: int = 0, dup_every: int = 0, redis_url: str = ""
+    port: int, freeze_gc: bool, drop_every: int = 0, dup_every: int = 0, redis_url: str = "",
+    ping_interval: float = 20.0,
 ) -> None:
     """Listen on 127.0.0.1:`port` until SIGTERM or SIGINT."""
-    app, bus = make_app(f"baseline-{uuid.uuid4().hex[:6]}", drop_every, dup_every, redis_url)
+    app, bus = make_app(f"baseline-{uuid.uuid4().hex[:6]}", drop_every, dup_every, redis_url,
+                        ping_interval)
     if bus is not None:
         await bus.start()
     server = app.listen(port, address="127.0.0.1")
@@ -297,10 +303,12 @@ def main() -> None:
                         help="harness self-check: deliver every Nth delivery twice")
     parser.add_argument("--redis-url", default="",
                         help="fan messages out through this Redis's pub/sub")
+    parser.add_argument("--ping-interval", type=float, default=20.0, metavar="SECONDS",
+                        help="WebSocket ping every this many seconds, as ours (0 = none)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     asyncio.run(serve(args.port, not args.no_gc_freeze, args.drop_every, args.dup_every,
-                      args.redis_url))
+                      args.redis_url, args.ping_interval))
 
 
 if __name__ == "__main__":
