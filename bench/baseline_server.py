@@ -25,6 +25,8 @@ import time
 import uuid
 from typing import Any
 
+import redis.asyncio
+import redis.exceptions
 import tornado.web
 import tornado.websocket
 
@@ -96,8 +98,6 @@ class RedisBus:
     PREFIX = "bench-baseline:"
 
     def __init__(self, url: str, rooms: Rooms) -> None:
-        import redis.asyncio
-
         self.client = redis.asyncio.from_url(url)
         self.rooms = rooms
         self.queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
@@ -126,7 +126,13 @@ class RedisBus:
     async def _read(self) -> None:
         skip = len(self.PREFIX)
         while True:
-            msg = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+            try:
+                msg = await self.pubsub.get_message(ignore_subscribe_messages=True,
+                                                    timeout=1.0)
+            except (OSError, redis.exceptions.RedisError) as exc:  # resubscribes on next read
+                log.warning("subscriber lost: %s", exc)
+                await asyncio.sleep(0.5)
+                continue
             if msg is not None and msg["type"] == "pmessage":
                 self.rooms.deliver(msg["channel"][skip:].decode(), msg["data"])
 

@@ -218,6 +218,8 @@ class Member(WSListener):
                 stats.deliveries += 1
                 stats.last_delivery_ns = now
                 stats.latencies_ms.append((now - int(body[2 : body.index(";")])) / 1e6)
+                if self.sender is not None and self.sender.awaiting_echo:
+                    self.sender.on_echo(frame.get("client_id"))
             elif kind == "ack":
                 if self.sender is None:
                     stats.unexpected_acks += 1
@@ -258,7 +260,11 @@ class Sender:
         self.acked_after_error = 0
         self.error_after_ack = 0
         self.max_lag_s = 0.0
+        # Closed loop: a send stays "in flight" until its message comes back to this
+        # sender's own connection (it is a member of its room), not merely acked, so that
+        # a server that acks before fanning out cannot pile up an unbounded backlog.
         self.gate = asyncio.Semaphore(scenario.window)
+        self.awaiting_echo: set[str] = set()
         self.padding = "x" * max(0, scenario.body_bytes - 24)
         member.sender = self
 
@@ -269,6 +275,8 @@ class Sender:
         if not stats.first_send_ns:
             stats.first_send_ns = now
         self.pending[client_id] = self.sent_at[client_id] = now
+        if self.scenario.rate == 0:
+            self.awaiting_echo.add(client_id)
         frame = {
             "type": "send",
             "room": self.member.room,
@@ -313,8 +321,6 @@ class Sender:
             # Answered with an error first, acknowledged later: the message exists.
             self.rejected -= 1
             self.acked_after_error += 1
-        else:
-            self.gate.release()
         self.acked_ids.add(client_id)
         stats.ack_latencies_ms.append((now - sent_ns) / 1e6)
         stats.ack_sent_s.append(sent_ns / 1e9)
@@ -325,9 +331,15 @@ class Sender:
         ref = frame.get("ref") or ""
         if self.pending.pop(ref, None) is not None:
             self.rejected += 1
-            self.gate.release()
+            self.on_echo(ref)  # no message will come back for it
         elif ref in self.acked_ids:
             self.error_after_ack += 1
+
+    def on_echo(self, client_id: Any) -> None:
+        """This sender's own message came back (or never will): one more may go."""
+        if client_id in self.awaiting_echo:
+            self.awaiting_echo.discard(client_id)
+            self.gate.release()
 
     @property
     def acked(self) -> int:

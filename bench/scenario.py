@@ -114,7 +114,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     add("--members", type=int, default=d.members, help="connections per room, senders included")
     add("--senders-per-room", type=int, default=d.senders_per_room)
     add("--rate", type=float, default=d.rate, help="msg/s per sender; 0 = closed loop")
-    add("--window", type=int, default=d.window, help="in-flight sends per sender at rate 0")
+    add("--window", type=int, default=d.window,
+        help="at rate 0: sends per sender whose message has not come back yet")
     add("--duration", type=float, default=d.duration, help="seconds of sending")
     add("--drain-timeout", type=float, default=d.drain_timeout,
         help="after the last send, give up on owed deliveries after this long without any")
