@@ -127,14 +127,12 @@ class RedisBus:
         skip = len(self.PREFIX)
         while True:
             try:
-                msg = await self.pubsub.get_message(ignore_subscribe_messages=True,
-                                                    timeout=1.0)
+                async for msg in self.pubsub.listen():
+                    if msg["type"] == "pmessage":
+                        self.rooms.deliver(msg["channel"][skip:].decode(), msg["data"])
             except (OSError, redis.exceptions.RedisError) as exc:  # resubscribes on next read
                 log.warning("subscriber lost: %s", exc)
                 await asyncio.sleep(0.5)
-                continue
-            if msg is not None and msg["type"] == "pmessage":
-                self.rooms.deliver(msg["channel"][skip:].decode(), msg["data"])
 
     async def close(self) -> None:
         """Stop both tasks and the connections."""

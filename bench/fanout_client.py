@@ -139,6 +139,10 @@ class Member(WSListener):
         assert self.ws is not None
         self.ws.send(TEXT, json.dumps(frame))
 
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        """The upgrade succeeded: frames may arrive before `ws_connect` returns."""
+        self.ws = transport
+
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         """picows hands over every frame but pings (it answers those itself)."""
         now = time.perf_counter_ns()

@@ -12,7 +12,8 @@ Redis, ours; see `targets.py`), on a freshly started server:
 
 then on another fresh server, 5-7: `--sockets` idle sockets each joined to one of 100
 rooms: KB per socket, % of a core over the idle window, and CPU-seconds once they all
-hang up at once (`idle.py`). Ours runs with `--message-rate 1000 --message-burst 1000`:
+hang up at once (`idle.py`). Ours runs with `--message-rate 1000 --message-burst 1000
+--rooms-per-user 200`:
 the bursts measure fan-out, not the per-user rate limit.
 
 Prints each run, then a Markdown table of the medians with the ratios to the minimal
@@ -42,7 +43,7 @@ from run_fanout import environment
 from scenario import Scenario
 from targets import KINDS, LABELS, Target, start_target
 
-OURS_ARGS = ["--message-rate", "1000", "--message-burst", "1000"]
+OURS_ARGS = ["--message-rate", "1000", "--message-burst", "1000", "--rooms-per-user", "200"]
 
 # (row, key in a run's record, format); the first three columns are the medians.
 ROWS = [
