@@ -60,8 +60,8 @@ ROWS = [
 
 def scenarios(quick: bool, protocol: str) -> dict[str, Scenario]:
     """The three fan-out scenarios of the table, for clients speaking `protocol`."""
-    duration = 5.0 if quick else 15.0
-    common = {"duration": duration, "protocol": protocol, "source_ips": 20}
+    common: dict[str, Any] = {"duration": 5.0 if quick else 15.0, "protocol": protocol,
+                              "source_ips": 20}
     return {
         "burst": Scenario(rooms=10, members=100, senders_per_room=4, rate=0, window=8,
                           listener_accounts=60, workers=2, room_prefix="burst",

@@ -194,8 +194,9 @@ async def storm(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         ops_t0 = await asyncio.to_thread(opcounters, mongo_client)
         steady = _since(steady0, ops_t0)
         # CPU timeline of both processes and the services, every 100 ms from now on.
-        pids = {"A": a.pid, "B": b.pid, "redis-server": redis.proc.pid,  # type: ignore[union-attr]
-                "secantusd": mongo.proc.pid}  # type: ignore[union-attr]
+        assert redis.proc is not None and mongo.proc is not None
+        pids = {"A": a.pid, "B": b.pid, "redis-server": redis.proc.pid,
+                "secantusd": mongo.proc.pid}
         timeline: list[list[Any]] = []
         t0 = time.monotonic()
 

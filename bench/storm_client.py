@@ -105,7 +105,7 @@ class Resumer(WSListener):
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         if frame.msg_type is WSMsgType.CLOSE:
-            self.counts[f"close_{int(frame.get_close_code())}"] += 1
+            self.counts[f"close_{frame.get_close_code().value}"] += 1
             transport.send_close(WSCloseCode.OK)
             transport.disconnect()
             return
