@@ -19,8 +19,8 @@ the bursts measure fan-out, not the per-user rate limit.
 Prints each run, then a Markdown table of the medians with the ratios to the minimal
 server; `--json PATH` writes every run and the medians (input of `plots.py`).
 
-    python bench/perf_table.py [--repeat 3] [--json PATH]    # about 40 min
-    python bench/perf_table.py --quick                        # about 6 min, smaller
+    python bench/perf_table.py [--repeat 3] [--json PATH]    # about an hour
+    python bench/perf_table.py --quick                        # about 10 min, smaller
 """
 
 from __future__ import annotations
