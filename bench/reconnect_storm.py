@@ -162,7 +162,8 @@ async def storm(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         for w in range(args.workers):
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=worker_main, daemon=True, args=(
-                child, a.url, b.url, seats[w :: args.workers], args.jitter, 64))
+                child, a.url, b.url, seats[w :: args.workers], args.jitter, 64,
+                args.since_skew))
             proc.start()
             child.close()
             conns.append(parent)
@@ -306,6 +307,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--json", type=Path, metavar="PATH")
     parser.add_argument("--keep", action="store_true", help="keep the servers' logs")
+    parser.add_argument("--since-skew", type=int, default=0, metavar="N",
+                        help="harness self-check: resume with since = contiguous + N, so "
+                        "that up to N messages per client must be reported lost")
     args = parser.parse_args()
     if not 1 <= args.clients <= 9000 or not 1 <= args.rooms <= 100 or args.rate > 5:
         parser.error("--clients 1..9000, --rooms 1..100, --rate <= 5 (the server's limit)")
@@ -334,6 +338,8 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps(final, indent=1, sort_keys=True))
         print(f"results written to {args.json}")
+    if any(r["lost"] or r["duplicates"] for r in runs):
+        sys.exit("reconnect_storm: messages were lost or duplicated")
 
 
 if __name__ == "__main__":

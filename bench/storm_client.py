@@ -36,8 +36,10 @@ REFUSED_RETRY_S = 1.0
 class Resumer(WSListener):
     """One client in one room, surviving the loss of its server process."""
 
-    def __init__(self, seat: Seat, other_url: str, jitter_s: float, shared: Counter[str]):
+    def __init__(self, seat: Seat, other_url: str, jitter_s: float, shared: Counter[str],
+                 since_skew: int = 0):
         super().__init__()
+        self.since_skew = since_skew  # harness self-check: resume past what we hold
         self.seat = seat
         self.other_url = other_url
         self.jitter_s = jitter_s
@@ -141,7 +143,7 @@ class Resumer(WSListener):
         await asyncio.sleep(random.uniform(0, self.jitter_s))
         while not self.stopping:
             try:
-                await self.connect(self.other_url, since=self.contiguous)
+                await self.connect(self.other_url, since=self.contiguous + self.since_skew)
                 self.back_at = time.monotonic()
                 self.resuming = False
                 return
@@ -160,20 +162,21 @@ class Resumer(WSListener):
 
 
 def worker_main(conn: Connection, first_url: str, other_url: str, seats: list[Seat],
-                jitter_s: float, concurrency: int) -> None:
+                jitter_s: float, concurrency: int, since_skew: int = 0) -> None:
     """Entry point of a worker process."""
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     try:
-        asyncio.run(_work(conn, first_url, other_url, seats, jitter_s, concurrency))
+        asyncio.run(_work(conn, first_url, other_url, seats, jitter_s, concurrency,
+                          since_skew))
     except Exception as exc:  # the process's top level: report instead of dying silently
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
 
 
 async def _work(conn: Connection, first_url: str, other_url: str, seats: list[Seat],
-                jitter_s: float, concurrency: int) -> None:
+                jitter_s: float, concurrency: int, since_skew: int) -> None:
     counts: Counter[str] = Counter()
-    clients = [Resumer(seat, other_url, jitter_s, counts) for seat in seats]
+    clients = [Resumer(seat, other_url, jitter_s, counts, since_skew) for seat in seats]
     gate = asyncio.Semaphore(concurrency)
 
     async def first(client: Resumer) -> None:
