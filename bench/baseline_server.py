@@ -5,7 +5,11 @@ same frames, so that the difference to our server is the cost of auth, storage, 
 and bookkeeping. No auth (the user name comes from `?name=`), no storage, rooms and
 per-room sequence numbers in memory, one JSON serialization per message.
 
-    python bench/baseline_server.py --port 18887
+With `--redis-url`, it is the minimal Tornado + Redis server: each message is published
+to a Redis channel per room (in order, by one publisher) and delivered to local sockets
+when it comes back from the pub/sub subscription, as several processes would need.
+
+    python bench/baseline_server.py --port 18887 [--redis-url redis://127.0.0.1:6379/0]
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import time
 import uuid
 from typing import Any
 
+import redis.asyncio
+import redis.exceptions
 import tornado.web
 import tornado.websocket
 
@@ -86,11 +92,65 @@ class Rooms:
                     pass
 
 
+class RedisBus:
+    """Fan-out through Redis pub/sub: one ordered publisher, one pattern subscription."""
+
+    PREFIX = "bench-baseline:"
+
+    def __init__(self, url: str, rooms: Rooms) -> None:
+        self.client = redis.asyncio.from_url(url)
+        self.rooms = rooms
+        self.queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Subscribe, then start publishing and delivering."""
+        self.pubsub = self.client.pubsub()
+        await self.pubsub.psubscribe(self.PREFIX + "*")
+        self.tasks = [asyncio.create_task(self._publish()), asyncio.create_task(self._read())]
+
+    def publish(self, room: str, payload: bytes) -> None:
+        """Queue one serialized message for `room` (published in queue order)."""
+        self.queue.put_nowait((room, payload))
+
+    async def _publish(self) -> None:
+        while True:
+            batch = [await self.queue.get()]
+            while not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            pipe = self.client.pipeline(transaction=False)
+            for room, payload in batch:
+                pipe.publish(self.PREFIX + room, payload)
+            await pipe.execute()
+
+    async def _read(self) -> None:
+        skip = len(self.PREFIX)
+        while True:
+            try:
+                async for msg in self.pubsub.listen():
+                    if msg["type"] == "pmessage":
+                        self.rooms.deliver(msg["channel"][skip:].decode(), msg["data"])
+            except (OSError, redis.exceptions.RedisError) as exc:  # resubscribes on next read
+                log.warning("subscriber lost: %s", exc)
+                await asyncio.sleep(0.5)
+
+    async def close(self) -> None:
+        """Stop both tasks and the connections."""
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.pubsub.aclose()
+        await self.client.aclose()
+
+
 class BroadcastSocket(tornado.websocket.WebSocketHandler):
     """One client connection: hello, join, leave, send, ping."""
 
-    def initialize(self, rooms: Rooms, node: str, ids: itertools.count[int]) -> None:
+    def initialize(
+        self, rooms: Rooms, node: str, ids: itertools.count[int], bus: RedisBus | None
+    ) -> None:
         self.rooms = rooms
+        self.bus = bus
         self.node = node
         self.ids = ids
         self.joined: set[str] = set()
@@ -161,7 +221,10 @@ class BroadcastSocket(tornado.websocket.WebSocketHandler):
             {"type": "message", "room": room, "id": msg_id, "seq": seq, "user": self.user,
              "body": body, "ts": ts, "client_id": client_id}
         ).encode()
-        self.rooms.deliver(room, payload)
+        if self.bus is not None:
+            self.bus.publish(room, payload)
+        else:
+            self.rooms.deliver(room, payload)
 
     def _reply(self, frame: dict[str, Any], ref: Any) -> None:
         if ref is not None:
@@ -184,21 +247,36 @@ class OkHandler(tornado.web.RequestHandler):
         self.write({"ok": True})
 
 
-def make_app(node: str, drop_every: int = 0, dup_every: int = 0) -> tornado.web.Application:
-    """Build the baseline application with its own room registry."""
+def make_app(
+    node: str, drop_every: int = 0, dup_every: int = 0, redis_url: str = "",
+    ping_interval: float = 20.0,
+) -> tuple[tornado.web.Application, RedisBus | None]:
+    """Build the baseline application with its own room registry (and Redis bus)."""
     rooms = Rooms(drop_every, dup_every)
     ids = itertools.count(1)
-    return tornado.web.Application(
+    bus = RedisBus(redis_url, rooms) if redis_url else None
+    socket_args = {"rooms": rooms, "node": node, "ids": ids, "bus": bus}
+    app = tornado.web.Application(
         [
-            (r"/ws", BroadcastSocket, {"rooms": rooms, "node": node, "ids": ids}),
+            (r"/ws", BroadcastSocket, socket_args),
             (r"/(?:healthz|readyz)", OkHandler),
-        ]
+        ],
+        # Idle sockets cost what keeping them alive costs: ping like ours does.
+        websocket_ping_interval=ping_interval or None,
+        websocket_ping_timeout=ping_interval or None,
     )
+    return app, bus
 
 
-async def serve(port: int, freeze_gc: bool, drop_every: int = 0, dup_every: int = 0) -> None:
+async def serve(
+    port: int, freeze_gc: bool, drop_every: int = 0, dup_every: int = 0, redis_url: str = "",
+    ping_interval: float = 20.0,
+) -> None:
     """Listen on 127.0.0.1:`port` until SIGTERM or SIGINT."""
-    app = make_app(f"baseline-{uuid.uuid4().hex[:6]}", drop_every, dup_every)
+    app, bus = make_app(f"baseline-{uuid.uuid4().hex[:6]}", drop_every, dup_every, redis_url,
+                        ping_interval)
+    if bus is not None:
+        await bus.start()
     server = app.listen(port, address="127.0.0.1")
     if freeze_gc:
         # Start-up objects never become garbage; keep the collector from rescanning them.
@@ -212,6 +290,8 @@ async def serve(port: int, freeze_gc: bool, drop_every: int = 0, dup_every: int 
     await stop.wait()
     server.stop()
     await server.close_all_connections()
+    if bus is not None:
+        await bus.close()
 
 
 def main() -> None:
@@ -225,9 +305,14 @@ def main() -> None:
                         help="harness self-check: skip every Nth delivery")
     parser.add_argument("--dup-every", type=int, default=0, metavar="N",
                         help="harness self-check: deliver every Nth delivery twice")
+    parser.add_argument("--redis-url", default="",
+                        help="fan messages out through this Redis's pub/sub")
+    parser.add_argument("--ping-interval", type=float, default=20.0, metavar="SECONDS",
+                        help="WebSocket ping every this many seconds, as ours (0 = none)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    asyncio.run(serve(args.port, not args.no_gc_freeze, args.drop_every, args.dup_every))
+    asyncio.run(serve(args.port, not args.no_gc_freeze, args.drop_every, args.dup_every,
+                      args.redis_url, args.ping_interval))
 
 
 if __name__ == "__main__":

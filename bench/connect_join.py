@@ -23,10 +23,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accounts import ApiClient
-from fanout_client import Member, Stats
+from fanout_client import Stats, member_class
 from run_fanout import BENCH, ROOT, clean_env, start_server
 from scenario import Seat
 from servers import ServerProcess
@@ -34,13 +35,13 @@ from servers import ServerProcess
 PASSWORD = "bench-password-123"
 
 
-async def storm(url: str, seats: list[Seat], concurrency: int) -> float:
+async def storm(url: str, seats: list[Seat], concurrency: int, protocol: str = "chat") -> float:
     """Connect and join every seat, `concurrency` at a time; sockets per second."""
     stats = Stats()
-    members = [Member(seat, stats) for seat in seats]
+    members = [member_class(protocol)(seat, stats) for seat in seats]
     gate = asyncio.Semaphore(concurrency)
 
-    async def one(member: Member) -> None:
+    async def one(member: Any) -> None:
         async with gate:
             await member.connect(url)
 

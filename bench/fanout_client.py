@@ -101,12 +101,10 @@ class Member(WSListener):
 
     async def connect(self, target: str) -> None:
         """Open the socket, wait for `hello`, join the room and wait for `joined`."""
-        url = ws_url(target)
+        url = self.url_for(target)
         headers = {"Origin": target}
         if self.cookie:
             headers["Cookie"] = self.cookie
-        else:
-            url += f"?name={self.name}"
         try:
             ws, _ = await asyncio.wait_for(
                 ws_connect(
@@ -129,8 +127,21 @@ class Member(WSListener):
             ) from exc
         self.ws = ws
         await asyncio.wait_for(asyncio.shield(self.hello), CONNECT_TIMEOUT_S)
-        ws.send(TEXT, json.dumps({"type": "join", "room": self.room, "ref": "join"}))
+        self.send_frame({"type": "join", "room": self.room, "ref": "join"})
         await asyncio.wait_for(asyncio.shield(self.joined), CONNECT_TIMEOUT_S)
+
+    def url_for(self, target: str) -> str:
+        """The WebSocket URL to open (the user name in the query where there is no cookie)."""
+        return ws_url(target) + ("" if self.cookie else f"?name={self.name}")
+
+    def send_frame(self, frame: dict[str, Any]) -> None:
+        """Write one protocol frame."""
+        assert self.ws is not None
+        self.ws.send(TEXT, json.dumps(frame))
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        """The upgrade succeeded: frames may arrive before `ws_connect` returns."""
+        self.ws = transport
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         """picows hands over every frame but pings (it answers those itself)."""
@@ -186,9 +197,17 @@ class Member(WSListener):
 
     def on_message(self, text: str, now: int) -> None:
         """Account for one message received at `now` (perf_counter_ns); stays cheap."""
-        stats = self.stats
         try:
             frame = _loads(text)
+        except ValueError:
+            self.stats.malformed += 1
+            return
+        self.on_frame(frame, now)
+
+    def on_frame(self, frame: Any, now: int) -> None:
+        """Account for one parsed frame."""
+        stats = self.stats
+        try:
             kind = frame["type"]
             if kind == "message":
                 body = frame["body"]
@@ -203,6 +222,8 @@ class Member(WSListener):
                 stats.deliveries += 1
                 stats.last_delivery_ns = now
                 stats.latencies_ms.append((now - int(body[2 : body.index(";")])) / 1e6)
+                if self.sender is not None and self.sender.awaiting_echo:
+                    self.sender.on_echo(frame.get("client_id"))
             elif kind == "ack":
                 if self.sender is None:
                     stats.unexpected_acks += 1
@@ -243,7 +264,11 @@ class Sender:
         self.acked_after_error = 0
         self.error_after_ack = 0
         self.max_lag_s = 0.0
+        # Closed loop: a send stays "in flight" until its message comes back to this
+        # sender's own connection (it is a member of its room), not merely acked, so that
+        # a server that acks before fanning out cannot pile up an unbounded backlog.
         self.gate = asyncio.Semaphore(scenario.window)
+        self.awaiting_echo: set[str] = set()
         self.padding = "x" * max(0, scenario.body_bytes - 24)
         member.sender = self
 
@@ -254,6 +279,8 @@ class Sender:
         if not stats.first_send_ns:
             stats.first_send_ns = now
         self.pending[client_id] = self.sent_at[client_id] = now
+        if self.scenario.rate == 0:
+            self.awaiting_echo.add(client_id)
         frame = {
             "type": "send",
             "room": self.member.room,
@@ -261,8 +288,7 @@ class Sender:
             "client_id": client_id,
             "ref": client_id,
         }
-        assert self.member.ws is not None
-        self.member.ws.send(TEXT, json.dumps(frame))
+        self.member.send_frame(frame)
         self.sent += 1
 
     async def run(self, start: float) -> None:
@@ -299,8 +325,6 @@ class Sender:
             # Answered with an error first, acknowledged later: the message exists.
             self.rejected -= 1
             self.acked_after_error += 1
-        else:
-            self.gate.release()
         self.acked_ids.add(client_id)
         stats.ack_latencies_ms.append((now - sent_ns) / 1e6)
         stats.ack_sent_s.append(sent_ns / 1e9)
@@ -311,9 +335,15 @@ class Sender:
         ref = frame.get("ref") or ""
         if self.pending.pop(ref, None) is not None:
             self.rejected += 1
-            self.gate.release()
+            self.on_echo(ref)  # no message will come back for it
         elif ref in self.acked_ids:
             self.error_after_ack += 1
+
+    def on_echo(self, client_id: Any) -> None:
+        """This sender's own message came back (or never will): one more may go."""
+        if client_id in self.awaiting_echo:
+            self.awaiting_echo.discard(client_id)
+            self.gate.release()
 
     @property
     def acked(self) -> int:
@@ -342,6 +372,15 @@ async def drain(stats: Stats, senders: list[Sender], scenario: Scenario) -> None
         await asyncio.sleep(0.02)
 
 
+def member_class(protocol: str) -> type[Member]:
+    """The client class speaking `protocol` ("chat": ours and the baseline; "socketio")."""
+    if protocol == "socketio":
+        from eio_client import EioMember
+
+        return EioMember
+    return Member
+
+
 def cpu_seconds() -> float:
     """User + system CPU seconds of this process."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -360,7 +399,7 @@ async def run_slice(
     every process on the machine. Returns this process's raw counts and samples.
     """
     stats = Stats()
-    members = [Member(seat, stats) for seat in seats]
+    members = [member_class(scenario.protocol)(seat, stats) for seat in seats]
     senders = [
         Sender(member, f"{member.name}-{i}", scenario)
         for i, (member, seat) in enumerate(zip(members, seats, strict=True))

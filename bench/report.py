@@ -34,6 +34,17 @@ def percentiles(values: array[float]) -> dict[str, float]:
     }
 
 
+def cdf(values: array[float]) -> list[float]:
+    """The 0th, 1st, ..., 100th percentile of `values` plus 99.5 and 99.9 (nearest rank),
+    rounded to 0.01 ms: enough to draw the distribution without keeping every sample."""
+    if not values:
+        return []
+    ordered = sorted(values)
+    last = len(ordered) - 1
+    ranks = [q / 100 for q in range(101)] + [0.995, 0.999]
+    return [round(ordered[min(last, int(q * len(ordered)))], 2) for q in ranks]
+
+
 def ack_timeline(sent_s: array[float], latencies_ms: array[float], step_s: float) -> list[float]:
     """Median ack latency (ms) of the messages sent in each `step_s` slice of the run.
 
@@ -118,6 +129,7 @@ def build_result(
         "deliveries_per_s": round(m["deliveries"] / span_s, 1),
         "offered_deliveries_per_s": scenario.offered_deliveries_per_s,
         "latency_ms": latency,
+        "latency_cdf_ms": cdf(m["latencies"]),
         "ack_latency_ms": percentiles(m["ack_latencies"]),
         "ack_p50_ms_by_5s": ack_timeline(m["ack_sent"], m["ack_latencies"], 5.0),
         "max_send_lag_ms": round(m["max_send_lag_s"] * 1000, 2),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime
 import json
 import os
@@ -139,6 +140,22 @@ async def run_baseline(
         await asyncio.to_thread(server.stop)
 
 
+async def run_socketio(
+    scenario: Scenario, workdir: Path, label: str, idle_wait: float, extra: list[str]
+) -> dict[str, Any]:
+    """Start python-socketio + a scratch Redis (`targets.py`), run the scenario, stop."""
+    from targets import start_target  # targets.py builds on this module
+
+    target = await start_target("socketio", workdir, label)
+    try:
+        return await run_fanout(
+            target.url, dataclasses.replace(scenario, protocol="socketio"), label,
+            cpu_probe=target.cpu_seconds, idle_wait=idle_wait,
+        )
+    finally:
+        await asyncio.to_thread(target.stop)
+
+
 def clean_env() -> dict[str, str]:
     """This environment minus what would point our server at other services or ports."""
     return {
@@ -207,8 +224,8 @@ async def compare(
     `retry_noisy` times; the quietest attempt counts.
     """
     workdir = Path(tempfile.mkdtemp(prefix="bench-fanout-"))
-    runs: dict[str, list[dict[str, Any]]] = {"baseline": [], "ours": []}
-    runners = {"baseline": run_baseline, "ours": run_ours}
+    runs: dict[str, list[dict[str, Any]]] = {"baseline": [], "ours": [], "socketio": []}
+    runners = {"baseline": run_baseline, "ours": run_ours, "socketio": run_socketio}
     try:
         for i in range(1, repeat + 1):
             for name in servers:
@@ -236,11 +253,20 @@ async def compare(
         for key, value in meds.items():
             print(f"  {key}: {_fmt(value)}")
         return {"kind": "fanout-single", "repeat": repeat, servers[0]: meds}
-    base, ours = medians(runs["baseline"]), medians(runs["ours"])
-    table, ratios = comparison(base, ours)
-    print(f"\nmedians over {repeat} run(s) each, same scenario, same machine:\n{table}")
-    return {"kind": "fanout-comparison", "repeat": repeat, "baseline": base, "ours": ours,
-            "ratio_ours_over_baseline": ratios}
+    base = medians(runs["baseline"]) if "baseline" in servers else None
+    final: dict[str, Any] = {"kind": "fanout-comparison", "repeat": repeat}
+    for name in servers:
+        final[name] = medians(runs[name])
+        if base is None or name == "baseline":
+            continue
+        # "ours" is the baseline server's other column, as before; socketio has its own.
+        table, ratios = comparison(base, final[name])
+        if name != "ours":
+            table = table.replace("| ours |", f"| {name} |").replace("ours / baseline",
+                                                                   f"{name} / baseline")
+        print(f"\nmedians over {repeat} run(s) each, same scenario, same machine:\n{table}")
+        final[f"ratio_{name}_over_baseline"] = ratios
+    return final
 
 
 async def against_target(
@@ -298,8 +324,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="runs per server (1..10)")
     parser.add_argument("--target", help="run against this already-running server only")
     parser.add_argument("--keep", action="store_true", help="keep server logs and data dirs")
-    parser.add_argument("--servers", choices=("both", "baseline", "ours"), default="both",
-                        help="which servers to start (default both)")
+    parser.add_argument("--servers", choices=("both", "all", "baseline", "ours", "socketio"),
+                        default="both", help="which servers to start: both = baseline and "
+                        "ours; all = also python-socketio + Redis (socketio_server.py)")
     parser.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
                         help="before each run sends, wait up to this long for a quiet machine")
     parser.add_argument("--ours-args", default="", metavar="ARGS",
@@ -323,9 +350,10 @@ def main() -> None:
                 against_target(args.target, scenario, args.repeat, args.wait_idle)
             )
         else:
-            servers = ("baseline", "ours") if args.servers == "both" else (args.servers,)
+            servers = {"both": ("baseline", "ours"), "all": ("baseline", "ours", "socketio")
+                       }.get(args.servers, (args.servers,))
             extra = {"ours": shlex.split(args.ours_args),
-                     "baseline": shlex.split(args.baseline_args)}
+                     "baseline": shlex.split(args.baseline_args), "socketio": []}
             final = asyncio.run(
                 compare(scenario, args.repeat, args.keep, servers, args.wait_idle,
                         args.retry_noisy, extra)

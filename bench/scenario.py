@@ -34,6 +34,7 @@ class Scenario:
     user_prefix: str = "bench"
     password: str = "bench-password-1"
     auth: str = "auto"
+    protocol: str = "chat"
 
     def check(self) -> None:
         """Refuse loads outside the harness's bounds."""
@@ -53,6 +54,8 @@ class Scenario:
             raise ValueError(f"source_ips must be 0..{MAX_SOURCE_IPS}")
         if self.auth not in ("auto", "none", "accounts"):
             raise ValueError("auth must be auto, none or accounts")
+        if self.protocol not in ("chat", "socketio"):
+            raise ValueError("protocol must be chat or socketio")
 
     @property
     def offered_deliveries_per_s(self) -> float:
@@ -111,7 +114,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     add("--members", type=int, default=d.members, help="connections per room, senders included")
     add("--senders-per-room", type=int, default=d.senders_per_room)
     add("--rate", type=float, default=d.rate, help="msg/s per sender; 0 = closed loop")
-    add("--window", type=int, default=d.window, help="in-flight sends per sender at rate 0")
+    add("--window", type=int, default=d.window,
+        help="at rate 0: sends per sender whose message has not come back yet")
     add("--duration", type=float, default=d.duration, help="seconds of sending")
     add("--drain-timeout", type=float, default=d.drain_timeout,
         help="after the last send, give up on owed deliveries after this long without any")
@@ -128,6 +132,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     add("--password", default=d.password)
     add("--auth", choices=("auto", "none", "accounts"), default=d.auth,
         help="auto: accounts when GET / sets an _xsrf cookie")
+    add("--protocol", choices=("chat", "socketio"), default=d.protocol,
+        help="chat: our frames (ours, baseline_server.py); socketio: socketio_server.py")
 
 
 def from_flags(args: argparse.Namespace) -> Scenario:

@@ -67,6 +67,23 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def rss_kb(pid: int) -> int:
+    """Resident set size of one live process in KiB (VmRSS of /proc/<pid>/status; 0 if gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def cpu_of(pid: int) -> float:
+    """User + system CPU seconds of one live process (0 if it is gone)."""
+    return _cpu_of(pid)
+
+
 def _cpu_of(pid: int) -> float:
     """User + system CPU seconds of one live process (0 if it is gone)."""
     try:
@@ -133,6 +150,14 @@ class ServerProcess:
         for pid in descendants(self.pid):
             name = "server" if pid == self.pid else _role(pid)
             used[name] = used.get(name, 0.0) + _cpu_of(pid)
+        return used
+
+    def rss_kb(self) -> dict[str, int]:
+        """Resident memory (KiB) of the server and of each kind of child it runs."""
+        used: dict[str, int] = {}
+        for pid in descendants(self.pid):
+            name = "server" if pid == self.pid else _role(pid)
+            used[name] = used.get(name, 0) + rss_kb(pid)
         return used
 
     def stop(self) -> tuple[int | None, float, list[int]]:
