@@ -90,6 +90,9 @@ class LocalRooms:
     def disconnect(self, member: Member) -> list[tuple[str, bool, bool]]:
         """Forget a connection and take it out of its rooms; returns, per room left,
         (room, room now empty here, user's last connection in it here)."""
+        if member not in self._conns:
+            # Closed during the upgrade, before open(): it has no user yet, no rooms.
+            return []
         left = []
         for room in list(self._conns.get(member, ())):
             outcome = self.leave(room, member)

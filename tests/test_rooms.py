@@ -140,3 +140,16 @@ def test_leaving_drops_a_floor():
     rooms.set_floor("r", a, 3, now=0.0)
     rooms.leave("r", a)
     assert not rooms.has_floors("r")
+
+
+class Unopened:
+    """A socket closed during its upgrade: on_close runs, open() never did, so it has
+    no user (reading one raises AttributeError, as Tornado's handler would)."""
+
+
+def test_a_socket_closed_before_it_opened_leaves_nothing_and_raises_nothing():
+    rooms = LocalRooms()
+    a1 = connected(rooms, b"a1", ANN)
+    joined(rooms, a1, "r")
+    assert rooms.disconnect(Unopened()) == []  # type: ignore[arg-type]
+    assert rooms.local_users("r") == ["1"] and rooms.open_connections == 1
