@@ -335,6 +335,7 @@ class Chat:
 
     def _member_change(self, change: MemberChange) -> None:
         """Apply a membership change (from any process) to this process's sockets."""
+        self.team.cache.forget(change)
         room, payload = change.room, change.payload
         if change.user == "*":  # the room itself: topic, archived
             if payload.get("archived"):

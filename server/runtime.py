@@ -145,6 +145,7 @@ class Runtime:
         self.writer = MessageWriter(self.store, seqs, self.metrics)
         self.delivery = Delivery(self.store, self.bus, rooms, seqs, self.metrics,
                                  node_id=cfg.node_id, check_interval=cfg.presence_ttl / 3)
+        self.delivery.on_revoke = self.auth.forget
         presence = Presence(self.redis, cfg.redis_prefix, cfg.node_id, ttl=cfg.presence_ttl)
         team = Team(self.store, self.writer, presence, self.admins, node_id=cfg.node_id,
                     max_rooms=cfg.quotas.rooms_per_user)
