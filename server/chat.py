@@ -349,6 +349,7 @@ class Chat:
                 view = {k: v for k, v in payload.items() if k != "actor"}
                 out = protocol.dump(protocol.RoomAdded(view, payload.get("actor")))
             case "read":
+                self.join_reads.moved(room, change.user, int(payload.get("seq", 0)))
                 out = protocol.dump(protocol.ReadPosition(room, int(payload.get("seq", 0))))
                 exclude = str(payload.get("exclude", "")).encode()
                 conns = [c for c in conns if c.conn_id != exclude]

@@ -7,7 +7,8 @@ begin after all of them asked: each joiner gets exactly the page a read of its o
 would have given. Per room and batch: the top (no query when this process already
 delivers the room without a hole: its watermark is the top), one page read for the
 joins without `since` and one for the resumes (after the lowest `since`; a resume
-with nothing missed reads nothing), and one read of the joiners' read positions.
+with nothing missed reads nothing), and one read of the read positions this process
+does not know (it keeps them POSITION_SECONDS, moved on by every `read` command).
 Unread counts come from the page when it holds everything after the read position.
 """
 
@@ -18,14 +19,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from server import protocol
+from server.cache import Expiring
 from server.delivery import Delivery
 from server.model import Message, Record
 from server.seqs import RoomSeqs
 from server.store import UNREAD_CAP, Store
+from server.store.members import member_key
 
 JOIN_BACKLOG = 50  # records of a join's page without `since`
 SINCE_PAGE = 100  # records of a resume's page
 RESUME_READ_MAX = 1000  # records one shared resume read may fetch
+# Read positions, kept current by the `read` commands every process receives.
+POSITION_SECONDS = 30.0
+POSITION_SIZE = 100_000
 
 
 @dataclass(slots=True)
@@ -55,6 +61,7 @@ class JoinReads:
         self.delivery = delivery
         self.seqs = seqs
         self._pending: dict[str, list[Joining]] = {}
+        self.positions: Expiring[str, int] = Expiring(POSITION_SECONDS, POSITION_SIZE)
         self._running: set[asyncio.Task[None]] = set()
         self.batches = 0  # room batches read (for tests and measurements)
 
@@ -67,6 +74,14 @@ class JoinReads:
         joining = Joining(user_id, known, since)
         self._pending.setdefault(room, []).append(joining)
         return await joining.done
+
+    def moved(self, room: str, user_id: str, seq: int) -> None:
+        """A user's read position in a room moved to `seq` (a `read` command)."""
+        key = member_key(room, user_id)
+        known = self.positions.get(key)
+        self.positions.drop(key)  # and reads under way keep what they found to themselves
+        if known is not None:
+            self.positions.fill(key, max(known, seq), self.positions.version)
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, {}
@@ -113,15 +128,25 @@ class JoinReads:
             reads.append(asyncio.ensure_future(read_latest()))
         if resumes:
             reads.append(asyncio.ensure_future(read_resumes()))
-        positions = asyncio.ensure_future(
-            self.store.room_read_positions(room, list({j.user_id for j in joins})))
+        read: dict[str, int] = {}
+        for j in joins:
+            known_position = self.positions.get(member_key(room, j.user_id))
+            if known_position is not None:
+                read[j.user_id] = known_position
+        unknown = list({j.user_id for j in joins} - read.keys())
+        version = self.positions.version
+        positions = asyncio.ensure_future(self.store.room_read_positions(room, unknown)
+                                          if unknown else _nothing())
         reads.append(positions)
         try:
             await asyncio.gather(*reads)
         finally:
             for each in reads:
                 each.cancel()
-        read = positions.result()
+        found = positions.result()
+        for uid in unknown:
+            read[uid] = found.get(uid, 0)
+            self.positions.fill(member_key(room, uid), read[uid], version)
         for j in joins:
             messages, has_more = pages[id(j)]
             last_read = read.get(j.user_id, 0)
@@ -152,6 +177,10 @@ class JoinReads:
                 pages[id(j)] = await self.store.messages(room, after=since, limit=SINCE_PAGE,
                                                          top=top)
         return pages
+
+
+async def _nothing() -> dict[str, int]:
+    return {}
 
 
 def _unread(records: list[Record], has_more: bool, since: int | None, last_read: int,

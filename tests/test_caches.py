@@ -7,6 +7,7 @@ import pytest
 from tornado.httpclient import HTTPClientError
 
 from tests.client import PASSWORD, Client
+from tests.test_api import seed
 from tests.test_team import api, make_room, person
 
 
@@ -87,3 +88,21 @@ async def test_a_role_given_on_one_process_is_the_role_on_the_other(make_client,
     await ws.expect("room_updated")
     assert (await api(helper, "DELETE", kick))[0] == 204
     await ws_troll.expect("room_removed")
+
+
+async def test_a_read_position_moved_on_one_process_is_the_one_a_join_on_the_other_gets(
+        make_client, base_url, second_node):
+    author = await person(make_client)
+    ws = await author.ws()
+    await ws.join("general")
+    seqs = await seed(ws, "general", 5)
+    reader = await person(make_client, second_node.base_url)
+    there = await reader.ws()
+    first = await there.join("general")  # that process now knows the position
+    assert (first["last_read"], first["unread"]) == (0, 5)
+    here = await copy_of(reader, base_url).ws()
+    await here.join("general")
+    await here.call({"type": "read", "room": "general", "seq": seqs[3]})
+    assert (await there.expect("read"))["seq"] == seqs[3]
+    again = await (await reader.ws()).join("general")
+    assert (again["last_read"], again["unread"], again["mentions"]) == (seqs[3], 1, 0)
