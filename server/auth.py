@@ -18,6 +18,8 @@ from typing import Protocol, TypeVar
 
 import bcrypt
 
+from server.cache import Batch, Expiring
+from server.envelope import CloseCredential, CloseUser
 from server.metrics import Metrics
 from server.model import User
 from server.store import Conflict, Store, StoreError
@@ -29,6 +31,10 @@ T = TypeVar("T")
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
 PASSWORD_MIN_BYTES = 8
 PASSWORD_MAX_BYTES = 72  # bcrypt's limit: longer input is an error, never truncated
+# Sessions looked up lately, by credential digest: a reconnecting crowd costs MongoDB
+# one lookup per session per SESSION_CACHE_SECONDS. Revocations drop them at once.
+SESSION_CACHE_SECONDS = 10.0
+SESSION_CACHE_SIZE = 100_000
 
 
 class AuthError(Exception):
@@ -84,8 +90,17 @@ class Auth:
 
     def __init__(self, store: Store, *, executor: Executor | None = None, rounds: int = 12,
                  session_ttl: dt.timedelta = dt.timedelta(days=30), threads: int = 4,
-                 max_hashing: int = 32, metrics: Metrics | None = None) -> None:
+                 max_hashing: int = 32, metrics: Metrics | None = None,
+                 session_cache_seconds: float = SESSION_CACHE_SECONDS) -> None:
         self.store = store
+        # digest of the session id -> its user; see forget() for what drops entries.
+        self.sessions: Expiring[str, User] = Expiring(session_cache_seconds,
+                                                       SESSION_CACHE_SIZE)
+        self._session_batch: Batch[str, tuple[User, dt.datetime]] = Batch(
+            self.store.session_users)
+        # Credentials and user ids revoked lately (-> when): a socket whose lookup
+        # finished before the revocation, but which opens after it, is closed (revoked()).
+        self._revoked: dict[str, float] = {}
         self.rounds = rounds
         self.session_ttl = session_ttl
         self.session_days = max(1, session_ttl.days)
@@ -143,10 +158,50 @@ class Auth:
         return sid
 
     async def session_user(self, sid: str) -> User | None:
-        return await self.store.session_user(sid)
+        """The user of a live session: from the cache, else batched with the other
+        lookups of this loop turn into one query."""
+        digest = token_digest(sid)
+        user = self.sessions.get(digest)
+        if user is not None:
+            return user
+        version = self.sessions.version
+        found = await self._session_batch.load(sid)
+        if found is None:
+            return None
+        user, expires = found
+        left = (expires - dt.datetime.now(dt.timezone.utc)).total_seconds()
+        self.sessions.fill(digest, user, version, min(self.sessions.ttl, left))
+        return user
 
     async def end_session(self, sid: str) -> None:
         await self.store.delete_session(sid)
+        self.forget(CloseCredential(token_digest(sid)))
+
+    def forget(self, command: CloseCredential | CloseUser) -> None:
+        """A revocation (from this process or another): drop what it makes stale."""
+        now = time.monotonic()
+        self._forget_old(now)
+        match command:
+            case CloseCredential(credential):
+                self.sessions.drop(credential)
+                self._revoked[credential] = now
+            case CloseUser(user_ids):
+                ids = set(user_ids)
+                self.sessions.drop_where(lambda _, user: user.id in ids)
+                for uid in ids:
+                    self._revoked[uid] = now
+
+    def revoked(self, credential: str | None, user_id: str, since: float) -> bool:
+        """Whether the credential or the user was revoked at or after `since`
+        (time.monotonic()), within the last SESSION_CACHE_SECONDS."""
+        return any(self._revoked.get(key, -1.0) >= since
+                   for key in (credential, user_id) if key is not None)
+
+    def _forget_old(self, now: float) -> None:
+        cutoff = now - SESSION_CACHE_SECONDS
+        oldest = next(iter(self._revoked.values()), now)
+        if oldest < cutoff:
+            self._revoked = {k: t for k, t in self._revoked.items() if t >= cutoff}
 
     async def change_password(self, user: User, old: object, new: object,
                               keep_sid: str | None, *, trusted: bool = False) -> list[str]:
@@ -163,7 +218,10 @@ class Auth:
                 raise AuthError("unauthorized", "the current password is wrong")
             hashed = await self._hash(place, raw_new)
         await self.store.set_password(user.id, hashed)
-        return await self.store.delete_user_sessions(user.id, keep=keep_sid)
+        revoked = await self.store.delete_user_sessions(user.id, keep=keep_sid)
+        for sid in revoked:
+            self.forget(CloseCredential(token_digest(sid)))
+        return revoked
 
     async def token_user(self, token: str) -> User | None:
         if not token.startswith(TOKEN_PREFIX) or len(token) > 128:

@@ -19,6 +19,7 @@ from server.changes import MessageChanges
 from server.delivery import Delivery
 from server.envelope import CloseCredential, MemberChange
 from server.files import Claim, Files
+from server.joinreads import JoinReads
 from server.model import User
 from server.presence import Coalescer, Presence, PresenceError
 from server.protocol import ProtocolError
@@ -29,9 +30,6 @@ from server.team import Access, Team
 from server.writer import MessageWriter, unavailable
 
 log = logging.getLogger(__name__)
-
-JOIN_BACKLOG = 50
-SINCE_PAGE = 100
 
 
 class Chat:
@@ -55,6 +53,7 @@ class Chat:
         self.presence_ttl = presence_ttl
         self.send_timeout = send_timeout
         self._presence_frames = Coalescer(self._send_presence, presence_hold)
+        self.join_reads = JoinReads(store, delivery, seqs)
         self._heartbeat: asyncio.Task[None] | None = None
         self._departures: set[asyncio.Task[None]] = set()
         # What a send or typing here must respect, for the users joined here: each
@@ -123,19 +122,16 @@ class Chat:
         self._standing(access)
         try:
             await self.delivery.subscribe(room, again=new_room)
-            members, elsewhere = await self.presence.enter(room, conn.user)
-            # Read after subscribing: every message stored later arrives live.
-            # The room document was read a moment ago: only seqs above its recorded
-            # top are read again (one round trip, not two).
-            last_seq = await self.delivery.read_top(room, int(access.room.get("seq", 0)))
-            if since is None:
-                page = self.store.messages(room, limit=JOIN_BACKLOG, top=last_seq)
-            else:
-                page = self.store.messages(room, after=since, limit=SINCE_PAGE, top=last_seq)
-            (messages, has_more), read = await asyncio.gather(
-                page, self.read_state(conn.user, room))
-            messages, cut = protocol.fit_page(messages, newest=since is None)
-            has_more = has_more or cut
+            # Read after subscribing: every message stored later arrives live. Joins
+            # of the same room in the same loop turn share their reads. The room
+            # document's recorded top saves reading seqs below it again.
+            (members, elsewhere), page = await asyncio.gather(
+                self.presence.enter(room, conn.user),
+                self.join_reads.read(room, conn.user.id, int(access.room.get("seq", 0)),
+                                     since))
+            last_seq, read = page.top, page.read
+            messages, cut = protocol.fit_page(page.messages, newest=since is None)
+            has_more = page.has_more or cut
         except (StoreError, BusError, PresenceError) as e:
             log.warning("join %s failed: %s", room, e)
             if not already:
@@ -335,6 +331,7 @@ class Chat:
 
     def _member_change(self, change: MemberChange) -> None:
         """Apply a membership change (from any process) to this process's sockets."""
+        self.team.cache.forget(change)
         room, payload = change.room, change.payload
         if change.user == "*":  # the room itself: topic, archived
             if payload.get("archived"):
@@ -352,6 +349,7 @@ class Chat:
                 view = {k: v for k, v in payload.items() if k != "actor"}
                 out = protocol.dump(protocol.RoomAdded(view, payload.get("actor")))
             case "read":
+                self.join_reads.moved(room, change.user, int(payload.get("seq", 0)))
                 out = protocol.dump(protocol.ReadPosition(room, int(payload.get("seq", 0))))
                 exclude = str(payload.get("exclude", "")).encode()
                 conns = [c for c in conns if c.conn_id != exclude]

@@ -70,6 +70,8 @@ class Delivery:
         self._tasks: set[asyncio.Task[Any]] = set()
         # Set by Chat: applies a membership change to this process's sockets.
         self.on_member_change: Callable[[MemberChange], None] | None = None
+        # Set by the runtime: drops what a revocation makes stale (cached sessions).
+        self.on_revoke: Callable[[CloseCredential | CloseUser], None] | None = None
 
     async def start(self) -> None:
         """Start listening to Redis; raises BusError if it cannot subscribe."""
@@ -245,6 +247,8 @@ class Delivery:
         self._apply(command)
 
     def _apply(self, command: Command) -> None:
+        if isinstance(command, CloseCredential | CloseUser) and self.on_revoke is not None:
+            self.on_revoke(command)
         match command:
             case CloseCredential(credential):
                 self.rooms.shut_credential(credential, 1008, "credential revoked")

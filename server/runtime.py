@@ -114,6 +114,7 @@ class Runtime:
         self.writer = MessageWriter(self.store, seqs, self.metrics)
         self.delivery = Delivery(self.store, self.bus, rooms, seqs, self.metrics,
                                  node_id=cfg.node_id, check_interval=cfg.presence_ttl / 3)
+        self.delivery.on_revoke = self.auth.forget
         # Typed for one Redis; the cluster client has the same commands (see
         # docs/scaling.md for what presence needs on a cluster).
         presence = Presence(cast(Redis, self.redis), cfg.redis_prefix, cfg.node_id,

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from server import protocol
+from server.access import AccessCache
 from server.admins import Admins
 from server.envelope import MemberChange
 from server.model import Event, User
@@ -138,6 +139,7 @@ class Team:
         self.max_rooms = max_rooms
         self.timeout = timeout
         self.notify: Notify | None = None  # set by Chat: carries MemberChange everywhere
+        self.cache = AccessCache(store)  # Chat feeds it every MemberChange (forget)
 
     # Seeing ------------------------------------------------------------------------
 
@@ -147,10 +149,10 @@ class Team:
             raise TeamError(protocol.BAD_REQUEST,
                             "room name must match ^[a-z0-9][a-z0-9_-]{0,63}$")
         try:
-            doc = await self.store.room(room)
+            doc = await self.cache.room(room)
             if doc is None:
                 raise not_found(room)
-            member = await self.store.member(room, user.id)
+            member = await self.cache.member(room, user.id)
         except StoreError:
             raise unavailable("the message store") from None
         if member is not None and member.get("state") != "member":
@@ -174,6 +176,7 @@ class Team:
         access = await self.access(user, room)
         if access.member is not None:
             return access
+        version = self.cache.member_version()
         try:
             added, member = await self.store.add_member(room, user)
         except Banned as e:
@@ -181,6 +184,7 @@ class Team:
                             until=e.until) from None
         except StoreError:
             raise unavailable("the message store") from None
+        self.cache.learnt(member, version)
         if added:
             await self._event(user, room, "joined")
             await self._tell(room, user.id, "added", room_view(access.room, member), user)

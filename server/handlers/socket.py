@@ -68,6 +68,7 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             self.set_header(name, value)
 
     async def prepare(self) -> None:
+        self._looked_up = time.monotonic()
         try:
             caller = await resolve_user(self, self.auth)
         except StoreError:
@@ -131,6 +132,11 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         self._counted = True
         self.chat.connect(self)
         self.metrics.ws_connects.inc()
+        if self.auth.revoked(self.credential, self.user.id, self._looked_up):
+            # Revoked after the lookup, before this socket was among those a
+            # revocation closes: close it now.
+            self.shut(1008, "credential revoked")
+            return
         self.send_raw(protocol.dump(protocol.Hello(self.user, self.chat.node_id)))
 
     def on_finish(self) -> None:

@@ -159,6 +159,20 @@ class Accounts(InviteCodes, Collections):
         user = User.from_doc(doc["user"])
         return None if await self.is_deactivated(user.id) else user
 
+    async def session_users(self, sids: list[str]) -> dict[str, tuple[User, dt.datetime]]:
+        """`session_user` of many sessions in two queries: each live session's user
+        and expiry (deactivated accounts', and unknown or expired sessions, missing)."""
+        with _errors():
+            docs = await self.db.sessions.find(
+                {"_id": {"$in": sids}, "expires_at": {"$gt": _utcnow()}},
+                {"user": 1, "expires_at": 1}).to_list(None)
+            found = {d["_id"]: (User.from_doc(d["user"]), d["expires_at"]) for d in docs}
+            ids = list({ObjectId(user.id) for user, _ in found.values()})
+            gone = {str(d["_id"]) for d in await self.db.users.find(
+                {"_id": {"$in": ids}, "deactivated_at": {"$ne": None}}, {"_id": 1}
+            ).to_list(None)} if ids else set()
+        return {sid: entry for sid, entry in found.items() if entry[0].id not in gone}
+
     async def delete_session(self, sid: str) -> None:
         with _errors():
             await self.db.sessions.delete_one({"_id": sid})

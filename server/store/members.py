@@ -52,6 +52,12 @@ class Members(Collections):
         with _errors():
             return await self.db.members.find_one({"_id": member_key(room, user_id)})
 
+    async def members_by_key(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        """`member` of many (room, user) keys (`member_key`) in one query."""
+        with _errors():
+            docs = await self.db.members.find({"_id": {"$in": keys}}).to_list(None)
+        return {d["_id"]: d for d in docs}
+
     async def add_member(self, room: str, user: User, role: str = "member"
                          ) -> tuple[bool, dict[str, Any]]:
         """Make the user a member (if not one already); returns (added, the document).

@@ -96,6 +96,12 @@ class RoomsAndMessages(FileRecords):
         with _errors():
             return await self.db.rooms.find_one({"_id": name})
 
+    async def rooms_named(self, names: list[str]) -> dict[str, dict[str, Any]]:
+        """`room` of many names in one query (missing rooms are missing)."""
+        with _errors():
+            docs = await self.db.rooms.find({"_id": {"$in": names}}).to_list(None)
+        return {d["_id"]: d for d in docs}
+
     async def rooms(self, *, after: str | None = None, limit: int = 1000,
                     also: list[str] | None = None) -> tuple[list[dict[str, Any]], bool]:
         """A page of the public rooms (and of the rooms named in `also`: the caller's

@@ -38,6 +38,14 @@ class Reads(Collections):
                 {"_id": {"$in": [member_key(room, user_id) for room in rooms]}}).to_list(None)
         return {d["room"]: int(d["seq"]) for d in docs}
 
+    async def room_read_positions(self, room: str, user_ids: list[str]) -> dict[str, int]:
+        """Several users' read positions in one room (user id -> seq; never read: absent)."""
+        with _errors():
+            docs = await self.db.reads.find(
+                {"_id": {"$in": [member_key(room, uid) for uid in user_ids]}},
+                {"uid": 1, "seq": 1}).to_list(None)
+        return {d["uid"]: int(d["seq"]) for d in docs}
+
     async def unread(self, room: str, user_id: str, after: int) -> tuple[int, int]:
         """(unread, mentions) in the room after `after`, each capped at UNREAD_CAP: the
         messages of others (not events, not tombstones), and those that mention the

@@ -1,0 +1,202 @@
+"""The reads of a join, shared: the joins of one room that arrive in the same loop turn
+(a reconnecting crowd) read the room's top, its page and their read positions together.
+
+Every join in a batch asked after it had subscribed and registered as joining (so
+anything stored later reaches it live, held until its `joined`), and the batch's reads
+begin after all of them asked: each joiner gets exactly the page a read of its own
+would have given. Per room and batch: the top (no query when this process already
+delivers the room without a hole: its watermark is the top), one page read for the
+joins without `since` and one for the resumes (after the lowest `since`; a resume
+with nothing missed reads nothing), and one read of the read positions this process
+does not know (it keeps them POSITION_SECONDS, moved on by every `read` command).
+Unread counts come from the page when it holds everything after the read position.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from server import protocol
+from server.cache import Expiring
+from server.delivery import Delivery
+from server.model import Message, Record
+from server.seqs import RoomSeqs
+from server.store import UNREAD_CAP, Store
+from server.store.members import member_key
+
+JOIN_BACKLOG = 50  # records of a join's page without `since`
+SINCE_PAGE = 100  # records of a resume's page
+RESUME_READ_MAX = 1000  # records one shared resume read may fetch
+# Read positions, kept current by the `read` commands every process receives.
+POSITION_SECONDS = 30.0
+POSITION_SIZE = 100_000
+
+
+@dataclass(slots=True)
+class Joining:
+    """One join's question and, once read, its answer."""
+
+    user_id: str
+    known: int  # a seq known to be stored (the room document's recorded top)
+    since: int | None
+    done: asyncio.Future[JoinPage] = field(default_factory=lambda: asyncio.get_running_loop()
+                                           .create_future())
+
+
+@dataclass(frozen=True, slots=True)
+class JoinPage:
+    top: int
+    messages: list[Record]
+    has_more: bool
+    read: protocol.ReadState
+
+
+class JoinReads:
+    """Batches the reads of concurrent joins per room; see the module docstring."""
+
+    def __init__(self, store: Store, delivery: Delivery, seqs: RoomSeqs) -> None:
+        self.store = store
+        self.delivery = delivery
+        self.seqs = seqs
+        self._pending: dict[str, list[Joining]] = {}
+        self.positions: Expiring[str, int] = Expiring(POSITION_SECONDS, POSITION_SIZE)
+        self._running: set[asyncio.Task[None]] = set()
+        self.batches = 0  # room batches read (for tests and measurements)
+
+    async def read(self, room: str, user_id: str, known: int, since: int | None
+                   ) -> JoinPage:
+        """The top, page and read state of a join that has subscribed already;
+        raises StoreError."""
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        joining = Joining(user_id, known, since)
+        self._pending.setdefault(room, []).append(joining)
+        return await joining.done
+
+    def moved(self, room: str, user_id: str, seq: int) -> None:
+        """A user's read position in a room moved to `seq` (a `read` command)."""
+        key = member_key(room, user_id)
+        known = self.positions.get(key)
+        self.positions.drop(key)  # and reads under way keep what they found to themselves
+        if known is not None:
+            self.positions.fill(key, max(known, seq), self.positions.version)
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        for room, joins in pending.items():
+            self.batches += 1
+            task = asyncio.ensure_future(self._read_room(room, joins))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _read_room(self, room: str, joins: list[Joining]) -> None:
+        try:
+            await self._answer(room, joins)
+        except Exception as e:  # StoreError, or a bug: every joiner gets it, none hangs
+            for j in joins:
+                if not j.done.done():
+                    j.done.set_exception(e)
+
+    async def _top(self, room: str, known: int) -> int:
+        mark = self.seqs.mark(room)
+        if mark is not None and not mark.above:
+            # Everything up to the watermark was delivered here, hence is stored; what
+            # is stored above it has not been delivered yet, and reaches the joiners
+            # live (they registered before this read).
+            return mark.upto
+        return await self.delivery.read_top(room, known)
+
+    async def _answer(self, room: str, joins: list[Joining]) -> None:
+        top = await self._top(room, max(j.known for j in joins))
+        latest = [j for j in joins if j.since is None]
+        resumes = [j for j in joins if j.since is not None and j.since < top]
+        pages: dict[int, tuple[list[Record], bool]] = {
+            id(j): ([], False) for j in joins if j.since is not None and j.since >= top}
+        reads: list[asyncio.Future[Any]] = []
+
+        async def read_latest() -> None:
+            page = await self.store.messages(room, limit=JOIN_BACKLOG, top=top)
+            for j in latest:
+                pages[id(j)] = page
+
+        async def read_resumes() -> None:
+            pages.update(await self._resumes(room, top, resumes))
+
+        if latest:
+            reads.append(asyncio.ensure_future(read_latest()))
+        if resumes:
+            reads.append(asyncio.ensure_future(read_resumes()))
+        read: dict[str, int] = {}
+        for j in joins:
+            known_position = self.positions.get(member_key(room, j.user_id))
+            if known_position is not None:
+                read[j.user_id] = known_position
+        unknown = list({j.user_id for j in joins} - read.keys())
+        version = self.positions.version
+        positions = asyncio.ensure_future(self.store.room_read_positions(room, unknown)
+                                          if unknown else _nothing())
+        reads.append(positions)
+        try:
+            await asyncio.gather(*reads)
+        finally:
+            for each in reads:
+                each.cancel()
+        found = positions.result()
+        for uid in unknown:
+            read[uid] = found.get(uid, 0)
+            self.positions.fill(member_key(room, uid), read[uid], version)
+        for j in joins:
+            messages, has_more = pages[id(j)]
+            last_read = read.get(j.user_id, 0)
+            counted = _unread(messages, has_more, j.since, last_read, j.user_id)
+            if counted is None:
+                counted = await self.store.unread(room, j.user_id, last_read)
+            if not j.done.done():
+                j.done.set_result(JoinPage(top, messages, has_more,
+                                           protocol.ReadState(last_read, *counted)))
+
+    async def _resumes(self, room: str, top: int, resumes: list[Joining]
+                       ) -> dict[int, tuple[list[Record], bool]]:
+        """One read after the lowest `since`, sliced per resume; a resume whose slice
+        that read cannot fill reads on its own."""
+        lowest = min(j.since or 0 for j in resumes)
+        span = max(j.since or 0 for j in resumes) - lowest
+        records, more = await self.store.messages(
+            room, after=lowest, limit=min(SINCE_PAGE + span, RESUME_READ_MAX), top=top)
+        pages = {}
+        for j in resumes:
+            since = j.since or 0
+            after = [r for r in records if r.seq > since]
+            if len(after) >= SINCE_PAGE:
+                pages[id(j)] = (after[:SINCE_PAGE], len(after) > SINCE_PAGE or more)
+            elif not more:
+                pages[id(j)] = (after, False)
+            else:
+                pages[id(j)] = await self.store.messages(room, after=since, limit=SINCE_PAGE,
+                                                         top=top)
+        return pages
+
+
+async def _nothing() -> dict[str, int]:
+    return {}
+
+
+def _unread(records: list[Record], has_more: bool, since: int | None, last_read: int,
+            user_id: str) -> tuple[int, int] | None:
+    """(unread, mentions) after `last_read` counted from a page, if it holds every
+    record after it up to the top; else None."""
+    if since is None:  # the newest records: older ones exist if has_more
+        if has_more and (not records or last_read < records[0].seq - 1):
+            return None
+    elif has_more or last_read < since:  # the records after `since`
+        return None
+    unread = mentions = 0
+    for r in records:
+        if (r.seq > last_read and isinstance(r, Message) and not r.deleted
+                and r.user.id != user_id):
+            unread += 1
+            if user_id in r.mentions or r.mentions_room:
+                mentions += 1
+    return min(unread, UNREAD_CAP), min(mentions, UNREAD_CAP)
