@@ -36,6 +36,8 @@ from redis.exceptions import RedisError
 from server import tasks
 from server.model import User
 
+LEAVE_WINDOW = 0.005  # seconds departures wait to share a batch
+
 
 class PresenceError(Exception):
     """Redis could not be reached for a presence update."""
@@ -104,6 +106,8 @@ class Presence:
         # its entries by whoever finds it dead.
         self._expiry: dict[str, float] = {}
         self._batch: dict[str, _RoomBatch] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._due: float | None = None
         self._flushing: set[asyncio.Task[None]] = set()
         self.commands = 0  # Redis commands sent for presence, for /metrics
 
@@ -131,6 +135,9 @@ class Presence:
         await self._run(lambda p: p.zadd(self.nodes_key, {self.node_id: _now_ms() + self.ttl_ms}))
 
     async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._start_flush()
         for task in list(self._flushing):
             await tasks.stop(task)
 
@@ -153,6 +160,7 @@ class Presence:
         done: asyncio.Future[tuple[list[User], bool]] = (
             asyncio.get_running_loop().create_future())
         self._room(room).enters.append(_Enter(user, idle, done))
+        self._schedule(0.0)
         return done
 
     def leave(self, room: str, user: User, *, gone_from_node: bool = False,
@@ -163,17 +171,31 @@ class Presence:
         batch = self._room(room)
         batch.leaves.append(_Leave(user, gone_from_node, done))
         batch.empty_here = batch.empty_here or empty_here
+        self._schedule(LEAVE_WINDOW)
         return done
 
     def _room(self, room: str) -> _RoomBatch:
-        if not self._batch:
-            asyncio.get_running_loop().call_soon(self._start_flush)
         batch = self._batch.get(room)
         if batch is None:
             batch = self._batch[room] = _RoomBatch()
         return batch
 
+    def _schedule(self, delay: float) -> None:
+        """Flush after `delay` (a join at the next loop turn; leaves a few ms later, so
+        that the sockets of a mass disconnect share one batch)."""
+        loop = asyncio.get_running_loop()
+        due = loop.time() + delay
+        if self._due is not None and self._due <= due:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._due = due
+        self._timer = loop.call_later(delay, self._start_flush)
+
     def _start_flush(self) -> None:
+        self._timer = self._due = None
+        if not self._batch:
+            return
         task = asyncio.ensure_future(self._flush())
         self._flushing.add(task)
         task.add_done_callback(self._flushing.discard)

@@ -33,15 +33,17 @@ class Coalescer:
         self._announce = announce
         self.hold = hold
         self._last: dict[tuple[str, str], tuple[State, float]] = {}  # -> (state, when)
-        self._waiting: dict[tuple[str, str], tuple[User, State, bytes]] = {}
+        self._waiting: dict[tuple[str, str], tuple[User, State, bytes, bool]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def change(self, room: str, user: User, state: State, exclude: bytes) -> None:
+    async def change(self, room: str, user: User, state: State, exclude: bytes,
+                     force: bool = False) -> None:
+        """Announce a state; `force` even if it is what this process said last."""
         key = (room, user.id)
         now = time.monotonic()
         last = self._last.get(key)
         if last is None or (now - last[1] >= self.hold and key not in self._waiting):
-            if last is not None and last[0] == state:
+            if last is not None and last[0] == state and not force:
                 return
             self._last[key] = (state, now)
             await self._announce(room, user, state, exclude)
@@ -50,15 +52,16 @@ class Coalescer:
             task = asyncio.ensure_future(self._flush(key, last[1] + self.hold - now))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        self._waiting[key] = (user, state, exclude)
+        force = force or (key in self._waiting and self._waiting[key][3])
+        self._waiting[key] = (user, state, exclude, force)
 
     async def _flush(self, key: tuple[str, str], delay: float) -> None:
         await asyncio.sleep(delay)
         await self._send_waiting(key)
 
     async def _send_waiting(self, key: tuple[str, str]) -> None:
-        user, state, exclude = self._waiting.pop(key)
-        if self._last[key][0] != state:
+        user, state, exclude, force = self._waiting.pop(key)
+        if force or self._last[key][0] != state:
             self._last[key] = (state, time.monotonic())
             await self._announce(key[0], user, state, exclude)
 

@@ -188,7 +188,9 @@ class PresenceHub:
                 log.warning("presence of %s not read: %s", user.id, e)
                 return
         for room in seen.rooms:
-            await self._frames.change(room, user, ("online", shown), b"")
+            # Forced: another process may have announced another state since this one
+            # last spoke of the user.
+            await self._frames.change(room, user, ("online", shown), b"", force=True)
 
     def apply(self, change: MemberChange) -> None:
         """A user's state changed (on any process, this one included)."""
