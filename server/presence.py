@@ -43,6 +43,14 @@ class PresenceError(Exception):
     """Redis could not be reached for a presence update."""
 
 
+def _ignore(n: int) -> None:
+    pass
+
+
+def _nothing() -> None:
+    pass
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -109,7 +117,11 @@ class Presence:
         self._timer: asyncio.TimerHandle | None = None
         self._due: float | None = None
         self._flushing: set[asyncio.Task[None]] = set()
-        self.commands = 0  # Redis commands sent for presence, for /metrics
+        # Counted for /metrics (set by the owner): Redis commands sent, join/leave
+        # batches (and what each carried), dead nodes buried here.
+        self.on_commands: Callable[[int], None] = _ignore
+        self.on_batch: Callable[[int], None] = _ignore
+        self.on_buried: Callable[[], None] = _nothing
 
     # Keys --------------------------------------------------------------------
 
@@ -145,7 +157,7 @@ class Presence:
         try:
             async with self.redis.pipeline(transaction=transaction) as pipe:
                 build(pipe)
-                self.commands += len(pipe.command_stack)
+                self.on_commands(len(pipe.command_stack))
                 result: list[Any] = await pipe.execute()
                 return result
         except (RedisError, OSError) as e:
@@ -202,6 +214,7 @@ class Presence:
 
     async def _flush(self) -> None:
         batch, self._batch = self._batch, {}
+        self.on_batch(sum(len(b.enters) + len(b.leaves) for b in batch.values()))
         node = self.node_id
         mine = self._node_key(node)
         reads: list[int] = []  # where each room's HGETALL is among the replies
@@ -357,6 +370,7 @@ class Presence:
         self._expiry.pop(dead, None)
         if not won:
             return []
+        self.on_buried()
         (rooms,) = await self._run(lambda p: p.smembers(self._node_key(dead)))
         rooms = sorted(_text(r) for r in rooms)
         if not rooms:

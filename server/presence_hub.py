@@ -37,6 +37,10 @@ class PresenceHub:
         self.node_id = node_id
         self.ttl = ttl
         self.states = UserStates()
+        metrics = delivery.metrics
+        presence.on_commands = metrics.presence_commands.inc
+        presence.on_batch = self._batched
+        presence.on_buried = metrics.presence_buried.inc
         self._frames = Coalescer(self._queue, hold)
         self._batches = RoomBatches(self._send)
         self._idle: set[Member] = set()  # connections that said they are idle
@@ -73,6 +77,10 @@ class PresenceHub:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _batched(self, items: int) -> None:
+        self.delivery.metrics.presence_batches.inc()
+        self.delivery.metrics.presence_batched.inc(items)
 
     # Joins and departures ---------------------------------------------------------
 

@@ -231,6 +231,10 @@ async def test_many_clients_leaving_at_once_reach_the_room_once_each_in_few_publ
     pubsub = listener.pubsub()
     await pubsub.subscribe(runtime.bus.channel("storm"))
     await pubsub.get_message(timeout=1)  # the subscribe confirmation
+    def sample(name: str) -> float:
+        return runtime.metrics.registry.get_sample_value(name) or 0.0
+
+    batches, batched = sample("chat_presence_batches_total"), sample("chat_presence_batched_total")
     try:
         for _, ws in leavers:
             ws.close()
@@ -248,6 +252,9 @@ async def test_many_clients_leaving_at_once_reach_the_room_once_each_in_few_publ
         carried = sum(p.count(b'"status":"offline"') for p in publishes)
         assert carried == count
         assert len(publishes) <= count // 4, len(publishes)
+        # The leaves shared a handful of Redis pipelines, not one round trip each.
+        assert sample("chat_presence_batched_total") - batched == count
+        assert sample("chat_presence_batches_total") - batches <= count // 4
     finally:
         await pubsub.aclose()
         await listener.aclose()
