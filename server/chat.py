@@ -94,7 +94,7 @@ class Chat:
         background (close() waits for it). O(rooms of that connection)."""
         was_idle = self.hub.disconnecting(conn)
         left = self.rooms.disconnect(conn)
-        self.hub.disconnected(conn, was_idle)
+        self.hub.disconnected(conn, was_idle, bool(left))
         if left:
             self._depart(conn, left)
 

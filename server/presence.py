@@ -299,6 +299,10 @@ class Presence:
         _, fields = await self._run(build, transaction=True)
         return self._user_presence(fields)
 
+    async def forget(self, uid: str) -> None:
+        """The user has no socket here any more (and was in no room here)."""
+        await self._run(lambda p: p.hdel(self._user_key(uid), f"n|{self.node_id}"))
+
     async def of_user(self, uid: str) -> UserPresence:
         (fields,) = await self._run(lambda p: p.hgetall(self._user_key(uid)))
         return self._user_presence(fields)

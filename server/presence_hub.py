@@ -86,8 +86,11 @@ class PresenceHub:
 
     async def enter(self, room: str, conn: Member) -> tuple[list[Present], bool]:
         """Mark the user present; (members with their state, online elsewhere)."""
-        members, elsewhere = await self.presence.enter(room, conn.user,
-                                                       self.idle_here(conn.user.id))
+        idle = self.idle_here(conn.user.id)
+        members, elsewhere = await self.presence.enter(room, conn.user, idle)
+        if not idle and self.states.of(conn.user.id).away:
+            # Back after being away (idle, or gone): the rooms learn it.
+            self._spawn(self._idle_changed(conn.user, False))
         return self.states.present(members), elsewhere
 
     async def online(self, room: str, conn: Member) -> None:
@@ -133,11 +136,21 @@ class PresenceHub:
         """Before a connection goes: whether its user is idle here now."""
         return self.idle_here(conn.user.id)
 
-    def disconnected(self, conn: Member, was_idle: bool) -> None:
-        """After it went: its other sockets here may all be idle now."""
+    def disconnected(self, conn: Member, was_idle: bool, left_rooms: bool) -> None:
+        """After it went: its other sockets here may all be idle now. The departures
+        from rooms say the user is gone from here; without rooms, this says it."""
         self._idle.discard(conn)
-        if not was_idle and self.idle_here(conn.user.id):
+        uid = conn.user.id
+        if not was_idle and self.idle_here(uid):
             self._spawn(self._idle_changed(conn.user, True))
+        elif not left_rooms and not self.rooms.connections_of(uid):
+            self._spawn(self._forget(uid))
+
+    async def _forget(self, uid: str) -> None:
+        try:
+            await self.presence.forget(uid)
+        except PresenceError as e:
+            log.warning("presence of %s here not removed: %s", uid, e)
 
     async def _idle_changed(self, user: User, idle: bool) -> None:
         try:

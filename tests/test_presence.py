@@ -258,3 +258,20 @@ async def test_many_clients_leaving_at_once_reach_the_room_once_each_in_few_publ
     finally:
         await pubsub.aclose()
         await listener.aclose()
+
+
+async def test_a_user_who_left_while_away_comes_back_active(base_url, second_node):
+    _, watcher = await joined(base_url)
+    alice, tab = await joined(base_url)
+    await watcher.expect("presence", user=alice.user, status="online")
+    await tab.send({"type": "activity", "state": "idle"})
+    assert (await watcher.expect("presence", user=alice.user))["away"] is True
+    tab.close()
+    await watcher.expect("presence", user=alice.user, status="offline")
+    # Back on the other process, active: no longer away, for the room and for joiners.
+    await joined(second_node.base_url, client=tab_of(alice, second_node.base_url))
+    await watcher.expect("presence", user=alice.user, status="online", away=False)
+    _, late = await joined(base_url)
+    entry = next(m for m in (await late.join("general"))["members"]
+                 if m["id"] == alice.user["id"])
+    assert entry["away"] is False
