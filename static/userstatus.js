@@ -143,7 +143,8 @@ export class StatusMenu {
 
   build() {
     const h = this.h;
-    const anchor = document.getElementById('me-name');
+    const name = document.getElementById('me-name');
+    const anchor = name?.closest('.me-label') ?? name;
     this.shown = h('span', { class: 'status-text me-status', 'data-testid': 'my-status' });
     this.button = h('button', {
       class: 'btn btn-ghost btn-small', type: 'button', 'data-testid': 'status-button',
