@@ -121,6 +121,7 @@ def make_app(config: Config, *, store: Store, rooms: LocalRooms, chat: Chat, aut
         (r"/api/logout", http.LogoutHandler, dict(api, chat=chat)),
         (r"/api/password", http.PasswordHandler, dict(api, chat=chat, bots=bots, limits=limits)),
         (r"/api/me", users.MeHandler, dict(api, admins=admins)),
+        (r"/api/me/status", users.StatusHandler, dict(api, chat=chat)),
         (r"/api/rooms", rooms_api.RoomsHandler, team),
         (r"/api/rooms/([^/]+)", rooms_api.RoomHandler, team),
         (r"/api/rooms/([^/]+)/messages", rooms_api.MessagesHandler, team),

@@ -21,7 +21,8 @@ from server.envelope import CloseCredential, MemberChange
 from server.files import Claim, Files
 from server.joinreads import JoinReads
 from server.model import User
-from server.presence import Coalescer, Presence, PresenceError
+from server.presence import Presence, PresenceError
+from server.presence_hub import CHANGE, PresenceHub
 from server.protocol import ProtocolError
 from server.rooms import LocalRooms, Member
 from server.seqs import RoomSeqs
@@ -52,9 +53,9 @@ class Chat:
         self.node_id = node_id
         self.presence_ttl = presence_ttl
         self.send_timeout = send_timeout
-        self._presence_frames = Coalescer(self._send_presence, presence_hold)
+        self.hub = PresenceHub(presence, rooms, delivery, store, node_id=node_id,
+                               ttl=presence_ttl, hold=presence_hold)
         self.join_reads = JoinReads(store, delivery, seqs)
-        self._heartbeat: asyncio.Task[None] | None = None
         self._departures: set[asyncio.Task[None]] = set()
         # What a send or typing here must respect, for the users joined here: each
         # (room, user id)'s mute (ms, 0 for none), and the archived rooms. Set at join,
@@ -69,7 +70,7 @@ class Chat:
         self.delivery.on_member_change = self._member_change
         self.team.notify = self.delivery.command
         await self.delivery.start()
-        self._heartbeat = asyncio.create_task(self._presence_loop(), name="presence")
+        await self.hub.start()
 
     async def close(self, timeout: float) -> None:
         """Finish in-flight stores and departures (up to `timeout`), then stop."""
@@ -77,9 +78,10 @@ class Chat:
         deadline = loop.time() + timeout
         writer = asyncio.ensure_future(self.writer.close())
         await asyncio.wait([writer, *self._departures], timeout=timeout)
+        if self.hub.pending():
+            await asyncio.wait(self.hub.pending(), timeout=max(0.0, deadline - loop.time()))
         await tasks.stop(writer)
-        await tasks.stop(self._heartbeat)
-        await self._presence_frames.close()
+        await self.hub.close()
         await self.changes.close(max(0.0, deadline - loop.time()))
         await self.delivery.close(max(0.0, deadline - loop.time()))
 
@@ -89,7 +91,11 @@ class Chat:
     def disconnect(self, conn: Member) -> None:
         """Take a closed connection out of its rooms now; presence follows in the
         background (close() waits for it). O(rooms of that connection)."""
+        if not self.rooms.is_connected(conn):
+            return  # closed during its upgrade, before open(): it has no user yet
+        was_idle = self.hub.disconnecting(conn)
         left = self.rooms.disconnect(conn)
+        self.hub.disconnected(conn, was_idle, bool(left))
         if left:
             self._depart(conn, left)
 
@@ -126,7 +132,7 @@ class Chat:
             # of the same room in the same loop turn share their reads. The room
             # document's recorded top saves reading seqs below it again.
             (members, elsewhere), page = await asyncio.gather(
-                self.presence.enter(room, conn.user),
+                self.hub.enter(room, conn),
                 self.join_reads.read(room, conn.user.id, int(access.room.get("seq", 0)),
                                      since))
             last_seq, read = page.top, page.read
@@ -163,7 +169,7 @@ class Chat:
             # loop turn): when they arrive, this connection must not get them twice.
             self.rooms.set_floor(room, conn, seen, time.monotonic())
         if new_user and not elsewhere:
-            await self._announce(room, conn.user, "online", exclude=conn.conn_id)
+            await self.hub.online(room, conn)
 
     async def leave(self, conn: Member, room: str) -> None:
         await self._leave(room, conn, announce=True)
@@ -181,23 +187,11 @@ class Chat:
             self._archived.discard(room)
             await self.delivery.drop(room)
         if last_of_user and announce:
-            try:
-                elsewhere = await self.presence.leave(room, conn.user)
-            except PresenceError as e:
-                log.warning("presence leave failed: %s", e)
-                return
-            if not elsewhere:
-                await self._announce(room, conn.user, "offline", exclude=conn.conn_id)
+            await self.hub.leave(room, conn, empty)
 
-    async def _announce(self, room: str, user: User, status: str, exclude: bytes) -> None:
-        """A presence change, coalesced: one frame per user and room per hold at most."""
-        await self._presence_frames.change(room, user, status, exclude)
-
-    async def _send_presence(self, room: str, user: User, status: str,
-                             exclude: bytes) -> None:
-        frame = protocol.dump(protocol.PresenceChange(room, user, status))
-        self.delivery.metrics.presence_sent()
-        await self.delivery.fan_out(room, frame, exclude)
+    async def activity(self, conn: Member, idle: bool) -> None:
+        """The user is idle at this connection, or back: away once idle at all."""
+        await self.hub.activity(conn, idle)
 
     async def typing(self, conn: Member, room: str) -> None:
         if not self.rooms.has(room, conn):
@@ -333,6 +327,9 @@ class Chat:
         """Apply a membership change (from any process) to this process's sockets."""
         self.team.cache.forget(change)
         room, payload = change.room, change.payload
+        if change.change == CHANGE:  # a user's away state or status text
+            self.hub.apply(change)
+            return
         if change.user == "*":  # the room itself: topic, archived
             if payload.get("archived"):
                 self._archived.add(room)
@@ -371,23 +368,3 @@ class Chat:
                 out = protocol.dump(protocol.RoomUpdated(payload))
         for conn in conns:
             conn.send_raw(out)
-
-    # Presence heartbeat ---------------------------------------------------------
-
-    async def _presence_loop(self) -> None:
-        """Keep our users' presence alive, expire other processes' dead ones."""
-        interval = self.presence_ttl / 3
-        while True:
-            await asyncio.sleep(interval)
-            self._presence_frames.forget_old()
-            try:
-                present = [(room, m.user) for room in self.rooms.rooms()
-                           for m in self.rooms.members(room)]
-                await self.presence.refresh(present)
-                for room, user in await self.presence.sweep(self.rooms.rooms()):
-                    await self._announce(room, user, "offline", exclude=b"")
-            except PresenceError as e:
-                log.warning("presence heartbeat failed: %s", e)
-            except Exception:
-                log.exception("presence heartbeat crashed; continuing")
-

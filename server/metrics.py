@@ -176,6 +176,19 @@ class Metrics:
         self.presence_frames = Counter(
             "chat_presence_frames",
             "Presence changes this process sent into rooms (after coalescing)", registry=r)
+        self.presence_commands = Counter(
+            "chat_presence_redis_commands",
+            "Redis commands this process sent for presence (joins, leaves, heartbeats, "
+            "away, burials)", registry=r)
+        self.presence_batches = Counter(
+            "chat_presence_batches",
+            "Pipelines of joins and leaves that shared one round trip to Redis", registry=r)
+        self.presence_batched = Counter(
+            "chat_presence_batched",
+            "Joins and leaves carried by those pipelines", registry=r)
+        self.presence_buried = Counter(
+            "chat_presence_nodes_buried",
+            "Dead processes whose presence entries this process removed", registry=r)
         self.messages_total = 0
         self.deliveries_total = 0
         self.presence_total = 0

@@ -1,16 +1,33 @@
-"""Who is online in which room, across processes, through Redis with expiry.
+"""Who is online in which room, across processes, through Redis; priced per process,
+not per socket.
 
-Each room has a sorted set whose members are "node|user_id|bot|name" scored by the
-time (ms) the entry expires. Every process refreshes the entries of its local users
-on a heartbeat, so a crashed process's users expire by themselves; whichever process
-sweeps an expired entry first announces the user offline.
+Keys (every multi-key step touches one hash slot; the global `nodes` key is its own):
+- `presence:nodes`: a sorted set of live processes (node ids) scored by the time (ms)
+  each one's liveness expires. One ZADD per process per heartbeat keeps it alive.
+- `presence:{<room>}`: a hash, field `<node>|<user id>` -> `<bot>|<name>`: the user is in
+  the room through that node. An entry is valid while its node is live: nothing per
+  socket or per room is refreshed.
+- `presence:node:{<node>}`: a set of the rooms where that node has entries, so whoever
+  finds the node dead can remove them.
+- `presence:user:{<user id>}`: a hash, field `n|<node>` -> "1" (all the user's sockets
+  on that node are idle) or "0", and `r|<node>|<room>` for each room the user is in
+  through that node: the user is away when every live node says idle, and a change of
+  theirs (away, status text) is announced in the rooms listed there.
+- `presence:away`: a hash of the users who are away now (for a process that starts).
+
+A process that finds a node expired and wins its ZREM cleans that node's entries and
+returns the users who went offline with it (those nobody else holds).
+
+Joins and leaves of one loop turn share one pipeline, grouped per room: ten thousand
+sockets closing at once cost one HDEL and one HKEYS per room, not one per socket.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
@@ -19,178 +36,373 @@ from redis.exceptions import RedisError
 from server import tasks
 from server.model import User
 
+LEAVE_WINDOW = 0.005  # seconds departures wait to share a batch
+
 
 class PresenceError(Exception):
     """Redis could not be reached for a presence update."""
+
+
+def _ignore(n: int) -> None:
+    pass
+
+
+def _nothing() -> None:
+    pass
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _entry(node: str, user: User) -> str:
-    # Names match ^[A-Za-z0-9_.-]+$ and ids are hex, so "|" cannot occur inside them.
-    return f"{node}|{user.id}|{int(user.bot)}|{user.name}"
+def _text(raw: Any) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
-def _parse(entry: Any) -> tuple[str, User]:
-    """Split a sorted-set member (bytes from Redis) into (node, user)."""
-    text = entry.decode() if isinstance(entry, bytes) else str(entry)
-    node, uid, bot, name = text.split("|", 3)
+def _user(field_: str, value: str) -> tuple[str, User]:
+    """(node, user) of a room entry. Names match ^[A-Za-z0-9_.-]+$ and ids and node
+    ids are hex, so "|" occurs in none of them."""
+    node, uid = field_.split("|", 1)
+    bot, name = value.split("|", 1)
     return node, User(uid, name, bot == "1")
 
 
+@dataclass(slots=True)
+class _Enter:
+    user: User
+    idle: bool
+    done: asyncio.Future[tuple[list[User], bool]]
+
+
+@dataclass(slots=True)
+class _Leave:
+    user: User
+    gone_from_node: bool  # the user has no socket in any room here any more
+    done: asyncio.Future[bool]
+
+
+@dataclass(slots=True)
+class _RoomBatch:
+    enters: list[_Enter] = field(default_factory=list)
+    leaves: list[_Leave] = field(default_factory=list)
+    empty_here: bool = False  # the room's last local member left
+
+    def items(self) -> list[_Enter | _Leave]:
+        return [*self.enters, *self.leaves]
+
+
+@dataclass(frozen=True, slots=True)
+class UserPresence:
+    """What the user key says: away (all live nodes idle) and their rooms."""
+
+    away: bool
+    rooms: list[str]
+
+
 class Presence:
-    """Presence entries of this node's users in Redis."""
+    """This node's presence entries in Redis, and the liveness of every node."""
 
     def __init__(self, redis: Redis, prefix: str, node_id: str, ttl: float = 30.0) -> None:
         self.redis = redis
         self.prefix = f"{prefix}presence:"
         self.node_id = node_id
         self.ttl_ms = int(ttl * 1000)
+        self.nodes_key = self.prefix + "nodes"
+        self.away_key = self.prefix + "away"
+        # Liveness of the nodes seen at the last heartbeat: node -> expiry (ms). A node
+        # not seen yet counts as live (it started since): a dead node is removed with
+        # its entries by whoever finds it dead.
+        self._expiry: dict[str, float] = {}
+        self._batch: dict[str, _RoomBatch] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._due: float | None = None
+        self._flushing: set[asyncio.Task[None]] = set()
+        # Counted for /metrics (set by the owner): Redis commands sent, join/leave
+        # batches (and what each carried), dead nodes buried here.
+        self.on_commands: Callable[[int], None] = _ignore
+        self.on_batch: Callable[[int], None] = _ignore
+        self.on_buried: Callable[[], None] = _nothing
 
-    def _key(self, room: str) -> str:
-        return self.prefix + room
+    # Keys --------------------------------------------------------------------
 
-    async def enter(self, room: str, user: User) -> tuple[list[User], bool]:
-        """Mark the user present here; returns (members now, user was online elsewhere)."""
-        key = self._key(room)
-        now = _now_ms()
-        try:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.zremrangebyscore(key, "-inf", now)
-                pipe.zadd(key, {_entry(self.node_id, user): now + self.ttl_ms})
-                pipe.zrange(key, 0, -1)
-                pipe.pexpire(key, self.ttl_ms * 2)
-                _, _, entries, _ = await pipe.execute()
-        except (RedisError, OSError) as e:
-            raise PresenceError(str(e)) from e
-        members: dict[str, User] = {}
-        elsewhere = False
-        for raw in entries:
-            node, member = _parse(raw)
-            members.setdefault(member.id, member)
-            if member.id == user.id and node != self.node_id:
-                elsewhere = True
-        return list(members.values()), elsewhere
+    def _room_key(self, room: str) -> str:
+        return f"{self.prefix}{{{room}}}"
 
-    async def leave(self, room: str, user: User) -> bool:
-        """Remove this node's entry; returns whether the user is still online elsewhere."""
-        key = self._key(room)
-        now = _now_ms()
-        try:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.zrem(key, _entry(self.node_id, user))
-                pipe.zrangebyscore(key, now, "+inf")
-                _, entries = await pipe.execute()
-        except (RedisError, OSError) as e:
-            raise PresenceError(str(e)) from e
-        return any(_parse(raw)[1].id == user.id for raw in entries)
+    def _node_key(self, node: str) -> str:
+        return f"{self.prefix}node:{{{node}}}"
 
-    async def members(self, room: str) -> list[User]:
-        try:
-            entries = await self.redis.zrangebyscore(self._key(room), _now_ms(), "+inf")
-        except (RedisError, OSError) as e:
-            raise PresenceError(str(e)) from e
-        members: dict[str, User] = {}
-        for raw in entries:
-            member = _parse(raw)[1]
-            members.setdefault(member.id, member)
-        return list(members.values())
+    def _user_key(self, uid: str) -> str:
+        return f"{self.prefix}user:{{{uid}}}"
 
-    async def refresh(self, present: Iterable[tuple[str, User]]) -> None:
-        """Push the expiry of this node's entries forward (the heartbeat)."""
-        expires = _now_ms() + self.ttl_ms
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                rooms: set[str] = set()
-                for room, user in present:
-                    pipe.zadd(self._key(room), {_entry(self.node_id, user): expires})
-                    rooms.add(room)
-                for room in rooms:
-                    pipe.pexpire(self._key(room), self.ttl_ms * 2)
-                await pipe.execute()
-        except (RedisError, OSError) as e:
-            raise PresenceError(str(e)) from e
+    def is_live(self, node: str) -> bool:
+        if node == self.node_id:
+            return True
+        expiry = self._expiry.get(node)
+        return expiry is None or expiry > _now_ms()
 
-    async def sweep(self, rooms: Iterable[str]) -> list[tuple[str, User]]:
-        """Remove expired entries; returns (room, user) pairs that have gone offline."""
-        gone: list[tuple[str, User]] = []
-        now = _now_ms()
-        try:
-            for room in rooms:
-                key = self._key(room)
-                expired: list[Any] = list(await self.redis.zrangebyscore(key, "-inf", now))
-                if not expired:
-                    continue
-                live = {_parse(raw)[1].id
-                        for raw in await self.redis.zrangebyscore(key, now, "+inf")}
-                for raw in expired:
-                    # Only the process whose ZREM removes the entry announces it.
-                    if await self.redis.zrem(key, raw):
-                        user = _parse(raw)[1]
-                        if user.id not in live:
-                            gone.append((room, user))
-                            live.add(user.id)
-        except (RedisError, OSError) as e:
-            raise PresenceError(str(e)) from e
-        return gone
+    # Lifecycle ---------------------------------------------------------------
 
-
-Announce = Callable[[str, User, str, bytes], Awaitable[None]]  # room, user, status, exclude
-
-
-class Coalescer:
-    """At most one presence frame per (room, user) every `hold` seconds from this process.
-
-    The first change goes out at once. Changes within the hold wait for its end, and
-    only the last one goes out, if it differs from what was announced: a user who
-    joins and leaves in a loop costs the room one frame per hold, not two per cycle.
-    """
-
-    def __init__(self, announce: Announce, hold: float = 2.0) -> None:
-        self._announce = announce
-        self.hold = hold
-        self._last: dict[tuple[str, str], tuple[str, float]] = {}  # -> (status, when)
-        self._waiting: dict[tuple[str, str], tuple[User, str, bytes]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def change(self, room: str, user: User, status: str, exclude: bytes) -> None:
-        key = (room, user.id)
-        now = time.monotonic()
-        last = self._last.get(key)
-        if last is None or (now - last[1] >= self.hold and key not in self._waiting):
-            if last is not None and last[0] == status:
-                return
-            self._last[key] = (status, now)
-            await self._announce(room, user, status, exclude)
-            return
-        if key not in self._waiting:
-            task = asyncio.ensure_future(self._flush(key, last[1] + self.hold - now))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        self._waiting[key] = (user, status, exclude)
-
-    async def _flush(self, key: tuple[str, str], delay: float) -> None:
-        await asyncio.sleep(delay)
-        await self._send_waiting(key)
-
-    async def _send_waiting(self, key: tuple[str, str]) -> None:
-        user, status, exclude = self._waiting.pop(key)
-        if self._last[key][0] != status:
-            self._last[key] = (status, time.monotonic())
-            await self._announce(key[0], user, status, exclude)
-
-    def forget_old(self) -> None:
-        """Drop what was announced more than a hold ago and has nothing waiting."""
-        cutoff = time.monotonic() - self.hold
-        for key in [k for k, (_, when) in self._last.items()
-                    if when < cutoff and k not in self._waiting]:
-            del self._last[key]
+    async def start(self) -> None:
+        """Say this node is live before its first entry is written."""
+        await self._run(lambda p: p.zadd(self.nodes_key, {self.node_id: _now_ms() + self.ttl_ms}))
 
     async def close(self) -> None:
-        """Send what is waiting now: nobody would announce it after this process."""
-        for task in list(self._tasks):
+        if self._timer is not None:
+            self._timer.cancel()
+            self._start_flush()
+        for task in list(self._flushing):
             await tasks.stop(task)
-        for key in list(self._waiting):
-            await self._send_waiting(key)
+
+    async def _run(self, build: Callable[[Any], Any], transaction: bool = False) -> list[Any]:
+        try:
+            async with self.redis.pipeline(transaction=transaction) as pipe:
+                build(pipe)
+                self.on_commands(len(pipe.command_stack))
+                result: list[Any] = await pipe.execute()
+                return result
+        except (RedisError, OSError) as e:
+            raise PresenceError(str(e)) from e
+
+    # Joins and leaves, batched per loop turn ----------------------------------------
+
+    def enter(self, room: str, user: User, idle: bool = False
+              ) -> asyncio.Future[tuple[list[User], bool]]:
+        """Mark the user present here; resolves to (members now, user was online through
+        another node). Joins of the same loop turn share one round trip."""
+        done: asyncio.Future[tuple[list[User], bool]] = (
+            asyncio.get_running_loop().create_future())
+        self._room(room).enters.append(_Enter(user, idle, done))
+        self._schedule(0.0)
+        return done
+
+    def leave(self, room: str, user: User, *, gone_from_node: bool = False,
+              empty_here: bool = False) -> asyncio.Future[bool]:
+        """Remove this node's entry; resolves to whether the user is still online
+        through another node."""
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        batch = self._room(room)
+        batch.leaves.append(_Leave(user, gone_from_node, done))
+        batch.empty_here = batch.empty_here or empty_here
+        self._schedule(LEAVE_WINDOW)
+        return done
+
+    def _room(self, room: str) -> _RoomBatch:
+        batch = self._batch.get(room)
+        if batch is None:
+            batch = self._batch[room] = _RoomBatch()
+        return batch
+
+    def _schedule(self, delay: float) -> None:
+        """Flush after `delay` (a join at the next loop turn; leaves a few ms later, so
+        that the sockets of a mass disconnect share one batch)."""
+        loop = asyncio.get_running_loop()
+        due = loop.time() + delay
+        if self._due is not None and self._due <= due:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._due = due
+        self._timer = loop.call_later(delay, self._start_flush)
+
+    def _start_flush(self) -> None:
+        self._timer = self._due = None
+        if not self._batch:
+            return
+        task = asyncio.ensure_future(self._flush())
+        self._flushing.add(task)
+        task.add_done_callback(self._flushing.discard)
+
+    async def _flush(self) -> None:
+        batch, self._batch = self._batch, {}
+        self.on_batch(sum(len(b.enters) + len(b.leaves) for b in batch.values()))
+        node = self.node_id
+        mine = self._node_key(node)
+        reads: list[int] = []  # where each room's HGETALL is among the replies
+
+        def build(pipe: Any) -> None:
+            for room, b in batch.items():
+                key = self._room_key(room)
+                # A user who joined and left in the same turn: the last of the two counts.
+                last: dict[str, _Enter | _Leave] = {}
+                for item in b.items():
+                    last[item.user.id] = item
+                here = {uid: i for uid, i in last.items() if isinstance(i, _Enter)}
+                if here:
+                    pipe.hset(key, mapping={f"{node}|{e.user.id}":
+                                            f"{int(e.user.bot)}|{e.user.name}"
+                                            for e in here.values()})
+                    pipe.sadd(mine, room)
+                gone = [uid for uid, i in last.items() if isinstance(i, _Leave)]
+                if gone:
+                    pipe.hdel(key, *(f"{node}|{uid}" for uid in gone))
+                for item in b.items():
+                    user_key = self._user_key(item.user.id)
+                    if isinstance(item, _Enter):
+                        pipe.hset(user_key, mapping={f"r|{node}|{room}": "",
+                                                     f"n|{node}": "1" if item.idle else "0"})
+                    else:
+                        pipe.hdel(user_key, f"r|{node}|{room}",
+                                  *([f"n|{node}"] if item.gone_from_node else []))
+                if b.empty_here and not here:
+                    pipe.srem(mine, room)
+                reads.append(len(pipe.command_stack))
+                pipe.hgetall(key)
+
+        try:
+            results = await self._run(build)
+        except PresenceError as error:
+            for b in batch.values():
+                for waiter in b.items():
+                    if not waiter.done.done():
+                        waiter.done.set_exception(PresenceError(str(error)))
+            return
+        for b, at in zip(batch.values(), reads, strict=True):
+            members: dict[str, User] = {}
+            elsewhere: set[str] = set()
+            for raw_field, raw_value in results[at].items():
+                entry_node, member = _user(_text(raw_field), _text(raw_value))
+                if not self.is_live(entry_node):
+                    continue
+                members.setdefault(member.id, member)
+                if entry_node != node:
+                    elsewhere.add(member.id)
+            for e in b.enters:
+                if not e.done.done():
+                    e.done.set_result((list(members.values()), e.user.id in elsewhere))
+            for x in b.leaves:
+                if not x.done.done():
+                    x.done.set_result(x.user.id in elsewhere)
+
+    async def members(self, room: str) -> list[User]:
+        """The users in the room now, through any live node, each once."""
+        (entries,) = await self._run(lambda p: p.hgetall(self._room_key(room)))
+        members: dict[str, User] = {}
+        for raw_field, raw_value in entries.items():
+            node, member = _user(_text(raw_field), _text(raw_value))
+            if self.is_live(node):
+                members.setdefault(member.id, member)
+        return list(members.values())
+
+    # Away ---------------------------------------------------------------------------
+
+    async def set_idle(self, user: User, idle: bool) -> UserPresence:
+        """Record whether all the user's sockets here are idle; returns what the user
+        key says now (away everywhere? their rooms through live nodes)."""
+        key = self._user_key(user.id)
+
+        def build(pipe: Any) -> None:
+            pipe.hset(key, f"n|{self.node_id}", "1" if idle else "0")
+            pipe.hgetall(key)
+
+        # One key, one slot: a transaction, so that of two nodes changing at once, the
+        # later one reads both changes.
+        _, fields = await self._run(build, transaction=True)
+        return self._user_presence(fields)
+
+    async def forget(self, uid: str) -> None:
+        """The user has no socket here any more (and was in no room here)."""
+        await self._run(lambda p: p.hdel(self._user_key(uid), f"n|{self.node_id}"))
+
+    async def of_user(self, uid: str) -> UserPresence:
+        (fields,) = await self._run(lambda p: p.hgetall(self._user_key(uid)))
+        return self._user_presence(fields)
+
+    def _user_presence(self, fields: dict[Any, Any]) -> UserPresence:
+        idle: list[bool] = []
+        rooms: set[str] = set()
+        for raw_field, raw_value in fields.items():
+            kind, _, rest = _text(raw_field).partition("|")
+            node, _, room = rest.partition("|")
+            if not self.is_live(node):
+                continue
+            if kind == "n":
+                idle.append(_text(raw_value) == "1")
+            elif kind == "r":
+                rooms.add(room)
+        return UserPresence(bool(idle) and all(idle), sorted(rooms))
+
+    async def mark_away(self, uid: str, away: bool) -> None:
+        """Keep the shared list of away users (read by processes that start)."""
+        await self._run(lambda p: p.hset(self.away_key, uid, "1") if away
+                        else p.hdel(self.away_key, uid))
+
+    async def away_users(self) -> set[str]:
+        (fields,) = await self._run(lambda p: p.hkeys(self.away_key))
+        return {_text(f) for f in fields}
+
+    # Heartbeat ------------------------------------------------------------------------
+
+    async def heartbeat(self, present: Callable[[], Iterable[tuple[str, User, bool]]]
+                        ) -> list[tuple[str, User]]:
+        """Keep this node live (one ZADD) and learn the others' liveness; when this node
+        was missing (Redis lost its data, or others took it for dead), write its entries
+        back from `present` ((room, user, idle) of its local users). Cleans the nodes
+        found dead; returns the (room, user) pairs that went offline with them."""
+        now = _now_ms()
+
+        def build(pipe: Any) -> None:
+            pipe.zadd(self.nodes_key, {self.node_id: now + self.ttl_ms})
+            pipe.zrange(self.nodes_key, 0, -1, withscores=True)
+
+        added, nodes = await self._run(build)
+        self._expiry = {_text(n): score for n, score in nodes}
+        if added:
+            await self._rewrite(list(present()))
+        gone: list[tuple[str, User]] = []
+        for node, expiry in list(self._expiry.items()):
+            if expiry <= now and node != self.node_id:
+                gone += await self._bury(node)
+        return gone
+
+    async def _rewrite(self, present: list[tuple[str, User, bool]]) -> None:
+        node = self.node_id
+
+        def build(pipe: Any) -> None:
+            for room, user, idle in present:
+                pipe.hset(self._room_key(room), f"{node}|{user.id}",
+                          f"{int(user.bot)}|{user.name}")
+                pipe.sadd(self._node_key(node), room)
+                pipe.hset(self._user_key(user.id), mapping={
+                    f"r|{node}|{room}": "", f"n|{node}": "1" if idle else "0"})
+
+        if present:
+            await self._run(build)
+
+    async def _bury(self, dead: str) -> list[tuple[str, User]]:
+        """Remove a dead node's entries if this process wins its ZREM."""
+        (won,) = await self._run(lambda p: p.zrem(self.nodes_key, dead))
+        self._expiry.pop(dead, None)
+        if not won:
+            return []
+        self.on_buried()
+        (rooms,) = await self._run(lambda p: p.smembers(self._node_key(dead)))
+        rooms = sorted(_text(r) for r in rooms)
+        if not rooms:
+            await self._run(lambda p: p.delete(self._node_key(dead)))
+            return []
+        contents = await self._run(
+            lambda p: [p.hgetall(self._room_key(room)) for room in rooms])
+        gone: list[tuple[str, User]] = []
+        removals: list[tuple[str, list[str], list[str]]] = []
+        for room, entries in zip(rooms, contents, strict=True):
+            theirs: dict[str, User] = {}
+            others: set[str] = set()
+            for raw_field, raw_value in entries.items():
+                node, member = _user(_text(raw_field), _text(raw_value))
+                if node == dead:
+                    theirs[member.id] = member
+                elif self.is_live(node):
+                    others.add(member.id)
+            removals.append((room, [f"{dead}|{uid}" for uid in theirs], list(theirs)))
+            gone += [(room, u) for uid, u in theirs.items() if uid not in others]
+
+        def build(pipe: Any) -> None:
+            for room, fields, uids in removals:
+                if fields:
+                    pipe.hdel(self._room_key(room), *fields)
+                for uid in uids:
+                    pipe.hdel(self._user_key(uid), f"n|{dead}", f"r|{dead}|{room}")
+            pipe.delete(self._node_key(dead))
+
+        await self._run(build)
+        return gone

@@ -12,7 +12,7 @@
 const MODULES = ['api', 'storage', 'connection', 'signin', 'roomlog', 'presence', 'outbox',
   'room', 'chat', 'render', 'messagelist', 'sidebar', 'composer', 'notices', 'view', 'menu',
   'members', 'header', 'dmpicker', 'markdown', 'msgparts', 'msgactions', 'badge', 'search', 'mentions', 'notify',
-  'attachments', 'attach'];
+  'attachments', 'attach', 'userstatus'];
 
 function moduleUrl(name) {
   const link = document.querySelector(`link[rel="modulepreload"][data-module="${name}"]`);
@@ -60,12 +60,12 @@ async function startChat(me) {
     mentions: new lib.mentions.MentionPicker(render),
     notifier: new lib.notify.Notifier(menus),
     actions: new lib.msgactions.MessageActions(render, menus, lib.markdown, lib.msgparts),
-    sidebar: new lib.sidebar.Sidebar(render),
+    sidebar: new lib.sidebar.Sidebar(render, lib.userstatus.presenceMarks),
     composer: new lib.composer.Composer(render, new lib.attach.Attacher(render, {
       humanSize: lib.attachments.humanSize, xsrfToken: lib.api.xsrfToken,
     })),
     notices: new lib.notices.Notices(),
-    members: new lib.members.MembersPanel(render, menus),
+    members: new lib.members.MembersPanel(render, menus, lib.userstatus.presenceMarks),
     header: new lib.header.RoomHeader(render, menus),
     dmPicker: new lib.dmpicker.DmPicker(render),
   });
@@ -254,8 +254,16 @@ async function startChat(me) {
     },
   };
 
+  // Away: this tab tells the server when the user is idle at it (and back).
+  const activity = new lib.userstatus.ActivityWatch({
+    idleMs: lib.userstatus.idleAfterMs(), send: (frame) => conn.send(frame),
+  });
+  const statusMenu = new lib.userstatus.StatusMenu(render, { request: lib.api.request });
+
   function stop() {
     clearInterval(refreshTimer);
+    activity.stop();
+    statusMenu.destroy();
     conn.stop();
     view.destroy();
     files.destroy();
@@ -271,7 +279,10 @@ async function startChat(me) {
   const wsUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
   conn = new lib.connection.Connection({
     url: wsUrl,
-    onFrame: (frame) => chat.handle(frame),
+    onFrame: (frame) => {
+      chat.handle(frame);
+      if (frame.type === 'hello') activity.connected();
+    },
     onClose: () => chat.disconnected(),
     onState: (s) => {
       view.setConnection(s);
@@ -311,6 +322,8 @@ async function startChat(me) {
   select(chat.rooms.has(saved) ? saved : chat.rooms.keys().next().value ?? null);
   view.focusComposer();
   conn.start();
+  activity.start();
+  statusMenu.load();
   // A permalink (#room=<name>&seq=<n>) opens its room at the message, now or when
   // one is followed in this tab.
   const followLink = () => {

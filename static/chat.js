@@ -366,7 +366,7 @@ export function defineChat({ Room, Outbox }) {
     _onPresence(f) {
       const room = this.rooms.get(f.room);
       if (!room || !f.user) return;
-      room.people.presence(f.user, f.status);
+      room.people.presence(f.user, f.status, f);
       this.view.membersChanged(room);
     }
 

@@ -24,8 +24,9 @@ export { RANK };
 const $ = (id) => document.getElementById(id);
 
 export class MembersPanel {
-  constructor({ h, memberItem }, menus) {
-    Object.assign(this, { h, memberItem, menus });
+  /** `marks(h, state)`: what follows a name for its presence state (userstatus.js). */
+  constructor({ h, memberItem }, menus, marks = () => []) {
+    Object.assign(this, { h, memberItem, menus, marks });
     this.handlers = null;
     this.me = null;
     this.serverAdmin = false;
@@ -43,6 +44,7 @@ export class MembersPanel {
 
   destroy() {
     clearTimeout(this.timer);
+    clearTimeout(this.expiryTimer);
     this.room = null;
     this.roster = [];
     this.el.list.replaceChildren();
@@ -116,8 +118,13 @@ export class MembersPanel {
     members.sort((a, b) => (b.online - a.online) || (RANK[b.role] - RANK[a.role])
       || a.user.name.localeCompare(b.user.name));
     const mine = rankIn(room, this.serverAdmin);
-    e.list.replaceChildren(...members.map((m) => this.memberItem(m, this.me,
-      this._actionsButton(room, m, mine))));
+    this.nextExpiry = Infinity;
+    e.list.replaceChildren(...members.map((m) => this._item(room, m, mine)));
+    // A status text leaves the panel when it expires (the server says so too, later).
+    clearTimeout(this.expiryTimer);
+    if (this.nextExpiry !== Infinity) {
+      this.expiryTimer = setTimeout(() => this.render(), Math.max(0, this.nextExpiry - Date.now()) + 50);
+    }
     const online = members.filter((m) => m.online).length;
     e.count.textContent = members.length ? `(${members.length})` : '';
     e.sub.textContent = members.length ? `${online} of ${members.length} online`
@@ -129,6 +136,20 @@ export class MembersPanel {
       const btn = e.list.querySelector(`li[data-user="${CSS.escape(menuFor)}"] button[data-testid="member-actions"]`);
       btn?.click();
     }
+  }
+
+  /** A member's line, with their away state and status text while online. */
+  _item(room, m, mine) {
+    const li = this.memberItem(m, this.me, this._actionsButton(room, m, mine));
+    const state = m.online && room.state === 'live' ? room.people.stateOf(m.user.id) : null;
+    if (state) {
+      if (Number.isInteger(state.status_until) && state.status_until > Date.now()) {
+        this.nextExpiry = Math.min(this.nextExpiry, state.status_until);
+      }
+      li.dataset.idle = String(Boolean(state.away));
+      li.querySelector('.member-name')?.after(...this.marks(this.h, state));
+    }
+    return li;
   }
 
   _actionsButton(room, m, mine) {

@@ -5,26 +5,41 @@
 const TYPING_EVERY_MS = 3000; // tell the room we are typing at most this often
 const TYPING_SHOWN_MS = 6000; // someone shows as typing this long after their last notice
 
+function stateOf(o) {
+  return { away: Boolean(o.away), status_text: o.status_text ?? null, status_until: o.status_until ?? null };
+}
+
 export class RoomPeople {
   /** @param {() => void} onTypingChanged  called whenever the typing list changes */
   constructor(onTypingChanged) {
     this.members = new Map(); // user id -> user
+    this.states = new Map(); // user id -> {away, status_text, status_until}
     this.typing = new Map(); // user id -> {user, until}
     this.typingTimer = null;
     this.lastTypingSent = 0;
     this.onTypingChanged = onTypingChanged;
   }
 
-  /** The members list of a `joined` frame: everyone online in the room now. */
+  /** The members list of a `joined` frame: everyone online in the room now, with
+   *  their away state and status text (absent from older servers' frames). */
   setMembers(users) {
     this.members = new Map(users.map((u) => [u.id, u]));
+    this.states = new Map(users.map((u) => [u.id, stateOf(u)]));
+  }
+
+  /** Away and status text of a member online now (undefined for others). */
+  stateOf(id) {
+    return this.states.get(id);
   }
 
   /** A `presence` frame; someone who goes offline stops typing too. */
-  presence(user, status) {
-    if (status === 'online') this.members.set(user.id, user);
-    else if (status === 'offline') {
+  presence(user, status, frame = {}) {
+    if (status === 'online') {
+      this.members.set(user.id, user);
+      this.states.set(user.id, stateOf(frame));
+    } else if (status === 'offline') {
       this.members.delete(user.id);
+      this.states.delete(user.id);
       this.typing.delete(user.id);
       this.onTypingChanged();
     }

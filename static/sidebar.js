@@ -10,8 +10,9 @@ const ROOM_RE = /^[a-z0-9][a-z0-9_-]{0,63}$/;
 const $ = (id) => document.getElementById(id);
 
 export class Sidebar {
-  constructor({ h, roomItem, fieldError }) {
-    Object.assign(this, { h, roomItem, fieldError });
+  /** `marks(h, state)`: what follows a name for its presence state (userstatus.js). */
+  constructor({ h, roomItem, fieldError }, marks = () => []) {
+    Object.assign(this, { h, roomItem, fieldError, marks });
     this.me = null;
     this.chat = null; // set by bind(); read-only use
     this.handlers = null;
@@ -87,12 +88,17 @@ export class Sidebar {
     const byLabel = (a, b) => a.label.localeCompare(b.label);
     const channels = mine.filter((r) => r.kind !== 'dm').sort(byLabel);
     const dms = mine.filter((r) => r.kind === 'dm').sort(byLabel);
-    const item = (r) => this.roomItem(r.info, {
-      joined: true, current: r.name === this.current, me: this.me,
-      unread: r.name !== this.current ? r.unread : 0,
-      mentions: r.name !== this.current ? r.mentions : 0,
-      online: r.kind === 'dm' && [...r.people.members.keys()].some((id) => id !== this.me.id),
-    });
+    const item = (r) => {
+      const others = r.kind === 'dm' ? [...r.people.members.keys()].filter((id) => id !== this.me.id) : [];
+      const li = this.roomItem(r.info, {
+        joined: true, current: r.name === this.current, me: this.me,
+        unread: r.name !== this.current ? r.unread : 0,
+        mentions: r.name !== this.current ? r.mentions : 0,
+        online: others.length > 0,
+      });
+      if (others.length) this._dmState(li, others.map((id) => r.people.stateOf(id)));
+      return li;
+    };
     e.joined.replaceChildren(...channels.map(item));
     if (!channels.length) e.joined.append(this.h('li', { class: 'muted' }, 'None yet'));
     e.dms.replaceChildren(...dms.map(item));
@@ -113,6 +119,20 @@ export class Sidebar {
     if (!others.length) e.other.append(this.h('li', { class: 'muted' }, 'You are in every public room.'));
     e.dot.hidden = !mine.some((r) => r.name !== this.current && r.unread);
     if (focused) e.root.querySelector(`button[data-room="${CSS.escape(focused)}"]`)?.focus();
+  }
+
+  /** A DM's dot turns "away" when every other person online in it is away; a DM with
+   *  one other person shows their status text after the name. */
+  _dmState(li, states) {
+    const away = states.every((s) => s?.away);
+    const dot = li.querySelector('[data-testid="dm-presence"]');
+    dot?.classList.toggle('idle', away);
+    dot?.setAttribute('data-away', String(away));
+    if (dot) dot.title = away ? 'Away' : 'Online';
+    const name = li.querySelector('.room-name');
+    if (states.length === 1 && name) {
+      name.after(...this.marks(this.h, { ...states[0], away: false }));
+    }
   }
 
   _pickRoom(name) {

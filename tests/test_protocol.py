@@ -23,6 +23,8 @@ def test_parses_each_client_frame_type():
         "r", 9, None, 100)
     assert parse('{"type":"typing","room":"r"}') == protocol.Typing("r")
     assert parse('{"type":"ping","ref":3}') == protocol.Ping(3)
+    assert parse('{"type":"activity","state":"idle"}') == protocol.Activity(True)
+    assert parse('{"type":"activity","state":"active","ref":1}') == protocol.Activity(False, 1)
 
 
 def test_history_limit_is_clamped_and_defaults_to_50():
@@ -43,6 +45,8 @@ def test_history_limit_is_clamped_and_defaults_to_50():
     ('{"type":"ping","ref":true}', "bad_request"),
     ('{"type":"ping","ref":"' + "r" * 65 + '"}', "bad_request"),
     ('{"type":"PING"}', "unknown_type"),
+    ('{"type":"activity"}', "bad_request"),
+    ('{"type":"activity","state":"away"}', "bad_request"),
     ('{"type":"send","room":"r","body":NaN}', "bad_request"),
     ('{"type":"send","room":"r","body":"x","client_id":"has space"}', "bad_request"),
 ])
@@ -102,7 +106,11 @@ def test_each_server_frame_has_its_documented_fields():
     assert _wire(protocol.TypingNow("general", ANN)) == {
         "type": "typing", "room": "general", "user": user}
     assert _wire(protocol.PresenceChange("general", ANN, "online")) == {
-        "type": "presence", "room": "general", "user": user, "status": "online"}
+        "type": "presence", "room": "general", "user": user, "status": "online",
+        "away": False, "status_text": None, "status_until": None}
+    assert _wire(protocol.PresenceChange("general", ANN, "online", True, "Lunch", 17)) == {
+        "type": "presence", "room": "general", "user": user, "status": "online",
+        "away": True, "status_text": "Lunch", "status_until": 17}
     assert _wire(protocol.Pong(), "p") == {"type": "pong", "ref": "p"}
 
 

@@ -460,7 +460,8 @@ async def test_presence_online_offline_counts_tabs_once(make_client):
     watcher_client, watcher = await user_socket(make_client)
     online = await a.expect("presence")
     assert online == {"type": "presence", "room": "general", "user": watcher_client.user,
-                      "status": "online"}
+                      "status": "online", "away": False, "status_text": None,
+                      "status_until": None}
     second_tab = await client_a.ws()
     await second_tab.join("general")
     # A second tab of a user already online announces nothing; closing one tab neither.
@@ -481,7 +482,8 @@ async def test_joined_members_lists_each_user_once(make_client):
     joined = await b.join("general")
     ids = [m["id"] for m in joined["members"]]
     assert ids.count(client_a.user["id"]) == 1
-    assert all(set(m) == {"id", "name", "bot"} for m in joined["members"])
+    assert all(set(m) == {"id", "name", "bot", "away", "status_text", "status_until"}
+               for m in joined["members"])
 
 
 async def test_rejoin_with_since_returns_missed_messages_in_order(make_client):

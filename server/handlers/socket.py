@@ -256,6 +256,9 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             self.send_frame(page, frame.ref)
         elif isinstance(frame, protocol.Ping):
             self.send_frame(protocol.Pong(), frame.ref)
+        elif isinstance(frame, protocol.Activity):
+            # No reply: the user's presence in their rooms says it (`away`).
+            await self.chat.activity(self, frame.idle)
         elif isinstance(frame, protocol.Read):
             # This socket gets the `read` frame as the reply; the user's others get it
             # without a ref.

@@ -7,11 +7,13 @@ from typing import Any
 
 from server.admins import Admins
 from server.auth import Auth
+from server.chat import Chat
 from server.handlers import http
 from server.handlers.base import ApiError, BaseHandler
 from server.inflight import Inflight
 from server.invites import Registration
-from server.store import Store
+from server.status import Shown, StatusError, parse_status
+from server.store import Store, StoreError, now_ms
 
 SEARCH_LIMIT = 20
 PREFIX_MAX = 32  # the longest username
@@ -68,3 +70,41 @@ class ServerHandler(BaseHandler):
 
     async def get(self) -> None:
         self.write_json({"registration": self.registration.mode})
+
+
+class StatusHandler(BaseHandler):
+    """GET / PUT / DELETE /api/me/status: the caller's custom status text, which every
+    room where they are online learns at once."""
+
+    def initialize(self, auth: Auth, inflight: Inflight,  # type: ignore[override]
+                   chat: Chat) -> None:
+        super().initialize(auth, inflight)
+        self.chat = chat
+
+    async def get(self) -> None:
+        try:
+            status = await self.chat.store.status_of(self.user.id)
+        except StoreError:
+            raise ApiError(503, "unavailable", "the account store is unavailable") from None
+        text, until = status if status else (None, None)
+        shown = Shown(False, text, until).current(now_ms())
+        self.write_json({"text": shown.text, "until": shown.until})
+
+    async def put(self) -> None:
+        try:
+            text, until = parse_status(self.json_body())
+        except StatusError as e:
+            raise ApiError(413 if e.code == "too_large" else 400, e.code, e.message) from None
+        await self._set(text, until)
+
+    async def delete(self) -> None:
+        await self._set(None, None)
+        self.set_status(204)
+
+    async def _set(self, text: str | None, until: int | None) -> None:
+        try:
+            shown = await self.chat.hub.set_status(self.user, text, until)
+        except StoreError:
+            raise ApiError(503, "unavailable", "the account store is unavailable") from None
+        if text is not None:
+            self.write_json({"text": shown.text, "until": shown.until})

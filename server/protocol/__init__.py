@@ -28,6 +28,7 @@ from server.protocol.common import (
     Ref,
 )
 from server.protocol.inbound import (
+    Activity,
     Change,
     Delete,
     Edit,
@@ -83,6 +84,7 @@ __all__ = [
     "UNAVAILABLE",
     "UNKNOWN_TYPE",
     "Ack",
+    "Activity",
     "Change",
     "Delete",
     "Edit",

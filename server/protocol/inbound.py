@@ -109,7 +109,17 @@ class Read:
     ref: Ref = None
 
 
-Frame = Join | Leave | Send | Edit | Delete | React | History | Typing | Ping | Read
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """Whether the user is at this client: "idle" once it has had no focus and no input
+    for a while, "active" when they return. Sent on changes only."""
+
+    idle: bool
+    ref: Ref = None
+
+
+Frame = (Join | Leave | Send | Edit | Delete | React | History | Typing | Ping | Read
+         | Activity)
 
 # An emoji: a short run of non-ASCII, non-space characters (a Unicode emoji, with its
 # modifiers and joiners), or a :shortcode:.
@@ -303,6 +313,13 @@ def _read(raw: dict[str, Any], ref: Ref, max_body: int) -> Read:
     return Read(room, seq, ref)
 
 
+def _activity(raw: dict[str, Any], ref: Ref, max_body: int) -> Activity:
+    state = raw.get("state")
+    if state not in ("active", "idle"):
+        raise ProtocolError(BAD_REQUEST, "state must be \"active\" or \"idle\"", ref)
+    return Activity(state == "idle", ref)
+
+
 _BUILDERS: dict[str, Callable[[dict[str, Any], Ref, int], Frame]] = {
     "join": _join,
     "leave": _leave,
@@ -314,4 +331,5 @@ _BUILDERS: dict[str, Callable[[dict[str, Any], Ref, int], Frame]] = {
     "typing": _typing,
     "ping": _ping,
     "read": _read,
+    "activity": _activity,
 }

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 from server.model import Record, User
 from server.protocol.common import PAGE_BYTES, PROTOCOL_VERSION, Ref
+
+
+class Listed(Protocol):
+    """A member as `joined.members` lists it."""
+
+    def as_dict(self) -> dict[str, Any]: ...
 
 
 class Outbound(Protocol):
@@ -33,7 +40,7 @@ class Joined:
     TYPE: ClassVar[str] = "joined"
     room: str
     last_seq: int
-    members: list[User]
+    members: Sequence[Listed]  # users, or users with their presence state
     messages: list[Record]
     has_more: bool
     read: ReadState | None = None
@@ -127,9 +134,14 @@ class PresenceChange:
     room: str
     user: User
     status: str  # "online" or "offline"
+    away: bool = False  # all the user's sockets are idle
+    status_text: str | None = None  # the user's custom status
+    status_until: int | None = None  # when it expires (ms), None for never
 
     def as_dict(self) -> dict[str, Any]:
-        return {"room": self.room, "user": self.user.as_dict(), "status": self.status}
+        return {"room": self.room, "user": self.user.as_dict(), "status": self.status,
+                "away": self.away, "status_text": self.status_text,
+                "status_until": self.status_until}
 
 
 @dataclass(frozen=True, slots=True)

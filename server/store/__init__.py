@@ -25,6 +25,7 @@ from server.store.messages import (
 )
 from server.store.reads import UNREAD_CAP, Reads
 from server.store.search import Search
+from server.store.statuses import Statuses
 
 __all__ = [
     "DEFAULT_ROOM",
@@ -43,7 +44,7 @@ __all__ = [
 ]
 
 
-class Store(Accounts, RoomsAndMessages, Members, Reads, Search):
+class Store(Accounts, RoomsAndMessages, Members, Reads, Search, Statuses):
     """All persistent state. Every method raises StoreError when MongoDB fails."""
 
     def __init__(self, client: AsyncIOMotorClient, db_name: str) -> None:

@@ -1,0 +1,116 @@
+"""Presence frames on their way out: at most one per (room, user) per hold, and all of
+a room's frames of one loop turn in one write to its members and one publish.
+
+A disconnect storm (ten thousand sockets closing at once) thus costs each room one
+envelope carrying every offline frame, not one publish per user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+from server import protocol, tasks
+from server.model import User
+from server.status import Shown
+
+# What a room is told of a user: ("online" or "offline", their state).
+State = tuple[str, Shown]
+Announce = Callable[[str, User, State, bytes], Awaitable[None]]  # room, user, state, exclude
+Flush = Callable[[str, list[bytes], bytes], Awaitable[None]]  # room, frames, exclude
+
+
+class Coalescer:
+    """At most one presence frame per (room, user) every `hold` seconds from this process.
+
+    The first change goes out at once. Changes within the hold wait for its end, and
+    only the last one goes out, if it differs from what was announced: a user who
+    joins and leaves in a loop costs the room one frame per hold, not two per cycle.
+    """
+
+    def __init__(self, announce: Announce, hold: float = 2.0) -> None:
+        self._announce = announce
+        self.hold = hold
+        self._last: dict[tuple[str, str], tuple[State, float]] = {}  # -> (state, when)
+        self._waiting: dict[tuple[str, str], tuple[User, State, bytes, bool]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def change(self, room: str, user: User, state: State, exclude: bytes,
+                     force: bool = False) -> None:
+        """Announce a state; `force` even if it is what this process said last."""
+        key = (room, user.id)
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is None or (now - last[1] >= self.hold and key not in self._waiting):
+            if last is not None and last[0] == state and not force:
+                return
+            self._last[key] = (state, now)
+            await self._announce(room, user, state, exclude)
+            return
+        if key not in self._waiting:
+            task = asyncio.ensure_future(self._flush(key, last[1] + self.hold - now))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        force = force or (key in self._waiting and self._waiting[key][3])
+        self._waiting[key] = (user, state, exclude, force)
+
+    async def _flush(self, key: tuple[str, str], delay: float) -> None:
+        await asyncio.sleep(delay)
+        await self._send_waiting(key)
+
+    async def _send_waiting(self, key: tuple[str, str]) -> None:
+        user, state, exclude, force = self._waiting.pop(key)
+        if force or self._last[key][0] != state:
+            self._last[key] = (state, time.monotonic())
+            await self._announce(key[0], user, state, exclude)
+
+    def forget_old(self) -> None:
+        """Drop what was announced more than a hold ago and has nothing waiting."""
+        cutoff = time.monotonic() - self.hold
+        for key in [k for k, (_, when) in self._last.items()
+                    if when < cutoff and k not in self._waiting]:
+            del self._last[key]
+
+    async def close(self) -> None:
+        """Send what is waiting now: nobody would announce it after this process."""
+        for task in list(self._tasks):
+            await tasks.stop(task)
+        for key in list(self._waiting):
+            await self._send_waiting(key)
+
+
+def presence_frame(room: str, user: User, state: State) -> bytes:
+    status, shown = state
+    return protocol.dump(protocol.PresenceChange(room, user, status, shown.away,
+                                                 shown.text, shown.until))
+
+
+class RoomBatches:
+    """Frames of the same room (and excluded connection) queued in one loop turn go
+    out together."""
+
+    def __init__(self, flush: Flush) -> None:
+        self._flush_room = flush
+        self._queued: dict[tuple[str, bytes], list[bytes]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def add(self, room: str, frame: bytes, exclude: bytes) -> None:
+        if not self._queued:
+            asyncio.get_running_loop().call_soon(self._start)
+        self._queued.setdefault((room, exclude), []).append(frame)
+
+    def _start(self) -> None:
+        task = asyncio.ensure_future(self.flush())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def flush(self) -> None:
+        queued, self._queued = self._queued, {}
+        await asyncio.gather(*(self._flush_room(room, frames, exclude)
+                               for (room, exclude), frames in queued.items()))
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            await task
+        await self.flush()

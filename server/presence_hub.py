@@ -1,0 +1,254 @@
+"""Presence as rooms see it: online/offline on join and departure, away when every
+socket of a user is idle, the custom status text, and the heartbeat that keeps this
+process live and buries dead ones. Chat calls it; Redis work is in `presence.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from server import tasks
+from server.delivery import Delivery
+from server.envelope import MemberChange
+from server.model import User
+from server.presence import Presence, PresenceError, UserPresence
+from server.presence_frames import Coalescer, RoomBatches, State, presence_frame
+from server.rooms import LocalRooms, Member
+from server.status import Present, Shown, UserStates
+from server.store import Store, StoreError
+
+log = logging.getLogger(__name__)
+
+CHANGE = "presence"  # the MemberChange that carries a user's state to every process
+
+
+class PresenceHub:
+    """This process's side of presence."""
+
+    def __init__(self, presence: Presence, rooms: LocalRooms, delivery: Delivery,
+                 store: Store, *, node_id: str, ttl: float = 30.0, hold: float = 2.0) -> None:
+        self.presence = presence
+        self.rooms = rooms
+        self.delivery = delivery
+        self.store = store
+        self.node_id = node_id
+        self.ttl = ttl
+        self.states = UserStates()
+        metrics = delivery.metrics
+        presence.on_commands = metrics.presence_commands.inc
+        presence.on_batch = self._batched
+        presence.on_buried = metrics.presence_buried.inc
+        self._frames = Coalescer(self._queue, hold)
+        self._batches = RoomBatches(self._send)
+        self._idle: set[Member] = set()  # connections that said they are idle
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # Lifecycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        try:
+            await self.presence.start()
+            away = await self.presence.away_users()
+        except PresenceError as e:
+            log.warning("presence start: %s", e)
+            away = set()
+        try:
+            statuses = await self.store.statuses()
+        except StoreError as e:
+            log.warning("status texts not loaded: %s", e)
+            statuses = {}
+        self.states.load(statuses, away)
+        self._heartbeat = asyncio.create_task(self._loop(), name="presence")
+
+    def pending(self) -> list[asyncio.Task[None]]:
+        return list(self._tasks)
+
+    async def close(self) -> None:
+        await tasks.stop(self._heartbeat)
+        await self._frames.close()
+        await self._batches.close()
+        await self.presence.close()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _batched(self, items: int) -> None:
+        self.delivery.metrics.presence_batches.inc()
+        self.delivery.metrics.presence_batched.inc(items)
+
+    # Joins and departures ---------------------------------------------------------
+
+    async def enter(self, room: str, conn: Member) -> tuple[list[Present], bool]:
+        """Mark the user present; (members with their state, online elsewhere)."""
+        idle = self.idle_here(conn.user.id)
+        members, elsewhere = await self.presence.enter(room, conn.user, idle)
+        if not idle and self.states.of(conn.user.id).away:
+            # Back after being away (idle, or gone): the rooms learn it.
+            self._spawn(self._idle_changed(conn.user, False))
+        return self.states.present(members), elsewhere
+
+    async def online(self, room: str, conn: Member) -> None:
+        await self._frames.change(room, conn.user, self._state(conn.user, "online"),
+                                  conn.conn_id)
+
+    async def leave(self, room: str, conn: Member, empty: bool) -> None:
+        """The user's last connection here left the room: offline unless elsewhere."""
+        user = conn.user
+        gone = not any(self.rooms.rooms_of(c) for c in self.rooms.connections_of(user.id))
+        try:
+            elsewhere = await self.presence.leave(room, user, gone_from_node=gone,
+                                                  empty_here=empty)
+        except PresenceError as e:
+            log.warning("presence leave failed: %s", e)
+            return
+        if not elsewhere:
+            await self._frames.change(room, user, self._state(user, "offline"), b"")
+
+    def _state(self, user: User, status: str) -> State:
+        shown = self.states.of(user.id)
+        return status, (shown if status == "online" else Shown(False, shown.text, shown.until))
+
+    # Activity ---------------------------------------------------------------------
+
+    def idle_here(self, uid: str) -> bool:
+        conns = self.rooms.connections_of(uid)
+        return bool(conns) and all(c in self._idle for c in conns)
+
+    async def activity(self, conn: Member, idle: bool) -> None:
+        """A connection says its user is idle at it, or back."""
+        if (conn in self._idle) == idle:
+            return
+        before = self.idle_here(conn.user.id)
+        if idle:
+            self._idle.add(conn)
+        else:
+            self._idle.discard(conn)
+        if self.idle_here(conn.user.id) != before:
+            await self._idle_changed(conn.user, not before)
+
+    def disconnecting(self, conn: Member) -> bool:
+        """Before a connection goes: whether its user is idle here now."""
+        return self.idle_here(conn.user.id)
+
+    def disconnected(self, conn: Member, was_idle: bool, left_rooms: bool) -> None:
+        """After it went: its other sockets here may all be idle now. The departures
+        from rooms say the user is gone from here; without rooms, this says it."""
+        self._idle.discard(conn)
+        uid = conn.user.id
+        if not was_idle and self.idle_here(uid):
+            self._spawn(self._idle_changed(conn.user, True))
+        elif not left_rooms and not self.rooms.connections_of(uid):
+            self._spawn(self._forget(uid))
+
+    async def _forget(self, uid: str) -> None:
+        try:
+            await self.presence.forget(uid)
+        except PresenceError as e:
+            log.warning("presence of %s here not removed: %s", uid, e)
+
+    async def _idle_changed(self, user: User, idle: bool) -> None:
+        try:
+            seen = await self.presence.set_idle(user, idle)
+        except PresenceError as e:
+            log.warning("presence activity not recorded: %s", e)
+            return
+        old = self.states.of(user.id)
+        if old.away != seen.away:
+            try:
+                await self.presence.mark_away(user.id, seen.away)
+            except PresenceError as e:
+                log.warning("away list not updated: %s", e)
+            await self._changed(user, Shown(seen.away, old.text, old.until), seen)
+
+    # Status text -----------------------------------------------------------------
+
+    async def set_status(self, user: User, text: str | None, until: int | None) -> Shown:
+        """Set (or with None, clear) the user's status text; raises StoreError."""
+        if text is None:
+            await self.store.clear_status(user.id)
+        else:
+            await self.store.set_status(user.id, text, until)
+        old = self.states.of(user.id)
+        shown = Shown(old.away, text, until if text is not None else None)
+        await self._changed(user, shown)
+        return shown
+
+    async def _expire_statuses(self) -> None:
+        """Clear the status texts that expired; of the processes that find one, the one
+        whose MongoDB update wins announces it."""
+        for uid, until in self.states.expired():
+            old = self.states.of(uid)
+            self.states.put(uid, old)  # without the text: not tried again here
+            try:
+                won = await self.store.clear_status(uid, until)
+                user = await self.store.user_by_id(uid)
+            except StoreError as e:
+                log.warning("expired status of %s not cleared: %s", uid, e)
+                continue
+            if won and user is not None:
+                await self._changed(User.from_doc(user), old)
+
+    # Changes of a user's state -------------------------------------------------------
+
+    async def _changed(self, user: User, shown: Shown, seen: UserPresence | None = None
+                       ) -> None:
+        """Tell every process the user's new state and every room where they are
+        online (once per room: the rooms of every node, from Redis)."""
+        await self.delivery.command(MemberChange(self.node_id, "", user.id, CHANGE,
+                                                 shown.fields()))
+        if seen is None:
+            try:
+                seen = await self.presence.of_user(user.id)
+            except PresenceError as e:
+                log.warning("presence of %s not read: %s", user.id, e)
+                return
+        for room in seen.rooms:
+            # Forced: another process may have announced another state since this one
+            # last spoke of the user.
+            await self._frames.change(room, user, ("online", shown), b"", force=True)
+
+    def apply(self, change: MemberChange) -> None:
+        """A user's state changed (on any process, this one included)."""
+        self.states.put(change.user, UserStates.decode(change.payload))
+
+    # Frames -------------------------------------------------------------------------
+
+    async def _queue(self, room: str, user: User, state: State, exclude: bytes) -> None:
+        self._batches.add(room, presence_frame(room, user, state), exclude)
+
+    async def _send(self, room: str, frames: list[bytes], exclude: bytes) -> None:
+        for _ in frames:
+            self.delivery.metrics.presence_sent()
+        outgoing = [(0, frame) for frame in frames]
+        self.delivery.deliver(room, outgoing, exclude)
+        await self.delivery.publish(room, outgoing, exclude)
+
+    # Heartbeat ----------------------------------------------------------------------
+
+    def _present(self) -> list[tuple[str, User, bool]]:
+        out: dict[tuple[str, str], tuple[str, User, bool]] = {}
+        for room in self.rooms.rooms():
+            for m in self.rooms.members(room):
+                out.setdefault((room, m.user.id), (room, m.user, self.idle_here(m.user.id)))
+        return list(out.values())
+
+    async def _loop(self) -> None:
+        """Keep this process live, bury dead ones, expire status texts."""
+        interval = self.ttl / 3
+        while True:
+            await asyncio.sleep(interval)
+            self._frames.forget_old()
+            try:
+                for room, user in await self.presence.heartbeat(self._present):
+                    await self._frames.change(room, user, self._state(user, "offline"), b"")
+                await self._expire_statuses()
+            except PresenceError as e:
+                log.warning("presence heartbeat failed: %s", e)
+            except Exception:
+                log.exception("presence heartbeat crashed; continuing")

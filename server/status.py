@@ -1,0 +1,138 @@
+"""What presence says of a user beyond online/offline: away, and a custom status text
+with an optional expiry.
+
+Every process keeps the states that differ from the default (not away, no text) of
+every user, so a join lists its members' states without a round trip: a change is
+broadcast to all processes (a `MemberChange` "presence"), and a process that starts
+reads the statuses from MongoDB and the away users from Redis.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from server.model import User
+
+MAX_STATUS_CHARS = 100
+MAX_STATUS_DAYS = 30  # the latest expiry a status may have
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class StatusError(ValueError):
+    """A status text or expiry that is refused; `code` is the documented error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class Shown:
+    """A user's state as frames show it."""
+
+    away: bool = False
+    text: str | None = None
+    until: int | None = None  # when the text expires (ms since the epoch), None for never
+
+    def current(self, now: int) -> Shown:
+        """Without the text once it has expired."""
+        if self.text is not None and self.until is not None and self.until <= now:
+            return Shown(self.away)
+        return self
+
+    def fields(self) -> dict[str, Any]:
+        return {"away": self.away, "status_text": self.text, "status_until": self.until}
+
+
+DEFAULT = Shown()
+
+
+@dataclass(frozen=True, slots=True)
+class Present:
+    """A member of a room as `joined.members` lists it: the user and their state."""
+
+    user: User
+    shown: Shown
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.user.as_dict(), **self.shown.fields()}
+
+
+def parse_status(body: dict[str, Any], now: int | None = None) -> tuple[str, int | None]:
+    """(text, until) from a request body {"text", "until"}; raises StatusError."""
+    text = body.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise StatusError("bad_request", "text must be a non-empty string")
+    text = text.strip()
+    if len(text) > MAX_STATUS_CHARS:
+        raise StatusError("too_large", f"text is over {MAX_STATUS_CHARS} characters")
+    if _CONTROL_RE.search(text):
+        raise StatusError("bad_request", "text must not contain control characters")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise StatusError("bad_request", "text is not valid Unicode text") from None
+    until = body.get("until")
+    if until is not None:
+        now = _now_ms() if now is None else now
+        if isinstance(until, bool) or not isinstance(until, int):
+            raise StatusError("bad_request", "until must be a time in milliseconds or null")
+        if until <= now:
+            raise StatusError("bad_request", "until must be in the future")
+        if until > now + MAX_STATUS_DAYS * 86_400_000:
+            raise StatusError("bad_request",
+                              f"until must be within {MAX_STATUS_DAYS} days")
+    return text, until
+
+
+class UserStates:
+    """This process's copy of every user's non-default state."""
+
+    def __init__(self) -> None:
+        self._states: dict[str, Shown] = {}
+
+    def of(self, uid: str, now: int | None = None) -> Shown:
+        shown = self._states.get(uid)
+        if shown is None:
+            return DEFAULT
+        return shown.current(_now_ms() if now is None else now)
+
+    def put(self, uid: str, shown: Shown) -> None:
+        if shown == DEFAULT:
+            self._states.pop(uid, None)
+        else:
+            self._states[uid] = shown
+
+    def load(self, statuses: dict[str, tuple[str, int | None]], away: set[str]) -> None:
+        for uid in set(statuses) | away:
+            text, until = statuses.get(uid, (None, None))
+            self.put(uid, Shown(uid in away, text, until))
+
+    def present(self, users: list[User]) -> list[Present]:
+        now = _now_ms()
+        return [Present(u, self.of(u.id, now)) for u in users]
+
+    def expired(self, now: int | None = None) -> list[tuple[str, int]]:
+        """(user id, until) of the status texts that have expired."""
+        now = _now_ms() if now is None else now
+        return [(uid, s.until) for uid, s in self._states.items()
+                if s.text is not None and s.until is not None and s.until <= now]
+
+    @staticmethod
+    def encode(shown: Shown) -> dict[str, Any]:
+        return shown.fields()
+
+    @staticmethod
+    def decode(payload: dict[str, Any]) -> Shown:
+        text = payload.get("status_text")
+        until = payload.get("status_until")
+        return Shown(bool(payload.get("away")), text if isinstance(text, str) else None,
+                     until if isinstance(until, int) and not isinstance(until, bool) else None)

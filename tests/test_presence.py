@@ -1,0 +1,277 @@
+"""Presence beyond online/offline (away, status text) and what it costs: entries valid
+while their process lives, dead processes buried, departures batched per room.
+Real sockets, two real server processes' runtimes, real Redis and MongoDB-wire."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from server.config import Config
+from tests.client import Client, Socket
+
+
+@pytest.fixture
+def config(config: Config) -> Config:
+    # Every change goes out at once: the tests count frames per change.
+    return dataclasses.replace(config, presence_hold=0.0)
+
+
+async def joined(url: str, room: str = "general", client: Client | None = None
+                 ) -> tuple[Client, Socket]:
+    if client is None:
+        client = Client(url)
+        await client.register()
+    ws = await client.ws()
+    await ws.join(room)
+    return client, ws
+
+
+def tab_of(client: Client, url: str) -> Client:
+    """The same signed-in user in another tab (or on another process)."""
+    other = Client(url)
+    other.cookies = dict(client.cookies)
+    other.user = client.user
+    return other
+
+
+async def quiet(ws: Socket, kind: str, **match: Any) -> None:
+    """No frame of `kind` arrived before the reply to a ping: frames of one room come
+    in order, so one sent before the ping would be here."""
+    ref = "quiet"
+    await ws.send({"type": "ping", "ref": ref})
+    while True:
+        frame = await ws.recv()
+        if frame.get("ref") == ref:
+            return
+        assert not (frame["type"] == kind and all(frame.get(k) == v for k, v in match.items())
+                    ), frame
+
+
+async def test_a_user_idle_in_every_tab_on_every_process_is_away_until_one_returns(
+        base_url, second_node):
+    _, watcher = await joined(base_url)
+    alice, tab1 = await joined(base_url)
+    uid = alice.user["id"]
+    await watcher.expect("presence", user=alice.user, status="online")
+    _, tab2 = await joined(second_node.base_url, client=tab_of(alice, second_node.base_url))
+    await tab1.send({"type": "activity", "state": "idle"})
+    # Her tab on the other process is still active: not away.
+    assert (await tab1.call({"type": "ping"}))["type"] == "pong"
+    await quiet(watcher, "presence", away=True)
+    await tab2.send({"type": "activity", "state": "idle"})
+    away = await watcher.expect("presence", user=alice.user)
+    assert away["status"] == "online" and away["away"] is True
+    # A newcomer sees her away in the member list.
+    _, late = await joined(second_node.base_url, "general")
+    entry = next(m for m in (await late.join("general"))["members"] if m["id"] == uid)
+    assert entry["away"] is True and entry["status_text"] is None
+    await tab1.send({"type": "activity", "state": "active"})
+    back = await watcher.expect("presence", user=alice.user)
+    assert back["status"] == "online" and back["away"] is False
+
+
+async def test_activity_repeated_or_invalid_changes_nothing(make_client, base_url):
+    _, watcher = await joined(base_url)
+    alice, tab = await joined(base_url)
+    await watcher.expect("presence", user=alice.user, status="online")
+    await tab.send({"type": "activity", "state": "active"})  # active already
+    error = await tab.call({"type": "activity", "state": "asleep"})
+    assert error["type"] == "error" and error["code"] == "bad_request"
+    await quiet(watcher, "presence", user=alice.user)
+    await tab.send({"type": "activity", "state": "idle"})
+    assert (await watcher.expect("presence", user=alice.user))["away"] is True
+    await tab.send({"type": "activity", "state": "idle"})
+    await quiet(watcher, "presence", user=alice.user)
+
+
+async def test_closing_the_only_active_tab_leaves_the_user_away(base_url):
+    _, watcher = await joined(base_url)
+    alice, idle_tab = await joined(base_url)
+    await watcher.expect("presence", user=alice.user, status="online")
+    _, active_tab = await joined(base_url, client=tab_of(alice, base_url))
+    await idle_tab.send({"type": "activity", "state": "idle"})
+    await quiet(watcher, "presence", user=alice.user)
+    active_tab.close()
+    away = await watcher.expect("presence", user=alice.user)
+    assert away["away"] is True and away["status"] == "online"
+
+
+async def test_status_text_reaches_every_room_on_every_process_and_joiners_until_cleared(
+        base_url, second_node):
+    alice, _tab = await joined(second_node.base_url)
+    _, watcher = await joined(base_url)
+    until = int(time.time() * 1000) + 3_600_000
+    await watcher.call({"type": "ping"})
+    # Set through the other process than the one her socket is on.
+    here = tab_of(alice, base_url)
+    status, body, _ = await here.request("PUT", "/api/me/status",
+                                         {"text": "  In a meeting ", "until": until})
+    assert status == 200 and body == {"text": "In a meeting", "until": until}
+    seen = await watcher.expect("presence", user=alice.user)
+    assert seen["status"] == "online" and seen["status_text"] == "In a meeting"
+    assert seen["status_until"] == until and seen["away"] is False
+    # Persisted and listed on join, on both processes.
+    for url in (base_url, second_node.base_url):
+        _, late = await joined(url)
+        entry = next(m for m in (await late.join("general"))["members"]
+                     if m["id"] == alice.user["id"])
+        assert entry["status_text"] == "In a meeting" and entry["status_until"] == until
+    assert (await alice.request("GET", "/api/me/status"))[1] == {"text": "In a meeting",
+                                                                 "until": until}
+    status, _, _ = await alice.request("DELETE", "/api/me/status")
+    assert status == 204
+    cleared = await watcher.expect("presence", user=alice.user)
+    assert cleared["status_text"] is None and cleared["status_until"] is None
+    assert (await here.request("GET", "/api/me/status"))[1] == {"text": None, "until": None}
+
+
+async def test_status_text_expires_by_itself_and_rooms_learn_it(base_url, config):
+    _, watcher = await joined(base_url)
+    alice, _tab = await joined(base_url)
+    await watcher.expect("presence", user=alice.user, status="online")
+    until = int(time.time() * 1000) + 1500
+    status, _, _ = await alice.request("PUT", "/api/me/status", {"text": "brb", "until": until})
+    assert status == 200
+    assert (await watcher.expect("presence", user=alice.user))["status_text"] == "brb"
+    # Cleared within a heartbeat (ttl / 3) of its expiry.
+    gone = await watcher.expect("presence", 1.5 + config.presence_ttl, user=alice.user)
+    assert gone["status_text"] is None and int(time.time() * 1000) >= until
+    assert (await alice.request("GET", "/api/me/status"))[1] == {"text": None, "until": None}
+
+
+@pytest.mark.parametrize(("body", "status", "code"), [
+    ({"text": ""}, 400, "bad_request"),
+    ({"text": "   "}, 400, "bad_request"),
+    ({"text": 5}, 400, "bad_request"),
+    ({}, 400, "bad_request"),
+    ({"text": "x" * 101}, 413, "too_large"),
+    ({"text": "a\u0007b"}, 400, "bad_request"),
+    ({"text": "ok", "until": 1000}, 400, "bad_request"),
+    ({"text": "ok", "until": "15:00"}, 400, "bad_request"),
+    ({"text": "ok", "until": True}, 400, "bad_request"),
+    ({"text": "ok", "until": 10**15}, 400, "bad_request"),
+    ([1, 2], 400, "bad_request"),
+])
+async def test_a_refused_status_says_why_and_keeps_the_old_one(make_client, body, status, code):
+    alice = make_client()
+    await alice.register()
+    assert (await alice.request("PUT", "/api/me/status", {"text": "Lunch"}))[0] == 200
+    got, reply, _ = await alice.request("PUT", "/api/me/status", body)
+    assert (got, reply["error"]["code"]) == (status, code), reply
+    assert (await alice.request("GET", "/api/me/status"))[1] == {"text": "Lunch", "until": None}
+
+
+async def test_a_browser_status_change_needs_the_xsrf_token(make_client):
+    alice = make_client()
+    await alice.register()
+    status, _, _ = await alice.request("PUT", "/api/me/status", {"text": "x"}, xsrf=False)
+    assert status == 403
+    status, _, _ = await alice.request("DELETE", "/api/me/status", xsrf=False)
+    assert status == 403
+
+
+async def test_a_dead_process_is_buried_once_and_its_users_announced_offline_once(
+        base_url, second_node, runtime, config):
+    """A process killed mid-flight leaves its entries behind: the live processes race
+    for its ZREM, and the winner cleans up and announces."""
+    _, watcher1 = await joined(base_url)
+    _, watcher2 = await joined(second_node.base_url)
+    redis: Redis = runtime.redis
+    p = f"{config.redis_prefix}presence:"
+    ghost, uid = "ghost-node", "0123456789abcdef01234567"
+    await redis.zadd(p + "nodes", {ghost: int(time.time() * 1000) - 1})
+    await redis.hset(p + "{general}", f"{ghost}|{uid}", "0|ghostly")
+    await redis.sadd(p + "node:{" + ghost + "}", "general")
+    await redis.hset(p + "user:{" + uid + "}", mapping={f"n|{ghost}": "0",
+                                                        f"r|{ghost}|general": ""})
+    ghostly = {"id": uid, "name": "ghostly", "bot": False}
+    for watcher in (watcher1, watcher2):
+        offline = await watcher.expect("presence", 2 * config.presence_ttl, user=ghostly)
+        assert offline["status"] == "offline"
+    assert await redis.zscore(p + "nodes", ghost) is None
+    assert not await redis.exists(p + "node:{" + ghost + "}")
+    assert not await redis.hexists(p + "{general}", f"{ghost}|{uid}")
+    assert not await redis.exists(p + "user:{" + uid + "}")
+    # Both processes have had another heartbeat since: nobody announced it again.
+    nodes = [config.node_id, second_node.runtime.config.node_id]
+    marks = [await redis.zscore(p + "nodes", n) for n in nodes]
+    deadline = asyncio.get_running_loop().time() + 2 * config.presence_ttl
+    while True:
+        now_marks = [await redis.zscore(p + "nodes", n) for n in nodes]
+        if all(a != b for a, b in zip(now_marks, marks, strict=True)):
+            break
+        assert asyncio.get_running_loop().time() < deadline, "no heartbeat"
+        await asyncio.sleep(0.1)  # polling Redis: the heartbeat has no event to await
+    for watcher in (watcher1, watcher2):
+        await quiet(watcher, "presence", user=ghostly)
+
+
+async def test_many_clients_leaving_at_once_reach_the_room_once_each_in_few_publishes(
+        base_url, second_node, runtime, config, services):
+    """Departures of one moment share one pipeline per room and one publish per room."""
+    count = 40
+    owner = Client(base_url)
+    await owner.register()
+    assert (await owner.request("POST", "/api/rooms", {"name": "storm"}))[0] == 201
+    _, remote = await joined(second_node.base_url, "storm")
+    _, local = await joined(base_url, "storm")
+    leavers = [await joined(base_url, "storm") for _ in range(count)]
+    ids = {c.user["id"] for c, _ in leavers}
+    for watcher in (remote, local):
+        online: set[str] = set()
+        while not ids <= online:
+            online.add((await watcher.expect("presence", status="online"))["user"]["id"])
+    listener = Redis.from_url(services.redis_url)
+    pubsub = listener.pubsub()
+    await pubsub.subscribe(runtime.bus.channel("storm"))
+    await pubsub.get_message(timeout=1)  # the subscribe confirmation
+    def sample(name: str) -> float:
+        return runtime.metrics.registry.get_sample_value(name) or 0.0
+
+    batches, batched = sample("chat_presence_batches_total"), sample("chat_presence_batched_total")
+    try:
+        for _, ws in leavers:
+            ws.close()
+        for watcher in (remote, local):
+            offline: list[str] = []
+            while set(offline) != ids:
+                frame = await watcher.expect("presence", 10, status="offline")
+                offline.append(frame["user"]["id"])
+            assert len(offline) == count  # each exactly once
+            await quiet(watcher, "presence", status="offline")
+        publishes = []
+        while (msg := await pubsub.get_message(timeout=0.2)) is not None:
+            if msg["type"] == "message" and b'"presence"' in msg["data"]:
+                publishes.append(msg["data"])
+        carried = sum(p.count(b'"status":"offline"') for p in publishes)
+        assert carried == count
+        assert len(publishes) <= count // 4, len(publishes)
+        # The leaves shared a handful of Redis pipelines, not one round trip each.
+        assert sample("chat_presence_batched_total") - batched == count
+        assert sample("chat_presence_batches_total") - batches <= count // 4
+    finally:
+        await pubsub.aclose()
+        await listener.aclose()
+
+
+async def test_a_user_who_left_while_away_comes_back_active(base_url, second_node):
+    _, watcher = await joined(base_url)
+    alice, tab = await joined(base_url)
+    await watcher.expect("presence", user=alice.user, status="online")
+    await tab.send({"type": "activity", "state": "idle"})
+    assert (await watcher.expect("presence", user=alice.user))["away"] is True
+    tab.close()
+    await watcher.expect("presence", user=alice.user, status="offline")
+    # Back on the other process, active: no longer away, for the room and for joiners.
+    await joined(second_node.base_url, client=tab_of(alice, second_node.base_url))
+    await watcher.expect("presence", user=alice.user, status="online", away=False)
+    _, late = await joined(base_url)
+    entry = next(m for m in (await late.join("general"))["members"]
+                 if m["id"] == alice.user["id"])
+    assert entry["away"] is False
