@@ -157,7 +157,7 @@ class Presence:
         try:
             async with self.redis.pipeline(transaction=transaction) as pipe:
                 build(pipe)
-                self.on_commands(len(pipe.command_stack))
+                self.on_commands(len(pipe))
                 result: list[Any] = await pipe.execute()
                 return result
         except (RedisError, OSError) as e:
@@ -245,7 +245,7 @@ class Presence:
                                   *([f"n|{node}"] if item.gone_from_node else []))
                 if b.empty_here and not here:
                     pipe.srem(mine, room)
-                reads.append(len(pipe.command_stack))
+                reads.append(len(pipe))
                 pipe.hgetall(key)
 
         try:
