@@ -154,13 +154,19 @@ async def test_a_drain_says_draining_at_once_and_drops_a_peer_that_ignores_the_c
         assert (await late.get("/healthz"))[0] == 200
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
+        # The drain has begun once readiness says so (the signal is handled by the
+        # process's loop, not at the moment it is sent).
+        answers = []
+        while not answers or answers[-1][0] != 503:
+            status, body = await probe.get("/readyz")
+            answers.append((status, body["status"]))
+        answers = answers[-1:]
         status, body = await late.get("/ws", {
             "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
             "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Cookie": user.cookie_header(),
             "Origin": url})
         assert (status, body["error"]["code"]) == (503, "unavailable"), (status, body)
         late.close()
-        answers = []
         with contextlib.suppress(ConnectionError):
             while True:
                 status, body = await probe.get("/readyz")
