@@ -141,6 +141,8 @@ class RecentRecords:
             state = self._rooms[room] = _Room()
             while len(self._rooms) > self.size:
                 self._rooms.popitem(last=False)
+        else:
+            self._rooms.move_to_end(room)
         state.reading += 1
         return Reading(room, state, state.version)
 

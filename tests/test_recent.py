@@ -10,7 +10,7 @@ from typing import Any
 
 from server import protocol
 from server.model import Event, Message, User
-from server.recent import unsettled_upto
+from server.recent import RecentRecords, unsettled_upto
 from server.store import message_doc, now_ms
 from tests.client import Socket
 from tests.test_api import seed
@@ -241,3 +241,32 @@ def test_a_joined_frame_of_records_serialized_once_is_the_same_bytes():
             empty = protocol.Joined(frame.room, frame.last_seq, frame.members, [],
                                     frame.has_more, frame.read)
             assert protocol.dump_joined(empty, items, ref) == protocol.dump(frame, ref)
+
+
+def test_records_wait_above_a_gap_and_the_window_keeps_its_bounds():
+    user = User("u1", "ann", False)
+    records = [Message("a", f"id{s}", s, user, f"m{s}", 1) for s in range(1, 7)]
+    recent = RecentRecords(per_room=3, rooms=2)
+    reading = recent.begin("a")
+    window = recent.end(reading, records[:2], start=0, top=2)
+    assert window is not None and (window.start, window.high) == (0, 2)
+
+    def deliver(*seqs: int) -> None:
+        chosen = [records[s - 1] for s in seqs]
+        recent.delivered("a", [(r.seq, protocol.dump(r)) for r in chosen], chosen)
+
+    deliver(4)  # 3 is on its way (another process): 4 waits
+    assert window.high == 2
+    deliver(3)
+    assert (window.start, window.high) == (1, 4)  # three records: 1 is gone
+    assert window.latest(3) == (window.entries, True)
+    assert [e.seq for e in window.entries] == [2, 3, 4]
+    assert window.after(0, 10) is None and window.after(2, 10) is not None
+    edit = Event("a", "id5", 5, 1, "edited", user, None, {"message_seq": 4, "new_body": "x"})
+    recent.delivered("a", [(5, protocol.dump(edit))])  # parsed, as another process's
+    assert recent.window("a") is None
+    # Beyond the bound in rooms, the least recently used goes.
+    for room in ("b", "c"):
+        recent.end(recent.begin(room), [], start=0, top=0)
+    assert recent.window("a") is None and recent.window("b") is not None
+    assert recent.window("c") is not None
