@@ -136,21 +136,24 @@ class Chat:
                 self.join_reads.read(room, conn.user.id, int(access.room.get("seq", 0)),
                                      since))
             last_seq, read = page.top, page.read
-            messages, cut = protocol.fit_page(page.messages, newest=since is None)
+            frames, cut = protocol.fit_frames([e.frame for e in page.messages],
+                                              newest=since is None)
             has_more = page.has_more or cut
         except (StoreError, BusError, PresenceError) as e:
             log.warning("join %s failed: %s", room, e)
             if not already:
                 await self._leave(room, conn, announce=False)
             raise unavailable("the chat backend") from None
-        joined = protocol.dump(protocol.Joined(room, last_seq, members, messages, has_more,
-                                               read), ref)
+        joined = protocol.dump_joined(protocol.Joined(room, last_seq, members, [], has_more,
+                                                      read), frames, ref)
         if already:
             conn.send_raw(joined)
             return
         self.delivery.watch(room, last_seq)
         # Live frames that arrived while joining were held; they follow `joined`.
-        seen = messages[-1].seq if messages else since or 0
+        kept = page.messages[:len(frames)] if since is not None else page.messages[
+            len(page.messages) - len(frames):]
+        seen = kept[-1].seq if kept else since or 0
         held = self.rooms.finish_join(room, conn, seen)
         if not self.rooms.has(room, conn):
             return  # left or closed while joining: its departure has been announced

@@ -39,6 +39,8 @@ from server.envelope import (
 )
 from server.logs import OncePer
 from server.metrics import Metrics
+from server.model import Record
+from server.recent import RecentRecords
 from server.rooms import LocalRooms
 from server.seqs import RoomSeqs
 from server.store import Store, StoreError
@@ -60,6 +62,8 @@ class Delivery:
         self.seqs = seqs
         self.metrics = metrics
         self._node = node_id.encode()
+        # Each room's recent records, fed by every delivery here (for joins).
+        self.recent = RecentRecords()
         self._check_interval = check_interval
         self._publish_warning = OncePer(log)
         # Rooms whose messages were stored but not published: room -> (lowest, highest seq)
@@ -102,6 +106,7 @@ class Delivery:
     async def drop(self, room: str) -> None:
         """The room's last local member left."""
         self.seqs.unwatch(room)
+        self.recent.forget(room)
         await self.bus.unsubscribe(room)
 
     async def read_top(self, room: str, known: int | None = None) -> int:
@@ -130,7 +135,7 @@ class Delivery:
         envelopes = {}
         for room, messages in tick.messages.items():
             frames = [(m.seq, protocol.dump(m)) for m in messages]
-            self.deliver(room, frames)
+            self.deliver(room, frames, records=messages)
             envelopes[room] = frames
             await asyncio.sleep(0)
         await asyncio.gather(*(self.publish(room, frames)
@@ -142,8 +147,10 @@ class Delivery:
         self.deliver(room, frames, exclude)
         await self.publish(room, frames, exclude)
 
-    def deliver(self, room: str, frames: list[Outgoing], exclude: bytes = b"") -> None:
-        """Write frames to this process's members of the room; seqs count as delivered."""
+    def deliver(self, room: str, frames: list[Outgoing], exclude: bytes = b"",
+                records: list[Record] | None = None) -> None:
+        """Write frames to this process's members of the room; seqs count as delivered
+        (and records as recent: `records` are the frames' own, if at hand)."""
         start = time.perf_counter()
         count = self.rooms.deliver(room, frames, exclude)
         self.metrics.delivered(count, time.perf_counter() - start)
@@ -154,6 +161,7 @@ class Delivery:
                     mark.seen(seq)
         if self.rooms.has_floors(room):
             self.rooms.lift_floors(room, time.monotonic())
+        self.recent.delivered(room, frames, records)
 
     async def publish(self, room: str, frames: list[Outgoing], exclude: bytes = b"") -> None:
         """One Redis publish of a room's frames, serialized once for every process."""
@@ -300,11 +308,11 @@ class Delivery:
                 for _page in range(20):
                     messages, has_more = await self.store.messages(room, after=after,
                                                                    limit=PAGE, top=top)
-                    frames = [(m.seq, protocol.dump(m))
-                              for m in messages if not mark.delivered(m.seq)]
-                    if frames:
-                        self.metrics.catch_ups.inc(len(frames))
-                        self.deliver(room, frames)
+                    fresh = [m for m in messages if not mark.delivered(m.seq)]
+                    if fresh:
+                        self.metrics.catch_ups.inc(len(fresh))
+                        self.deliver(room, [(m.seq, protocol.dump(m)) for m in fresh],
+                                     records=fresh)
                     if messages:
                         self.seqs.saw(room, messages[-1].seq)
                         # Seqs of the page's range that MongoDB lacks are failed stores.

@@ -1,15 +1,18 @@
 """The reads of a join, shared: the joins of one room that arrive in the same loop turn
-(a reconnecting crowd) read the room's top, its page and their read positions together.
+(a reconnecting crowd) read the room's top, its page and their read positions together,
+and what this process holds of the room's recent records (`server.recent`) answers
+them without MongoDB when it reaches the top and covers their page.
 
 Every join in a batch asked after it had subscribed and registered as joining (so
 anything stored later reaches it live, held until its `joined`), and the batch's reads
 begin after all of them asked: each joiner gets exactly the page a read of its own
 would have given. Per room and batch: the top (no query when this process already
 delivers the room without a hole: its watermark is the top), one page read for the
-joins without `since` and one for the resumes (after the lowest `since`; a resume
-with nothing missed reads nothing), and one read of the read positions this process
-does not know (it keeps them POSITION_SECONDS, moved on by every `read` command).
-Unread counts come from the page when it holds everything after the read position.
+joins without `since` and one for the resumes (after the lowest `since`; none for the
+pages the recent records hold, none for a resume with nothing missed), one read of the
+read positions this process does not know (it keeps them POSITION_SECONDS, moved on by
+every `read` command), and one count of unread messages for the joiners whose read
+position lies below both the page and the recent records.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from typing import Any
 from server import protocol
 from server.cache import Expiring
 from server.delivery import Delivery
-from server.model import Message, Record
+from server.model import Record
+from server.recent import Entry, Window, count_unread
 from server.seqs import RoomSeqs
 from server.store import UNREAD_CAP, Store
 from server.store.members import member_key
@@ -32,6 +36,10 @@ RESUME_READ_MAX = 1000  # records one shared resume read may fetch
 # Read positions, kept current by the `read` commands every process receives.
 POSITION_SECONDS = 30.0
 POSITION_SIZE = 100_000
+
+Page = tuple[list[Entry], bool]  # records, and whether more lie beyond them
+# Records read from MongoDB that reach the top: every record in (start, top].
+Fill = tuple[list[Record], list[Entry], int]
 
 
 @dataclass(slots=True)
@@ -48,7 +56,7 @@ class Joining:
 @dataclass(frozen=True, slots=True)
 class JoinPage:
     top: int
-    messages: list[Record]
+    messages: list[Entry]  # each record serialized once, as a page item
     has_more: bool
     read: protocol.ReadState
 
@@ -59,6 +67,7 @@ class JoinReads:
     def __init__(self, store: Store, delivery: Delivery, seqs: RoomSeqs) -> None:
         self.store = store
         self.delivery = delivery
+        self.recent = delivery.recent
         self.seqs = seqs
         self._pending: dict[str, list[Joining]] = {}
         self.positions: Expiring[str, int] = Expiring(POSITION_SECONDS, POSITION_SIZE)
@@ -109,20 +118,80 @@ class JoinReads:
         return await self.delivery.read_top(room, known)
 
     async def _answer(self, room: str, joins: list[Joining]) -> None:
+        reading = self.recent.begin(room)
+        fills: list[Fill] = []
+        try:
+            top, pages, read = await self._pages(room, joins, fills)
+        except BaseException:
+            self.recent.end(reading)
+            raise
+        fill = min(fills, key=lambda f: f[2]) if fills else None  # the widest
+        window = (self.recent.end(reading, *fill, top=top) if fill is not None
+                  else self.recent.end(reading))
+        if window is not None and window.high < top:
+            window = None
+        counts: dict[int, tuple[int, int]] = {}
+        below: dict[str, int] = {}  # users whose unread only MongoDB can count
+        for j in joins:
+            last_read = read[j.user_id]
+            if window is not None and window.covers(last_read):
+                counts[id(j)] = count_unread(window.entries, last_read, j.user_id,
+                                             UNREAD_CAP, top)
+                continue
+            counted = _unread(*pages[id(j)], j.since, last_read, j.user_id)
+            if counted is None:
+                below[j.user_id] = last_read
+            else:
+                counts[id(j)] = counted
+        found = await self.store.unread_of(room, below) if below else {}
+        for j in joins:
+            if id(j) not in counts:
+                counted = found.get(j.user_id)
+                if counted is None:  # more than one shared read settles
+                    counted = await self.store.unread(room, j.user_id, read[j.user_id])
+                counts[id(j)] = counted
+            if not j.done.done():
+                messages, has_more = pages[id(j)]
+                j.done.set_result(JoinPage(top, messages, has_more, protocol.ReadState(
+                    read[j.user_id], *counts[id(j)])))
+
+    async def _pages(self, room: str, joins: list[Joining], fills: list[Fill]
+                     ) -> tuple[int, dict[int, Page], dict[str, int]]:
+        """The top, each join's page (from the recent records, or read) and each
+        joiner's read position; the pages read that reach the top go to `fills`."""
         top = await self._top(room, max(j.known for j in joins))
-        latest = [j for j in joins if j.since is None]
-        resumes = [j for j in joins if j.since is not None and j.since < top]
-        pages: dict[int, tuple[list[Record], bool]] = {
-            id(j): ([], False) for j in joins if j.since is not None and j.since >= top}
+        window: Window | None = self.recent.window(room)
+        if window is not None and window.high != top:
+            window = None
+        pages: dict[int, Page] = {}
+        latest: list[Joining] = []
+        resumes: list[Joining] = []
+        for j in joins:
+            served: Page | None = None
+            if j.since is not None and j.since >= top:
+                served = ([], False)
+            elif window is not None:
+                served = (window.latest(JOIN_BACKLOG) if j.since is None
+                          else window.after(j.since, SINCE_PAGE))
+                if served is not None:
+                    self.recent.served += 1
+            if served is not None:
+                pages[id(j)] = served
+            elif j.since is None:
+                latest.append(j)
+            else:
+                resumes.append(j)
         reads: list[asyncio.Future[Any]] = []
 
         async def read_latest() -> None:
-            page = await self.store.messages(room, limit=JOIN_BACKLOG, top=top)
+            records, more = await self.store.messages(room, limit=JOIN_BACKLOG, top=top)
+            entries = [Entry.of(r) for r in records]
             for j in latest:
-                pages[id(j)] = page
+                pages[id(j)] = (entries, more)
+            fills.append((records, entries, records[0].seq - 1 if more else 0))
 
         async def read_resumes() -> None:
-            pages.update(await self._resumes(room, top, resumes))
+            pages.update(await self._resumes(room, top, resumes, fills))
 
         if latest:
             reads.append(asyncio.ensure_future(read_latest()))
@@ -147,35 +216,34 @@ class JoinReads:
         for uid in unknown:
             read[uid] = found.get(uid, 0)
             self.positions.fill(member_key(room, uid), read[uid], version)
-        for j in joins:
-            messages, has_more = pages[id(j)]
-            last_read = read.get(j.user_id, 0)
-            counted = _unread(messages, has_more, j.since, last_read, j.user_id)
-            if counted is None:
-                counted = await self.store.unread(room, j.user_id, last_read)
-            if not j.done.done():
-                j.done.set_result(JoinPage(top, messages, has_more,
-                                           protocol.ReadState(last_read, *counted)))
+        return top, pages, read
 
-    async def _resumes(self, room: str, top: int, resumes: list[Joining]
-                       ) -> dict[int, tuple[list[Record], bool]]:
+    async def _resumes(self, room: str, top: int, resumes: list[Joining], fills: list[Fill]
+                       ) -> dict[int, Page]:
         """One read after the lowest `since`, sliced per resume; a resume whose slice
         that read cannot fill reads on its own."""
         lowest = min(j.since or 0 for j in resumes)
         span = max(j.since or 0 for j in resumes) - lowest
         records, more = await self.store.messages(
             room, after=lowest, limit=min(SINCE_PAGE + span, RESUME_READ_MAX), top=top)
-        pages = {}
+        entries = [Entry.of(r) for r in records]
+        if not more and records:  # every record after the lowest `since`, to the top
+            if lowest:  # a record at or below a window's start must exist: the first
+                fills.append((records[1:], entries[1:], records[0].seq))
+            else:
+                fills.append((records, entries, 0))
+        pages: dict[int, Page] = {}
         for j in resumes:
             since = j.since or 0
-            after = [r for r in records if r.seq > since]
+            after = [e for e in entries if e.seq > since]
             if len(after) >= SINCE_PAGE:
                 pages[id(j)] = (after[:SINCE_PAGE], len(after) > SINCE_PAGE or more)
             elif not more:
                 pages[id(j)] = (after, False)
             else:
-                pages[id(j)] = await self.store.messages(room, after=since, limit=SINCE_PAGE,
-                                                         top=top)
+                alone, alone_more = await self.store.messages(room, after=since,
+                                                              limit=SINCE_PAGE, top=top)
+                pages[id(j)] = ([Entry.of(r) for r in alone], alone_more)
         return pages
 
 
@@ -183,20 +251,13 @@ async def _nothing() -> dict[str, int]:
     return {}
 
 
-def _unread(records: list[Record], has_more: bool, since: int | None, last_read: int,
+def _unread(entries: list[Entry], has_more: bool, since: int | None, last_read: int,
             user_id: str) -> tuple[int, int] | None:
     """(unread, mentions) after `last_read` counted from a page, if it holds every
     record after it up to the top; else None."""
     if since is None:  # the newest records: older ones exist if has_more
-        if has_more and (not records or last_read < records[0].seq - 1):
+        if has_more and (not entries or last_read < entries[0].seq - 1):
             return None
     elif has_more or last_read < since:  # the records after `since`
         return None
-    unread = mentions = 0
-    for r in records:
-        if (r.seq > last_read and isinstance(r, Message) and not r.deleted
-                and r.user.id != user_id):
-            unread += 1
-            if user_id in r.mentions or r.mentions_room:
-                mentions += 1
-    return min(unread, UNREAD_CAP), min(mentions, UNREAD_CAP)
+    return count_unread(entries, last_read, user_id, UNREAD_CAP)

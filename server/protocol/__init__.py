@@ -62,6 +62,8 @@ from server.protocol.outbound import (
     RoomUpdated,
     TypingNow,
     dump,
+    dump_joined,
+    fit_frames,
     fit_page,
 )
 
@@ -115,6 +117,8 @@ __all__ = [
     "TypingNow",
     "clamp_limit",
     "dump",
+    "dump_joined",
+    "fit_frames",
     "fit_page",
     "parse",
     "valid_room",

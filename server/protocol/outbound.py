@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from server.model import Record, User
 from server.protocol.common import PAGE_BYTES, PROTOCOL_VERSION, Ref
+
+T = TypeVar("T")
 
 
 class Listed(Protocol):
@@ -222,16 +224,44 @@ def fit_page(records: list[Record], newest: bool,
     """The records that fit in `budget` bytes once serialized, kept from the newest end
     (a page that ends at the top or before a seq) or the oldest (a page after a seq);
     and whether any were cut. The first one kept always fits: a record is far smaller."""
+    return _fit(records, [len(dump(r)) for r in records], newest, budget)
+
+
+def fit_frames(frames: list[bytes], newest: bool, budget: int = PAGE_BYTES
+               ) -> tuple[list[bytes], bool]:
+    """`fit_page` of records serialized already (each `dump(record)`)."""
+    return _fit(frames, [len(f) for f in frames], newest, budget)
+
+
+def _fit(items: list[T], sizes: list[int], newest: bool, budget: int) -> tuple[list[T], bool]:
     total = 0
     kept = 0
-    for record in (reversed(records) if newest else records):
-        total += len(dump(record)) + 1
+    for size in (reversed(sizes) if newest else sizes):
+        total += size + 1
         if kept and total > budget:
             break
         kept += 1
-    if kept == len(records):
-        return records, False
-    return (records[len(records) - kept:] if newest else records[:kept]), True
+    if kept == len(items):
+        return items, False
+    return (items[len(items) - kept:] if newest else items[:kept]), True
+
+
+def dump_joined(frame: Joined, items: list[bytes], ref: Ref = None) -> bytes:
+    """`dump(frame, ref)` of a `joined` whose records (its `messages`, left empty) are
+    serialized already: each record is serialized once, for the page and its size."""
+    head = {"type": Joined.TYPE, "room": frame.room, "last_seq": frame.last_seq,
+            "members": [u.as_dict() for u in frame.members]}
+    tail: dict[str, Any] = {"has_more": frame.has_more}
+    if frame.read is not None:
+        tail.update(frame.read.as_dict())
+    if ref is not None:
+        tail["ref"] = ref
+    return b"".join((_json(head)[:-1], b',"messages":[', b",".join(items), b"],",
+                     _json(tail)[1:]))
+
+
+def _json(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def dump(frame: Outbound | Record, ref: Ref = None) -> bytes:
@@ -239,4 +269,4 @@ def dump(frame: Outbound | Record, ref: Ref = None) -> bytes:
     obj = {"type": frame.TYPE, **frame.as_dict()}
     if ref is not None:
         obj["ref"] = ref
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    return _json(obj)

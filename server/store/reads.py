@@ -17,6 +17,7 @@ from server.store.core import Collections, _errors
 from server.store.members import MEMBER, member_key
 
 UNREAD_CAP = 100
+UNREAD_SCAN = 2000  # messages one shared count of several users' unread looks at
 
 
 class Reads(Collections):
@@ -61,6 +62,33 @@ class Reads(Collections):
                     {**base, "$or": [{"mentions.users": user_id}, {"mentions.room": True}]},
                     limit=UNREAD_CAP)
         return unread, mentions
+
+    async def unread_of(self, room: str, after: dict[str, int], scan: int = UNREAD_SCAN
+                        ) -> dict[str, tuple[int, int]]:
+        """`unread` for several users of one room (user id -> read position) in one
+        read: the messages after the lowest position, counted here. A user whose counts
+        that read cannot settle (more than `scan` messages after the lowest position,
+        fewer than the caps found) is missing."""
+        if not after:
+            return {}
+        with _errors():
+            docs = await self.db.messages.find(
+                {"room": room, "seq": {"$gt": min(after.values())},
+                 "type": {"$exists": False}, "deleted": {"$ne": True}},
+                {"seq": 1, "user": 1, "mentions": 1}).sort("seq", 1).limit(scan).to_list(None)
+        complete = len(docs) < scan
+        counts = {}
+        for uid, position in after.items():
+            unread = mentions = 0
+            for d in docs:
+                if d["seq"] > position and d["user"]["id"] != uid:
+                    unread += 1
+                    mentioned = d.get("mentions") or {}
+                    if uid in (mentioned.get("users") or ()) or mentioned.get("room"):
+                        mentions += 1
+            if complete or (unread >= UNREAD_CAP and mentions >= UNREAD_CAP):
+                counts[uid] = (min(unread, UNREAD_CAP), min(mentions, UNREAD_CAP))
+        return counts
 
     async def members_named(self, room: str, names: list[str]) -> list[str]:
         """The ids of the room's members among these names (case-insensitive)."""
