@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import inspect
+from typing import Any
 
 import tornado
 import tornado.websocket
@@ -44,10 +45,15 @@ async def _server_side(make_client, runtime) -> tuple[Client, object]:
 
 async def test_a_live_connection_has_the_attributes_the_fence_uses(make_client, runtime):
     _, conn = await _server_side(make_client, runtime)
+    handler: Any = conn.handler
     assert isinstance(conn, wsio.DropOnMissedPong)
     assert isinstance(conn.stream, IOStream) and conn.stream.socket is not None
     assert len(conn.stream._write_buffer) == 0
     assert isinstance(conn._wire_bytes_out, int)
+    # The cookies are parsed once, for the upgrade, and forgotten once the socket is open;
+    # asked again, Tornado parses them again.
+    assert "_cookies" not in handler.request.__dict__
+    assert "session" in handler.request.cookies and "_cookies" in handler.request.__dict__
 
 
 async def test_a_frame_written_around_tornado_arrives_and_is_counted(make_client, runtime):
