@@ -222,9 +222,13 @@ def fit_page(records: list[Record], newest: bool,
     return (records[len(records) - kept:] if newest else records[:kept]), True
 
 
+# One encoder for every frame: json.dumps with options builds a new one per call.
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def dump(frame: Outbound | Record, ref: Ref = None) -> bytes:
     """Serialize one frame compactly, `ref` last; the only JSON encoder of sent frames."""
     obj = {"type": frame.TYPE, **frame.as_dict()}
     if ref is not None:
         obj["ref"] = ref
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    return _encode(obj).encode()
