@@ -11,13 +11,14 @@ Six things Tornado has no public API for, each worth the cost of the fence:
   grace, instead of waiting out those same 5 s;
 - `PingWheel`: one timer pings every connection, where Tornado runs a Task per
   connection (about 1.3 KB each, most of an idle socket's cost beyond Tornado's own);
-- `forget_cookies`: the upgrade request's parsed cookies (~0.8 KB) are dropped once the
-  socket is open.
+- `forget_upgrade`: what only the upgrade needed (its request's headers and parsed
+  cookies, the 101's response headers: ~3 KB) is dropped once the socket is open.
 
 Supported: Tornado 6.4 up to, not including, 7 (`SUPPORTED`; setup.cfg pins `<7`). They rely on
 `WebSocketProtocol13.stream`, `._wire_bytes_out`, `._abort()`, `.periodic_ping()`,
 `.start_pinging()`, `.write_ping()`, `._received_pong` and `.params`, on
-`IOStream._write_buffer` and `.socket`, and on `HTTPServerRequest._cookies`.
+`IOStream._write_buffer` and `.socket`, on `HTTPServerRequest._cookies` and on
+`RequestHandler._headers`.
 `tests/test_wsio.py` checks each of them and fails loudly when an upgrade moves one.
 """
 
@@ -29,6 +30,7 @@ import struct
 from typing import Any
 
 import tornado.websocket
+from tornado.httputil import HTTPHeaders
 from tornado.iostream import IOStream, StreamClosedError
 
 SUPPORTED = ((6, 4), (7, 0))  # Tornado versions [from, to) these internals were checked on
@@ -86,13 +88,18 @@ def abort(conn: tornado.websocket.WebSocketProtocol) -> None:
     conn._abort()
 
 
-def forget_cookies(handler: tornado.websocket.WebSocketHandler) -> None:
-    """Drop the upgrade request's parsed cookies: an open socket reads them no more.
+def forget_upgrade(handler: tornado.websocket.WebSocketHandler) -> None:
+    """Drop what only the upgrade needed, kept by Tornado for the connection's life.
 
-    Tornado parses them into a SimpleCookie on first use and keeps it with the request
-    for the connection's life; should anything read them again, it parses them again.
+    The request's headers and the SimpleCookie parsed from them served prepare() and
+    the handshake; the 101's response headers are sent. An open socket reads none of
+    them again (Tornado refuses header changes after the upgrade), and
+    `request.cookies` would only find none.
     """
-    handler.request.__dict__.pop("_cookies", None)
+    request = handler.request
+    request.headers = HTTPHeaders()
+    request.__dict__.pop("_cookies", None)
+    handler._headers = HTTPHeaders()
 
 
 class PingWheel:

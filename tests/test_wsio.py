@@ -50,10 +50,10 @@ async def test_a_live_connection_has_the_attributes_the_fence_uses(make_client, 
     assert isinstance(conn.stream, IOStream) and conn.stream.socket is not None
     assert len(conn.stream._write_buffer) == 0
     assert isinstance(conn._wire_bytes_out, int)
-    # The cookies are parsed once, for the upgrade, and forgotten once the socket is open;
-    # asked again, Tornado parses them again.
+    # What only the upgrade needed is forgotten once the socket is open.
     assert "_cookies" not in handler.request.__dict__
-    assert "session" in handler.request.cookies and "_cookies" in handler.request.__dict__
+    assert not handler.request.headers and not handler._headers
+    assert not handler.request.cookies
 
 
 async def test_a_frame_written_around_tornado_arrives_and_is_counted(make_client, runtime):
