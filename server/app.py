@@ -37,6 +37,7 @@ from server.reporter import StatusReporter
 from server.rooms import LocalRooms
 from server.search import MessageSearch
 from server.store import Store
+from server.wsio import PingWheel
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
@@ -112,7 +113,10 @@ def make_app(config: Config, *, store: Store, rooms: LocalRooms, chat: Chat, aut
     team = dict(api, chat=chat, limits=limits)
     ws = dict(chat=chat, rooms=rooms, auth=auth, limits=limits, caps=caps, inflight=inflight,
               allowed_origins=config.allowed_origins, max_body=config.max_body_chars,
-              max_pending_bytes=config.max_pending_bytes, metrics=metrics)
+              max_pending_bytes=config.max_pending_bytes, metrics=metrics,
+              # One timer pings every socket (its timer stops when no socket is left).
+              pings=(PingWheel(config.ws_ping_interval, config.ws_ping_timeout)
+                     if config.ws_ping_interval > 0 else None))
     routes: list[Any] = [
         (r"/", IndexHandler),
         (r"/api/register", http.RegisterHandler,

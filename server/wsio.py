@@ -1,28 +1,37 @@
 """The only place that touches Tornado's WebSocket internals; everything else uses
 Tornado's public API.
 
-Four things Tornado has no public API for, each worth the cost of the fence:
+Six things Tornado has no public API for, each worth the cost of the fence:
 - `send_text_frame`: the fan-out writes a pre-serialized frame straight to the socket
   (public `write_message` costs a Task per frame, and `IOStream.write` a Future);
 - `pending_bytes`: the slow-reader bound needs to know what is still queued;
 - `DropOnMissedPong`: a peer that missed its pong is dropped at once instead of being
   kept in its rooms for the 5 s of Tornado's close handshake;
 - `abort`: a drain drops the peers that have not answered its close frame after a short
-  grace, instead of waiting out those same 5 s.
+  grace, instead of waiting out those same 5 s;
+- `PingWheel`: one timer pings every connection, where Tornado runs a Task per
+  connection (about 1.3 KB each, most of an idle socket's cost beyond Tornado's own);
+- `forget_upgrade`: what only the upgrade needed (its request's headers and parsed
+  cookies, the 101's response headers: ~3 KB) is dropped once the socket is open.
 
 Supported: Tornado 6.4 up to, not including, 7 (`SUPPORTED`; setup.cfg pins `<7`). They rely on
-`WebSocketProtocol13.stream`, `._wire_bytes_out`, `._abort()`, `.periodic_ping()` and
-`.params`, and on `IOStream._write_buffer` and `.socket`. `tests/test_wsio.py` checks
-each of them and fails loudly when an upgrade moves one.
+`WebSocketProtocol13.stream`, `._wire_bytes_out`, `._abort()`, `.periodic_ping()`,
+`.start_pinging()`, `.write_ping()`, `._received_pong` and `.params`, on
+`IOStream._write_buffer` and `.socket`, on `HTTPServerRequest._cookies` and on
+`RequestHandler._headers`.
+`tests/test_wsio.py` checks each of them and fails loudly when an upgrade moves one.
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
 import struct
 from typing import Any
 
 import tornado.websocket
-from tornado.iostream import IOStream
+from tornado.httputil import HTTPHeaders
+from tornado.iostream import IOStream, StreamClosedError
 
 SUPPORTED = ((6, 4), (7, 0))  # Tornado versions [from, to) these internals were checked on
 
@@ -79,6 +88,91 @@ def abort(conn: tornado.websocket.WebSocketProtocol) -> None:
     conn._abort()
 
 
+def forget_upgrade(handler: tornado.websocket.WebSocketHandler) -> None:
+    """Drop what only the upgrade needed, kept by Tornado for the connection's life.
+
+    The request's headers and the SimpleCookie parsed from them served prepare() and
+    the handshake; the 101's response headers are sent. An open socket reads none of
+    them again (Tornado refuses header changes after the upgrade), and
+    `request.cookies` would only find none.
+    """
+    request = handler.request
+    request.headers = HTTPHeaders()
+    request.__dict__.pop("_cookies", None)
+    handler._headers = HTTPHeaders()
+
+
+class PingWheel:
+    """Pings every connection once per interval from one timer: a wheel of slots.
+
+    Tornado's own pinging is a Task per connection sleeping between pings. Here a
+    connection sits in one of `SLOTS` sets; each tick pings one slot, so a connection is
+    pinged every `interval` (its first ping one interval after it opened, as Tornado's),
+    and one that has not answered `timeout` later is closed ("ping timed out", 1000) and
+    dropped, as DropOnMissedPong does. The timer runs only while connections are held.
+    """
+
+    SLOTS = 20
+
+    def __init__(self, interval: float, timeout: float) -> None:
+        self.interval = interval
+        # As Tornado: a timeout longer than the interval is the interval; 0 = none.
+        self.timeout = min(timeout, interval) if timeout else 0.0
+        self._tick_s = interval / self.SLOTS
+        self._slots: list[set[DropOnMissedPong]] = [set() for _ in range(self.SLOTS)]
+        self._slot_of: dict[DropOnMissedPong, int] = {}
+        self._checks: dict[int, list[DropOnMissedPong]] = {}  # tick -> pinged, to check
+        self._check_after = max(1, math.ceil(self.timeout / self._tick_s - 1e-9))
+        self._tick = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def __len__(self) -> int:
+        return len(self._slot_of)
+
+    def add(self, conn: DropOnMissedPong) -> None:
+        # The slot just visited: the next visit is one whole interval away.
+        slot = (self._tick - 1) % self.SLOTS
+        self._slots[slot].add(conn)
+        self._slot_of[conn] = slot
+        if self._timer is None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(self._tick_s, self._turn)
+
+    def discard(self, conn: DropOnMissedPong) -> None:
+        slot = self._slot_of.pop(conn, None)
+        if slot is not None:
+            self._slots[slot].discard(conn)
+            if not self._slot_of:  # the last one: nothing left to ping or check
+                self._checks.clear()
+                self.close()
+
+    def _turn(self) -> None:
+        tick = self._tick
+        self._tick = tick + 1
+        for conn in self._checks.pop(tick, ()):
+            if conn in self._slot_of and not conn._received_pong:
+                conn.ping_missed()
+        pinged = list(self._slots[tick % self.SLOTS])
+        for conn in pinged:
+            conn._received_pong = False
+            try:
+                conn.write_ping(b"")
+            except StreamClosedError:
+                conn._abort()  # its close() is on the way; it leaves the wheel now
+        if pinged and self.timeout:
+            self._checks.setdefault(tick + self._check_after, []).extend(pinged)
+        if self._slot_of:
+            self._timer = asyncio.get_running_loop().call_later(self._tick_s, self._turn)
+        else:
+            self._timer = None
+
+    def close(self) -> None:
+        """Stop the timer (the connections are closed by their owner)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
 class DropOnMissedPong(tornado.websocket.WebSocketProtocol13):
     """Tornado's protocol, except that a peer that missed its pong is dropped at once.
 
@@ -87,16 +181,42 @@ class DropOnMissedPong(tornado.websocket.WebSocketProtocol13):
     rooms, online and counted against the caps.
     """
 
+    __slots__ = ("wheel",)  # a slot: one more key would unshare the instance dict
+
+    def __init__(self, handler: tornado.websocket.WebSocketHandler, mask_outgoing: bool,
+                 params: Any, wheel: PingWheel | None = None) -> None:
+        self.wheel = wheel  # pings this connection; None: Tornado's Task does
+        super().__init__(handler, mask_outgoing, params)
+
+    def start_pinging(self) -> None:
+        if self.wheel is not None:
+            if self.ping_interval > 0:
+                self.wheel.add(self)
+        else:
+            super().start_pinging()
+
+    def ping_missed(self) -> None:
+        """The peer missed its pong: close as Tornado does, then drop it at once."""
+        self.close(reason="ping timed out")
+        self._abort()
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        if self.wheel is not None:
+            self.wheel.discard(self)
+        super().close(code, reason)
+
     async def periodic_ping(self) -> None:
         await super().periodic_ping()  # returns only after a missed pong (close sent)
         self._abort()
 
 
 def drop_on_missed_pong(handler: tornado.websocket.WebSocketHandler,
-                        default: tornado.websocket.WebSocketProtocol | None
+                        default: tornado.websocket.WebSocketProtocol | None,
+                        wheel: PingWheel | None = None
                         ) -> tornado.websocket.WebSocketProtocol | None:
-    """The protocol for `get_websocket_protocol()`: RFC 6455's, with DropOnMissedPong."""
+    """The protocol for `get_websocket_protocol()`: RFC 6455's, with DropOnMissedPong,
+    pinged by `wheel` when one is given (else by Tornado's Task per connection)."""
     if isinstance(default, tornado.websocket.WebSocketProtocol13):
         params: Any = default.params
-        return DropOnMissedPong(handler, False, params)
+        return DropOnMissedPong(handler, False, params, wheel)
     return default

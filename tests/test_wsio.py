@@ -6,7 +6,9 @@ If a Tornado upgrade moves one, these fail by name, before any chat test does.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
+from typing import Any
 
 import tornado
 import tornado.websocket
@@ -14,6 +16,7 @@ from tornado.iostream import IOStream
 
 from server import wsio
 from tests.client import Client
+from tests.conftest import close_node, open_node
 from tests.test_abuse import RawPeer  # a client that answers nothing unless told to
 
 
@@ -27,6 +30,8 @@ def test_the_protocol_methods_overridden_and_called_still_exist():
     proto = tornado.websocket.WebSocketProtocol13
     assert inspect.iscoroutinefunction(proto.periodic_ping)
     assert callable(proto._abort)
+    assert callable(proto.start_pinging) and callable(proto.write_ping)
+    assert "_received_pong" in inspect.getsource(proto.__init__)
     assert "params" in inspect.signature(proto.__init__).parameters
 
 
@@ -40,10 +45,15 @@ async def _server_side(make_client, runtime) -> tuple[Client, object]:
 
 async def test_a_live_connection_has_the_attributes_the_fence_uses(make_client, runtime):
     _, conn = await _server_side(make_client, runtime)
+    handler: Any = conn.handler
     assert isinstance(conn, wsio.DropOnMissedPong)
     assert isinstance(conn.stream, IOStream) and conn.stream.socket is not None
     assert len(conn.stream._write_buffer) == 0
     assert isinstance(conn._wire_bytes_out, int)
+    # What only the upgrade needed is forgotten once the socket is open.
+    assert "_cookies" not in handler.request.__dict__
+    assert not handler.request.headers and not handler._headers
+    assert not handler.request.cookies
 
 
 async def test_a_frame_written_around_tornado_arrives_and_is_counted(make_client, runtime):
@@ -88,3 +98,42 @@ async def test_abort_drops_a_peer_that_never_answers_the_close(make_client, runt
         await runtime.inflight.changed(deadline - loop.time())  # on_close pokes it
     assert runtime.rooms.open_connections == 0
     peer.close()
+
+
+async def test_one_timer_pings_every_socket_and_keeps_those_that_answer(config, services):
+    interval = 0.4
+    node = await open_node(dataclasses.replace(config, ws_ping_interval=interval,
+                                               ws_ping_timeout=interval), services)
+    peers: list[RawPeer] = []
+    try:
+        for _ in range(3):
+            client = Client(node.base_url)
+            await client.register()
+            peers.append(await RawPeer.open(client))
+        handlers = list(node.runtime.rooms.connections)
+        assert len(handlers) == 3
+        # No Task per connection: the wheel holds them all.
+        assert all(h.ws_connection._ping_coroutine is None for h in handlers)
+        (wheel,) = {h.ws_connection.wheel for h in handlers}
+        assert len(wheel) == 3
+        loop = asyncio.get_running_loop()
+        opened = loop.time()
+        for _ in range(3):  # each peer is pinged every interval, and answers
+            for peer in peers:
+                opcode, payload = await peer.frame(timeout=interval * 3)
+                assert (opcode, payload) == (0x9, b"")
+                await peer.write(0xA, payload)
+        elapsed = loop.time() - opened
+        assert interval * 2 <= elapsed <= interval * 3 + 1.0  # three pings, ~one interval apart
+        assert len(node.runtime.rooms.connections) == 3
+        assert len(wheel) == 3
+        peers.pop().close()  # a peer gone leaves the wheel at once
+        deadline = loop.time() + 2
+        while len(wheel) != 2 and loop.time() < deadline:
+            await node.runtime.inflight.changed(deadline - loop.time())
+        assert len(wheel) == 2
+    finally:
+        for peer in peers:
+            peer.close()
+        await close_node(node)
+    assert len(wheel) == 0 and wheel._timer is None  # no timer left behind

@@ -140,12 +140,16 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+# One decoder for every frame: json.loads with options builds a new one per call.
+_decode = json.JSONDecoder(parse_constant=_reject_constant).decode
+
+
 def parse(text: str | bytes, max_body: int = MAX_BODY_CHARS) -> Frame:
     """Turn one text frame into a typed frame; raises ProtocolError for anything invalid."""
     if isinstance(text, bytes):
         raise ProtocolError(BAD_REQUEST, "frames must be JSON text, not binary")
     try:
-        raw = json.loads(text, parse_constant=_reject_constant)
+        raw = _decode(text)
     except (ValueError, RecursionError):
         raise ProtocolError(BAD_REQUEST, "frame is not valid JSON") from None
     if not isinstance(raw, dict):

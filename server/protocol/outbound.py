@@ -260,8 +260,12 @@ def dump_joined(frame: Joined, items: list[bytes], ref: Ref = None) -> bytes:
                      _json(tail)[1:]))
 
 
+# One encoder for every frame: json.dumps with options builds a new one per call.
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def _json(obj: dict[str, Any]) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    return _encode(obj).encode()
 
 
 def dump(frame: Outbound | Record, ref: Ref = None) -> bytes:
