@@ -75,7 +75,8 @@ def pending_bytes(conn: tornado.websocket.WebSocketProtocol) -> int:
     writes, so the slow-reader bound is checked by the caller with this instead.
     """
     stream: Any = conn.stream
-    return len(stream._write_buffer)
+    buffer = stream._write_buffer
+    return 0 if buffer is None else len(buffer)  # None once the stream has closed
 
 
 def abort(conn: tornado.websocket.WebSocketProtocol) -> None:

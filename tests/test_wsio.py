@@ -81,6 +81,17 @@ async def test_pending_bytes_counts_what_the_socket_did_not_take(make_client, ru
     assert wsio.pending_bytes(conn) == 0
 
 
+async def test_a_frame_for_a_closed_stream_is_dropped_quietly(make_client, runtime):
+    # A presence or message frame can be fanned out to a socket whose stream has just
+    # closed (on_close not run yet): Tornado has dropped its write buffer by then.
+    _, conn = await _server_side(make_client, runtime)
+    (handler,) = runtime.rooms.connections
+    conn.stream.close()
+    assert wsio.pending_bytes(conn) == 0
+    handler.send_raw(b'{"type":"pong"}')  # no exception: the socket is marked closing
+    assert handler._closing
+
+
 async def test_abort_drops_a_peer_that_never_answers_the_close(make_client, runtime):
     client = make_client()
     await client.register()
