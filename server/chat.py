@@ -21,6 +21,7 @@ from server.envelope import CloseCredential, MemberChange
 from server.files import Claim, Files
 from server.joinreads import JoinReads
 from server.model import User
+from server.moderation import Moderation
 from server.presence import Presence, PresenceError
 from server.presence_hub import CHANGE, PresenceHub
 from server.protocol import ProtocolError
@@ -48,6 +49,7 @@ class Chat:
         self.delivery = delivery
         self.presence = presence
         self.team = team
+        self.moderation = Moderation(team)
         self.changes = changes
         self.files = files
         self.node_id = node_id

@@ -126,7 +126,8 @@ Notify = Callable[[MemberChange], Awaitable[None]]
 
 
 class Team:
-    """Room kinds, membership, roles and moderation; see the module docstring."""
+    """Room kinds, visibility, membership and roles; see the module docstring. The
+    changes people make to membership are `server.moderation.Moderation`'s."""
 
     def __init__(self, store: Store, writer: MessageWriter, presence: Presence,
                  admins: Admins, *, node_id: str, max_rooms: int, timeout: float = 5.0
@@ -186,8 +187,8 @@ class Team:
             raise unavailable("the message store") from None
         self.cache.learnt(member, version)
         if added:
-            await self._event(user, room, "joined")
-            await self._tell(room, user.id, "added", room_view(access.room, member), user)
+            await self.record(user, room, "joined")
+            await self.tell(room, user.id, "added", room_view(access.room, member), user)
         return Access(access.room, member)
 
     async def rooms(self, user: User, *, after: str | None, limit: int
@@ -195,7 +196,7 @@ class Team:
         """A page of the rooms a user sees: public ones and their private rooms and DMs."""
         mine = await self.store.memberships(user.id)
         docs, more = await self.store.rooms(after=after, limit=limit, also=list(mine))
-        views = [await self._view(d, mine.get(d["_id"])) for d in docs]
+        views = [await self.view_of(d, mine.get(d["_id"])) for d in docs]
         # Read state of the rooms the caller is in: counted concurrently, capped.
         member_views = [v for v in views if v["member"]]
         positions = await self.store.read_positions(user.id, [v["name"] for v in member_views])
@@ -209,9 +210,9 @@ class Team:
 
     async def view(self, user: User, room: str) -> dict[str, Any]:
         access = await self.access(user, room)
-        return await self._view(access.room, access.member)
+        return await self.view_of(access.room, access.member)
 
-    async def _view(self, doc: dict[str, Any], member: dict[str, Any] | None
+    async def view_of(self, doc: dict[str, Any], member: dict[str, Any] | None
                     ) -> dict[str, Any]:
         if kind_of(doc) != "dm":
             return room_view(doc, member)
@@ -268,7 +269,7 @@ class Team:
             raise unavailable("the message store")
         _, member = await self.store.add_member(name, user, role="owner")
         view = room_view(doc, member)
-        await self._tell(name, user.id, "added", view, user)
+        await self.tell(name, user.id, "added", view, user)
         return view
 
     async def dm(self, user: User, names: object) -> tuple[dict[str, Any], bool]:
@@ -279,7 +280,7 @@ class Team:
                             f"users must be a list of at most {DM_MAX - 1} names")
         people = {user.id: user}
         for name in names:
-            other = await self._user(name)
+            other = await self.user_named(name)
             people[other.id] = other
         if not DM_MIN <= len(people) <= DM_MAX:
             raise TeamError(protocol.BAD_REQUEST,
@@ -300,7 +301,7 @@ class Team:
         listed = sorted(people.values(), key=lambda u: u.name)
         if created:
             for person in people.values():
-                await self._tell(name, person.id, "added",
+                await self.tell(name, person.id, "added",
                                  room_view(doc, members[person.id], listed), user)
         return room_view(doc, members[user.id], listed), created
 
@@ -310,12 +311,12 @@ class Team:
         access = await self.access(actor, room)
         fields: dict[str, Any] = {}
         if "topic" in body:
-            await self._require(actor, access, "topic")
+            await self.require(actor, access, "topic")
             fields["topic"] = _topic(body["topic"])
         if "archived" in body:
             if not isinstance(body["archived"], bool):
                 raise TeamError(protocol.BAD_REQUEST, "archived must be true or false")
-            await self._require(actor, access, "archive")
+            await self.require(actor, access, "archive")
             fields["archived"] = body["archived"]
         if not fields:
             raise TeamError(protocol.BAD_REQUEST, "nothing to change: give topic or archived")
@@ -323,135 +324,13 @@ class Team:
         if doc is None:
             raise not_found(room)
         if "topic" in fields and fields["topic"] != access.room.get("topic", ""):
-            await self._event(actor, room, "topic_changed", data={"topic": fields["topic"]})
+            await self.record(actor, room, "topic_changed", data={"topic": fields["topic"]})
         if "archived" in fields and fields["archived"] != bool(access.room.get("archived")):
-            await self._event(actor, room, "archived" if fields["archived"] else "unarchived")
-        await self._tell(room, "*", "room", room_view(doc, None))
-        return await self._view(doc, access.member)
+            await self.record(actor, room, "archived" if fields["archived"] else "unarchived")
+        await self.tell(room, "*", "room", room_view(doc, None))
+        return await self.view_of(doc, access.member)
 
     # Membership ----------------------------------------------------------------------
-
-    async def add(self, actor: User, room: str, name: object) -> dict[str, Any]:
-        """Join a public room yourself, or (admin+) add someone to a room."""
-        access = await self.access(actor, room)
-        target = await self._user(name)
-        if access.kind == "dm":
-            raise forbidden("the people of a direct message are fixed: start another one")
-        if target.id == actor.id:
-            if access.kind != "public":
-                raise not_found(room) if access.member is None else forbidden(
-                    "you are a member already")
-            entered = await self.enter(actor, room)
-            return room_view(entered.room, entered.member)
-        await self._require(actor, access, "add")
-        try:
-            added, member = await self.store.add_member(room, target)
-        except Banned as e:
-            raise forbidden(f"{target.name} is banned from {room!r}", reason="banned",
-                            until=e.until) from None
-        if added:
-            await self._event(actor, room, "added", target)
-            await self._tell(room, target.id, "added", await self._view(access.room, member),
-                             actor)
-        return room_view(access.room, member)
-
-    async def remove(self, actor: User, room: str, name: object) -> None:
-        """Leave a room (yourself) or kick someone (moderator+)."""
-        access = await self.access(actor, room)
-        target = await self._user(name)
-        if access.kind == "dm":
-            raise forbidden("the people of a direct message are fixed")
-        if target.id == actor.id:
-            if access.member is None:
-                raise forbidden(f"you are not a member of {room!r}")
-            if access.role == "owner":
-                raise forbidden("the owner hands ownership over before leaving")
-            await self.store.remove_member(room, actor.id)
-            await self._event(actor, room, "left")
-            await self._tell(room, actor.id, "removed", {"room": room, "reason": "left"},
-                             actor)
-            return
-        target_member = await self._require_over(actor, access, "kick", target)
-        del target_member
-        await self.store.remove_member(room, target.id)
-        await self._event(actor, room, "removed", target)
-        await self._tell(room, target.id, "removed", {"room": room, "reason": "kicked"},
-                         actor)
-
-    async def set_role(self, actor: User, room: str, name: object, role: object) -> dict[str, Any]:
-        access = await self.access(actor, room)
-        target = await self._user(name)
-        if role not in RANK:
-            raise TeamError(protocol.BAD_REQUEST, f"role must be one of {', '.join(ROLES)}")
-        if access.kind == "dm":
-            raise forbidden("a direct message has no roles")
-        action = {"owner": "transfer", "admin": "make_admin"}.get(str(role), "make_moderator")
-        await self._require_over(actor, access, action, target)
-        if role == "owner":
-            # Handing ownership over: the previous owner becomes an admin.
-            await self.store.set_member(room, actor.id, role="admin")
-            await self._event(actor, room, "role_changed", actor, {"role": "admin"})
-            await self._tell(room, actor.id, "role",
-                             room_view(access.room, {**(access.member or {}), "role": "admin"}))
-        doc = await self.store.set_member(room, target.id, role=role)
-        if doc is None:
-            raise TeamError(protocol.NOT_FOUND, f"{target.name} is not a member of {room!r}")
-        await self._event(actor, room, "role_changed", target, {"role": role})
-        await self._tell(room, target.id, "role", room_view(access.room, doc))
-        return {"user": doc["user"], "role": doc["role"]}
-
-    async def ban(self, actor: User, room: str, name: object, seconds: object) -> int | None:
-        access = await self.access(actor, room)
-        target = await self._user(name)
-        until = None if seconds is None else now_ms() + 1000 * _seconds(seconds)
-        await self._require_over(actor, access, "ban", target, member_needed=False)
-        await self.store.ban_member(room, target, until, actor)
-        await self._event(actor, room, "banned", target, {"until": until})
-        await self._tell(room, target.id, "removed",
-                         {"room": room, "reason": "banned", "until": until}, actor)
-        return until
-
-    async def bans(self, actor: User, room: str) -> list[dict[str, Any]]:
-        """The bans in force (admin+): who, until when, by whom."""
-        access = await self.access(actor, room)
-        await self._require(actor, access, "ban")
-        docs = await self.store.room_bans(room)
-        by = {d["by"]: None for d in docs if d.get("by")}
-        names = {uid: await self.store.user_by_id(uid) for uid in by}
-        return [{"user": d["user"], "until": d.get("until"),
-                 "by": names.get(d.get("by") or "")} for d in docs]
-
-    async def unban(self, actor: User, room: str, name: object) -> None:
-        access = await self.access(actor, room)
-        target = await self._user(name)
-        await self._require(actor, access, "ban")
-        if not await self.store.unban_member(room, target.id):
-            raise TeamError(protocol.NOT_FOUND, f"{target.name} is not banned from {room!r}")
-        await self._event(actor, room, "unbanned", target)
-
-    async def mute(self, actor: User, room: str, name: object, seconds: object) -> int:
-        access = await self.access(actor, room)
-        target = await self._user(name)
-        if seconds is None:
-            raise TeamError(protocol.BAD_REQUEST, "a mute needs seconds")
-        until = now_ms() + 1000 * _seconds(seconds)
-        await self._require_over(actor, access, "mute", target)
-        doc = await self.store.set_member(room, target.id, muted_until=until)
-        if doc is None:
-            raise TeamError(protocol.NOT_FOUND, f"{target.name} is not a member of {room!r}")
-        await self._event(actor, room, "muted", target, {"until": until})
-        await self._tell(room, target.id, "muted", room_view(access.room, doc))
-        return until
-
-    async def unmute(self, actor: User, room: str, name: object) -> None:
-        access = await self.access(actor, room)
-        target = await self._user(name)
-        await self._require_over(actor, access, "mute", target)
-        doc = await self.store.set_member(room, target.id, muted_until=0)
-        if doc is None:
-            raise TeamError(protocol.NOT_FOUND, f"{target.name} is not a member of {room!r}")
-        await self._event(actor, room, "unmuted", target)
-        await self._tell(room, target.id, "muted", room_view(access.room, doc))
 
     # Rules -----------------------------------------------------------------------------
 
@@ -463,7 +342,7 @@ class Team:
             rank = RANK["admin"]
         return rank
 
-    async def _require(self, actor: User, access: Access, action: str) -> int:
+    async def require(self, actor: User, access: Access, action: str) -> int:
         rank = await self.rank(actor, access)
         allowed = rank >= RANK[PERMISSIONS[action]]
         if (action == "archive" and not allowed and access.kind == "public"
@@ -473,26 +352,6 @@ class Team:
             raise forbidden(f"{PERMISSIONS[action]}s and above may {action.replace('_', ' ')}"
                             f" in {access.name!r}", reason="role")
         return rank
-
-    async def _require_over(self, actor: User, access: Access, action: str, target: User,
-                            member_needed: bool = True) -> dict[str, Any] | None:
-        """The actor may take `action` and the target is below the actor's role; returns
-        the target's membership."""
-        rank = await self._require(actor, access, action)
-        if target.id == actor.id:
-            raise forbidden(f"you cannot {action.replace('_', ' ')} yourself")
-        member = await self.store.member(access.name, target.id)
-        if member is not None and member.get("state") != "member":
-            member = None
-        if member is None and member_needed:
-            raise TeamError(protocol.NOT_FOUND,
-                            f"{target.name} is not a member of {access.name!r}")
-        if member is not None and RANK[member["role"]] >= rank:
-            raise forbidden(f"{target.name} is a {member['role']}: you may only act on "
-                            "members below your own role", reason="role")
-        if action == "make_admin" or action == "transfer":
-            pass  # the owner's rank is above every other
-        return member
 
     async def _refuse_banned(self, room: str, user: User) -> None:
         try:
@@ -504,7 +363,7 @@ class Team:
             raise forbidden(f"you are banned from {room!r}", reason="banned",
                             until=doc.get("until"))
 
-    async def _user(self, name: object) -> User:
+    async def user_named(self, name: object) -> User:
         if not isinstance(name, str) or not name:
             raise TeamError(protocol.BAD_REQUEST, "user must be a user's name")
         doc = await self.store.find_user(name)
@@ -512,7 +371,7 @@ class Team:
             raise TeamError(protocol.NOT_FOUND, f"no user named {name!r}")
         return User.from_doc(doc)
 
-    async def _event(self, actor: User, room: str, kind: str, target: User | None = None,
+    async def record(self, actor: User, room: str, kind: str, target: User | None = None,
                      data: dict[str, Any] | None = None) -> Event:
         """Record a change in the room's stream (delivered like a message)."""
         event, _ = await self.writer.record_event(actor, room,
@@ -520,7 +379,7 @@ class Team:
                                                   timeout=self.timeout)
         return event
 
-    async def _tell(self, room: str, user_id: str, change: str, payload: dict[str, Any],
+    async def tell(self, room: str, user_id: str, change: str, payload: dict[str, Any],
                     actor: User | None = None) -> None:
         """Tell every socket of a user (on every process) about a change; `actor`, who
         made it, rides along as the payload's "actor"."""
@@ -535,11 +394,3 @@ def _topic(topic: object) -> str:
         raise TeamError(protocol.BAD_REQUEST, f"topic must be text of at most {MAX_TOPIC} "
                         "characters")
     return topic.strip()
-
-
-def _seconds(seconds: object) -> int:
-    if (not isinstance(seconds, int) or isinstance(seconds, bool)
-            or not 1 <= seconds <= MAX_SECONDS):
-        raise TeamError(protocol.BAD_REQUEST,
-                        f"seconds must be a whole number from 1 to {MAX_SECONDS}")
-    return seconds

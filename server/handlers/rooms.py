@@ -15,6 +15,7 @@ from server.chat import Chat
 from server.handlers.base import ApiError, BaseHandler
 from server.inflight import Inflight
 from server.limits import Limited, RateLimits
+from server.moderation import Moderation
 from server.protocol import ProtocolError
 from server.team import Team, TeamError
 
@@ -38,6 +39,7 @@ class TeamHandler(BaseHandler):
         super().initialize(auth, inflight)
         self.chat = chat
         self.team: Team = chat.team
+        self.moderation: Moderation = chat.moderation
         self.limits = limits
 
     async def spend(self, what: str) -> None:
@@ -92,51 +94,51 @@ class MembersHandler(TeamHandler):
         self.write_json({"members": members})
 
     async def post(self, room: str) -> None:
-        room_view = await self.act(self.team.add(self.user, room, self.body_field("user")))
+        room_view = await self.act(self.moderation.add(self.user, room, self.body_field("user")))
         self.write_json(room_view, 201)
 
 
 class MemberHandler(TeamHandler):
     async def delete(self, room: str, name: str) -> None:
-        await self.act(self.team.remove(self.user, room, name))
+        await self.act(self.moderation.remove(self.user, room, name))
         self.done()
 
 
 class RoleHandler(TeamHandler):
     async def put(self, room: str, name: str) -> None:
-        member = await self.act(self.team.set_role(self.user, room, name,
+        member = await self.act(self.moderation.set_role(self.user, room, name,
                                                    self.body_field("role")))
         self.write_json(member)
 
 
 class BansHandler(TeamHandler):
     async def get(self, room: str) -> None:
-        self.write_json({"bans": await self.act(self.team.bans(self.user, room))})
+        self.write_json({"bans": await self.act(self.moderation.bans(self.user, room))})
 
     async def post(self, room: str) -> None:
         body = self.json_body()
-        until = await self.act(self.team.ban(self.user, room, body.get("user"),
+        until = await self.act(self.moderation.ban(self.user, room, body.get("user"),
                                              body.get("seconds")))
         self.write_json({"user": body.get("user"), "until": until}, 201)
 
 
 class BanHandler(TeamHandler):
     async def delete(self, room: str, name: str) -> None:
-        await self.act(self.team.unban(self.user, room, name))
+        await self.act(self.moderation.unban(self.user, room, name))
         self.done()
 
 
 class MutesHandler(TeamHandler):
     async def post(self, room: str) -> None:
         body = self.json_body()
-        until = await self.act(self.team.mute(self.user, room, body.get("user"),
+        until = await self.act(self.moderation.mute(self.user, room, body.get("user"),
                                               body.get("seconds")))
         self.write_json({"user": body.get("user"), "until": until}, 201)
 
 
 class MuteHandler(TeamHandler):
     async def delete(self, room: str, name: str) -> None:
-        await self.act(self.team.unmute(self.user, room, name))
+        await self.act(self.moderation.unmute(self.user, room, name))
         self.done()
 
 
