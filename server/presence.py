@@ -18,13 +18,17 @@ Keys (every multi-key step touches one hash slot; the global `nodes` key is its 
 A process that finds a node expired and wins its ZREM cleans that node's entries and
 returns the users who went offline with it (those nobody else holds).
 
-Joins and leaves of one loop turn share one pipeline, grouped per room: ten thousand
-sockets closing at once cost one HDEL and one HKEYS per room, not one per socket.
+Joins and leaves of one loop turn share one pipeline: per room one HSET and one HGETALL
+(the members, for the joiners) and one HDEL; per user one HSET or HDEL of their key and,
+when they left rooms, one HKEYS of it (are they in those rooms through a live node
+elsewhere?) instead of reading every such room's entries back. Ten thousand sockets
+closing at once cost one command per room and two per user, not per socket.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -59,11 +63,13 @@ def _text(raw: Any) -> str:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
-def _user(field_: str, value: str) -> tuple[str, User]:
-    """(node, user) of a room entry. Names match ^[A-Za-z0-9_.-]+$ and ids and node
-    ids are hex, so "|" occurs in none of them."""
-    node, uid = field_.split("|", 1)
-    bot, name = value.split("|", 1)
+@functools.lru_cache(maxsize=1 << 16)
+def _user(raw_field: Any, raw_value: Any) -> tuple[str, User]:
+    """(node, user) of a room entry, as Redis returned it. Names match
+    ^[A-Za-z0-9_.-]+$ and ids and node ids are hex, so "|" occurs in none of them.
+    Remembered: every batch of joins reads the whole room back, mostly the same entries."""
+    node, uid = _text(raw_field).split("|", 1)
+    bot, name = _text(raw_value).split("|", 1)
     return node, User(uid, name, bot == "1")
 
 
@@ -217,7 +223,12 @@ class Presence:
         self.on_batch(sum(len(b.enters) + len(b.leaves) for b in batch.values()))
         node = self.node_id
         mine = self._node_key(node)
-        reads: list[int] = []  # where each room's HGETALL is among the replies
+        # Where each room's HGETALL is among the replies: only rooms someone enters
+        # read their entries back; a leave needs only the leaver's own key (below).
+        reads: list[int | None] = []
+        user_reads: dict[str, int] = {}  # user id -> where the HKEYS of their key is
+        # Per user: field of their key -> value, or None to delete; the last word wins.
+        users: dict[str, dict[str, str | None]] = {}
 
         def build(pipe: Any) -> None:
             for room, b in batch.items():
@@ -236,17 +247,35 @@ class Presence:
                 if gone:
                     pipe.hdel(key, *(f"{node}|{uid}" for uid in gone))
                 for item in b.items():
-                    user_key = self._user_key(item.user.id)
+                    fields = users.setdefault(item.user.id, {})
                     if isinstance(item, _Enter):
-                        pipe.hset(user_key, mapping={f"r|{node}|{room}": "",
-                                                     f"n|{node}": "1" if item.idle else "0"})
+                        fields[f"r|{node}|{room}"] = ""
+                        fields[f"n|{node}"] = "1" if item.idle else "0"
                     else:
-                        pipe.hdel(user_key, f"r|{node}|{room}",
-                                  *([f"n|{node}"] if item.gone_from_node else []))
+                        fields[f"r|{node}|{room}"] = None
+                        if item.gone_from_node:
+                            fields[f"n|{node}"] = None
                 if b.empty_here and not here:
                     pipe.srem(mine, room)
-                reads.append(len(pipe))
-                pipe.hgetall(key)
+                if b.enters:
+                    reads.append(len(pipe))
+                    pipe.hgetall(key)
+                else:
+                    reads.append(None)
+                    for x in b.leaves:
+                        user_reads[x.user.id] = -1
+            # One command or two per user, whatever the number of their rooms in the
+            # batch (a user leaving 20 rooms at once: one HDEL, not 20).
+            for uid, fields in users.items():
+                user_key = self._user_key(uid)
+                kept = {f: v for f, v in fields.items() if v is not None}
+                if kept:
+                    pipe.hset(user_key, mapping=kept)
+                if len(kept) < len(fields):
+                    pipe.hdel(user_key, *(f for f, v in fields.items() if v is None))
+                if uid in user_reads:  # after this node's own changes: what others hold
+                    user_reads[uid] = len(pipe)
+                    pipe.hkeys(user_key)
 
         try:
             results = await self._run(build)
@@ -256,11 +285,17 @@ class Presence:
                     if not waiter.done.done():
                         waiter.done.set_exception(PresenceError(str(error)))
             return
-        for b, at in zip(batch.values(), reads, strict=True):
+        for (room, b), at in zip(batch.items(), reads, strict=True):
+            if at is None:  # leaves only: online elsewhere = another live node's room entry
+                for x in b.leaves:
+                    if not x.done.done():
+                        x.done.set_result(self._elsewhere(
+                            results[user_reads[x.user.id]], room))
+                continue
             members: dict[str, User] = {}
             elsewhere: set[str] = set()
             for raw_field, raw_value in results[at].items():
-                entry_node, member = _user(_text(raw_field), _text(raw_value))
+                entry_node, member = _user(raw_field, raw_value)
                 if not self.is_live(entry_node):
                     continue
                 members.setdefault(member.id, member)
@@ -273,12 +308,22 @@ class Presence:
                 if not x.done.done():
                     x.done.set_result(x.user.id in elsewhere)
 
+    def _elsewhere(self, user_fields: Iterable[Any], room: str) -> bool:
+        """Whether a user's key (its fields) says they are in `room` through another
+        live node: a field "r|<node>|<room>" (node ids are hex: no "|")."""
+        for raw in user_fields:
+            kind, entry_node, entry_room = (_text(raw).split("|", 2) + ["", ""])[:3]
+            if (kind == "r" and entry_room == room and entry_node != self.node_id
+                    and self.is_live(entry_node)):
+                return True
+        return False
+
     async def members(self, room: str) -> list[User]:
         """The users in the room now, through any live node, each once."""
         (entries,) = await self._run(lambda p: p.hgetall(self._room_key(room)))
         members: dict[str, User] = {}
         for raw_field, raw_value in entries.items():
-            node, member = _user(_text(raw_field), _text(raw_value))
+            node, member = _user(raw_field, raw_value)
             if self.is_live(node):
                 members.setdefault(member.id, member)
         return list(members.values())
@@ -388,7 +433,7 @@ class Presence:
             theirs: dict[str, User] = {}
             others: set[str] = set()
             for raw_field, raw_value in entries.items():
-                node, member = _user(_text(raw_field), _text(raw_value))
+                node, member = _user(raw_field, raw_value)
                 if node == dead:
                     theirs[member.id] = member
                 elif self.is_live(node):

@@ -39,6 +39,7 @@ class LocalRooms:
     def __init__(self) -> None:
         self._conns: dict[Member, set[str]] = {}  # connection -> its rooms
         self._by_user: dict[str, set[Member]] = {}  # user id -> their connections
+        self._bots = 0  # connections of bots among _conns (the status report counts them)
         self._members: dict[str, set[Member]] = {}
         self._users: dict[str, dict[str, int]] = {}
         # Connections between `begin_join` and `finish_join`: live frames wait here so
@@ -65,12 +66,12 @@ class LocalRooms:
 
     def connection_kinds(self) -> dict[str, int]:
         """Open connections by kind: {"browser", "bot", "total"}."""
-        bots = sum(1 for c in self._conns if c.user.bot)
-        return {"browser": len(self._conns) - bots, "bot": bots, "total": len(self._conns)}
+        total = len(self._conns)
+        return {"browser": total - self._bots, "bot": self._bots, "total": total}
 
     def user_count(self) -> int:
         """Distinct users with a connection open here."""
-        return len({c.user.id for c in self._conns})
+        return len(self._by_user)
 
     def membership_count(self) -> int:
         """Room memberships of the open connections, joins under way included."""
@@ -80,7 +81,9 @@ class LocalRooms:
         return member in self._conns
 
     def connect(self, member: Member) -> None:
-        self._conns.setdefault(member, set())
+        if member not in self._conns:
+            self._conns[member] = set()
+            self._bots += member.user.bot
         self._by_user.setdefault(member.user.id, set()).add(member)
 
     def connections_of(self, user_id: str) -> list[Member]:
@@ -98,7 +101,8 @@ class LocalRooms:
             outcome = self.leave(room, member)
             if outcome is not None:
                 left.append((room, *outcome))
-        self._conns.pop(member, None)
+        del self._conns[member]
+        self._bots -= member.user.bot
         mine = self._by_user.get(member.user.id)
         if mine is not None:
             mine.discard(member)
