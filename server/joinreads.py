@@ -1,7 +1,9 @@
 """The reads of a join, shared: the joins of one room that arrive in the same loop turn
 (a reconnecting crowd) read the room's top, its page and their read positions together,
 and what this process holds of the room's recent records (`server.recent`) answers
-them without MongoDB when it reaches the top and covers their page.
+them without MongoDB when it reaches the top and covers their page. A room's batches
+are read one after the other: a crowd arriving over several loop turns reads the room's
+page once, and the later batches are answered from the records the first one brought.
 
 Every join in a batch asked after it had subscribed and registered as joining (so
 anything stored later reaches it live, held until its `joined`), and the batch's reads
@@ -72,6 +74,10 @@ class JoinReads:
         self._pending: dict[str, list[Joining]] = {}
         self.positions: Expiring[str, int] = Expiring(POSITION_SECONDS, POSITION_SIZE)
         self._running: set[asyncio.Task[None]] = set()
+        # The batch of each room being read now: the room's next batch waits for it
+        # and is then mostly served by the records it brought (a crowd reconnecting
+        # over several loop turns reads a room's page once, not once per turn).
+        self._reading: dict[str, asyncio.Future[None]] = {}
         self.batches = 0  # room batches read (for tests and measurements)
 
     async def read(self, room: str, user_id: str, known: int, since: int | None
@@ -101,12 +107,20 @@ class JoinReads:
             task.add_done_callback(self._running.discard)
 
     async def _read_room(self, room: str, joins: list[Joining]) -> None:
+        before = self._reading.get(room)
+        mine = self._reading[room] = asyncio.get_running_loop().create_future()
         try:
+            if before is not None:
+                await asyncio.shield(before)  # its outcome is its joiners' business
             await self._answer(room, joins)
         except Exception as e:  # StoreError, or a bug: every joiner gets it, none hangs
             for j in joins:
                 if not j.done.done():
                     j.done.set_exception(e)
+        finally:
+            mine.set_result(None)
+            if self._reading.get(room) is mine:
+                del self._reading[room]
 
     async def _top(self, room: str, known: int) -> int:
         mark = self.seqs.mark(room)

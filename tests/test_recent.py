@@ -177,6 +177,35 @@ async def test_a_crowd_of_resumes_in_one_room_costs_one_query_and_then_none(
         assert (page.read.unread, page.read.mentions) == unread == (80, 0)
 
 
+async def test_a_crowd_arriving_over_several_turns_reads_the_page_once(make_client, runtime):
+    join_reads = runtime.chat.join_reads
+    owner = await person(make_client)
+    room = await make_room(owner)
+    ws = await socket_in(owner, room)
+    await seed(ws, room, 40)
+    crowd = [f"c{i}" for i in range(10)]
+    # Their read positions known, so that only pages are read below.
+    await asyncio.gather(*(join_reads.read(room, uid, 0, None) for uid in crowd))
+    join_reads.recent.forget(room)  # as after the room's last local member left
+
+    async def over_turns() -> list[Any]:
+        joins = []
+        for _ in range(5):  # five loop turns, five batches of the same ten users
+            batch = join_reads.batches
+            joins += [asyncio.ensure_future(join_reads.read(room, uid, 0, None))
+                      for uid in crowd]
+            while join_reads.batches == batch:
+                await asyncio.sleep(0)
+        return await asyncio.gather(*joins)
+
+    pages, count = await reads_during(runtime, over_turns())
+    assert count == 1  # the first batch's page; the next four are answered from it
+    records, more = await runtime.store.messages(room, limit=50)
+    for page in pages:
+        assert ([e.frame for e in page.messages], page.has_more) == (
+            [protocol.dump(r) for r in records], more)
+
+
 async def test_resumes_below_the_window_count_unread_in_one_shared_read(make_client, runtime):
     join_reads = runtime.chat.join_reads
     join_reads.recent.per_room = 30  # a small window: the resumes fall below it
