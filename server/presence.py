@@ -312,9 +312,9 @@ class Presence:
         """Whether a user's key (its fields) says they are in `room` through another
         live node: a field "r|<node>|<room>" (node ids are hex: no "|")."""
         for raw in user_fields:
-            kind, entry_node, entry_room = (_text(raw).split("|", 2) + ["", ""])[:3]
-            if (kind == "r" and entry_room == room and entry_node != self.node_id
-                    and self.is_live(entry_node)):
+            parts = _text(raw).split("|", 2)
+            if (len(parts) == 3 and parts[0] == "r" and parts[2] == room
+                    and parts[1] != self.node_id and self.is_live(parts[1])):
                 return True
         return False
 
