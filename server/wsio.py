@@ -2,8 +2,10 @@
 Tornado's public API.
 
 Six things Tornado has no public API for, each worth the cost of the fence:
-- `send_text_frame`: the fan-out writes a pre-serialized frame straight to the socket
-  (public `write_message` costs a Task per frame, and `IOStream.write` a Future);
+- `send_text_frame` / `send_wire`: the fan-out writes pre-serialized frames straight to
+  the socket, the frames of one delivery in one buffer made once for every socket of
+  the room (public `write_message` costs a Task per frame, and `IOStream.write` a
+  Future);
 - `pending_bytes`: the slow-reader bound needs to know what is still queued;
 - `DropOnMissedPong`: a peer that missed its pong is dropped at once instead of being
   kept in its rooms for the 5 s of Tornado's close handshake;
@@ -40,6 +42,27 @@ SUPPORTED = ((6, 4), (7, 0))  # Tornado versions [from, to) these internals were
 _HEADER_SHORT = struct.Struct("!BB").pack
 _HEADER_MEDIUM = struct.Struct("!BBH").pack
 _HEADER_LONG = struct.Struct("!BBQ").pack
+
+
+def text_frames(frames: list[bytes]) -> bytes:
+    """Unmasked, uncompressed text frames (the server side of RFC 6455), one after the
+    other in one buffer: what `send_wire` writes to each of a room's sockets."""
+    out = []
+    for data in frames:
+        n = len(data)
+        if n < 126:
+            out.append(_HEADER_SHORT(0x81, n))
+        elif n <= 0xFFFF:
+            out.append(_HEADER_MEDIUM(0x81, 126, n))
+        else:
+            out.append(_HEADER_LONG(0x81, 127, n))
+        out.append(data)
+    return b"".join(out)
+
+
+def send_wire(conn: tornado.websocket.WebSocketProtocol, wire: bytes) -> None:
+    """Write whole frames made by `text_frames` (see `send_text_frame`)."""
+    _send_frame(conn, wire)
 
 
 def send_text_frame(conn: tornado.websocket.WebSocketProtocol, data: bytes) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from server.model import User
-from server.rooms import FLOOR_HOLD, LocalRooms
+from server.rooms import FLOOR_HOLD, Batch, LocalRooms
 
 
 @dataclass(eq=False)
@@ -20,6 +20,9 @@ class FakeSocket:
 
     def send_raw(self, data: bytes) -> None:
         self.sent.append(data)
+
+    def send_batch(self, batch: Batch) -> None:
+        self.sent.extend(batch.frames)
 
     def shut(self, code: int, reason: str) -> None:
         self.closed = (code, reason)

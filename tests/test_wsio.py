@@ -64,6 +64,23 @@ async def test_a_frame_written_around_tornado_arrives_and_is_counted(make_client
     assert conn._wire_bytes_out == before + 2 + len(b'{"type":"pong","ref":"direct"}')
 
 
+async def test_a_batch_of_frames_in_one_write_arrives_as_each_frame_in_order(
+        make_client, runtime):
+    ws, conn = await _server_side(make_client, runtime)
+    # Frames of the three header sizes of RFC 6455: under 126 bytes, up to 65535, above.
+    frames = [b'{"type":"pong","ref":"%d","pad":"%s"}' % (i, b"x" * size)
+              for i, size in enumerate((10, 125, 126, 70_000, 0, 65_535))]
+    before = conn._wire_bytes_out
+    wire = wsio.text_frames(frames)
+    wsio.send_wire(conn, wire)
+    for i, size in enumerate((10, 125, 126, 70_000, 0, 65_535)):
+        assert await ws.recv() == {"type": "pong", "ref": str(i), "pad": "x" * size}
+    assert conn._wire_bytes_out == before + len(wire)
+    headers = [2 if len(f) < 126 else 4 if len(f) <= 0xFFFF else 10 for f in frames]
+    assert sorted(set(headers)) == [2, 4, 10]
+    assert len(wire) == sum(len(f) for f in frames) + sum(headers)
+
+
 async def test_pending_bytes_counts_what_the_socket_did_not_take(make_client, runtime):
     ws, conn = await _server_side(make_client, runtime)
     assert wsio.pending_bytes(conn) == 0

@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import logging
 import time
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import tornado.web
@@ -21,7 +22,7 @@ from server.limits import ConnectionCaps, FrameBucket, Limited, RateLimits
 from server.metrics import Metrics
 from server.model import User
 from server.protocol import ProtocolError
-from server.rooms import LocalRooms
+from server.rooms import Batch, LocalRooms
 from server.store import StoreError
 
 log = logging.getLogger(__name__)
@@ -159,9 +160,23 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
 
     def send_raw(self, data: bytes) -> None:
         """Queue one already-serialized text frame; never waits for the peer."""
+        conn = self._writable()
+        if conn is not None:
+            self._write(conn, wsio.send_text_frame, data)
+
+    def send_batch(self, batch: Batch) -> None:
+        """Queue a delivery's frames in one write, encoded once for all its sockets."""
+        conn = self._writable()
+        if conn is not None:
+            if batch.encoded is None:
+                batch.encoded = wsio.text_frames(batch.frames)
+            self._write(conn, wsio.send_wire, batch.encoded)
+
+    def _writable(self) -> tornado.websocket.WebSocketProtocol | None:
+        """The connection, unless closing, or closed now for reading too slowly."""
         conn = self.ws_connection
         if conn is None or self._closing:
-            return
+            return None
         if wsio.pending_bytes(conn) > self.max_pending_bytes:
             # A reader this far behind is not coming back soon: drop it rather than
             # buffer without bound. It resumes with `since` when it reconnects. Only
@@ -170,9 +185,14 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
                      wsio.pending_bytes(conn))
             self.metrics.slow_reader_closes.inc()
             self.shut(1008, "too slow: reconnect and resume with since")
-            return
+            return None
+        return conn
+
+    def _write(self, conn: tornado.websocket.WebSocketProtocol,
+               write: Callable[[tornado.websocket.WebSocketProtocol, bytes], None],
+               data: bytes) -> None:
         try:
-            wsio.send_text_frame(conn, data)
+            write(conn, data)
         except StreamClosedError:
             self._closing = True
         except tornado.websocket.WebSocketClosedError:
