@@ -226,6 +226,7 @@ class Presence:
         # Where each room's HGETALL is among the replies: only rooms someone enters
         # read their entries back; a leave needs only the leaver's own key (below).
         reads: list[int | None] = []
+        leavers: set[str] = set()  # of rooms nobody enters: their key says the rest
         user_reads: dict[str, int] = {}  # user id -> where the HKEYS of their key is
         # Per user: field of their key -> value, or None to delete; the last word wins.
         users: dict[str, dict[str, str | None]] = {}
@@ -262,8 +263,7 @@ class Presence:
                     pipe.hgetall(key)
                 else:
                     reads.append(None)
-                    for x in b.leaves:
-                        user_reads[x.user.id] = -1
+                    leavers.update(x.user.id for x in b.leaves)
             # One command or two per user, whatever the number of their rooms in the
             # batch (a user leaving 20 rooms at once: one HDEL, not 20).
             for uid, fields in users.items():
@@ -273,7 +273,7 @@ class Presence:
                     pipe.hset(user_key, mapping=kept)
                 if len(kept) < len(fields):
                     pipe.hdel(user_key, *(f for f, v in fields.items() if v is None))
-                if uid in user_reads:  # after this node's own changes: what others hold
+                if uid in leavers:  # after this node's own changes: what others hold
                     user_reads[uid] = len(pipe)
                     pipe.hkeys(user_key)
 

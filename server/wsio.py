@@ -44,63 +44,53 @@ _HEADER_MEDIUM = struct.Struct("!BBH").pack
 _HEADER_LONG = struct.Struct("!BBQ").pack
 
 
+def _text_header(n: int) -> bytes:
+    """The header of an unmasked, uncompressed text frame of n bytes (RFC 6455)."""
+    if n < 126:
+        return _HEADER_SHORT(0x81, n)
+    if n <= 0xFFFF:
+        return _HEADER_MEDIUM(0x81, 126, n)
+    return _HEADER_LONG(0x81, 127, n)
+
+
+def text_frame(data: bytes) -> bytes:
+    """One text frame, server side: what `send_wire` writes."""
+    return _text_header(len(data)) + data
+
+
 def text_frames(frames: list[bytes]) -> bytes:
-    """Unmasked, uncompressed text frames (the server side of RFC 6455), one after the
-    other in one buffer: what `send_wire` writes to each of a room's sockets."""
-    out = []
-    for data in frames:
-        n = len(data)
-        if n < 126:
-            out.append(_HEADER_SHORT(0x81, n))
-        elif n <= 0xFFFF:
-            out.append(_HEADER_MEDIUM(0x81, 126, n))
-        else:
-            out.append(_HEADER_LONG(0x81, 127, n))
-        out.append(data)
-    return b"".join(out)
+    """Text frames one after the other in one buffer: what `send_wire` writes to each of
+    a room's sockets."""
+    return b"".join(part for data in frames for part in (_text_header(len(data)), data))
 
 
 def send_wire(conn: tornado.websocket.WebSocketProtocol, wire: bytes) -> None:
-    """Write whole frames made by `text_frames` (see `send_text_frame`)."""
-    _send_frame(conn, wire)
+    """Write whole frames made by `text_frame(s)`.
+
+    When nothing is queued on a plain TCP stream they go to the socket at once, as
+    IOStream would send them; only what the socket does not take (or a TLS stream, or
+    an error, which IOStream then handles and reports) goes through IOStream, in order.
+    Raises StreamClosedError / WebSocketClosedError like `write_message`.
+    """
+    stream: Any = conn.stream
+    conn._wire_bytes_out += len(wire)  # type: ignore[attr-defined]
+    if type(stream) is IOStream and not stream._write_buffer and not stream.closed():
+        try:
+            sent = stream.socket.send(wire)
+        except OSError:
+            sent = 0  # EAGAIN, or an error that IOStream's own write will meet and report
+        if sent == len(wire):
+            return
+        wire = wire[sent:]
+    stream.write(wire)
 
 
 def send_text_frame(conn: tornado.websocket.WebSocketProtocol, data: bytes) -> None:
-    """Write one unmasked, uncompressed text frame (the server side of RFC 6455).
-
-    When nothing is queued on a plain TCP stream the frame goes to the socket at once,
-    as IOStream would send it; only what the socket does not take (or a TLS stream, or
-    an error, which IOStream then handles and reports) goes through IOStream. Raises
-    StreamClosedError / WebSocketClosedError like `write_message`.
-    """
-    n = len(data)
-    if n < 126:
-        frame = _HEADER_SHORT(0x81, n) + data
-    elif n <= 0xFFFF:
-        frame = _HEADER_MEDIUM(0x81, 126, n) + data
-    else:
-        frame = _HEADER_LONG(0x81, 127, n) + data
-    _send_frame(conn, frame)
+    """Write one text frame (see `send_wire`)."""
+    send_wire(conn, text_frame(data))
 
 
 _PING = b"\x89\x00"  # FIN + ping, unmasked, no payload
-
-
-def _send_frame(conn: tornado.websocket.WebSocketProtocol, frame: bytes) -> None:
-    """A whole frame to the socket at once when nothing is queued on a plain TCP stream;
-    what the socket does not take (or a TLS stream, or an error, which IOStream then
-    meets and reports) goes through IOStream, in order."""
-    stream: Any = conn.stream
-    conn._wire_bytes_out += len(frame)  # type: ignore[attr-defined]
-    if type(stream) is IOStream and not stream._write_buffer and not stream.closed():
-        try:
-            sent = stream.socket.send(frame)
-        except OSError:
-            sent = 0  # EAGAIN, or an error that IOStream's own write will meet and report
-        if sent == len(frame):
-            return
-        frame = frame[sent:]
-    stream.write(frame)
 
 
 def pending_bytes(conn: tornado.websocket.WebSocketProtocol) -> int:
@@ -192,7 +182,7 @@ class PingWheel:
         for conn in pinged:
             conn._received_pong = False
             try:
-                _send_frame(conn, _PING)  # a Future and a buffer round trip less per ping
+                send_wire(conn, _PING)  # a Future and a buffer round trip less per ping
             except StreamClosedError:
                 conn._abort()  # its close() is on the way; it leaves the wheel now
         if pinged and self.timeout:

@@ -6,7 +6,6 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import tornado.web
@@ -160,17 +159,24 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
 
     def send_raw(self, data: bytes) -> None:
         """Queue one already-serialized text frame; never waits for the peer."""
-        conn = self._writable()
-        if conn is not None:
-            self._write(conn, wsio.send_text_frame, data)
+        self._write(wsio.text_frame(data))
 
     def send_batch(self, batch: Batch) -> None:
         """Queue a delivery's frames in one write, encoded once for all its sockets."""
+        if batch.encoded is None:
+            batch.encoded = wsio.text_frames(batch.frames)
+        self._write(batch.encoded)
+
+    def _write(self, wire: bytes) -> None:
         conn = self._writable()
-        if conn is not None:
-            if batch.encoded is None:
-                batch.encoded = wsio.text_frames(batch.frames)
-            self._write(conn, wsio.send_wire, batch.encoded)
+        if conn is None:
+            return
+        try:
+            wsio.send_wire(conn, wire)
+        except StreamClosedError:
+            self._closing = True
+        except tornado.websocket.WebSocketClosedError:
+            self._closing = True
 
     def _writable(self) -> tornado.websocket.WebSocketProtocol | None:
         """The connection, unless closing, or closed now for reading too slowly."""
@@ -187,16 +193,6 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             self.shut(1008, "too slow: reconnect and resume with since")
             return None
         return conn
-
-    def _write(self, conn: tornado.websocket.WebSocketProtocol,
-               write: Callable[[tornado.websocket.WebSocketProtocol, bytes], None],
-               data: bytes) -> None:
-        try:
-            write(conn, data)
-        except StreamClosedError:
-            self._closing = True
-        except tornado.websocket.WebSocketClosedError:
-            self._closing = True
 
     def send_frame(self, frame: protocol.Outbound, ref: protocol.Ref = None) -> None:
         self.send_raw(protocol.dump(frame, ref))
