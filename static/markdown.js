@@ -25,6 +25,8 @@ const NAME_RE = /@([A-Za-z0-9_.-]{1,32})/y;
 const SHORTCODE_RE = /:([a-z0-9_+-]{1,30}):/y;
 const LINK_RE = /\[([^\[\]\n]{1,300})\]\(([^()\s]{1,2048})\)/y;
 const FENCE_RE = /^\s{0,3}```/;
+const CLOSING_FENCE_RE = /^\s{0,3}```\s*$/; // nothing after it: "```<b>" is code, not a close
+const LANGUAGE_RE = /^[\w+#.-]*$/; // what an opening fence may name (not shown)
 const QUOTE_RE = /^\s{0,3}> ?/;
 const BULLET_RE = /^\s{0,3}[-*+] +(?=\S)/;
 const NUMBER_RE = /^\s{0,3}\d{1,9}[.)] +(?=\S)/;
@@ -71,7 +73,7 @@ function blocks(ctx, text, parent, depth) {
     const line = lines[i];
     if (FENCE_RE.test(line)) {
       let end = i + 1;
-      while (end < lines.length && !FENCE_RE.test(lines[end])) end += 1;
+      while (end < lines.length && !CLOSING_FENCE_RE.test(lines[end])) end += 1;
       if (end === lines.length && run.length + i === 0 && lines.length === 1) {
         run.push(line); // a lone ``` is just text
         i += 1;
@@ -80,7 +82,10 @@ function blocks(ctx, text, parent, depth) {
       flush(true);
       const pre = el(ctx, 'pre');
       const code = el(ctx, 'code');
-      code.textContent = lines.slice(i + 1, end).join('\n');
+      // After the opening fence: a language name is dropped, any other text is code.
+      const info = line.replace(FENCE_RE, '');
+      const first = LANGUAGE_RE.test(info.trim()) ? [] : [info];
+      code.textContent = [...first, ...lines.slice(i + 1, end)].join('\n');
       pre.append(code);
       parent.append(pre);
       i = end + 1;

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from playwright.sync_api import Page, expect
 
@@ -119,6 +119,9 @@ texts = st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=8)),
 @settings(max_examples=300, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(batch=st.lists(texts, min_size=1, max_size=15))
+# Found by the fuzzer: text after what looks like a closing fence, and after an
+# opening fence, must be shown.
+@example(batch=["```\n```<!--", "```<b>\nx\n```", "```js\nx\n```\ny"])
 def test_fuzzed_input_never_makes_unsafe_dom(page, batch):
     for text, out in zip(batch, render_all(page, batch), strict=True):
         for el in out["elements"]:
