@@ -32,6 +32,8 @@ from server.store import Store, StoreError
 log = logging.getLogger("chat")
 
 SWITCH_INTERVAL_S = 0.0005
+# The collector's thresholds once serving (CPython's defaults: 700, 10, 10). See serve().
+GC_THRESHOLDS = (50_000, 20, 10)
 
 
 async def serve(config: Config, mongo_url: str, redis_url: str,
@@ -60,6 +62,14 @@ async def serve(config: Config, mongo_url: str, redis_url: str,
         # collector's sight, so full collections (and the p99 they cause) stay short.
         gc.collect()
         gc.freeze()
+        # Every 700 allocations (the default) a young collection promotes whatever is
+        # alive at that instant, so under load the objects of a request or a join in
+        # flight reach the old generation, and a full collection follows each time it
+        # has grown by a quarter: one every 2-3 s of a mass reconnect, each walking every
+        # socket's objects (0.4-0.6 s at 10,000 sockets). At 50,000 only objects that
+        # outlive 50,000 allocations are promoted; the full collections go with them
+        # (bench/idle.py, bench/reconnect_storm.py; docs/performance.md).
+        gc.set_threshold(*GC_THRESHOLDS)
         # Motor runs every MongoDB call on a worker thread, which needs the GIL twice
         # (to send, then to read the reply). A busy event loop gives it up only every
         # switch interval: 5 ms by default, a delay that lands on every store and

@@ -5,7 +5,8 @@ server, python-socketio + Redis and ours; see `targets.py`): start it, make the 
 (ours: accounts and rooms, before any clock starts), read the server's RSS, open
 `--sockets` WebSockets from `--workers` processes, each joined to one of `--rooms` rooms,
 wait for the server to go quiet, read its RSS again, then measure its CPU over an idle
-window of `--idle` seconds (server pings and presence refreshes included). With
+window of at least `--idle` seconds, rounded up to whole ping intervals of that server
+(server pings and presence refreshes included). With
 `--hangup` every socket is then closed at the same moment and the CPU the server spends
 until it is quiet again is measured too (what `hangup.py` reports).
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -70,6 +72,8 @@ async def measure(
         result["kb_per_socket_with_services"] = round(
             (sum(rss1.values()) - sum(rss0.values())) / sockets, 2)
         if idle_s > 0:
+            # Whole ping intervals of this server, at least `idle_s`: see PING_INTERVAL_S.
+            idle_s = math.ceil(idle_s / target.ping_interval - 1e-9) * target.ping_interval
             cpu0, machine0, t0 = target.cpu_seconds(), machine_busy_seconds(), time.monotonic()
             await asyncio.sleep(idle_s)
             cpu1, machine1 = target.cpu_seconds(), machine_busy_seconds()

@@ -161,11 +161,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="5 s scenarios, 1,000 idle sockets, 25 s idle window, 1 run")
+                        help="5 s scenarios, 1,000 idle sockets, 40 s idle window, 1 run")
     parser.add_argument("--repeat", type=int, help="runs per server (default 3; quick 1)")
     parser.add_argument("--sockets", type=int, help="idle sockets (default 10,000; quick 1,000)")
-    parser.add_argument("--idle", type=float, help="idle window s (default 60; quick 25; "
-                        "keep it at least one ping interval, 25 s for Engine.IO)")
+    parser.add_argument("--idle", type=float, help="idle window s (default 60; quick 40), rounded "
+                        "up to whole ping intervals of each server (20 s; Engine.IO 25 s)")
     parser.add_argument("--connect-users", type=int, default=500,
                         help="sockets of the connect + join scenario")
     parser.add_argument("--workers", type=int, default=4, help="idle-socket client processes")
@@ -174,7 +174,7 @@ def main() -> None:
     args = parser.parse_args()
     args.repeat = args.repeat or (1 if args.quick else 3)
     args.sockets = args.sockets or (1000 if args.quick else 10_000)
-    args.idle = args.idle if args.idle is not None else (25.0 if args.quick else 60.0)
+    args.idle = args.idle if args.idle is not None else (40.0 if args.quick else 60.0)
     args.servers = [s for s in args.servers.split(",") if s]
     if not set(args.servers) <= set(KINDS):
         parser.error(f"--servers: choose from {', '.join(KINDS)}")

@@ -31,6 +31,11 @@ LABELS = {
     "socketio": "python-socketio + Redis",
     "ours": "ours",
 }
+# How often each pings an idle socket (baseline_server.py's and our default: 20 s;
+# python-socketio: Engine.IO's 25 s). An idle window should span whole intervals: the
+# baseline's pings of sockets opened together come in one burst per interval, so a 25 s
+# window holds one or two bursts depending on where it starts.
+PING_INTERVAL_S = {"baseline": 20.0, "socketio": 25.0, "ours": 20.0}
 
 
 @dataclass
@@ -54,6 +59,10 @@ class Target:
     @property
     def label(self) -> str:
         return LABELS[self.kind]
+
+    @property
+    def ping_interval(self) -> float:
+        return PING_INTERVAL_S[self.kind]
 
     def cpu_seconds(self) -> dict[str, float]:
         """Cumulative CPU seconds: "server" (the process clients talk to) and its services."""

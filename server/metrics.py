@@ -7,6 +7,7 @@ several servers in one test process never share counters.
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import time
 from collections import deque
@@ -16,6 +17,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
     Info,
     PlatformCollector,
@@ -57,6 +59,7 @@ class Metrics:
         r = self.registry
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
+        GCCollector(registry=r)  # python_gc_collections_total and what they freed
         # Which process answered a scrape: a restarted worker has a new node id, which
         # tells its counters' reset from a scrape that reached another process.
         Info("chat_build", "Version of the server and node id of this process",
@@ -110,6 +113,13 @@ class Metrics:
                                        buckets=_LATENCY_BUCKETS, registry=r)
         self.loop_lag = Gauge("chat_ioloop_lag_seconds",
                               "How late the IOLoop ran a timer, last sample", registry=r)
+        # A collection stops the whole process (every socket waits): how long, by the
+        # generation it collected. Observed from start() to close().
+        gc_pause = Histogram("chat_gc_pause_seconds",
+                             "Time the garbage collector held the process, by generation",
+                             ["generation"], buckets=_LATENCY_BUCKETS, registry=r)
+        self._gc_pause = [gc_pause.labels(str(g)) for g in range(3)]
+        self._gc_started = 0.0
         self.send_ack = Histogram(
             "chat_send_ack_seconds",
             "From a send frame read off a WebSocket to its ack written back",
@@ -251,9 +261,18 @@ class Metrics:
 
     def start(self, interval: float = 0.5) -> None:
         self._lag_task = asyncio.create_task(self._measure_lag(interval), name="loop-lag")
+        gc.callbacks.append(self._gc_timed)
 
     async def close(self) -> None:
+        if self._gc_timed in gc.callbacks:
+            gc.callbacks.remove(self._gc_timed)
         await tasks.stop(self._lag_task)
+
+    def _gc_timed(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            self._gc_pause[info["generation"]].observe(time.perf_counter() - self._gc_started)
 
     async def _measure_lag(self, interval: float) -> None:
         while True:

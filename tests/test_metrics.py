@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import json
 import re
 import subprocess
@@ -181,6 +182,22 @@ async def test_refusals_are_counted_by_reason(config, services):
                      status="429") >= 1
     finally:
         await close_node(node)
+
+
+async def test_garbage_collections_are_counted_and_timed_by_generation(base_url, runtime):
+    before = await scrape(base_url)
+    gc.collect()  # a full collection in the process that serves base_url
+    after = await scrape(base_url)
+    for name in ("chat_gc_pause_seconds_count", "python_gc_collections_total"):
+        assert value(after, name, generation="2") >= value(before, name, generation="2") + 1
+    assert (value(after, "chat_gc_pause_seconds_sum", generation="2")
+            > value(before, "chat_gc_pause_seconds_sum", generation="2"))
+    # After close() the process's collections are no longer this runtime's to time.
+    await runtime.metrics.close()
+    counted = value(await scrape(base_url), "chat_gc_pause_seconds_count", generation="2")
+    gc.collect()
+    assert value(await scrape(base_url), "chat_gc_pause_seconds_count",
+                 generation="2") == counted
 
 
 async def test_service_gauges_follow_the_probe_and_draining_is_exported(base_url, runtime):
