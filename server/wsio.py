@@ -2,7 +2,7 @@
 Tornado's public API.
 
 Six things Tornado has no public API for, each worth the cost of the fence:
-- `send_text_frame` / `send_wire`: the fan-out writes pre-serialized frames straight to
+- `text_frame(s)` / `send_wire`: the fan-out writes pre-serialized frames straight to
   the socket, the frames of one delivery in one buffer made once for every socket of
   the room (public `write_message` costs a Task per frame, and `IOStream.write` a
   Future);
@@ -13,7 +13,7 @@ Six things Tornado has no public API for, each worth the cost of the fence:
   grace, instead of waiting out those same 5 s;
 - `PingWheel`: one timer pings every connection, where Tornado runs a Task per
   connection (about 1.3 KB each, most of an idle socket's cost beyond Tornado's own),
-  and writes each ping as `send_text_frame` writes frames (half of an idle process's
+  and writes each ping as `send_wire` writes frames (half of an idle process's
   CPU was Tornado's write path for pings);
 - `forget_upgrade`: what only the upgrade needed (its request's headers and parsed
   cookies, the 101's response headers: ~3 KB) is dropped once the socket is open.
@@ -83,11 +83,6 @@ def send_wire(conn: tornado.websocket.WebSocketProtocol, wire: bytes) -> None:
             return
         wire = wire[sent:]
     stream.write(wire)
-
-
-def send_text_frame(conn: tornado.websocket.WebSocketProtocol, data: bytes) -> None:
-    """Write one text frame (see `send_wire`)."""
-    send_wire(conn, text_frame(data))
 
 
 _PING = b"\x89\x00"  # FIN + ping, unmasked, no payload

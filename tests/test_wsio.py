@@ -59,7 +59,7 @@ async def test_a_live_connection_has_the_attributes_the_fence_uses(make_client, 
 async def test_a_frame_written_around_tornado_arrives_and_is_counted(make_client, runtime):
     ws, conn = await _server_side(make_client, runtime)
     before = conn._wire_bytes_out
-    wsio.send_text_frame(conn, b'{"type":"pong","ref":"direct"}')
+    wsio.send_wire(conn, wsio.text_frame(b'{"type":"pong","ref":"direct"}'))
     assert await ws.recv() == {"type": "pong", "ref": "direct"}
     assert conn._wire_bytes_out == before + 2 + len(b'{"type":"pong","ref":"direct"}')
 
@@ -90,7 +90,7 @@ async def test_pending_bytes_counts_what_the_socket_did_not_take(make_client, ru
     written = 0
     while not wsio.pending_bytes(conn):
         assert written < 1000, "64 MB went out without ever queueing"
-        wsio.send_text_frame(conn, frame)
+        wsio.send_wire(conn, wsio.text_frame(frame))
         written += 1
     assert 0 < wsio.pending_bytes(conn) <= len(frame) + 14
     for _ in range(written):  # all of them arrive, whole, once the client reads

@@ -173,9 +173,7 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             return
         try:
             wsio.send_wire(conn, wire)
-        except StreamClosedError:
-            self._closing = True
-        except tornado.websocket.WebSocketClosedError:
+        except (StreamClosedError, tornado.websocket.WebSocketClosedError):
             self._closing = True
 
     def _writable(self) -> tornado.websocket.WebSocketProtocol | None:
