@@ -166,12 +166,15 @@ class User:
         self.page.set_default_timeout(WAIT_MS)
         self.problems: list[str] = []
         self.dialogs: list[str] = []
+        self.console: list[str] = []  # the page's console, for failure messages
+        self.page.add_init_script(NOTICE_LOG_JS)
         self.page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
         self.page.on("console", self._console)
         self.page.on("dialog", self._dialog)
 
     def _console(self, msg: ConsoleMessage) -> None:
         text = msg.text
+        self.console = [*self.console[-19:], f"{msg.type}: {text}"]
         if "Content Security Policy" in text or "Refused to" in text:
             self.problems.append(f"CSP: {text}")
 
@@ -204,16 +207,34 @@ class User:
     def room(self, name: str) -> Locator:
         return self.page.locator(f'[data-testid="room-item"][data-room="{name}"]')
 
+    def describe(self) -> str:
+        """What the page shows and said, for a failure message: a notice is gone from
+        the screen after a few seconds, and the screenshot comes only at teardown."""
+        state = self.page.evaluate("""() => ({
+          title: document.getElementById('room-title')?.textContent,
+          rooms: [...document.querySelectorAll('[data-testid="room-item"]')]
+            .map((e) => e.dataset.room),
+          newRoomError: document.getElementById('new-room-error')?.textContent,
+          notices: window.__notices ?? [],
+        })""")
+        return f"{self.name}'s page: {state}; console: {self.console}"
+
+    def expect_room_title(self, name: str) -> None:
+        try:
+            expect(self.t("room-title")).to_have_text(f"#{name}")
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{self.describe()}") from e
+
     def open_room(self, name: str) -> None:
         self.room(name).click()
-        expect(self.t("room-title")).to_have_text(f"#{name}")
+        self.expect_room_title(name)
         expect(self.t("composer-input")).to_be_enabled()
         expect(self.t("message-log")).to_have_attribute("aria-busy", "false")
 
     def create_room(self, name: str) -> None:
         self.t("new-room-name").fill(name)
         self.t("new-room-submit").click()
-        expect(self.t("room-title")).to_have_text(f"#{name}")
+        self.expect_room_title(name)
         expect(self.t("message-log")).to_have_attribute("aria-busy", "false")
 
     def say(self, text: str) -> None:
@@ -255,6 +276,19 @@ class User:
     def close(self) -> None:
         self.context.close()
 
+
+# Every notice the page shows (they go away by themselves), in window.__notices.
+NOTICE_LOG_JS = """
+window.__notices = [];
+document.addEventListener('DOMContentLoaded', () => {
+  const toast = document.getElementById('toast');
+  if (!toast) return;
+  new MutationObserver(() => {
+    const text = toast.textContent.trim();
+    if (text && window.__notices.at(-1) !== text) window.__notices.push(text);
+  }).observe(toast, { childList: true, characterData: true, subtree: true });
+});
+"""
 
 SEED_JS = """([room, bodies, tag]) => {
   // One at a time, in order; a rate_limited answer is retried after retry_after with
