@@ -41,7 +41,7 @@ class Chat:
                  delivery: Delivery, presence: Presence, team: Team,
                  changes: MessageChanges, *, node_id: str, files: Files | None = None,
                  presence_ttl: float = 30.0, presence_hold: float = 2.0,
-                 send_timeout: float = 5.0) -> None:
+                 presence_handover: float = 15.0, send_timeout: float = 5.0) -> None:
         self.store = store
         self.rooms = rooms
         self.seqs = seqs
@@ -56,7 +56,8 @@ class Chat:
         self.presence_ttl = presence_ttl
         self.send_timeout = send_timeout
         self.hub = PresenceHub(presence, rooms, delivery, store, node_id=node_id,
-                               ttl=presence_ttl, hold=presence_hold)
+                               ttl=presence_ttl, hold=presence_hold,
+                               handover=presence_handover)
         self.join_reads = JoinReads(store, delivery, seqs)
         self._departures: set[asyncio.Task[None]] = set()
         # What a send or typing here must respect, for the users joined here: each
@@ -70,6 +71,7 @@ class Chat:
     async def start(self) -> None:
         self.writer.on_stored = self.delivery.stored
         self.delivery.on_member_change = self._member_change
+        self.delivery.on_handover = self.hub.handed_over
         self.team.notify = self.delivery.command
         await self.delivery.start()
         await self.hub.start()

@@ -90,6 +90,8 @@ class Config:
     bcrypt_queue: int | None = None
     presence_ttl: float = 30.0
     presence_hold: float = 2.0  # at most one presence frame per user and room per hold
+    # After a drain, its users stay online for the others this long while they reconnect.
+    presence_handover: float = 15.0
     redis_pool_size: int = 64
     shutdown_timeout: float = 10.0
     processes: int = 1
@@ -176,6 +178,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", choices=["text", "json"], help="env LOG_FORMAT")
     p.add_argument("--shutdown-timeout", type=float,
                    help="seconds to drain on SIGTERM (env SHUTDOWN_TIMEOUT, default 10)")
+    p.add_argument("--presence-handover", type=float,
+                   help="seconds a drained process's users stay online for the others while "
+                   "they reconnect there (env PRESENCE_HANDOVER, default 15)")
     p.epilog = (
         "Operators: 'run.py create-bot NAME --owner USER' creates a bot and prints a token. "
         "Secrets come from the environment only: COOKIE_SECRET (required unless both "
@@ -290,6 +295,8 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         log_level=(pick(args.log_level, "LOG_LEVEL", "info") or "info").lower(),
         log_format=pick(args.log_format, "LOG_FORMAT", "text") or "text",
         shutdown_timeout=float(timeout_raw),
+        presence_handover=_seconds(pick(args.presence_handover, "PRESENCE_HANDOVER", "15"),
+                                   "PRESENCE_HANDOVER", 3600),
         processes=_int(pick(args.processes, "PROCESSES", "1"), "PROCESSES"),
         metrics_port=_int(pick(args.metrics_port, "METRICS_PORT", "0"), "METRICS_PORT") or None,
         limits=LimitSettings(
@@ -328,6 +335,16 @@ def _positive(raw: str | None, name: str) -> float:
         raise ConfigError(f"{name}: {raw!r} is not a number") from None
     if value <= 0:
         raise ConfigError(f"{name}: must be positive")
+    return value
+
+
+def _seconds(raw: str | None, name: str, most: float) -> float:
+    try:
+        value = float(raw or "0")
+    except ValueError:
+        raise ConfigError(f"{name}: {raw!r} is not a number") from None
+    if not 0 <= value <= most:  # also NaN
+        raise ConfigError(f"{name}: must be between 0 and {most:g} seconds")
     return value
 
 

@@ -31,6 +31,7 @@ from server.envelope import (
     Command,
     Envelope,
     EnvelopeError,
+    Handover,
     MemberChange,
     Outgoing,
     Unpublished,
@@ -76,6 +77,8 @@ class Delivery:
         self.on_member_change: Callable[[MemberChange], None] | None = None
         # Set by the runtime: drops what a revocation makes stale (cached sessions).
         self.on_revoke: Callable[[CloseCredential | CloseUser], None] | None = None
+        # Set by Chat: another process drained and hands its users' presence over.
+        self.on_handover: Callable[[Handover], None] | None = None
 
     async def start(self) -> None:
         """Start listening to Redis; raises BusError if it cannot subscribe."""
@@ -267,6 +270,8 @@ class Delivery:
             case MemberChange(node) if (self.on_member_change is not None
                                         and node.encode() != self._node):
                 self.on_member_change(command)
+            case Handover(node) if self.on_handover is not None and node.encode() != self._node:
+                self.on_handover(command)
 
     def _on_unpublished(self, node: str, room: str, lo: int, hi: int) -> None:
         """Another process stored messages lo..hi of a room but could not publish them."""

@@ -98,7 +98,17 @@ class CloseUser:
     reason: str
 
 
-Command = CloseCredential | Unpublished | MemberChange | CloseUser
+@dataclass(frozen=True, slots=True)
+class Handover:
+    """`node` has drained: its presence entries stand for its users until `until` (ms
+    since the epoch), while they reconnect elsewhere; whoever buries the node then
+    announces offline only those who did not come back."""
+
+    node: str
+    until: int
+
+
+Command = CloseCredential | Unpublished | MemberChange | CloseUser | Handover
 
 
 def encode_command(command: Command) -> bytes:
@@ -113,6 +123,8 @@ def encode_command(command: Command) -> bytes:
         case CloseUser(user_ids, code, reason):
             return b"close-user %d %s %s" % (code, ",".join(user_ids).encode(),
                                              reason.encode())
+        case Handover(node, until):
+            return b"handover %s %d" % (node.encode(), until)
 
 
 def decode_command(payload: bytes) -> Command:
@@ -135,6 +147,10 @@ def decode_command(payload: bytes) -> Command:
                 user_ids = tuple(ids.split(","))
                 if all(user_ids):
                     return CloseUser(user_ids, int(code), reason)
+            case "handover":
+                node, until = arg.split(" ")
+                if node:
+                    return Handover(node, int(until))
     except (ValueError, TypeError):  # UnicodeDecodeError and JSONDecodeError are ones
         pass
     raise EnvelopeError(f"malformed command: {payload[:200]!r}")

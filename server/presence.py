@@ -152,6 +152,16 @@ class Presence:
         """Say this node is live before its first entry is written."""
         await self._run(lambda p: p.zadd(self.nodes_key, {self.node_id: _now_ms() + self.ttl_ms}))
 
+    async def expire_at(self, until_ms: int) -> None:
+        """Set this node's liveness to end at `until_ms` (a drain hands its entries
+        over: they stand until then). XX: a node others buried already stays buried."""
+        await self._run(lambda p: p.zadd(self.nodes_key, {self.node_id: until_ms}, xx=True))
+
+    def expires(self, node: str, until_ms: float) -> None:
+        """Another node said when its liveness ends (before a heartbeat would read it)."""
+        if node != self.node_id:
+            self._expiry[node] = until_ms
+
     async def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()

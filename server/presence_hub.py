@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Coroutine
 from typing import Any
 
 from server import tasks
 from server.delivery import Delivery
-from server.envelope import MemberChange
+from server.envelope import Handover, MemberChange
 from server.model import User
 from server.presence import Presence, PresenceError, UserPresence
 from server.presence_frames import Coalescer, RoomBatches, State, presence_frame
@@ -22,6 +23,7 @@ from server.store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
+BURY_MARGIN = 0.05  # seconds after a handover ends before its process is buried
 CHANGE = "presence"  # the MemberChange that carries a user's state to every process
 
 
@@ -29,13 +31,16 @@ class PresenceHub:
     """This process's side of presence."""
 
     def __init__(self, presence: Presence, rooms: LocalRooms, delivery: Delivery,
-                 store: Store, *, node_id: str, ttl: float = 30.0, hold: float = 2.0) -> None:
+                 store: Store, *, node_id: str, ttl: float = 30.0, hold: float = 2.0,
+                 handover: float = 15.0) -> None:
         self.presence = presence
         self.rooms = rooms
         self.delivery = delivery
         self.store = store
         self.node_id = node_id
         self.ttl = ttl
+        self.handover = handover
+        self.handing_over = False
         self.states = UserStates()
         metrics = delivery.metrics
         presence.on_commands = metrics.presence_commands.inc
@@ -67,11 +72,42 @@ class PresenceHub:
     def pending(self) -> list[asyncio.Task[None]]:
         return list(self._tasks)
 
+    def hand_over(self) -> None:
+        """A drain begins: the departures from here announce nothing and leave this
+        process's entries in place; close() then gives the others `handover` seconds
+        to see these users back through them before the entries of those who did not
+        come back are buried (and only they announced offline). A rolling deploy thus
+        makes nobody flap offline and online in every room."""
+        self.handing_over = True
+
     async def close(self) -> None:
         await tasks.stop(self._heartbeat)
+        if self.handing_over:
+            await self._hand_over()
         await self._frames.close()
         await self._batches.close()
         await self.presence.close()
+
+    async def _hand_over(self) -> None:
+        until = int((time.time() + self.handover) * 1000)
+        try:
+            await self.presence.expire_at(until)
+        except PresenceError as e:
+            # The entries then stand until the presence TTL runs out: later, not lost.
+            log.warning("presence not handed over: %s", e)
+            return
+        await self.delivery.command(Handover(self.node_id, until))
+
+    def handed_over(self, handover: Handover) -> None:
+        """Another process drained: bury it (announcing offline those who did not come
+        back here or elsewhere) once its handover ends, not a heartbeat later."""
+        self.presence.expires(handover.node, handover.until)
+        delay = max(0.0, handover.until / 1000 - time.time()) + BURY_MARGIN
+        asyncio.get_running_loop().call_later(delay, self._spawn_beat)
+
+    def _spawn_beat(self) -> None:
+        if self._heartbeat is not None and not self._heartbeat.done():
+            self._spawn(self._beat())
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -99,6 +135,8 @@ class PresenceHub:
 
     async def leave(self, room: str, conn: Member, empty: bool) -> None:
         """The user's last connection here left the room: offline unless elsewhere."""
+        if self.handing_over:
+            return
         user = conn.user
         gone = not any(self.rooms.rooms_of(c) for c in self.rooms.connections_of(user.id))
         try:
@@ -140,6 +178,8 @@ class PresenceHub:
         """After it went: its other sockets here may all be idle now. The departures
         from rooms say the user is gone from here; without rooms, this says it."""
         self._idle.discard(conn)
+        if self.handing_over:
+            return
         uid = conn.user.id
         if not was_idle and self.idle_here(uid):
             self._spawn(self._idle_changed(conn.user, True))
@@ -244,11 +284,18 @@ class PresenceHub:
         while True:
             await asyncio.sleep(interval)
             self._frames.forget_old()
+            await self._beat()
             try:
-                for room, user in await self.presence.heartbeat(self._present):
-                    await self._frames.change(room, user, self._state(user, "offline"), b"")
                 await self._expire_statuses()
-            except PresenceError as e:
-                log.warning("presence heartbeat failed: %s", e)
             except Exception:
-                log.exception("presence heartbeat crashed; continuing")
+                log.exception("expiring status texts crashed; continuing")
+
+    async def _beat(self) -> None:
+        """One heartbeat: offline for the users of the processes it finds dead."""
+        try:
+            for room, user in await self.presence.heartbeat(self._present):
+                await self._frames.change(room, user, self._state(user, "offline"), b"")
+        except PresenceError as e:
+            log.warning("presence heartbeat failed: %s", e)
+        except Exception:
+            log.exception("presence heartbeat crashed; continuing")

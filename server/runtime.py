@@ -129,7 +129,8 @@ class Runtime:
         self.chat = Chat(self.store, rooms, seqs, self.writer, self.delivery, presence, team,
                          changes,
                          node_id=cfg.node_id, presence_ttl=cfg.presence_ttl,
-                         presence_hold=cfg.presence_hold, files=self.files)
+                         presence_hold=cfg.presence_hold,
+                         presence_handover=cfg.presence_handover, files=self.files)
         self.metrics.watch(rooms=rooms, writer=self.writer, bus=self.bus, inflight=self.inflight)
         self.metrics.start()
         await self.chat.start()
@@ -167,6 +168,7 @@ class Runtime:
         if hasattr(self, "reporter"):
             await self.reporter.close()
         if hasattr(self, "chat"):
+            self.chat.hub.hand_over()
             await self._drain_connections(deadline)
             closing = asyncio.ensure_future(self.chat.close(max(0.1, deadline - loop.time())))
             while not (await asyncio.wait([closing], timeout=REPORT_EVERY))[0]:

@@ -50,6 +50,18 @@ def test_metrics_port_is_off_by_default_and_comes_from_env_or_the_flag(tmp_path:
         load_config([], env={**env, "METRICS_PORT": "prometheus"})
 
 
+def test_presence_handover_is_15_s_by_default_and_refuses_what_is_not_0_to_3600(
+        tmp_path: Path) -> None:
+    env = {"CHAT_DATA_DIR": str(tmp_path)}
+    assert load_config([], env=env).presence_handover == 15.0
+    assert load_config([], env={**env, "PRESENCE_HANDOVER": "0"}).presence_handover == 0.0
+    assert load_config(["--presence-handover", "2.5"],
+                       env={**env, "PRESENCE_HANDOVER": "60"}).presence_handover == 2.5
+    for bad in ("soon", "-1", "nan", "inf", "3601"):
+        with pytest.raises(ConfigError, match="PRESENCE_HANDOVER"):
+            load_config([], env={**env, "PRESENCE_HANDOVER": bad})
+
+
 def test_data_dir_comes_from_env_and_the_flag_wins_over_env(tmp_path: Path) -> None:
     from_env, from_flag = tmp_path / "env", tmp_path / "flag"
     config = load_config(["--data-dir", str(from_flag)], env={"CHAT_DATA_DIR": str(from_env)})

@@ -9,6 +9,7 @@ from server.envelope import (
     CloseUser,
     Envelope,
     EnvelopeError,
+    Handover,
     MemberChange,
     Unpublished,
     decode_command,
@@ -48,6 +49,7 @@ def test_a_malformed_envelope_is_an_envelope_error(payload):
                                                       "until": None}),
     CloseUser(("a" * 24,), 1008, "account deactivated"),
     CloseUser(("a" * 24, "b" * 24, "c" * 24), 1008, "account deactivated"),
+    Handover("9f1c2e", 1765000000123),
 ])
 def test_commands_round_trip(command):
     assert decode_command(encode_command(command)) == command
@@ -59,6 +61,7 @@ def test_commands_keep_their_documented_wire_form():
     assert encode_command(Unpublished("n", "r", 1, 2)) == b"unpublished n r 1 2"
     assert (encode_command(CloseUser(("u1", "u2"), 1008, "account deactivated"))
             == b"close-user 1008 u1,u2 account deactivated")
+    assert encode_command(Handover("n", 1765000000123)) == b"handover n 1765000000123"
 
 
 @pytest.mark.parametrize("payload", [b"", b"close-credential", b"unpublished n r 1",
@@ -66,7 +69,9 @@ def test_commands_keep_their_documented_wire_form():
                                      b"member [1,2]", b'member ["n","r","u","c",[]]',
                                      b"member {",
                                      b"close-user", b"close-user 1008 u1", b"close-user x u1 r",
-                                     b"close-user 1008 u1,,u2 r"])
+                                     b"close-user 1008 u1,,u2 r",
+                                     b"handover", b"handover n", b"handover  5",
+                                     b"handover n soon", b"handover n 1 2"])
 def test_a_malformed_command_is_an_envelope_error(payload):
     with pytest.raises(EnvelopeError):
         decode_command(payload)

@@ -65,9 +65,12 @@ class KeepAlive:
         self.writer.close()
 
 
+HANDOVER = 2.0  # PRESENCE_HANDOVER of these tests' processes (15 s by default)
+
+
 async def test_sigterm_closes_with_1001_and_clients_resume_on_another_process(
         services, config, tmp_path):
-    env = shared_env(services, config)
+    env = {**shared_env(services, config), "PRESENCE_HANDOVER": str(HANDOVER)}
     ports = [free_port(), free_port()]
     procs = [start_server(["--port", str(p), "--shutdown-timeout", "5"], env,
                           tmp_path / f"n{i}.log") for i, p in enumerate(ports)]
@@ -103,9 +106,12 @@ async def test_sigterm_closes_with_1001_and_clients_resume_on_another_process(
         procs[0].send_signal(signal.SIGTERM)
         code, _ = await asyncio.wait_for(reading, 10)
         assert code == 1001
-        # The drain announces the departure at once, not after the presence TTL (30 s).
-        offline = await wws.expect("presence", timeout=3, status="offline")
+        # The reader does not come back: the drained process handed its presence over
+        # for HANDOVER seconds, then the survivor announces it offline, long before
+        # the presence TTL (30 s) would have.
+        offline = await wws.expect("presence", timeout=HANDOVER + 5, status="offline")
         assert offline["user"] == reader.user
+        assert time.monotonic() - started >= HANDOVER
         for i in range(10, 20):  # traffic continues while the reader is away
             acked.append((await wws.call({"type": "send", "room": "general",
                                           "body": f"a{i}"}))["seq"])
@@ -123,6 +129,55 @@ async def test_sigterm_closes_with_1001_and_clients_resume_on_another_process(
         operator.token = STATUS_TOKEN
         body = (await operator.request("GET", "/status"))[1]
         assert len(body["processes"]) == 1
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            proc.wait(20)
+
+
+async def test_a_rolling_restart_shows_no_one_offline_who_came_back_within_the_handover(
+        services, config, tmp_path):
+    """People whose process drains and who reconnect to another one stay online in
+    their rooms (no offline, no online); those who do not come back go offline once
+    the handover ends."""
+    env = {**shared_env(services, config), "PRESENCE_HANDOVER": str(HANDOVER)}
+    ports = [free_port(), free_port()]
+    procs = [start_server(["--port", str(p), "--shutdown-timeout", "5"], env,
+                          tmp_path / f"n{i}.log") for i, p in enumerate(ports)]
+    urls = [f"http://127.0.0.1:{p}" for p in ports]
+    try:
+        for url, proc in zip(urls, procs, strict=True):
+            await wait_ready(url, proc)
+        watcher = Client(urls[1])
+        await watcher.register()
+        wws = await watcher.ws()
+        await wws.join("general")
+        mover, stayer = Client(urls[0]), Client(urls[0])
+        socks = {}
+        for person in (mover, stayer):
+            await person.register()
+            socks[person.user["name"]] = sock = await person.ws()
+            await sock.join("general")
+            online = await wws.expect("presence", status="online", user=person.user)
+            assert online["room"] == "general"
+
+        procs[0].send_signal(signal.SIGTERM)
+        assert (await socks[mover.user["name"]].closed(10))[0] == 1001
+        moved = Client(urls[1])
+        moved.cookies = dict(mover.cookies)
+        again = await moved.ws()
+        members = (await again.join("general"))["members"]
+        assert {m["name"] for m in members} >= {mover.user["name"], stayer.user["name"]}
+
+        # Everything the watcher hears of presence until the stayer is buried.
+        heard: list[dict[str, Any]] = []
+        while not heard or heard[-1]["user"] != stayer.user:
+            heard.append(await wws.expect("presence", timeout=HANDOVER + 10))
+        assert [(f["user"]["name"], f["status"]) for f in heard] == [
+            (stayer.user["name"], "offline")]
+        assert await asyncio.to_thread(procs[0].wait, 15) == 0
     finally:
         for proc in procs:
             if proc.poll() is None:
