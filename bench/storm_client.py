@@ -124,6 +124,9 @@ class Resumer(WSListener):
             self._send(join)
         elif kind in ("joined", "history") and msg.get("room") == self.seat.room:
             self._page(msg)
+        elif kind == "presence" and self.closed_at:
+            # What the restart cost the rooms in presence frames (seen on B).
+            self.counts[f"presence_{msg.get('status')}_after_restart"] += 1
         elif kind == "error":
             self.counts[f"error_{msg.get('code')}"] += 1
             if self.ready is not None and not self.ready.done():
