@@ -11,6 +11,7 @@ import inspect
 from typing import Any
 
 import tornado
+import tornado.ioloop
 import tornado.websocket
 from tornado.iostream import IOStream
 
@@ -54,6 +55,47 @@ async def test_a_live_connection_has_the_attributes_the_fence_uses(make_client, 
     assert "_cookies" not in handler.request.__dict__
     assert not handler.request.headers and not handler._headers
     assert not handler.request.cookies
+
+
+async def test_frames_received_leave_the_socket_in_the_event_loop(make_client, runtime):
+    """A frame's header is read first and the rest waits in the buffer: the socket is
+    not taken out of the event loop and put back for that (FrameStream)."""
+    ws, conn = await _server_side(make_client, runtime)
+    stream: Any = conn.stream
+    assert isinstance(stream, wsio.FrameStream)
+    assert isinstance(stream._read_buffer_size, int)
+    assert isinstance(stream._read_max_bytes, int)
+    # Its frames go to the socket directly, as a plain IOStream's do, not through
+    # IOStream.write (which counts what it was given).
+    written = stream._total_write_index
+    wsio.send_wire(conn, wsio.text_frame(b'{"type":"pong","ref":"direct"}'))
+    assert await ws.recv() == {"type": "pong", "ref": "direct"}
+    assert stream._total_write_index == written
+    selector_loop: Any = tornado.ioloop.IOLoop.current().selector_loop
+    fd = stream.socket.fileno()
+    removed: list[int] = []
+    real = selector_loop.remove_reader
+
+    def remove_reader(each: int) -> bool:
+        removed.append(each)
+        return real(each)
+
+    selector_loop.remove_reader = remove_reader
+    try:
+        for _ in range(20):
+            assert (await ws.call({"type": "ping"}))["type"] == "pong"
+        assert fd not in removed
+        # A frame larger than what the stream listens on for arrives whole all the same.
+        await ws.join("general")
+        body = "é" * 4000  # 8,000 bytes
+        assert len(body.encode()) > wsio._LISTEN_WHILE_BUFFERED
+        ack = await ws.call({"type": "send", "room": "general", "body": body,
+                             "client_id": "c-large"})
+        assert ack["type"] == "ack", ack
+        message = await ws.expect("message")
+        assert message["body"] == body
+    finally:
+        del selector_loop.remove_reader
 
 
 async def test_a_frame_written_around_tornado_arrives_and_is_counted(make_client, runtime):

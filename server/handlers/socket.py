@@ -140,6 +140,7 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         # peer's delayed ACK: a sender got its own message 40 ms after its ack.
         self.set_nodelay(True)
         wsio.forget_upgrade(self)  # headers and cookies: ~3 KB per socket otherwise
+        wsio.listen_between_frames(self)  # not out of the event loop and back per frame
         self.caps.opened(self.user.id, self.request.remote_ip or "")
         self._counted = True
         self.chat.connect(self)
