@@ -9,8 +9,9 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -68,16 +69,30 @@ class KeepAlive:
 HANDOVER = 2.0  # PRESENCE_HANDOVER of these tests' processes (15 s by default)
 
 
-async def test_sigterm_closes_with_1001_and_clients_resume_on_another_process(
-        services, config, tmp_path):
+@contextlib.asynccontextmanager
+async def two_processes(services, config, tmp_path: Path
+                        ) -> AsyncIterator[tuple[list[subprocess.Popen[bytes]], list[str]]]:
+    """Two ready `run.py` processes sharing the services; SIGTERMed at the end."""
     env = {**shared_env(services, config), "PRESENCE_HANDOVER": str(HANDOVER)}
     ports = [free_port(), free_port()]
     procs = [start_server(["--port", str(p), "--shutdown-timeout", "5"], env,
                           tmp_path / f"n{i}.log") for i, p in enumerate(ports)]
     urls = [f"http://127.0.0.1:{p}" for p in ports]
     try:
-        for url, proc in zip(urls, procs, strict=False):
+        for url, proc in zip(urls, procs, strict=True):
             await wait_ready(url, proc)
+        yield procs, urls
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            proc.wait(20)
+
+
+async def test_sigterm_closes_with_1001_and_clients_resume_on_another_process(
+        services, config, tmp_path):
+    async with two_processes(services, config, tmp_path) as (procs, urls):
         reader = Client(urls[0])
         await reader.register()
         rws = await reader.ws()
@@ -129,12 +144,6 @@ async def test_sigterm_closes_with_1001_and_clients_resume_on_another_process(
         operator.token = STATUS_TOKEN
         body = (await operator.request("GET", "/status"))[1]
         assert len(body["processes"]) == 1
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            proc.wait(20)
 
 
 async def test_a_rolling_restart_shows_no_one_offline_who_came_back_within_the_handover(
@@ -142,14 +151,7 @@ async def test_a_rolling_restart_shows_no_one_offline_who_came_back_within_the_h
     """People whose process drains and who reconnect to another one stay online in
     their rooms (no offline, no online); those who do not come back go offline once
     the handover ends."""
-    env = {**shared_env(services, config), "PRESENCE_HANDOVER": str(HANDOVER)}
-    ports = [free_port(), free_port()]
-    procs = [start_server(["--port", str(p), "--shutdown-timeout", "5"], env,
-                          tmp_path / f"n{i}.log") for i, p in enumerate(ports)]
-    urls = [f"http://127.0.0.1:{p}" for p in ports]
-    try:
-        for url, proc in zip(urls, procs, strict=True):
-            await wait_ready(url, proc)
+    async with two_processes(services, config, tmp_path) as (procs, urls):
         watcher = Client(urls[1])
         await watcher.register()
         wws = await watcher.ws()
@@ -178,12 +180,6 @@ async def test_a_rolling_restart_shows_no_one_offline_who_came_back_within_the_h
         assert [(f["user"]["name"], f["status"]) for f in heard] == [
             (stayer.user["name"], "offline")]
         assert await asyncio.to_thread(procs[0].wait, 15) == 0
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            proc.wait(20)
 
 
 async def test_a_drain_says_draining_at_once_and_drops_a_peer_that_ignores_the_close(
