@@ -53,6 +53,10 @@ def react_with(user: User, msg: Locator, emoji: str) -> None:
 def two_in_a_room(server_url: str, people, alice_url: str | None = None) -> tuple[User, User, str]:
     alice = people(alice_url or server_url, unique("alice"))
     bob = people(server_url, unique("bob"))
+    # A new account starts in #general; the room list and that room have loaded
+    # before Bob goes on (as a person would: the screen is still filling in).
+    bob.expect_room_title("general")
+    expect(bob.t("message-log")).to_have_attribute("aria-busy", "false")
     room = unique("life")
     bob.create_room(room)
     alice.page.reload()
