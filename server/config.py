@@ -328,21 +328,22 @@ def _registration(raw: str | None) -> str:
     return mode
 
 
-def _positive(raw: str | None, name: str) -> float:
+def _float(raw: str | None, name: str) -> float:
     try:
-        value = float(raw or "0")
+        return float(raw or "0")
     except ValueError:
         raise ConfigError(f"{name}: {raw!r} is not a number") from None
+
+
+def _positive(raw: str | None, name: str) -> float:
+    value = _float(raw, name)
     if value <= 0:
         raise ConfigError(f"{name}: must be positive")
     return value
 
 
 def _seconds(raw: str | None, name: str, most: float) -> float:
-    try:
-        value = float(raw or "0")
-    except ValueError:
-        raise ConfigError(f"{name}: {raw!r} is not a number") from None
+    value = _float(raw, name)
     if not 0 <= value <= most:  # also NaN
         raise ConfigError(f"{name}: must be between 0 and {most:g} seconds")
     return value
