@@ -320,7 +320,9 @@ async function startChat(me) {
   }
   const saved = storage.activeRoom();
   select(chat.rooms.has(saved) ? saved : chat.rooms.keys().next().value ?? null);
-  view.focusComposer();
+  // The room list arrives after the screen shows: a field the user went into meanwhile
+  // (creating a room, searching) keeps the caret and what they type.
+  if (!typingIn(document.activeElement)) view.focusComposer();
   conn.start();
   activity.start();
   statusMenu.load();
@@ -339,6 +341,11 @@ async function startChat(me) {
   refreshTimer = setInterval(() => {
     if (document.visibilityState === 'visible') refreshRooms();
   }, ROOMS_REFRESH_MS);
+}
+
+/** Whether `el` is a visible text field (the hidden sign-in form's fields are not). */
+function typingIn(el) {
+  return Boolean(el?.matches?.('input, textarea, [contenteditable="true"]') && el.offsetParent);
 }
 
 /** The link to the admin page, for server admins only (register and login answers do

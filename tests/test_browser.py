@@ -875,3 +875,30 @@ def test_operator_page_draws_live_status_and_refuses_others(server, people):
     expect(operator.t("problem")).to_be_hidden()
     row = operator.t("processes").locator("tbody tr").first
     expect(row).to_contain_text("connected")
+
+
+def test_a_field_entered_while_the_rooms_load_keeps_the_caret(server, people):
+    """The room list arrives after the chat shows; someone who went into the "Create a
+    room" field meanwhile keeps typing there (the message box does not take the caret)."""
+    user = people(server.url, sign_up=False)
+    # The page's own fetch of /api/rooms answers 2 s late.
+    user.page.add_init_script("""
+      const real = window.fetch;
+      window.fetch = async (url, init) => {
+        if (String(url).includes('/api/rooms?') && !(init && init.method && init.method !== 'GET')) {
+          await new Promise((r) => setTimeout(r, 2000));
+        }
+        return real(url, init);
+      };
+    """)
+    user.open()
+    user.t("auth-switch").click()
+    user.submit(user.name, PASSWORD)
+    expect(user.t("chat-screen")).to_be_visible()
+    field = user.t("new-room-name")
+    field.click()
+    field.press_sequentially("late")
+    user.expect_room_title("general")  # the room list came
+    expect(field).to_be_focused()
+    field.press_sequentially("-news")
+    expect(field).to_have_value("late-news")
