@@ -150,7 +150,9 @@ class RawPeer:
             if opcode == 0x8:
                 raise ConnectionError(f"close frame {payload!r}")
 
-    async def write(self, opcode: int, payload: bytes) -> None:
+    @staticmethod
+    def encode(opcode: int, payload: bytes) -> bytes:
+        """One whole, final frame as a client sends it: masked."""
         mask = os.urandom(4)
         n = len(payload)
         if n < 126:
@@ -159,8 +161,13 @@ class RawPeer:
             head = struct.pack(">BBH", 0x80 | opcode, 0x80 | 126, n)
         else:
             head = struct.pack(">BBQ", 0x80 | opcode, 0x80 | 127, n)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        await self.loop.sock_sendall(self.sock, head + mask + masked)
+        return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+    async def send_bytes(self, data: bytes) -> None:
+        await self.loop.sock_sendall(self.sock, data)
+
+    async def write(self, opcode: int, payload: bytes) -> None:
+        await self.send_bytes(self.encode(opcode, payload))
 
     async def send_json(self, frame: dict[str, Any]) -> None:
         await self.write(0x1, json.dumps(frame).encode())

@@ -30,6 +30,9 @@ def test_the_installed_tornado_is_a_supported_one():
 def test_the_protocol_methods_overridden_and_called_still_exist():
     proto = tornado.websocket.WebSocketProtocol13
     assert inspect.iscoroutinefunction(proto.periodic_ping)
+    assert inspect.iscoroutinefunction(proto._receive_frame)
+    assert "self._read_bytes(2)" in inspect.getsource(proto._receive_frame)  # header first
+    assert callable(IOStream._find_read_pos)
     assert callable(proto._abort)
     assert callable(proto.start_pinging) and callable(proto.write_ping)
     assert "_received_pong" in inspect.getsource(proto.__init__)
@@ -50,7 +53,8 @@ async def test_a_live_connection_has_the_attributes_the_fence_uses(make_client, 
     assert isinstance(conn, wsio.DropOnMissedPong)
     assert isinstance(conn.stream, IOStream) and conn.stream.socket is not None
     assert len(conn.stream._write_buffer) == 0
-    assert isinstance(conn._wire_bytes_out, int)
+    assert isinstance(conn._wire_bytes_out, int) and isinstance(conn._wire_bytes_in, int)
+    assert isinstance(conn.stream._read_buffer, bytearray)
     # What only the upgrade needed is forgotten once the socket is open.
     assert "_cookies" not in handler.request.__dict__
     assert not handler.request.headers and not handler._headers
@@ -96,6 +100,55 @@ async def test_frames_received_leave_the_socket_in_the_event_loop(make_client, r
         assert message["body"] == body
     finally:
         del selector_loop.remove_reader
+
+
+async def test_pongs_are_taken_by_the_stream_and_other_frames_still_reach_the_reader(
+        make_client, runtime):
+    """An idle socket's pong is taken where it arrives (FrameStream), without waking the
+    frame reader; whatever comes around it, split anywhere, is read as before."""
+    client = make_client()
+    await client.register()
+    peer = await RawPeer.open(client)
+    (handler,) = runtime.rooms.connections
+    conn: Any = handler.ws_connection
+    assert isinstance(conn.stream, wsio.FrameStream)
+    handled: list[int] = []
+    real = conn._handle_message
+
+    def handle_message(opcode: int, data: bytes) -> Any:
+        handled.append(opcode)
+        return real(opcode, data)
+
+    conn._handle_message = handle_message
+    try:
+        wire_in = conn._wire_bytes_in
+        pongs = [RawPeer.encode(0xA, b""), RawPeer.encode(0xA, b"echo"),
+                 RawPeer.encode(0xA, b"p" * 125)]
+        ping = RawPeer.encode(0x1, b'{"type":"ping","ref":"after"}')
+        conn._received_pong = False
+        wire = b"".join(pongs) + ping + pongs[0]
+        for i in range(0, len(wire), 3):  # in pieces that cut headers, masks and payloads
+            await peer.send_bytes(wire[i:i + 3])
+        assert await peer.recv_json() == {"type": "pong", "ref": "after"}
+        deadline = asyncio.get_running_loop().time() + 2
+        while conn._wire_bytes_in < wire_in + len(wire):
+            assert asyncio.get_running_loop().time() < deadline, conn._wire_bytes_in - wire_in
+            await asyncio.sleep(0.01)
+        assert conn._wire_bytes_in == wire_in + len(wire)  # every byte counted, once
+        assert conn._received_pong
+        assert handled == [0x1]  # the reader saw the text frame alone
+        # A ping from the client is still the reader's (Tornado answers it with a pong),
+        # and so is a pong in a frame the stream does not take (unmasked: Tornado's call).
+        await peer.write(0x9, b"hi")
+        assert await peer.frame() == (0xA, b"hi")
+        conn._received_pong = False
+        await peer.send_bytes(b"\x8a\x00")
+        await peer.write(0x1, b'{"type":"ping","ref":"unmasked"}')
+        assert await peer.recv_json() == {"type": "pong", "ref": "unmasked"}
+        assert conn._received_pong and handled == [0x1, 0x9, 0xA, 0x1]
+    finally:
+        del conn._handle_message
+        peer.close()
 
 
 async def test_a_frame_written_around_tornado_arrives_and_is_counted(make_client, runtime):
