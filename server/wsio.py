@@ -239,6 +239,11 @@ class DropOnMissedPong(tornado.websocket.WebSocketProtocol13):
         stream = self.stream
         if type(stream) is FrameStream and type(self.handler).on_pong is _NO_ON_PONG:
             stream.pongs_for = self  # until this frame's header is read: see FrameStream
+            try:
+                await super()._receive_frame()
+            finally:  # the read failed (the peer went): no cycle left to the collector
+                stream.pongs_for = None
+            return
         await super()._receive_frame()
 
 
