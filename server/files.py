@@ -23,12 +23,12 @@ import datetime as dt
 import logging
 import re
 import secrets
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from server import protocol, tasks
 from server.model import Attachment, Message, User
+from server.previews import PreviewError, Previews
 from server.protocol import ProtocolError
 from server.sniff import SAFE_IMAGES, Sniffer
 from server.store import Store, StoreError, client_key
@@ -39,10 +39,9 @@ from server.store.files import (
     UPLOADING,
     BlobReader,
     BlobWriter,
-    thumb_id,
 )
 from server.team import Team, TeamError
-from server.thumbs import MAX_PIXELS, ThumbnailError, make_thumbnail
+from server.thumbs import MAX_PIXELS
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +51,6 @@ SWEEP_BATCH = 100
 # How long a file attached to a send is kept without the message being known stored
 # (it normally is within seconds; the sweep then looks for the message itself).
 CLAIM_GRACE = 3600.0
-THUMB_JOBS = 2  # previews made at once per process: each holds its image in memory
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -178,25 +176,21 @@ class Files:
         self.quota = quota
         self.orphan_seconds = orphan_seconds
         self.upload_timeout = upload_timeout
-        self.max_pixels = max_pixels
-        self._executor: ThreadPoolExecutor | None = None
-        self._thumb_jobs = asyncio.Semaphore(THUMB_JOBS)
+        self.previews = Previews(store, unavailable, max_pixels)
         self._sweeper: asyncio.Task[None] | None = None
         self._aborts: set[asyncio.Task[None]] = set()
 
     # Lifecycle --------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=THUMB_JOBS,
-                                            thread_name_prefix="thumbs")
+        self.previews.start()
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="file-sweep")
 
     async def close(self) -> None:
         await tasks.stop(self._sweeper)
         if self._aborts:
             await asyncio.wait(self._aborts, timeout=5)
-        if self._executor is not None:
-            self._executor.shutdown(wait=False)
+        self.previews.close()
 
     # Uploads --------------------------------------------------------------------------
 
@@ -297,48 +291,13 @@ class Files:
         if doc.get("type") not in SAFE_IMAGES:
             raise FileError(protocol.NOT_FOUND, "only images (PNG, JPEG, GIF, WebP) have "
                             "previews")
-        if doc.get("thumb_error"):
-            raise FileError(doc["thumb_error"], "no preview can be made of this image")
-        if doc.get("thumb"):
-            kept = await self._read_all(thumb_id(file_id))
-            if kept is not None:
-                return kept, str(doc["thumb"])
-        async with self._thumb_jobs:
-            data = await self._read_all(file_id)
-            if data is None:
-                raise no_such_file(file_id)
-            loop = asyncio.get_running_loop()
-            try:
-                thumb, kind = await loop.run_in_executor(self._executor, make_thumbnail, data,
-                                                         self.max_pixels)
-            except ThumbnailError as e:
-                await self._note(file_id, {"thumb_error": e.code})
-                raise FileError(e.code, e.message) from None
         try:
-            await self.store.delete_blob(thumb_id(file_id))  # a half-stored earlier try
-            await self.store.put_blob(thumb_id(file_id), "thumb", thumb)
-        except StoreError as e:  # served anyway; made again next time
-            log.warning("storing the preview of %s failed: %s", file_id, e)
-            return thumb, kind
-        await self._note(file_id, {"thumb": kind})
-        return thumb, kind
-
-    async def _read_all(self, blob_id: str) -> bytes | None:
-        try:
-            reader = await self.store.open_blob(blob_id)
-            if reader is None:
-                return None
-            if reader.length == 0:
-                return b""
-            return b"".join([piece async for piece in reader.read_range(0, reader.length - 1)])
-        except StoreError:
-            raise unavailable() from None
-
-    async def _note(self, file_id: str, fields: dict[str, Any]) -> None:
-        try:
-            await self.store.update_file(file_id, fields)
-        except StoreError as e:
-            log.warning("recording the preview of %s failed: %s", file_id, e)
+            preview = await self.previews.of(file_id, doc)
+        except PreviewError as e:
+            raise FileError(e.code, e.message) from None
+        if preview is None:
+            raise no_such_file(file_id)
+        return preview
 
     # Attachments --------------------------------------------------------------------------
 

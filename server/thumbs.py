@@ -1,6 +1,6 @@
 """Previews of shared images, made with Pillow, guarded against decompression bombs.
 
-`make_thumbnail` is plain CPU work on bytes: Files runs it in an executor, never on the
+`make_thumbnail` is plain CPU work on bytes: Previews runs it in an executor, never on the
 event loop. An image's dimensions are read from its header before any pixel is
 decoded, and one that claims more than MAX_PIXELS is refused: a 50 000 x 50 000 PNG of
 a few kilobytes would otherwise need gigabytes. Pillow's own bomb check (which raises
