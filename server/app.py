@@ -14,6 +14,7 @@ import tornado.web
 from server.admins import Admins
 from server.auth import Auth
 from server.bots import Bots
+from server.caps import ConnectionCaps
 from server.chat import Chat
 from server.config import Config
 from server.deactivation import Deactivation
@@ -29,7 +30,7 @@ from server.handlers.search import SearchHandler
 from server.handlers.socket import ChatSocket
 from server.inflight import Inflight
 from server.invites import Registration
-from server.limits import ConnectionCaps, RateLimits
+from server.limits import RateLimits
 from server.logs import log_request
 from server.metrics import Metrics
 from server.probe import ServiceProbe

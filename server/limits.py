@@ -1,5 +1,5 @@
-"""Rate limits and caps: message token buckets and login throttles shared through Redis,
-connection caps per process.
+"""Rate limits: message token buckets and login throttles shared through Redis (the
+limits each process keeps by itself, with no Redis, are in server/caps.py).
 
 The message limit fails open when Redis is unreachable: a Redis outage must not stop
 people from chatting (messages are still stored in MongoDB), so limiting pauses instead.
@@ -13,7 +13,6 @@ import asyncio
 import logging
 import math
 import time
-from collections import Counter
 from dataclasses import dataclass
 
 from redis.exceptions import RedisError
@@ -339,59 +338,3 @@ class RateLimits:
             # Rounded up to 0.1 s, so a client that waits exactly this long is served.
             raise Limited(message, math.ceil(attempt.wait_ms / 100) / 10)
         return attempt
-
-
-class ConnectionCaps:
-    """Open WebSocket connections of this process, per user and per IP."""
-
-    def __init__(self, settings: LimitSettings) -> None:
-        self.settings = settings
-        self.total = 0
-        self.by_user: Counter[str] = Counter()
-        self.by_ip: Counter[str] = Counter()
-
-    def check(self, user_id: str, ip: str) -> tuple[int, str] | None:
-        """(HTTP status, reason) if one more connection would pass a cap, else None."""
-        s = self.settings
-        if self.total >= s.conns_per_process:
-            return 503, "this server is full; try another or later"
-        if self.by_user[user_id] >= s.conns_per_user:
-            return 429, f"at most {s.conns_per_user} connections per user"
-        if self.by_ip[ip] >= s.conns_per_ip:
-            return 429, f"at most {s.conns_per_ip} connections per address"
-        return None
-
-    def opened(self, user_id: str, ip: str) -> None:
-        self.total += 1
-        self.by_user[user_id] += 1
-        self.by_ip[ip] += 1
-
-    def closed(self, user_id: str, ip: str) -> None:
-        self.total -= 1
-        for counter, key in ((self.by_user, user_id), (self.by_ip, ip)):
-            counter[key] -= 1
-            if counter[key] <= 0:
-                del counter[key]
-
-
-class FrameBucket:
-    """A connection's own token bucket for frames other than `send` (join, leave,
-    history, ping): local, no Redis, two floats per connection."""
-
-    __slots__ = ("_stamp", "_tokens", "burst", "rate")
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._tokens = float(burst)
-        self._stamp = time.monotonic()
-
-    def take(self) -> float:
-        """Take a token; returns 0.0, or the seconds until one is available."""
-        now = time.monotonic()
-        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
-        self._stamp = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return 0.0
-        return (1.0 - self._tokens) / self.rate

@@ -22,6 +22,7 @@ from server.app import make_app, make_metrics_app
 from server.auth import Auth
 from server.bots import Bots
 from server.bus import Bus
+from server.caps import ConnectionCaps
 from server.changes import MessageChanges
 from server.chat import Chat
 from server.config import Config
@@ -30,7 +31,7 @@ from server.delivery import Delivery
 from server.files import Files
 from server.inflight import Inflight
 from server.invites import Registration
-from server.limits import ConnectionCaps, RateLimits
+from server.limits import RateLimits
 from server.metrics import Metrics
 from server.presence import Presence
 from server.probe import ServiceProbe

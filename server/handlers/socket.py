@@ -14,10 +14,11 @@ from tornado.iostream import StreamClosedError
 
 from server import protocol, wsio
 from server.auth import Auth
+from server.caps import ConnectionCaps, FrameBucket
 from server.chat import Chat
 from server.handlers.base import SECURITY_HEADERS, resolve_user, unauthorized_message
 from server.inflight import Inflight
-from server.limits import ConnectionCaps, FrameBucket, Limited, RateLimits
+from server.limits import Limited, RateLimits
 from server.metrics import Metrics
 from server.model import User
 from server.protocol import ProtocolError
