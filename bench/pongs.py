@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import resource
 import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from servers import cpu_of, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,21 +61,6 @@ def serve(tree: str, port: int, interval: float) -> None:
     asyncio.run(main())
 
 
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 async def measure(tree: str, sockets: int, interval: float, window: float) -> float:
     """One run: the server's % of a core while `sockets` idle sockets answer pings."""
     from picows import WSListener, ws_connect
@@ -90,9 +77,9 @@ async def measure(tree: str, sockets: int, interval: float, window: float) -> fl
                                             enable_auto_pong=True)
             transports.append(transport)
         await asyncio.sleep(3 * interval)  # every socket pinged a few times: settled
-        before = cpu_seconds(child.pid)
+        before = cpu_of(child.pid)
         await asyncio.sleep(window)
-        return 100 * (cpu_seconds(child.pid) - before) / window
+        return 100 * (cpu_of(child.pid) - before) / window
     finally:
         for transport in transports:
             transport.disconnect()
