@@ -166,6 +166,13 @@ class Delivery:
             self.rooms.lift_floors(room, time.monotonic())
         self.recent.delivered(room, frames, records)
 
+    def deliver_apart(self, room: str, frames: list[tuple[bytes, bytes]]) -> None:
+        """Frames outside the stream (presence) to this process's members of the room,
+        each kept from the connection named with it (b"" for none)."""
+        start = time.perf_counter()
+        count = self.rooms.deliver_apart(room, frames)
+        self.metrics.delivered(count, time.perf_counter() - start)
+
     async def publish(self, room: str, frames: list[Outgoing], exclude: bytes = b"") -> None:
         """One Redis publish of a room's frames, serialized once for every process."""
         payload = Envelope(self._node, exclude, time.time(), frames).encode()

@@ -1,8 +1,9 @@
 """Presence frames on their way out: at most one per (room, user) per hold, and all of
-a room's frames of one loop turn in one write to its members and one publish.
+a room's frames of one loop turn in one write to each member and one publish.
 
 A disconnect storm (ten thousand sockets closing at once) thus costs each room one
-envelope carrying every offline frame, not one publish per user.
+envelope carrying every offline frame, not one publish per user; a reconnecting crowd's
+`online` frames, each kept from its own joiner, likewise go out together.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from server.status import Shown
 # What a room is told of a user: ("online" or "offline", their state).
 State = tuple[str, Shown]
 Announce = Callable[[str, User, State, bytes], Awaitable[None]]  # room, user, state, exclude
-Flush = Callable[[str, list[bytes], bytes], Awaitable[None]]  # room, frames, exclude
+# A frame, and the connection it is kept from (its joiner's; b"" for none).
+Apart = tuple[bytes, bytes]
+Flush = Callable[[str, list[Apart]], Awaitable[None]]  # room, its frames
 
 
 class Coalescer:
@@ -87,30 +90,50 @@ def presence_frame(room: str, user: User, state: State) -> bytes:
 
 
 class RoomBatches:
-    """Frames of the same room (and excluded connection) queued in one loop turn go
-    out together."""
+    """A room's presence frames go out together, whichever connection each is kept from:
+    those of one loop turn, and while a room's frames keep coming (a crowd joining or
+    leaving), those of `gap` seconds. The first frame after a quiet spell leaves at the
+    next loop turn; a room busier than that gets one write per member and one publish
+    per `gap`, not one per frame: in a reconnecting crowd each joiner's `online` would
+    otherwise be a write to every member already back.
+    """
 
-    def __init__(self, flush: Flush) -> None:
+    def __init__(self, flush: Flush, gap: float = 0.1) -> None:
         self._flush_room = flush
-        self._queued: dict[tuple[str, bytes], list[bytes]] = {}
+        self.gap = gap
+        self._queued: dict[str, list[Apart]] = {}
+        self._timers: dict[str, asyncio.Handle] = {}
+        self._sent: dict[str, float] = {}  # room -> loop time its last batch went out
+        self._pruned = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
 
     def add(self, room: str, frame: bytes, exclude: bytes) -> None:
-        if not self._queued:
-            asyncio.get_running_loop().call_soon(self._start)
-        self._queued.setdefault((room, exclude), []).append(frame)
+        queued = self._queued.get(room)
+        if queued is None:
+            queued = self._queued[room] = []
+            loop = asyncio.get_running_loop()
+            wait = self._sent.get(room, -self.gap) + self.gap - loop.time()
+            self._timers[room] = (loop.call_later(wait, self._start, room) if wait > 0
+                                  else loop.call_soon(self._start, room))
+        queued.append((frame, exclude))
 
-    def _start(self) -> None:
-        task = asyncio.ensure_future(self.flush())
+    def _start(self, room: str) -> None:
+        del self._timers[room]
+        frames = self._queued.pop(room)
+        now = asyncio.get_running_loop().time()
+        if len(self._sent) > 1000 and now - self._pruned >= self.gap:
+            # The rooms quiet for a gap or more need no entry: once per gap at most.
+            self._sent = {r: t for r, t in self._sent.items() if now - t < self.gap}
+            self._pruned = now
+        self._sent[room] = now
+        task = asyncio.ensure_future(self._flush_room(room, frames))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def flush(self) -> None:
-        queued, self._queued = self._queued, {}
-        await asyncio.gather(*(self._flush_room(room, frames, exclude)
-                               for (room, exclude), frames in queued.items()))
-
     async def close(self) -> None:
+        """Send what is queued now, and wait for what is on its way."""
+        for room, timer in list(self._timers.items()):
+            timer.cancel()
+            self._start(room)
         for task in list(self._tasks):
             await task
-        await self.flush()

@@ -16,7 +16,7 @@ from server.delivery import Delivery
 from server.envelope import Handover, MemberChange
 from server.model import User
 from server.presence import Presence, PresenceError, UserPresence
-from server.presence_frames import Coalescer, RoomBatches, State, presence_frame
+from server.presence_frames import Apart, Coalescer, RoomBatches, State, presence_frame
 from server.rooms import LocalRooms, Member
 from server.status import Present, Shown, UserStates
 from server.store import Store, StoreError
@@ -262,12 +262,12 @@ class PresenceHub:
     async def _queue(self, room: str, user: User, state: State, exclude: bytes) -> None:
         self._batches.add(room, presence_frame(room, user, state), exclude)
 
-    async def _send(self, room: str, frames: list[bytes], exclude: bytes) -> None:
+    async def _send(self, room: str, frames: list[Apart]) -> None:
         for _ in frames:
             self.delivery.metrics.presence_sent()
-        outgoing = [(0, frame) for frame in frames]
-        self.delivery.deliver(room, outgoing, exclude)
-        await self.delivery.publish(room, outgoing, exclude)
+        self.delivery.deliver_apart(room, frames)
+        # The connections they are kept from are all here: one envelope for the others.
+        await self.delivery.publish(room, [(0, frame) for frame, _ in frames])
 
     # Heartbeat ----------------------------------------------------------------------
 

@@ -270,3 +270,31 @@ class LocalRooms:
                 if member.conn_id != exclude:
                     held.extend(frames)
         return count
+
+    def deliver_apart(self, room: str, frames: list[tuple[bytes, bytes]]) -> int:
+        """Frames outside the stream (no seq), each kept from the connection named with
+        it (a joiner's own `online`; b"" for none); returns the number of writes.
+
+        Each member gets its frames in one write: the members none is kept from share
+        one encoding, the others get theirs without their own.
+        """
+        kept = {exclude for _, exclude in frames if exclude}
+        members = self._members.get(room)
+        pending = self._joining.get(room)
+        count = 0
+        if members:
+            batch = Batch([data for data, _ in frames])
+            for member in tuple(members):
+                if member.conn_id in kept:
+                    own = [data for data, exclude in frames if exclude != member.conn_id]
+                    if own:
+                        member.send_batch(Batch(own))
+                        count += len(own)
+                else:
+                    member.send_batch(batch)
+                    count += len(frames)
+        if pending:
+            for member, held in pending.items():
+                held.extend((0, data) for data, exclude in frames
+                            if exclude != member.conn_id)
+        return count

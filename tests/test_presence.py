@@ -13,6 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from server.config import Config
+from server.presence_frames import RoomBatches
 from tests.client import Client, Socket
 
 
@@ -258,6 +259,76 @@ async def test_many_clients_leaving_at_once_reach_the_room_once_each_in_few_publ
     finally:
         await pubsub.aclose()
         await listener.aclose()
+
+
+async def test_a_crowd_joining_at_once_is_announced_once_each_in_few_publishes(
+        base_url, second_node, runtime, services):
+    """Each joiner's `online` is kept from that joiner alone: the frames of a crowd
+    joining one room share a publish and a write to each member."""
+    count = 24
+    owner = Client(base_url)
+    await owner.register()
+    assert (await owner.request("POST", "/api/rooms", {"name": "crowd"}))[0] == 201
+    _, remote = await joined(second_node.base_url, "crowd")
+    _, local = await joined(base_url, "crowd")
+    clients = [Client(base_url) for _ in range(count)]
+    await asyncio.gather(*(c.register() for c in clients))
+    sockets = await asyncio.gather(*(c.ws() for c in clients))
+    listener = Redis.from_url(services.redis_url)
+    pubsub = listener.pubsub()
+    await pubsub.subscribe(runtime.bus.channel("crowd"))
+    await pubsub.get_message(timeout=1)  # the subscribe confirmation
+    try:
+        replies = await asyncio.gather(*(ws.join("crowd") for ws in sockets))
+        ids = {c.user["id"] for c in clients}
+        for watcher in (remote, local):
+            online: list[str] = []
+            while not ids <= set(online):
+                online.append((await watcher.expect("presence", status="online"))["user"]["id"])
+            assert len([i for i in online if i in ids]) == count  # each exactly once
+            await quiet(watcher, "presence", status="online")
+        for client, ws, reply in zip(clients, sockets, replies, strict=True):
+            # In `members` of its own `joined`, and never told it came online itself.
+            assert client.user["id"] in {m["id"] for m in reply["members"]}
+            await quiet(ws, "presence", user=client.user)
+        publishes = []
+        while (msg := await pubsub.get_message(timeout=0.2)) is not None:
+            if msg["type"] == "message" and b'"presence"' in msg["data"]:
+                publishes.append(msg["data"])
+        assert sum(p.count(b'"status":"online"') for p in publishes) == count
+        assert len(publishes) <= count // 3, len(publishes)
+    finally:
+        await pubsub.aclose()
+        await listener.aclose()
+
+
+async def test_a_rooms_presence_frames_leave_at_once_after_a_quiet_spell_then_a_gap_apart():
+    loop = asyncio.get_running_loop()
+    flushed: asyncio.Queue[tuple[str, float, list[tuple[bytes, bytes]]]] = asyncio.Queue()
+
+    async def flush(room: str, frames: list[tuple[bytes, bytes]]) -> None:
+        flushed.put_nowait((room, loop.time(), frames))
+
+    batches = RoomBatches(flush, gap=1.0)
+    start = loop.time()
+    batches.add("a", b"a1", b"n.1")
+    batches.add("b", b"b1", b"")
+    first = {room: (when, frames) for room, when, frames in
+             [await flushed.get(), await flushed.get()]}
+    assert first["a"][1] == [(b"a1", b"n.1")] and first["b"][1] == [(b"b1", b"")]
+    assert max(when for when, _ in first.values()) - start < 0.5  # no wait for a gap
+    # The room keeps busy: what follows waits for the gap and goes out together.
+    batches.add("a", b"a2", b"n.2")
+    batches.add("a", b"a3", b"")
+    room, when, frames = await flushed.get()
+    assert (room, frames) == ("a", [(b"a2", b"n.2"), (b"a3", b"")])
+    assert when - first["a"][0] >= 0.99
+    # Closing sends what waits at once.
+    batches.add("a", b"a4", b"")
+    closing = loop.time()
+    await batches.close()
+    room, when, frames = flushed.get_nowait()
+    assert (room, frames) == ("a", [(b"a4", b"")]) and when - closing < 0.5
 
 
 async def test_a_user_who_left_while_away_comes_back_active(base_url, second_node):
