@@ -10,8 +10,13 @@ and report sockets per second from the first connect to the last `joined`. The s
 stay open until all are joined, as after a deploy; then all close.
 
 Prints the median of `--repeat` runs per server and the ratio ours / baseline.
+`--pause S` waits S seconds between the warm-up storm and the measured one: past the
+presence hold (2 s), every rejoin is announced `online` to its room again, as on a
+process that has just started. `--tree DIR` runs our server from another checkout (an
+A/B of two trees in one window: run it twice).
 
     python bench/connect_join.py [--users 500] [--rooms 10] [--concurrency 64] [--repeat 3]
+                                 [--pause 0] [--tree DIR] [--servers baseline,ours]
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from scenario import Seat
 from servers import ServerProcess
 
 PASSWORD = "bench-password-123"
+SETTLE = 1.5  # seconds for the closes (and their presence announcements) to be handled
 
 
 async def storm(url: str, seats: list[Seat], concurrency: int, protocol: str = "chat") -> float:
@@ -75,7 +81,10 @@ async def seats_for(url: str, users: int, rooms: int, ours: bool) -> list[Seat]:
             for i, name in enumerate(names)]
 
 
-async def one_run(kind: str, workdir: Path, args: argparse.Namespace, n: int) -> float:
+async def one_run(kind: str, workdir: Path, args: argparse.Namespace, n: int
+                  ) -> tuple[float, float]:
+    """Sockets per second of the measured storm, and the server's CPU milliseconds per
+    socket for it and its sockets' closing (read once the closes have settled)."""
     def make(port: int) -> ServerProcess:
         if kind == "baseline":
             argv = [sys.executable, str(BENCH / "baseline_server.py"), "--port", str(port)]
@@ -83,7 +92,7 @@ async def one_run(kind: str, workdir: Path, args: argparse.Namespace, n: int) ->
                                  log_path=workdir / f"{kind}-{n}.log")
         argv = [sys.executable, "run.py", "--port", str(port), "--host", "127.0.0.1",
                 "--data-dir", str(workdir / f"{kind}-{n}-data")]
-        return ServerProcess(kind, argv, cwd=ROOT, port=port,
+        return ServerProcess(kind, argv, cwd=args.tree, port=port,
                              log_path=workdir / f"{kind}-{n}.log", env=clean_env())
 
     server, _ = await start_server(make)
@@ -93,7 +102,11 @@ async def one_run(kind: str, workdir: Path, args: argparse.Namespace, n: int) ->
         # with one storm, measure the second, as after a deploy.
         if kind == "ours":
             await storm(server.url, seats, args.concurrency)
-        return await storm(server.url, seats, args.concurrency)
+            await asyncio.sleep(args.pause)
+        before = server.cpu_seconds()["server"]
+        rate = await storm(server.url, seats, args.concurrency)
+        await asyncio.sleep(SETTLE)
+        return rate, (server.cpu_seconds()["server"] - before) * 1000 / len(seats)
     finally:
         await asyncio.to_thread(server.stop)
 
@@ -104,15 +117,30 @@ async def main() -> None:
     parser.add_argument("--rooms", type=int, default=10)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--pause", type=float, default=0.0,
+                        help="seconds between the warm-up storm and the measured one")
+    parser.add_argument("--tree", type=Path, default=ROOT,
+                        help="the checkout our server runs from")
+    parser.add_argument("--servers", default="baseline,ours")
     args = parser.parse_args()
-    results: dict[str, list[float]] = {"baseline": [], "ours": []}
+    kinds = [k for k in ("baseline", "ours") if k in args.servers.split(",")]
+    results: dict[str, list[float]] = {k: [] for k in kinds}
+    cpus: dict[str, list[float]] = {k: [] for k in kinds}
     with tempfile.TemporaryDirectory(prefix="connect-join-") as tmp:
         for n in range(args.repeat):
-            for kind in ("baseline", "ours"):
-                rate = await one_run(kind, Path(tmp), args, n)
+            for kind in kinds:
+                rate, cpu_ms = await one_run(kind, Path(tmp), args, n)
                 results[kind].append(rate)
-                print(f"run {n + 1} {kind:8} {rate:8.1f} sockets/s", flush=True)
-    base, ours = (statistics.median(results[k]) for k in ("baseline", "ours"))
+                cpus[kind].append(cpu_ms)
+                print(f"run {n + 1} {kind:8} {rate:8.1f} sockets/s, server CPU "
+                      f"{cpu_ms:.2f} ms per socket (join and close)", flush=True)
+    meds = {k: statistics.median(v) for k, v in results.items()}
+    for kind in kinds:
+        print(f"median {kind}: {meds[kind]:.1f} sockets/s, "
+              f"{statistics.median(cpus[kind]):.2f} CPU-ms per socket")
+    if len(meds) < 2:
+        return
+    base, ours = meds["baseline"], meds["ours"]
     print(f"median: baseline {base:.1f}, ours {ours:.1f} sockets/s; ours / baseline "
           f"{ours / base:.2f} ({args.users} users, {args.rooms} rooms, "
           f"{args.concurrency} at a time)")
