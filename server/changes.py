@@ -23,8 +23,9 @@ from server import protocol
 from server.mentions import mentioned
 from server.model import REACTION_SEP, Event, Message, User
 from server.protocol import ProtocolError
+from server.roles import RANK
 from server.store import Store, StoreError, mentions_doc
-from server.team import RANK, Team
+from server.team import Team
 from server.writer import EventSpec, MessageWriter, unavailable
 
 log = logging.getLogger(__name__)

@@ -25,10 +25,11 @@ from server.moderation import Moderation
 from server.presence import Presence, PresenceError
 from server.presence_hub import CHANGE, PresenceHub
 from server.protocol import ProtocolError
+from server.roles import Access
 from server.rooms import LocalRooms, Member
 from server.seqs import RoomSeqs
 from server.store import Store, StoreError, now_ms
-from server.team import Access, Team
+from server.team import Team
 from server.writer import MessageWriter, unavailable
 
 log = logging.getLogger(__name__)

@@ -30,6 +30,7 @@ from server import protocol, tasks
 from server.model import Attachment, Message, User
 from server.previews import PreviewError, Previews
 from server.protocol import ProtocolError
+from server.roles import TeamError
 from server.sniff import SAFE_IMAGES, Sniffer
 from server.store import Store, StoreError, client_key
 from server.store.files import (
@@ -40,7 +41,7 @@ from server.store.files import (
     BlobReader,
     BlobWriter,
 )
-from server.team import Team, TeamError
+from server.team import Team
 from server.thumbs import MAX_PIXELS
 
 log = logging.getLogger(__name__)

@@ -11,18 +11,18 @@ from typing import Any
 
 from server import protocol
 from server.model import User
-from server.store import Banned, now_ms
-from server.team import (
+from server.roles import (
     MAX_SECONDS,
     RANK,
     ROLES,
     Access,
-    Team,
     TeamError,
     forbidden,
     not_found,
     room_view,
 )
+from server.store import Banned, now_ms
+from server.team import Team
 
 
 class Moderation:

@@ -27,9 +27,9 @@ from bson import ObjectId
 
 from server import protocol
 from server.model import Message, User
+from server.roles import TeamError, kind_of
 from server.store import Store, StoreError
 from server.store.search import STOP_WORDS, tokens
-from server.team import TeamError, kind_of
 from server.writer import unavailable
 
 MAX_QUERY = 200  # characters

@@ -25,9 +25,9 @@ from server.handlers.base import SECURITY_HEADERS, ApiError, BaseHandler
 from server.inflight import Inflight
 from server.limits import Limited, RateLimits
 from server.protocol import ProtocolError
+from server.roles import TeamError
 from server.sniff import SAFE_IMAGES
 from server.store import StoreError
-from server.team import TeamError
 
 T = TypeVar("T")
 

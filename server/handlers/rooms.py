@@ -17,7 +17,8 @@ from server.inflight import Inflight
 from server.limits import Limited, RateLimits
 from server.moderation import Moderation
 from server.protocol import ProtocolError
-from server.team import Team, TeamError
+from server.roles import TeamError
+from server.team import Team
 
 T = TypeVar("T")
 
