@@ -5,8 +5,10 @@ Real sockets, two real server processes' runtimes, real Redis and MongoDB-wire."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -52,6 +54,39 @@ async def quiet(ws: Socket, kind: str, **match: Any) -> None:
             return
         assert not (frame["type"] == kind and all(frame.get(k) == v for k, v in match.items())
                     ), frame
+
+
+async def watched_room(base_url: str, second_node: Any, name: str) -> tuple[Socket, Socket]:
+    """A new public room, and a watcher in it on each process (the second's first)."""
+    owner = Client(base_url)
+    await owner.register()
+    assert (await owner.request("POST", "/api/rooms", {"name": name}))[0] == 201
+    _, remote = await joined(second_node.base_url, name)
+    _, local = await joined(base_url, name)
+    return remote, local
+
+
+@contextlib.asynccontextmanager
+async def presence_publishes(redis_url: str, channel: bytes
+                             ) -> AsyncIterator[Callable[[], Awaitable[list[bytes]]]]:
+    """Listens to a room's channel; yields a function that returns the presence
+    envelopes published on it so far."""
+    listener = Redis.from_url(redis_url)
+    pubsub = listener.pubsub()
+    await pubsub.subscribe(channel)
+    await pubsub.get_message(timeout=1)  # the subscribe confirmation
+
+    async def published() -> list[bytes]:
+        found = []
+        while (msg := await pubsub.get_message(timeout=0.2)) is not None:
+            if msg["type"] == "message" and b'"presence"' in msg["data"]:
+                found.append(msg["data"])
+        return found
+    try:
+        yield published
+    finally:
+        await pubsub.aclose()
+        await listener.aclose()
 
 
 async def test_a_user_idle_in_every_tab_on_every_process_is_away_until_one_returns(
@@ -217,26 +252,19 @@ async def test_many_clients_leaving_at_once_reach_the_room_once_each_in_few_publ
         base_url, second_node, runtime, config, services):
     """Departures of one moment share one pipeline per room and one publish per room."""
     count = 40
-    owner = Client(base_url)
-    await owner.register()
-    assert (await owner.request("POST", "/api/rooms", {"name": "storm"}))[0] == 201
-    _, remote = await joined(second_node.base_url, "storm")
-    _, local = await joined(base_url, "storm")
+    remote, local = await watched_room(base_url, second_node, "storm")
     leavers = [await joined(base_url, "storm") for _ in range(count)]
     ids = {c.user["id"] for c, _ in leavers}
     for watcher in (remote, local):
         online: set[str] = set()
         while not ids <= online:
             online.add((await watcher.expect("presence", status="online"))["user"]["id"])
-    listener = Redis.from_url(services.redis_url)
-    pubsub = listener.pubsub()
-    await pubsub.subscribe(runtime.bus.channel("storm"))
-    await pubsub.get_message(timeout=1)  # the subscribe confirmation
+
     def sample(name: str) -> float:
         return runtime.metrics.registry.get_sample_value(name) or 0.0
 
     batches, batched = sample("chat_presence_batches_total"), sample("chat_presence_batched_total")
-    try:
+    async with presence_publishes(services.redis_url, runtime.bus.channel("storm")) as published:
         for _, ws in leavers:
             ws.close()
         for watcher in (remote, local):
@@ -246,19 +274,13 @@ async def test_many_clients_leaving_at_once_reach_the_room_once_each_in_few_publ
                 offline.append(frame["user"]["id"])
             assert len(offline) == count  # each exactly once
             await quiet(watcher, "presence", status="offline")
-        publishes = []
-        while (msg := await pubsub.get_message(timeout=0.2)) is not None:
-            if msg["type"] == "message" and b'"presence"' in msg["data"]:
-                publishes.append(msg["data"])
+        publishes = await published()
         carried = sum(p.count(b'"status":"offline"') for p in publishes)
         assert carried == count
         assert len(publishes) <= count // 4, len(publishes)
         # The leaves shared a handful of Redis pipelines, not one round trip each.
         assert sample("chat_presence_batched_total") - batched == count
         assert sample("chat_presence_batches_total") - batches <= count // 4
-    finally:
-        await pubsub.aclose()
-        await listener.aclose()
 
 
 async def test_a_crowd_joining_at_once_is_announced_once_each_in_few_publishes(
@@ -266,19 +288,11 @@ async def test_a_crowd_joining_at_once_is_announced_once_each_in_few_publishes(
     """Each joiner's `online` is kept from that joiner alone: the frames of a crowd
     joining one room share a publish and a write to each member."""
     count = 24
-    owner = Client(base_url)
-    await owner.register()
-    assert (await owner.request("POST", "/api/rooms", {"name": "crowd"}))[0] == 201
-    _, remote = await joined(second_node.base_url, "crowd")
-    _, local = await joined(base_url, "crowd")
+    remote, local = await watched_room(base_url, second_node, "crowd")
     clients = [Client(base_url) for _ in range(count)]
     await asyncio.gather(*(c.register() for c in clients))
     sockets = await asyncio.gather(*(c.ws() for c in clients))
-    listener = Redis.from_url(services.redis_url)
-    pubsub = listener.pubsub()
-    await pubsub.subscribe(runtime.bus.channel("crowd"))
-    await pubsub.get_message(timeout=1)  # the subscribe confirmation
-    try:
+    async with presence_publishes(services.redis_url, runtime.bus.channel("crowd")) as published:
         replies = await asyncio.gather(*(ws.join("crowd") for ws in sockets))
         ids = {c.user["id"] for c in clients}
         for watcher in (remote, local):
@@ -291,15 +305,9 @@ async def test_a_crowd_joining_at_once_is_announced_once_each_in_few_publishes(
             # In `members` of its own `joined`, and never told it came online itself.
             assert client.user["id"] in {m["id"] for m in reply["members"]}
             await quiet(ws, "presence", user=client.user)
-        publishes = []
-        while (msg := await pubsub.get_message(timeout=0.2)) is not None:
-            if msg["type"] == "message" and b'"presence"' in msg["data"]:
-                publishes.append(msg["data"])
+        publishes = await published()
         assert sum(p.count(b'"status":"online"') for p in publishes) == count
         assert len(publishes) <= count // 3, len(publishes)
-    finally:
-        await pubsub.aclose()
-        await listener.aclose()
 
 
 async def test_a_rooms_presence_frames_leave_at_once_after_a_quiet_spell_then_a_gap_apart():
