@@ -42,7 +42,7 @@ from server.logs import OncePer
 from server.metrics import Metrics
 from server.model import Record
 from server.recent import RecentRecords
-from server.rooms import LocalRooms
+from server.rooms import Apart, LocalRooms
 from server.seqs import RoomSeqs
 from server.store import Store, StoreError
 from server.writer import Tick
@@ -166,7 +166,7 @@ class Delivery:
             self.rooms.lift_floors(room, time.monotonic())
         self.recent.delivered(room, frames, records)
 
-    def deliver_apart(self, room: str, frames: list[tuple[bytes, bytes]]) -> None:
+    def deliver_apart(self, room: str, frames: list[Apart]) -> None:
         """Frames outside the stream (presence) to this process's members of the room,
         each kept from the connection named with it (b"" for none)."""
         start = time.perf_counter()

@@ -14,13 +14,12 @@ from collections.abc import Awaitable, Callable
 
 from server import protocol, tasks
 from server.model import User
+from server.rooms import Apart
 from server.status import Shown
 
 # What a room is told of a user: ("online" or "offline", their state).
 State = tuple[str, Shown]
 Announce = Callable[[str, User, State, bytes], Awaitable[None]]  # room, user, state, exclude
-# A frame, and the connection it is kept from (its joiner's; b"" for none).
-Apart = tuple[bytes, bytes]
 Flush = Callable[[str, list[Apart]], Awaitable[None]]  # room, its frames
 
 
@@ -101,8 +100,8 @@ class RoomBatches:
     def __init__(self, flush: Flush, gap: float = 0.1) -> None:
         self._flush_room = flush
         self.gap = gap
-        self._queued: dict[str, list[Apart]] = {}
-        self._timers: dict[str, asyncio.Handle] = {}
+        # room -> the timer that sends its frames, and the frames
+        self._queued: dict[str, tuple[asyncio.Handle, list[Apart]]] = {}
         self._sent: dict[str, float] = {}  # room -> loop time its last batch went out
         self._pruned = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -110,16 +109,15 @@ class RoomBatches:
     def add(self, room: str, frame: bytes, exclude: bytes) -> None:
         queued = self._queued.get(room)
         if queued is None:
-            queued = self._queued[room] = []
             loop = asyncio.get_running_loop()
             wait = self._sent.get(room, -self.gap) + self.gap - loop.time()
-            self._timers[room] = (loop.call_later(wait, self._start, room) if wait > 0
-                                  else loop.call_soon(self._start, room))
-        queued.append((frame, exclude))
+            timer = (loop.call_later(wait, self._start, room) if wait > 0
+                     else loop.call_soon(self._start, room))
+            queued = self._queued[room] = (timer, [])
+        queued[1].append((frame, exclude))
 
     def _start(self, room: str) -> None:
-        del self._timers[room]
-        frames = self._queued.pop(room)
+        _, frames = self._queued.pop(room)
         now = asyncio.get_running_loop().time()
         if len(self._sent) > 1000 and now - self._pruned >= self.gap:
             # The rooms quiet for a gap or more need no entry: once per gap at most.
@@ -132,7 +130,7 @@ class RoomBatches:
 
     async def close(self) -> None:
         """Send what is queued now, and wait for what is on its way."""
-        for room, timer in list(self._timers.items()):
+        for room, (timer, _) in list(self._queued.items()):
             timer.cancel()
             self._start(room)
         for task in list(self._tasks):

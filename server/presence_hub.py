@@ -16,8 +16,8 @@ from server.delivery import Delivery
 from server.envelope import Handover, MemberChange
 from server.model import User
 from server.presence import Presence, PresenceError, UserPresence
-from server.presence_frames import Apart, Coalescer, RoomBatches, State, presence_frame
-from server.rooms import LocalRooms, Member
+from server.presence_frames import Coalescer, RoomBatches, State, presence_frame
+from server.rooms import Apart, LocalRooms, Member
 from server.status import Present, Shown, UserStates
 from server.store import Store, StoreError
 

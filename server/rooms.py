@@ -20,6 +20,9 @@ from typing import Protocol
 from server.envelope import Outgoing
 from server.model import User
 
+# A frame outside the stream, and the connection it is kept from (b"" for none).
+Apart = tuple[bytes, bytes]
+
 
 @dataclass(slots=True)
 class Batch:
@@ -271,7 +274,7 @@ class LocalRooms:
                     held.extend(frames)
         return count
 
-    def deliver_apart(self, room: str, frames: list[tuple[bytes, bytes]]) -> int:
+    def deliver_apart(self, room: str, frames: list[Apart]) -> int:
         """Frames outside the stream (no seq), each kept from the connection named with
         it (a joiner's own `online`; b"" for none); returns the number of writes.
 
