@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from server.model import User
+from server.protocol.outbound import encode
 
 MAX_STATUS_CHARS = 100
 MAX_STATUS_DAYS = 30  # the latest expiry a status may have
+# Members listed with their state and its JSON, kept for the next `joined` of their
+# rooms; past this many users the whole memo is dropped and refilled as joins go.
+MAX_LISTED = 100_000
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -57,10 +61,17 @@ DEFAULT = Shown()
 
 @dataclass(frozen=True, slots=True)
 class Present:
-    """A member of a room as `joined.members` lists it: the user and their state."""
+    """A member of a room as `joined.members` lists it: the user and their state, and
+    that pair's JSON object (`wire`), serialized once for every `joined` that lists it."""
 
     user: User
     shown: Shown
+    wire: bytes | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def listed(cls, user: User, shown: Shown) -> Present:
+        """With its JSON made now."""
+        return cls(user, shown, encode({**user.as_dict(), **shown.fields()}))
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.user.as_dict(), **self.shown.fields()}
@@ -98,6 +109,9 @@ class UserStates:
 
     def __init__(self) -> None:
         self._states: dict[str, Shown] = {}
+        # user id -> how `joined.members` listed them last, JSON included: a crowd
+        # joining a room of hundreds lists the same members to each joiner.
+        self._listed: dict[str, Present] = {}
 
     def of(self, uid: str, now: int | None = None) -> Shown:
         shown = self._states.get(uid)
@@ -116,9 +130,20 @@ class UserStates:
             text, until = statuses.get(uid, (None, None))
             self.put(uid, Shown(uid in away, text, until))
 
-    def present(self, users: list[User]) -> list[Present]:
-        now = _now_ms()
-        return [Present(u, self.of(u.id, now)) for u in users]
+    def present(self, users: list[User], now: int | None = None) -> list[Present]:
+        """The users with their states now, each serialized once while it stays so."""
+        now = _now_ms() if now is None else now
+        listed = self._listed
+        out = []
+        for user in users:
+            shown = self.of(user.id, now)
+            member = listed.get(user.id)
+            if member is None or member.shown != shown or member.user != user:
+                if len(listed) >= MAX_LISTED:
+                    listed.clear()
+                member = listed[user.id] = Present.listed(user, shown)
+            out.append(member)
+        return out
 
     def expired(self, now: int | None = None) -> list[tuple[str, int]]:
         """(user id, until) of the status texts that have expired."""

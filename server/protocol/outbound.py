@@ -14,7 +14,8 @@ T = TypeVar("T")
 
 
 class Listed(Protocol):
-    """A member as `joined.members` lists it."""
+    """A member as `joined.members` lists it. One that has a `wire` attribute (bytes,
+    not None) carries its JSON object serialized already (server/status.py, Present)."""
 
     def as_dict(self) -> dict[str, Any]: ...
 
@@ -249,22 +250,28 @@ def _fit(items: list[T], sizes: list[int], newest: bool, budget: int) -> tuple[l
 def dump_joined(frame: Joined, items: list[bytes], ref: Ref = None) -> bytes:
     """`dump(frame, ref)` of a `joined` whose records (its `messages`, left empty) are
     serialized already: each record is serialized once, for the page and its size."""
-    head = {"type": Joined.TYPE, "room": frame.room, "last_seq": frame.last_seq,
-            "members": [u.as_dict() for u in frame.members]}
+    head = {"type": Joined.TYPE, "room": frame.room, "last_seq": frame.last_seq}
+    members = [_member(m) for m in frame.members]
     tail: dict[str, Any] = {"has_more": frame.has_more}
     if frame.read is not None:
         tail.update(frame.read.as_dict())
     if ref is not None:
         tail["ref"] = ref
-    return b"".join((_json(head)[:-1], b',"messages":[', b",".join(items), b"],",
-                     _json(tail)[1:]))
+    return b"".join((encode(head)[:-1], b',"members":[', b",".join(members),
+                     b'],"messages":[', b",".join(items), b"],", encode(tail)[1:]))
+
+
+def _member(member: Listed) -> bytes:
+    wire = getattr(member, "wire", None)
+    return wire if wire is not None else encode(member.as_dict())
 
 
 # One encoder for every frame: json.dumps with options builds a new one per call.
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
-def _json(obj: dict[str, Any]) -> bytes:
+def encode(obj: dict[str, Any]) -> bytes:
+    """`obj` as compact UTF-8 JSON: every sent frame, and parts of frames made once."""
     return _encode(obj).encode()
 
 
@@ -273,4 +280,4 @@ def dump(frame: Outbound | Record, ref: Ref = None) -> bytes:
     obj = {"type": frame.TYPE, **frame.as_dict()}
     if ref is not None:
         obj["ref"] = ref
-    return _json(obj)
+    return encode(obj)
