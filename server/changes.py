@@ -24,9 +24,10 @@ from server.mentions import mentioned
 from server.model import REACTION_SEP, Event, Message, User
 from server.protocol import ProtocolError
 from server.roles import RANK
+from server.sends import EventSpec, unavailable
 from server.store import Store, StoreError, mentions_doc
 from server.team import Team
-from server.writer import EventSpec, MessageWriter, unavailable
+from server.writer import MessageWriter
 
 log = logging.getLogger(__name__)
 

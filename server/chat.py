@@ -27,10 +27,11 @@ from server.presence_hub import CHANGE, PresenceHub
 from server.protocol import ProtocolError
 from server.roles import Access
 from server.rooms import LocalRooms, Member
+from server.sends import unavailable
 from server.seqs import RoomSeqs
 from server.store import Store, StoreError, now_ms
 from server.team import Team
-from server.writer import MessageWriter, unavailable
+from server.writer import MessageWriter
 
 log = logging.getLogger(__name__)
 

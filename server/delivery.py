@@ -43,9 +43,9 @@ from server.metrics import Metrics
 from server.model import Record
 from server.recent import RecentRecords
 from server.rooms import Apart, LocalRooms
+from server.sends import Tick
 from server.seqs import RoomSeqs
 from server.store import Store, StoreError
-from server.writer import Tick
 
 log = logging.getLogger(__name__)
 

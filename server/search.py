@@ -28,9 +28,9 @@ from bson import ObjectId
 from server import protocol
 from server.model import Message, User
 from server.roles import TeamError, kind_of
+from server.sends import unavailable
 from server.store import Store, StoreError
 from server.store.search import STOP_WORDS, tokens
-from server.writer import unavailable
 
 MAX_QUERY = 200  # characters
 MAX_TERMS = 8

@@ -41,8 +41,9 @@ from server.roles import (
     not_found,
     room_view,
 )
+from server.sends import EventSpec, unavailable
 from server.store import Banned, Conflict, QuotaExceeded, Store, StoreError, ban_active, now_ms
-from server.writer import EventSpec, MessageWriter, unavailable
+from server.writer import MessageWriter
 
 log = logging.getLogger(__name__)
 

@@ -35,8 +35,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from server import protocol
@@ -44,8 +42,18 @@ from server.logs import OncePer
 from server.metrics import Metrics
 from server.model import Attachment, Event, Message, Record, User
 from server.protocol import ProtocolError
+from server.sends import (
+    EventSpec,
+    OnStored,
+    QueuedSend,
+    Tick,
+    answer_repeats,
+    retrieve,
+    split_repeats,
+    unavailable,
+)
 from server.seqs import RoomSeqs, TopRecord
-from server.store import Store, StoreError, client_key, event_doc, message_doc
+from server.store import Store, StoreError, event_doc, message_doc
 
 log = logging.getLogger(__name__)
 
@@ -53,69 +61,6 @@ MAX_BATCH = 200
 # Refusals one tick may meet before its remaining sends are answered `unavailable`
 # (each costs a round trip; only several processes racing for one room cause many).
 MAX_REFUSALS = 16
-
-
-def unavailable(what: str) -> ProtocolError:
-    return ProtocolError(protocol.UNAVAILABLE, f"{what} is unavailable, try again")
-
-
-@dataclass(frozen=True)
-class EventSpec:
-    """What an event records: its kind, whom it concerns and its details."""
-
-    kind: str
-    target: User | None = None
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(eq=False)
-class QueuedSend:
-    """One send waiting to be stored; its future resolves to the stored record (or
-    fails with ProtocolError). `origin` and `ref` ride along for whoever writes the ack
-    (an event has no origin and gets no ack)."""
-
-    user: User
-    room: str
-    body: str
-    client_id: str | None
-    origin: Any
-    ref: protocol.Ref
-    future: asyncio.Future[Record] = field(repr=False)
-    event: EventSpec | None = None
-    reply_to: int | None = None
-    mentions: dict[str, Any] | None = None  # as stored (store.mentions_doc)
-    attachments: tuple[Attachment, ...] = ()
-    # False once it is answered with the record of an earlier send of its client_id.
-    fresh: bool = True
-    # What makes (room, user, client_id) unique, in the store and within a tick.
-    ckey: str | None = field(init=False, default=None)
-
-    def __post_init__(self) -> None:
-        if self.client_id is not None:
-            self.ckey = client_key(self.room, self.user.id, self.client_id)
-
-    def settle(self, message: Record) -> bool:
-        """Resolve with the stored message; False if it was settled already."""
-        if self.future.done():
-            return False
-        self.future.set_result(message)
-        return True
-
-    def fail(self, error: BaseException) -> None:
-        if not self.future.done():
-            self.future.set_exception(error)
-
-
-@dataclass
-class Tick:
-    """What one tick stored: every send answered, in order, with its message (a resend
-    with the original), and each room's new messages in seq order."""
-
-    acks: list[tuple[QueuedSend, Record]] = field(default_factory=list)
-    messages: dict[str, list[Record]] = field(default_factory=dict)
-
-
-OnStored = Callable[[Tick], Awaitable[None]]
 
 
 class MessageWriter:
@@ -192,7 +137,7 @@ class MessageWriter:
             try:
                 self._queue.remove(item)
             except ValueError:
-                item.future.add_done_callback(_retrieve)  # nobody awaits it any more
+                item.future.add_done_callback(retrieve)  # nobody awaits it any more
             raise unavailable("the message store") from None
         finally:
             self._awaiting -= 1
@@ -239,7 +184,7 @@ class MessageWriter:
     async def _tick(self, batch: list[QueuedSend]) -> Tick:
         """Store one batch; returns the sends answered and each room's new messages."""
         started = time.perf_counter()
-        firsts, repeats = _firsts(batch)
+        firsts, repeats = split_repeats(batch)
         pending = await self._known_rooms(firsts)
         tick = Tick()
         ts = int(time.time() * 1000)
@@ -268,7 +213,7 @@ class MessageWriter:
                 self._failed(pending, e)
                 break
         if repeats:
-            _answer_repeats(repeats, tick)
+            answer_repeats(repeats, tick)
         self.metrics.stored(sum(isinstance(r, Message) for records in tick.messages.values()
                                 for r in records),
                             time.perf_counter() - started)
@@ -366,42 +311,3 @@ class MessageWriter:
         self.metrics.store_failures.inc(len(items))
         for item in items:
             item.fail(unavailable("the message store"))
-
-
-def _firsts(batch: list[QueuedSend]
-            ) -> tuple[list[QueuedSend], dict[QueuedSend, list[QueuedSend]]]:
-    """The batch without repeats, and the repeats of each: a client_id sent twice in
-    one tick is stored once, the second answered with the first's outcome."""
-    firsts: dict[str, QueuedSend] = {}
-    repeats: dict[QueuedSend, list[QueuedSend]] = {}
-    out = []
-    for item in batch:
-        if item.ckey is not None:
-            first = firsts.get(item.ckey)
-            if first is not None:
-                repeats.setdefault(first, []).append(item)
-                continue
-            firsts[item.ckey] = item
-        out.append(item)
-    return out, repeats
-
-
-def _answer_repeats(repeats: dict[QueuedSend, list[QueuedSend]], tick: Tick) -> None:
-    """Give each repeat its first's outcome: the same message, or the same error."""
-    answered = {id(item): message for item, message in tick.acks}
-    for first, items in repeats.items():
-        message = answered.get(id(first))
-        for item in items:
-            item.fresh = False
-            if message is not None:
-                tick.acks.append((item, message))
-            elif first.future.done() and first.future.exception() is not None:
-                item.fail(first.future.exception())  # type: ignore[arg-type]
-            else:
-                item.fail(unavailable("the message store"))
-
-
-def _retrieve(fut: asyncio.Future[Any]) -> None:
-    """Mark an abandoned future's exception as seen (asyncio logs it otherwise)."""
-    if not fut.cancelled():
-        fut.exception()
