@@ -20,7 +20,7 @@ from tornado.iostream import StreamClosedError
 
 from server import protocol
 from server.auth import Auth
-from server.files import FileError, Files, Upload
+from server.files import Files
 from server.handlers.base import SECURITY_HEADERS, ApiError, BaseHandler
 from server.inflight import Inflight
 from server.limits import Limited, RateLimits
@@ -28,6 +28,7 @@ from server.protocol import ProtocolError
 from server.roles import TeamError
 from server.sniff import SAFE_IMAGES
 from server.store import StoreError
+from server.uploads import FileError, Upload
 
 T = TypeVar("T")
 
