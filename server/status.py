@@ -71,7 +71,7 @@ class Present:
     @classmethod
     def listed(cls, user: User, shown: Shown) -> Present:
         """With its JSON made now."""
-        return cls(user, shown, encode({**user.as_dict(), **shown.fields()}))
+        return cls(user, shown, encode(cls(user, shown).as_dict()))
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.user.as_dict(), **self.shown.fields()}
