@@ -7,7 +7,7 @@ is not trivially small), and measures with the server's own code:
 1. `join`: the room lookup a join made before rooms had members (`Store.room`), and
    the whole check a join makes now (`Team.access`: the room, then the caller's
    membership document): p50 and p90 of `--samples` sequential calls, in ms.
-2. `send`: the check every `send` makes (`Chat.may_speak`: two dictionary lookups, no
+2. `send`: the check every `send` makes (`Standing.check`: two dictionary lookups, no
    database read), in µs per call over 100 000 calls.
 
     python bench/membership.py [--samples 500] [--members 2000]
@@ -23,8 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scratch import run_with_scratch_mongo, timed
 
-from server.chat import Chat
 from server.model import User
+from server.standing import Standing
 from server.store import Store, now_ms
 from server.team import Team
 
@@ -46,16 +46,16 @@ async def run(url: str, samples: int, members: int) -> None:
     print("  room + membership (now)     ",
           await timed(samples, lambda i: team.access(people[i % members], "big")))
 
-    chat = object.__new__(Chat)  # only may_speak's two tables are needed
-    chat._archived = {"archived-room"}
-    chat._muted = {("big", people[0].id): now_ms() - 1}
+    standing = Standing()
+    standing.archived("archived-room", True)
+    standing.muted("big", people[0].id, now_ms() + 60_000)
     user = people[1]
     calls = 100_000
     start = time.perf_counter()
     for _ in range(calls):
-        chat.may_speak(user, "big")
+        standing.check(user.id, "big")
     per_call = (time.perf_counter() - start) / calls * 1e6
-    print(f"send: Chat.may_speak          {per_call:6.2f} µs per call")
+    print(f"send: Standing.check          {per_call:6.2f} µs per call")
     await store.client.drop_database("bench_membership")
     store.close()
 

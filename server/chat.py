@@ -25,11 +25,11 @@ from server.moderation import Moderation
 from server.presence import Presence, PresenceError
 from server.presence_hub import CHANGE, PresenceHub
 from server.protocol import ProtocolError
-from server.roles import Access
 from server.rooms import LocalRooms, Member
 from server.sends import unavailable
 from server.seqs import RoomSeqs
-from server.store import Store, StoreError, now_ms
+from server.standing import Standing
+from server.store import Store, StoreError
 from server.team import Team
 from server.writer import MessageWriter
 
@@ -62,11 +62,7 @@ class Chat:
                                handover=presence_handover)
         self.join_reads = JoinReads(store, delivery, seqs)
         self._departures: set[asyncio.Task[None]] = set()
-        # What a send or typing here must respect, for the users joined here: each
-        # (room, user id)'s mute (ms, 0 for none), and the archived rooms. Set at join,
-        # kept current by MemberChange commands, dropped with the user's last socket.
-        self._muted: dict[tuple[str, str], int] = {}
-        self._archived: set[str] = set()
+        self.standing = Standing()  # who may speak where, for the users joined here
 
     # Lifecycle ----------------------------------------------------------------
 
@@ -131,7 +127,7 @@ class Chat:
         new_room = new_user = False
         if not already:
             new_room, new_user = self.rooms.begin_join(room, conn)
-        self._standing(access)
+        self.standing.note(access)
         try:
             await self.delivery.subscribe(room, again=new_room)
             # Read after subscribing: every message stored later arrives live. Joins
@@ -191,9 +187,9 @@ class Chat:
     async def _after_leave(self, room: str, conn: Member, empty: bool, last_of_user: bool,
                            announce: bool) -> None:
         if last_of_user:
-            self._muted.pop((room, conn.user.id), None)
+            self.standing.forget_user(room, conn.user.id)
         if empty:
-            self._archived.discard(room)
+            self.standing.forget_room(room)
             await self.delivery.drop(room)
         if last_of_user and announce:
             await self.hub.leave(room, conn, empty)
@@ -282,12 +278,6 @@ class Chat:
 
     # Read state ---------------------------------------------------------------------
 
-    async def read_state(self, user: User, room: str) -> protocol.ReadState:
-        """Where the user has read up to in the room, and what is unread after it."""
-        last_read = (await self.store.read_positions(user.id, [room])).get(room, 0)
-        unread, mentions = await self.store.unread(room, user.id, last_read)
-        return protocol.ReadState(last_read, unread, mentions)
-
     async def read(self, conn: Member, room: str, seq: int) -> int:
         """Move the user's read position forward (never back, never past the room's
         top); every other socket of theirs, on every process, is told. Returns it."""
@@ -311,26 +301,7 @@ class Chat:
 
     def may_speak(self, user: User, room: str) -> None:
         """Refuse a send or typing in an archived room, or from a muted member."""
-        if room in self._archived:
-            raise ProtocolError(protocol.FORBIDDEN, f"{room!r} is archived: it is read-only",
-                                reason="archived")
-        until = self._muted.get((room, user.id), 0)
-        if until > now_ms():
-            raise ProtocolError(protocol.FORBIDDEN, f"you are muted in {room!r}",
-                                reason="muted", until=until)
-
-    def _standing(self, access: Access) -> None:
-        room = access.name
-        if access.room.get("archived"):
-            self._archived.add(room)
-        else:
-            self._archived.discard(room)
-        if access.member is not None:
-            until = access.muted_until
-            if until:
-                self._muted[(room, access.member["uid"])] = until
-            else:
-                self._muted.pop((room, access.member["uid"]), None)
+        self.standing.check(user.id, room)
 
     def _member_change(self, change: MemberChange) -> None:
         """Apply a membership change (from any process) to this process's sockets."""
@@ -340,10 +311,7 @@ class Chat:
             self.hub.apply(change)
             return
         if change.user == "*":  # the room itself: topic, archived
-            if payload.get("archived"):
-                self._archived.add(room)
-            else:
-                self._archived.discard(room)
+            self.standing.archived(room, bool(payload.get("archived")))
             shared = {k: v for k, v in payload.items() if k not in ("member", "role",
                                                                     "muted_until")}
             frame = protocol.dump(protocol.RoomUpdated(shared))
@@ -360,7 +328,7 @@ class Chat:
                 exclude = str(payload.get("exclude", "")).encode()
                 conns = [c for c in conns if c.conn_id != exclude]
             case "removed":
-                self._muted.pop((room, change.user), None)
+                self.standing.forget_user(room, change.user)
                 out = protocol.dump(protocol.RoomRemoved(
                     room, str(payload.get("reason", "")), payload.get("until"),
                     payload.get("actor")))
@@ -369,11 +337,10 @@ class Chat:
                     if outcome is not None:
                         self._depart(conn, [(room, *outcome)])
             case _:  # "role", "muted": the user's Room, changed
-                until = int(payload.get("muted_until") or 0)
-                if until > now_ms() and conns:
-                    self._muted[(room, change.user)] = until
+                if conns:
+                    self.standing.muted(room, change.user, int(payload.get("muted_until") or 0))
                 else:
-                    self._muted.pop((room, change.user), None)
+                    self.standing.forget_user(room, change.user)
                 out = protocol.dump(protocol.RoomUpdated(payload))
         for conn in conns:
             conn.send_raw(out)
