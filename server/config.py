@@ -11,11 +11,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from server import setting_values as parse
 from server.limits import LimitSettings
+from server.setting_values import REGISTRATION_MODES, ConfigError
 
-
-class ConfigError(Exception):
-    """A setting is missing or invalid; the message names the variable."""
+__all__ = ["REGISTRATION_MODES", "Config", "ConfigError", "Quotas", "load_config", "redact_url"]
 
 
 @dataclass(frozen=True)
@@ -26,10 +26,6 @@ class Quotas:
     rooms_per_user: int = 50  # a bot's rooms count against its owner
     bots_per_user: int = 20
     tokens_per_bot: int = 20
-
-
-# Who may create an account: anyone, holders of an invite from a server admin, no one.
-REGISTRATION_MODES = ("open", "invite", "closed")
 
 
 _SECRET_PARAMS = re.compile(r"pass|secret|token|key", re.IGNORECASE)
@@ -190,55 +186,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _origins(raw: str) -> tuple[str, ...]:
-    out = []
-    for item in raw.split(","):
-        item = item.strip().rstrip("/").lower()
-        if not item:
-            continue
-        if item == "*" or "://" not in item:
-            raise ConfigError(
-                f"ALLOWED_ORIGINS: {item!r} is not an origin like https://chat.example.com"
-                " ('*' is not accepted)"
-            )
-        out.append(item)
-    return tuple(out)
-
-
-_VERSIONED = re.compile(r"^v?\d+:")
-
-
-def parse_cookie_secrets(raw: str) -> dict[int, str]:
-    """Parse COOKIE_SECRET: one secret, or 'version:secret' pairs separated by commas."""
-    raw = raw.strip()
-    if not (_VERSIONED.match(raw) or "," in raw):
-        secrets_by_version = {1: raw}
-    else:
-        secrets_by_version = {}
-        for part in raw.split(","):
-            version, sep, secret = part.strip().partition(":")
-            version = version.removeprefix("v")
-            if not sep or not version.isdigit() or not secret:
-                raise ConfigError("COOKIE_SECRET: expected 'secret' or 'v1:secret,v2:secret'")
-            secrets_by_version[int(version)] = secret
-    for secret in secrets_by_version.values():
-        if len(secret) < 16:
-            raise ConfigError("COOKIE_SECRET: each secret needs at least 16 characters")
-    return secrets_by_version
-
-
-def _embedded_secret(data_dir: Path) -> dict[int, str]:
-    """Generate the embedded-mode cookie secret once and keep it, owner-readable only."""
-    path = data_dir / "cookie_secret"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(32))
-    os.chmod(path, 0o600)
-    return {1: path.read_text().strip()}
-
-
 def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None,
                 *, need_secret: bool = True) -> Config:
     """Build the Config from command-line flags, falling back to environment variables.
@@ -263,13 +210,13 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
     data_dir = Path(pick(args.data_dir, "CHAT_DATA_DIR", "var") or "var")
     raw_secret = env.get("COOKIE_SECRET")
     if raw_secret:
-        cookie_secrets = parse_cookie_secrets(raw_secret)
+        cookie_secrets = parse.cookie_secrets(raw_secret)
     elif not need_secret:
         # Signs nothing, and writes nothing: create-bot must not leave a data dir and
         # a secret behind where no server runs.
         cookie_secrets = {1: secrets.token_urlsafe(32)}
     elif mongo_url is None and redis_url is None:
-        cookie_secrets = _embedded_secret(data_dir)
+        cookie_secrets = parse.embedded_secret(data_dir)
     else:
         raise ConfigError(
             "COOKIE_SECRET is required when MONGO_URL or REDIS_URL is set "
@@ -286,82 +233,36 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         redis_prefix=pick(args.redis_prefix, "CHAT_REDIS_PREFIX", "chat:") or "chat:",
         data_dir=data_dir,
         cookie_secrets=cookie_secrets,
-        allowed_origins=_origins(pick(args.allowed_origins, "ALLOWED_ORIGINS", "") or ""),
+        allowed_origins=parse.origins(pick(args.allowed_origins, "ALLOWED_ORIGINS", "") or ""),
         admin_users=tuple(n.strip().lower() for n in (pick(args.admin_users, "ADMIN_USERS", "")
                                                       or "").split(",") if n.strip()),
-        registration=_registration(pick(args.registration, "CHAT_REGISTRATION", "open")),
+        registration=parse.registration(pick(args.registration, "CHAT_REGISTRATION", "open")),
         status_token=env.get("STATUS_TOKEN") or None,
         xheaders=bool(xheaders),
         log_level=(pick(args.log_level, "LOG_LEVEL", "info") or "info").lower(),
         log_format=pick(args.log_format, "LOG_FORMAT", "text") or "text",
         shutdown_timeout=float(timeout_raw),
-        presence_handover=_seconds(pick(args.presence_handover, "PRESENCE_HANDOVER", "15"),
-                                   "PRESENCE_HANDOVER", 3600),
-        processes=_int(pick(args.processes, "PROCESSES", "1"), "PROCESSES"),
-        metrics_port=_int(pick(args.metrics_port, "METRICS_PORT", "0"), "METRICS_PORT") or None,
+        presence_handover=parse.seconds(pick(args.presence_handover, "PRESENCE_HANDOVER",
+                                             "15"), "PRESENCE_HANDOVER", 3600),
+        processes=parse.whole(pick(args.processes, "PROCESSES", "1"), "PROCESSES"),
+        metrics_port=parse.whole(pick(args.metrics_port, "METRICS_PORT", "0"),
+                                 "METRICS_PORT") or None,
         limits=LimitSettings(
-            message_rate=_positive(pick(args.message_rate, "CHAT_MESSAGE_RATE", "5"),
-                                   "CHAT_MESSAGE_RATE"),
-            message_burst=int(_positive(pick(args.message_burst, "CHAT_MESSAGE_BURST", "20"),
-                                        "CHAT_MESSAGE_BURST")),
+            message_rate=parse.positive(pick(args.message_rate, "CHAT_MESSAGE_RATE", "5"),
+                                        "CHAT_MESSAGE_RATE"),
+            message_burst=int(parse.positive(pick(args.message_burst, "CHAT_MESSAGE_BURST",
+                                                  "20"), "CHAT_MESSAGE_BURST")),
         ),
-        max_file_bytes=_count(pick(args.max_file_bytes, "CHAT_MAX_FILE_BYTES",
-                                   str(25 * 1024 * 1024)), "CHAT_MAX_FILE_BYTES"),
-        file_quota_bytes=_count(pick(args.file_quota_bytes, "CHAT_FILE_QUOTA_BYTES",
-                                     str(1024 * 1024 * 1024)), "CHAT_FILE_QUOTA_BYTES"),
+        max_file_bytes=parse.count(pick(args.max_file_bytes, "CHAT_MAX_FILE_BYTES",
+                                        str(25 * 1024 * 1024)), "CHAT_MAX_FILE_BYTES"),
+        file_quota_bytes=parse.count(pick(args.file_quota_bytes, "CHAT_FILE_QUOTA_BYTES",
+                                          str(1024 * 1024 * 1024)), "CHAT_FILE_QUOTA_BYTES"),
         quotas=Quotas(
-            rooms_per_user=_count(pick(args.rooms_per_user, "CHAT_ROOMS_PER_USER", "50"),
-                                  "CHAT_ROOMS_PER_USER"),
-            bots_per_user=_count(pick(args.bots_per_user, "CHAT_BOTS_PER_USER", "20"),
-                                 "CHAT_BOTS_PER_USER"),
-            tokens_per_bot=_count(pick(args.tokens_per_bot, "CHAT_TOKENS_PER_BOT", "20"),
-                                  "CHAT_TOKENS_PER_BOT"),
+            rooms_per_user=parse.count(pick(args.rooms_per_user, "CHAT_ROOMS_PER_USER", "50"),
+                                       "CHAT_ROOMS_PER_USER"),
+            bots_per_user=parse.count(pick(args.bots_per_user, "CHAT_BOTS_PER_USER", "20"),
+                                      "CHAT_BOTS_PER_USER"),
+            tokens_per_bot=parse.count(pick(args.tokens_per_bot, "CHAT_TOKENS_PER_BOT", "20"),
+                                       "CHAT_TOKENS_PER_BOT"),
         ),
     )
-
-
-def _registration(raw: str | None) -> str:
-    mode = (raw or "open").strip().lower()
-    if mode not in REGISTRATION_MODES:
-        raise ConfigError(f"CHAT_REGISTRATION (--registration): {raw!r} is not one of "
-                          f"{', '.join(REGISTRATION_MODES)}")
-    return mode
-
-
-def _float(raw: str | None, name: str) -> float:
-    try:
-        return float(raw or "0")
-    except ValueError:
-        raise ConfigError(f"{name}: {raw!r} is not a number") from None
-
-
-def _positive(raw: str | None, name: str) -> float:
-    value = _float(raw, name)
-    if value <= 0:
-        raise ConfigError(f"{name}: must be positive")
-    return value
-
-
-def _seconds(raw: str | None, name: str, most: float) -> float:
-    value = _float(raw, name)
-    if not 0 <= value <= most:  # also NaN
-        raise ConfigError(f"{name}: must be between 0 and {most:g} seconds")
-    return value
-
-
-def _int(raw: str | None, name: str) -> int:
-    try:
-        value = int(raw or "0")
-    except ValueError:
-        raise ConfigError(f"{name}: {raw!r} is not a number") from None
-    if value < 0:
-        raise ConfigError(f"{name}: must not be negative")
-    return value
-
-
-def _count(raw: str | None, name: str) -> int:
-    """A quota: a whole number of at least 1."""
-    value = _int(raw, name)
-    if value < 1:
-        raise ConfigError(f"{name}: must be at least 1")
-    return value
