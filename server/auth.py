@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
 import logging
 import re
 import secrets
@@ -23,6 +22,7 @@ from server.envelope import CloseCredential, CloseUser
 from server.metrics import Metrics
 from server.model import User
 from server.store import Conflict, Store, StoreError
+from server.tokens import TOKEN_PREFIX, token_digest
 
 log = logging.getLogger(__name__)
 
@@ -325,20 +325,6 @@ class Place:
 
     async def run(self, op: str, fn: Callable[..., T], *args: object) -> T:
         return await self.queue.run(self.trusted, op, fn, *args)
-
-
-TOKEN_PREFIX = "chat_"  # noqa: S105 - a public marker, not a secret
-
-
-def token_digest(token: str) -> str:
-    """Tokens are stored only as their SHA-256: a leaked database reveals none."""
-    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def new_token() -> tuple[str, str]:
-    """A fresh API token and its public id (shown in listings, useless to log in)."""
-    secret = secrets.token_urlsafe(32)
-    return f"{TOKEN_PREFIX}{secret}", f"{TOKEN_PREFIX}{secret[:8]}"
 
 
 def _checkpw(raw: bytes, hashed: bytes) -> bool:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from server.auth import AuthError, QuotaError, new_token, token_digest, validate_username
+from server.auth import AuthError, QuotaError, validate_username
 from server.model import User
 from server.store import Conflict, QuotaExceeded, Store
+from server.tokens import new_token, token_digest
 
 
 class Bots:

@@ -26,10 +26,11 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
-from server.auth import AuthError, token_digest
+from server.auth import AuthError
 from server.config import REGISTRATION_MODES
 from server.model import User
 from server.store import Conflict, Store, StoreError
+from server.tokens import token_digest
 
 log = logging.getLogger(__name__)
 

@@ -11,11 +11,12 @@ from typing import Any
 import tornado.web
 from tornado.log import app_log, gen_log
 
-from server.auth import Auth, token_digest
+from server.auth import Auth
 from server.inflight import Inflight
 from server.logs import redact
 from server.model import User
 from server.store import StoreError
+from server.tokens import token_digest
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.auth import BUSY, Auth, AuthError, token_digest
+from server.auth import BUSY, Auth, AuthError
 from server.bots import Bots
 from server.chat import Chat
 from server.handlers.base import SESSION_COOKIE, ApiError, BaseHandler
@@ -11,6 +11,7 @@ from server.invites import INVITE_REQUIRED, REGISTRATION_CLOSED, Registration
 from server.limits import Limited, RateLimits
 from server.model import User
 from server.store import StoreError
+from server.tokens import token_digest
 
 _AUTH_STATUS = {"bad_request": 400, "name_taken": 409, "unauthorized": 401, BUSY: 503}
 
