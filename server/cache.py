@@ -24,8 +24,12 @@ class Expiring(Generic[K, V]):
     first.
 
     A value read from MongoDB before an invalidation may arrive after it: `fill` takes
-    the `version` read before the query began and stores nothing if anything was
-    invalidated meanwhile, so a revoked answer is never cached again.
+    the `version` read before the query began and stores nothing if that key was
+    invalidated meanwhile, so a revoked answer is never cached again. Only that key's
+    invalidations count: with memberships changing somewhere in the cluster every few
+    milliseconds, a fill spoilt by any change at all would rarely be kept. The last
+    `size` keys dropped keep the version of their drop; past that, and after a
+    `drop_where` or `clear`, every fill that began earlier is refused.
     """
 
     def __init__(self, ttl: float, size: int, clock: Callable[[], float] = time.monotonic
@@ -35,6 +39,8 @@ class Expiring(Generic[K, V]):
         self._clock = clock
         self._entries: OrderedDict[K, tuple[float, V]] = OrderedDict()
         self.version = 0  # bumped by every invalidation
+        self._dropped: OrderedDict[K, int] = OrderedDict()  # key -> version of its drop
+        self._floor = 0  # fills that began below it may have missed a drop: refused
         self.hits = 0
         self.misses = 0
 
@@ -54,7 +60,7 @@ class Expiring(Generic[K, V]):
 
     def fill(self, key: K, value: V, version: int, ttl: float | None = None) -> None:
         """Keep `value`, read by a query that began at `version`, unless stale."""
-        if version != self.version or self.ttl <= 0:
+        if version < self._floor or self._dropped.get(key, -1) > version or self.ttl <= 0:
             return
         self._entries[key] = (self._clock() + (self.ttl if ttl is None else ttl), value)
         self._entries.move_to_end(key)
@@ -64,15 +70,23 @@ class Expiring(Generic[K, V]):
     def drop(self, key: K) -> None:
         self.version += 1
         self._entries.pop(key, None)
+        self._dropped[key] = self.version
+        self._dropped.move_to_end(key)
+        while len(self._dropped) > self.size:
+            _, version = self._dropped.popitem(last=False)
+            self._floor = max(self._floor, version)
 
     def drop_where(self, stale: Callable[[K, V], bool]) -> None:
         self.version += 1
+        self._floor = self.version  # which fills under way it concerns is not known
         for key in [k for k, (_, v) in self._entries.items() if stale(k, v)]:
             del self._entries[key]
 
     def clear(self) -> None:
         self.version += 1
+        self._floor = self.version
         self._entries.clear()
+        self._dropped.clear()
 
 
 class Batch(Generic[K, V]):

@@ -1,5 +1,5 @@
 """The cache and batch behind the per-process caches: expiry, the bound, invalidation
-that also voids the fills under way, and one fetch per loop turn."""
+that also voids the fills of the same key under way, and one fetch per loop turn."""
 
 from __future__ import annotations
 
@@ -31,6 +31,41 @@ def test_a_fill_that_began_before_an_invalidation_is_not_kept():
     cache.fill("x", 1, cache.version)
     cache.drop_where(lambda key, value: value == 1)
     assert cache.get("x") is None
+
+
+def test_only_an_invalidation_of_the_same_key_spoils_a_fill():
+    cache: Expiring[str, int] = Expiring(10.0, 10)
+    version = cache.version  # lookups of "x" and "y" start
+    cache.drop("y")  # another member's role changes meanwhile
+    cache.fill("x", 1, version)
+    cache.fill("y", 2, version)
+    assert (cache.get("x"), cache.get("y")) == (1, None)
+
+
+def test_past_the_drops_it_remembers_every_earlier_fill_is_refused():
+    cache: Expiring[str, int] = Expiring(10.0, 2)
+    version = cache.version
+    for key in ("a", "b", "c"):  # "a"'s drop is no longer remembered by itself
+        cache.drop(key)
+    cache.fill("a", 1, version)
+    cache.fill("z", 2, version)  # it cannot tell "z" from "a" any more: refused too
+    assert (cache.get("a"), cache.get("z")) == (None, None)
+    cache.fill("z", 2, cache.version)  # a lookup that began after the drops is kept
+    assert cache.get("z") == 2
+
+
+def test_a_drop_by_value_or_a_clear_voids_every_fill_under_way():
+    cache: Expiring[str, int] = Expiring(10.0, 10)
+    version = cache.version
+    cache.drop_where(lambda key, value: False)  # which lookups it concerns is unknown
+    cache.fill("x", 1, version)
+    assert cache.get("x") is None
+    version = cache.version
+    cache.clear()
+    cache.fill("x", 1, version)
+    assert cache.get("x") is None
+    cache.fill("x", 1, cache.version)
+    assert cache.get("x") == 1
 
 
 async def test_loads_of_one_turn_are_one_fetch_and_share_its_failure():
