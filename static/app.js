@@ -12,7 +12,7 @@
 const MODULES = ['api', 'storage', 'connection', 'signin', 'roomlog', 'presence', 'outbox',
   'room', 'chat', 'render', 'messagelist', 'sidebar', 'composer', 'notices', 'view', 'menu',
   'members', 'header', 'dmpicker', 'markdown', 'msgparts', 'msgactions', 'badge', 'search', 'mentions', 'notify',
-  'attachments', 'attach', 'userstatus', 'listitems'];
+  'attachments', 'attach', 'userstatus', 'listitems', 'chaterrors'];
 
 function moduleUrl(name) {
   const link = document.querySelector(`link[rel="modulepreload"][data-module="${name}"]`);
@@ -24,7 +24,7 @@ const lib = Object.fromEntries(await Promise.all(
 const { createApi, ApiError } = lib.api;
 const render = { ...lib.render, ...lib.listitems.defineListItems(lib.render) };
 const Room = lib.room.defineRoom({ ...lib.roomlog, ...lib.presence });
-const Chat = lib.chat.defineChat({ Room, Outbox: lib.outbox.Outbox });
+const Chat = lib.chat.defineChat({ Room, Outbox: lib.outbox.Outbox, errors: lib.chaterrors });
 
 const $ = (id) => document.getElementById(id);
 const api = createApi();

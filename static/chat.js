@@ -4,27 +4,15 @@
 // room) and what a lost one undoes, and the routing of every server frame to the room
 // or the outbox it concerns. The view is told about every change through `view`.
 //
-// Built by defineChat() on the classes app.js passes in (no imports: see app.js): Room
+// Built by defineChat() on what app.js passes in (no imports: see app.js): Room
 // (room.js) keeps each room complete, Outbox (outbox.js) what the user sent that the
-// server has not confirmed.
+// server has not confirmed, errors (chaterrors.js) what an error frame answers.
 
-const RETRY_SOON_MS = 2000;
 // Events after which the room's roster (GET …/members) is out of date.
 const ROSTER_EVENTS = new Set(['joined', 'left', 'added', 'removed', 'banned', 'muted',
   'unmuted', 'role_changed']);
-const timeFmt = new Intl.DateTimeFormat(undefined, { hour: 'numeric', minute: '2-digit' });
-const dateFmt = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
-
-/** "until 14:05" (today) or "until 3 Mar 2027, 14:05"; "" for no end. */
-export function untilText(ms) {
-  if (!Number.isInteger(ms)) return '';
-  const d = new Date(ms);
-  const today = new Date().toDateString() === d.toDateString();
-  return `until ${today ? timeFmt.format(d) : dateFmt.format(d)}`;
-}
-
 /** The Chat class, built on the Room and Outbox classes it is given. */
-export function defineChat({ Room, Outbox }) {
+export function defineChat({ Room, Outbox, errors }) {
   return class Chat {
     /**
      * @param {object} o
@@ -89,7 +77,7 @@ export function defineChat({ Room, Outbox }) {
         // joined yet becomes the user's with its join.
         if (!mine.has(room.name) && room.loaded && room.addedAt < askedAt) {
           this.view.notice(`You are no longer in ${room.label}.`);
-          this._dropRoom(room);
+          this.dropRoom(room);
         }
       }
       this.view.roomsChanged();
@@ -111,7 +99,7 @@ export function defineChat({ Room, Outbox }) {
       const room = this.rooms.get(name);
       if (!room) return;
       if (this.online) this._send({ type: 'leave', room: name });
-      this._dropRoom(room);
+      this.dropRoom(room);
     }
 
     /** Queue a message (a reply to `replyTo`, a seq, if given; carrying the uploaded
@@ -216,7 +204,7 @@ export function defineChat({ Room, Outbox }) {
           this.refs.delete(f.ref);
           this.rooms.get(f.room)?.onRead(f.seq);
           break;
-        case 'error': this._onError(f); break;
+        case 'error': errors.routeError(this, f); break;
         default: break; // pong, left, and frame types added later
       }
     }
@@ -234,7 +222,7 @@ export function defineChat({ Room, Outbox }) {
       return room;
     }
 
-    _dropRoom(room) {
+    dropRoom(room) {
       this.outbox.forget(room);
       room.close();
       this.rooms.delete(room.name);
@@ -259,7 +247,7 @@ export function defineChat({ Room, Outbox }) {
     }
 
     /** The request a reply answers (forgotten once answered). */
-    _answered(f) {
+    answered(f) {
       const info = this.refs.get(f.ref);
       this.refs.delete(f.ref);
       return info;
@@ -268,13 +256,13 @@ export function defineChat({ Room, Outbox }) {
     _onJoined(f) {
       const room = this.rooms.get(f.room);
       if (!room) return;
-      room.onJoined(f, this._answered(f)?.since);
+      room.onJoined(f, this.answered(f)?.since);
       this.outbox.pump();
     }
 
     _onHistory(f) {
       const room = this.rooms.get(f.room);
-      const info = this._answered(f);
+      const info = this.answered(f);
       if (room && info) room.onHistory(f, info);
     }
 
@@ -337,16 +325,9 @@ export function defineChat({ Room, Outbox }) {
       if (info?.kind === 'public') this._know({ name, member: false, role: null });
       else this.known.delete(name);
       if (room) {
-        // The event that says who did it usually arrives just before this frame.
-        const ev = [...room.messages].reverse().find((m) => m.type === 'event'
-          && (m.event === 'removed' || m.event === 'banned') && m.target?.id === this.me.id);
-        const by = ev?.actor?.name ? ` by ${ev.actor.name}` : '';
-        if (f.reason === 'kicked') this.view.notice(`You were removed from ${label}${by}.`);
-        else if (f.reason === 'banned') {
-          const until = untilText(f.until);
-          this.view.notice(`You were banned from ${label}${by}${until ? ` ${until}` : ''}.`);
-        } else if (f.reason === 'left') this.view.notice(`You left ${label}.`);
-        this._dropRoom(room);
+        const notice = errors.removedNotice(room, label, f, this.me);
+        if (notice) this.view.notice(notice);
+        this.dropRoom(room);
       }
       this.view.roomsChanged();
     }
@@ -369,78 +350,5 @@ export function defineChat({ Room, Outbox }) {
       room.people.presence(f.user, f.status, f);
       this.view.membersChanged(room);
     }
-
-    _onError(f) {
-      const info = this._answered(f);
-      const room = info && this.rooms.get(info.room);
-      const retryMs = (Number(f.retry_after) || 0) * 1000 || RETRY_SOON_MS;
-      if (!info || !room) {
-        // Unanswered frames without a ref are typing notices: not worth a notice.
-        if (f.code !== 'rate_limited' && f.code !== 'forbidden') this.view.notice(friendlyError(f));
-        return;
-      }
-      switch (info.kind) {
-        case 'send': {
-          const clientId = info.clientId ?? f.client_id;
-          if (f.reason === 'muted' && Number.isInteger(f.until)) {
-            room.setInfo({ muted_until: f.until });
-            this.view.roomInfoChanged(room);
-          } else if (f.reason === 'archived') {
-            room.setInfo({ archived: true });
-            this.view.roomInfoChanged(room);
-          }
-          if (f.code === 'rate_limited') this.outbox.rateLimited(room, clientId, retryMs);
-          else this.outbox.refused(room, clientId, friendlyError(f));
-          break;
-        }
-        case 'join':
-          if (f.code === 'not_found' || f.code === 'forbidden') {
-            if (f.reason === 'banned') {
-              const until = untilText(f.until);
-              this.view.notice(`You are banned from ${room.label}${until ? ` ${until}` : ''}.`);
-            } else {
-              this.view.notice(`Cannot open ${room.label}: ${f.message || f.code}`);
-            }
-            this._dropRoom(room);
-          } else {
-            room.state = 'idle';
-            setTimeout(() => {
-              if (this.online && room.state === 'idle' && this.rooms.get(room.name) === room) {
-                room.join();
-              }
-            }, retryMs);
-          }
-          break;
-        case 'older':
-        case 'after':
-          room.historyRefused(info.kind, retryMs);
-          break;
-        case 'peek':
-          room.peeking.delete(info.seq);
-          break;
-        default:
-          break;
-      }
-    }
   };
-}
-
-/** An error frame as a sentence for people. */
-export function friendlyError(f) {
-  switch (f.code) {
-    case 'rate_limited':
-      return f.retry_after
-        ? `Sending too fast. Wait ${Math.ceil(Number(f.retry_after))} s and retry.`
-        : 'Sending too fast. Wait a moment and retry.';
-    case 'too_large':
-      return 'Message is too long (4000 characters at most).';
-    case 'unavailable':
-      return 'The server cannot store messages right now.';
-    case 'forbidden':
-      if (f.reason === 'muted') return `You are muted ${untilText(f.until)}.`.replace(' .', '.');
-      if (f.reason === 'archived') return 'This room is archived: it is read-only.';
-      return 'You are not allowed to do that here.';
-    default:
-      return f.message ? String(f.message) : 'Something went wrong.';
-  }
 }
