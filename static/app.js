@@ -12,7 +12,7 @@
 const MODULES = ['api', 'storage', 'connection', 'signin', 'roomlog', 'presence', 'outbox',
   'room', 'chat', 'render', 'messagelist', 'sidebar', 'composer', 'notices', 'view', 'menu',
   'members', 'header', 'dmpicker', 'markdown', 'msgparts', 'msgactions', 'badge', 'search', 'mentions', 'notify',
-  'attachments', 'attach', 'userstatus', 'listitems', 'chaterrors'];
+  'attachments', 'attach', 'userstatus', 'listitems', 'chaterrors', 'reading'];
 
 function moduleUrl(name) {
   const link = document.querySelector(`link[rel="modulepreload"][data-module="${name}"]`);
@@ -23,7 +23,7 @@ const lib = Object.fromEntries(await Promise.all(
   MODULES.map(async (name) => [name, await import(moduleUrl(name))])));
 const { createApi, ApiError } = lib.api;
 const render = { ...lib.render, ...lib.listitems.defineListItems(lib.render) };
-const Room = lib.room.defineRoom({ ...lib.roomlog, ...lib.presence });
+const Room = lib.room.defineRoom({ ...lib.roomlog, ...lib.presence, ...lib.reading });
 const Chat = lib.chat.defineChat({ Room, Outbox: lib.outbox.Outbox, errors: lib.chaterrors });
 
 const $ = (id) => document.getElementById(id);

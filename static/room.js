@@ -6,13 +6,15 @@
 const PAGE = 50;
 const AFTER_PAGE = 100;
 const GAP_GRACE_MS = 700; // messages from two nodes may arrive slightly out of order
-const READ_DEBOUNCE_MS = 400; // one `read` frame for a burst of messages seen
 const REACH_PAGE = 100;
 const REACH_MAX_PAGES = 30; // a message further back than this is not paged to
 
-/** The Room class: a RoomLog (roomlog.js) with its people (presence.js) and session state. */
-export function defineRoom({ RoomLog, validMessage, toRecord, isEvent, fold, RoomPeople }) {
-  return class Room extends RoomLog {
+/** The Room class: a RoomLog (roomlog.js) with its read state (reading.js), its people
+ *  (presence.js) and session state. */
+export function defineRoom({
+  RoomLog, validMessage, toRecord, isEvent, fold, RoomPeople, withReading,
+}) {
+  return class Room extends withReading(RoomLog, { isEvent }) {
     /**
      * @param {string} name
      * @param {object} session  what the room needs from the chat (see chat.js):
@@ -29,13 +31,6 @@ export function defineRoom({ RoomLog, validMessage, toRecord, isEvent, fold, Roo
       this.gapTimer = null;
       this.outbox = new Map(); // client_id -> entry (see outbox.js)
       this.people = new RoomPeople(() => session.view.typingChanged(this));
-      // Read state is the server's (§20): last_read, unread and mentions come with
-      // GET /api/rooms and `joined`, and `read` frames from the user's other devices.
-      this.unread = 0;
-      this.mentions = 0;
-      this.lastRead = 0;
-      this.readTimer = null;
-      this.readSent = 0; // the highest seq this client told the server it read
       this.extra = new Map(); // seq -> a message fetched alone (a reply's original)
       this.peeking = new Set();
       this.waiters = []; // [{test, resolve}]: see until()
@@ -91,12 +86,6 @@ export function defineRoom({ RoomLog, validMessage, toRecord, isEvent, fold, Roo
     }
 
     /** Whether `m` mentions the user (by name or the whole room). */
-    mentionsMe(m) {
-      const me = this.session.me();
-      return Boolean(m.mentions && (m.mentions.room
-        || (Array.isArray(m.mentions.users) && m.mentions.users.includes(me.id))));
-    }
-
     /** Fetch one message that is not in the log (the original of a reply), once. */
     peek(seq) {
       if (this.find(seq) || this.peeking.has(seq) || this.state !== 'live') return;
@@ -137,65 +126,6 @@ export function defineRoom({ RoomLog, validMessage, toRecord, isEvent, fold, Roo
         { kind: 'older' })) {
         this.loadingOlder = false;
       }
-    }
-
-    /** Everything up to now has been seen: counts drop at once, and the server is
-     *  told (once for a burst), which tells the user's other devices. */
-    markRead() {
-      const seq = Math.max(this.lastRead, this.newestSeq);
-      if (this.unread === 0 && this.mentions === 0 && seq === this.lastRead) return;
-      this.unread = 0;
-      this.mentions = 0;
-      this.lastRead = seq;
-      this.session.view.unreadChanged(this);
-      this._sendRead();
-    }
-
-    _sendRead() {
-      if (this.readTimer || this.lastRead <= this.readSent) return;
-      this.readTimer = setTimeout(() => {
-        this.readTimer = null;
-        const seq = this.lastRead;
-        if (seq <= this.readSent || this.state !== 'live') return;
-        if (this.session.request(this, { type: 'read', room: this.name, seq }, { kind: 'read' })) {
-          this.readSent = seq;
-        }
-      }, READ_DEBOUNCE_MS);
-    }
-
-    /** A `read` frame: the user read up to `seq` here (on this or another device). */
-    onRead(seq) {
-      if (!Number.isInteger(seq)) return;
-      this.readSent = Math.max(this.readSent, seq);
-      if (seq <= this.lastRead) return;
-      this.lastRead = seq;
-      this._recount();
-      this.session.view.unreadChanged(this);
-    }
-
-    /** The server's read state (joined, GET /api/rooms); a position behind what this
-     *  client has read already is old news. */
-    _readState(lastRead, unread, mentions) {
-      if (lastRead < this.lastRead) return;
-      this.lastRead = lastRead;
-      this.readSent = Math.max(this.readSent, lastRead);
-      this.unread = Number.isInteger(unread) ? unread : this.unread;
-      this.mentions = Number.isInteger(mentions) ? mentions : this.mentions;
-      this.session.view.unreadChanged(this);
-    }
-
-    /** Count what is unread among the messages held (after the read position moved). */
-    _recount() {
-      const me = this.session.me();
-      let unread = 0;
-      let mentions = 0;
-      for (const m of this.messages) {
-        if (m.seq <= this.lastRead || isEvent(m) || m.deleted || m.user.id === me.id) continue;
-        unread += 1;
-        if (this.mentionsMe(m)) mentions += 1;
-      }
-      this.unread = Math.min(unread, 100);
-      this.mentions = Math.min(mentions, 100);
     }
 
     /** The connection went: nothing is pending on it any more. */
@@ -368,21 +298,6 @@ export function defineRoom({ RoomLog, validMessage, toRecord, isEvent, fold, Roo
         if (hit) changed.add(hit);
       }
       return [...changed];
-    }
-
-    _countUnread(added) {
-      const me = this.session.me();
-      const fresh = added.filter((m) => m.seq > this.lastRead && m.user.id !== me.id
-        && !isEvent(m) && !m.deleted);
-      for (const m of fresh) this.session.view.incoming(this, m);
-      if (this.session.view.isReading(this.name)) {
-        this.markRead();
-        return;
-      }
-      if (!fresh.length) return;
-      this.unread = Math.min(100, this.unread + fresh.length);
-      this.mentions = Math.min(100, this.mentions + fresh.filter((m) => this.mentionsMe(m)).length);
-      this.session.view.unreadChanged(this);
     }
 
     /** A seq beyond contiguous + 1 means something was missed: fetch it (after a grace). */
