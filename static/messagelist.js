@@ -246,33 +246,17 @@ export class MessageList {
   pendingChanged(room, item, { own = false } = {}) {
     const entry = this.lists.get(room.name);
     if (!entry) return;
-    const h = this.h;
     const key = `c${item.clientId}`;
     let li = entry.ol.querySelector(`:scope > li[data-key="${CSS.escape(key)}"]`);
     if (!li) {
-      li = this.messageItem({ key, seq: null, user: this.me, ts: item.ts, body: item.body, me: this.me });
-      li.dataset.clientId = item.clientId;
-      const files = this.parts.attachments(item.attachments);
-      if (files) li.querySelector('.body').after(files);
-      li.querySelector('.msg-main').append(h('p', { class: 'msg-status', 'data-testid': 'message-status' }));
+      li = this.parts.pendingItem(key, item, this.me);
       entry.ol.append(li);
       this.decorate(li);
     }
-    li.dataset.state = item.status === 'failed' ? 'failed' : 'pending';
-    const status = li.querySelector('.msg-status');
-    if (item.status === 'failed') {
-      status.replaceChildren(
-        h('span', { class: 'status-text' }, `Not sent. ${item.error || ''}`.trim()), ' ',
-        h('button', { class: 'btn-link', type: 'button', 'data-testid': 'retry' }, 'Retry'), ' ',
-        h('button', { class: 'btn-link', type: 'button', 'data-testid': 'discard' }, 'Discard'));
-      const [retry, discard] = status.querySelectorAll('button');
-      retry.addEventListener('click', () => this.handlers.retry(room.name, item.clientId));
-      discard.addEventListener('click', () => this.handlers.discard(room.name, item.clientId));
-    } else {
-      status.replaceChildren(h('span', { class: 'status-text' },
-        item.status === 'sending' || this.chat.online ? 'Sending…'
-          : 'Waiting for the connection…'));
-    }
+    this.parts.pendingStatus(li, item, this.chat.online, {
+      retry: () => this.handlers.retry(room.name, item.clientId),
+      discard: () => this.handlers.discard(room.name, item.clientId),
+    });
     if (room.name === this.active && (own || this._atBottom())) this._scrollToBottom();
   }
 

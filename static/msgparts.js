@@ -1,7 +1,8 @@
 // What a message shows besides its author and time (§19 of docs/protocol.md): its text
 // in the Markdown subset, the quote of the message it answers, "(edited)", the tombstone
 // of a deleted one, the files it carries (attachments.js), its reactions as chips, how
-// many replies it has, and the button of its menu. Plain DOM built on render.js's h(),
+// many replies it has, the button of its menu, and the status line of a message not
+// confirmed yet. Plain DOM built on render.js's h(),
 // which app.js passes in (no imports: see app.js). User text only reaches the page
 // through text nodes.
 
@@ -29,8 +30,39 @@ export class MessageParts {
    *        and safeHref
    * @param {object} files  an AttachmentView (attachments.js)
    */
-  constructor({ h, linkRanges, safeHref }, { renderMarkdown, EMOJI }, files) {
-    Object.assign(this, { h, linkRanges, safeHref, renderMarkdown, EMOJI, files });
+  constructor({ h, messageItem, linkRanges, safeHref }, { renderMarkdown, EMOJI }, files) {
+    Object.assign(this, { h, messageItem, linkRanges, safeHref, renderMarkdown, EMOJI, files });
+  }
+
+  /** The item of a message the server has not confirmed yet (`item`: an outbox entry),
+   *  with its files and an empty status line (see pendingStatus). */
+  pendingItem(key, item, me) {
+    const li = this.messageItem({ key, seq: null, user: me, ts: item.ts, body: item.body, me });
+    li.dataset.clientId = item.clientId;
+    const files = this.attachments(item.attachments);
+    if (files) li.querySelector('.body').after(files);
+    li.querySelector('.msg-main').append(this.h('p', { class: 'msg-status', 'data-testid': 'message-status' }));
+    return li;
+  }
+
+  /** A pending item's state and status line: sending, waiting for the connection, or
+   *  failed with Retry and Discard (`on.retry`, `on.discard`). */
+  pendingStatus(li, item, online, on) {
+    const h = this.h;
+    li.dataset.state = item.status === 'failed' ? 'failed' : 'pending';
+    const status = li.querySelector('.msg-status');
+    if (item.status === 'failed') {
+      status.replaceChildren(
+        h('span', { class: 'status-text' }, `Not sent. ${item.error || ''}`.trim()), ' ',
+        h('button', { class: 'btn-link', type: 'button', 'data-testid': 'retry' }, 'Retry'), ' ',
+        h('button', { class: 'btn-link', type: 'button', 'data-testid': 'discard' }, 'Discard'));
+      const [retry, discard] = status.querySelectorAll('button');
+      retry.addEventListener('click', on.retry);
+      discard.addEventListener('click', on.discard);
+    } else {
+      status.replaceChildren(h('span', { class: 'status-text' },
+        item.status === 'sending' || online ? 'Sending…' : 'Waiting for the connection…'));
+    }
   }
 
   /** The files a message carries, after its text (null: none). */
