@@ -201,7 +201,7 @@ class Chat:
     async def typing(self, conn: Member, room: str) -> None:
         if not self.rooms.has(room, conn):
             raise ProtocolError(protocol.FORBIDDEN, f"join {room!r} before typing in it")
-        self.may_speak(conn.user, room)
+        self.standing.check(conn.user.id, room)
         frame = protocol.dump(protocol.TypingNow(room, conn.user))
         await self.delivery.fan_out(room, frame, conn.conn_id)
 
@@ -214,7 +214,7 @@ class Chat:
         (Delivery.stored writes it). Returns the ack."""
         if not self.rooms.has(room, conn):
             raise ProtocolError(protocol.FORBIDDEN, f"join {room!r} before sending to it")
-        self.may_speak(conn.user, room)
+        self.standing.check(conn.user.id, room)
         if reply_to is not None:
             await self.changes.check_reply(room, reply_to, ref)
         mentions = await self.changes.mentions(room, body) if "@" in body else None
@@ -251,10 +251,10 @@ class Chat:
         user = conn.user
         match frame:
             case protocol.Edit(_, seq, body, client_id, ref):
-                self.may_speak(user, room)
+                self.standing.check(user.id, room)
                 event = await self.changes.edit(user, room, seq, body, client_id, conn, ref)
             case protocol.React(_, seq, emoji, on, client_id, ref):
-                self.may_speak(user, room)
+                self.standing.check(user.id, room)
                 event = await self.changes.react(user, room, seq, emoji, on, client_id, conn,
                                                  ref)
             case protocol.Delete(_, seq, client_id, ref):
@@ -298,10 +298,6 @@ class Chat:
         return position
 
     # Membership ---------------------------------------------------------------------
-
-    def may_speak(self, user: User, room: str) -> None:
-        """Refuse a send or typing in an archived room, or from a muted member."""
-        self.standing.check(user.id, room)
 
     def _member_change(self, change: MemberChange) -> None:
         """Apply a membership change (from any process) to this process's sockets."""
