@@ -61,7 +61,7 @@ class Chat:
                                ttl=presence_ttl, hold=presence_hold,
                                handover=presence_handover)
         self.join_reads = JoinReads(store, delivery, seqs)
-        self._departures: set[asyncio.Task[None]] = set()
+        self._drops: set[asyncio.Task[None]] = set()
         self.standing = Standing()  # who may speak where, for the users joined here
 
     # Lifecycle ----------------------------------------------------------------
@@ -79,7 +79,8 @@ class Chat:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         writer = asyncio.ensure_future(self.writer.close())
-        await asyncio.wait([writer, *self._departures], timeout=timeout)
+        await asyncio.wait([writer, *self._drops], timeout=timeout)
+        await self.hub.settle(max(0.0, deadline - loop.time()))
         if self.hub.pending():
             await asyncio.wait(self.hub.pending(), timeout=max(0.0, deadline - loop.time()))
         await tasks.stop(writer)
@@ -91,24 +92,26 @@ class Chat:
         self.rooms.connect(conn)
 
     def disconnect(self, conn: Member) -> None:
-        """Take a closed connection out of its rooms now; presence follows in the
-        background (close() waits for it). O(rooms of that connection)."""
+        """Take a closed connection out of its rooms now; presence follows with the
+        next batch (close() waits for it). O(rooms of that connection)."""
         if not self.rooms.is_connected(conn):
             return  # closed during its upgrade, before open(): it has no user yet
         was_idle = self.hub.disconnecting(conn)
         left = self.rooms.disconnect(conn)
         self.hub.disconnected(conn, was_idle, bool(left))
-        if left:
-            self._depart(conn, left)
+        self._depart(conn, left)
 
     def _depart(self, conn: Member, left: list[tuple[str, bool, bool]]) -> None:
-        task = asyncio.ensure_future(self._departed(conn, left))
-        self._departures.add(task)
-        task.add_done_callback(self._departures.discard)
-
-    async def _departed(self, conn: Member, left: list[tuple[str, bool, bool]]) -> None:
+        """A connection is out of these rooms: nothing waits for what follows (a room
+        now empty here is dropped in the background, departures join presence's batch)."""
         for room, empty, last_of_user in left:
-            await self._after_leave(room, conn, empty, last_of_user, announce=True)
+            self._forget(room, conn.user.id, empty, last_of_user)
+            if empty:
+                task = asyncio.ensure_future(self.delivery.drop(room))
+                self._drops.add(task)
+                task.add_done_callback(self._drops.discard)
+            if last_of_user:
+                self.hub.depart(room, conn, empty)
 
     async def close_credential(self, credential: str) -> None:
         """Close the sockets opened with a revoked session or token, on every process."""
@@ -132,8 +135,9 @@ class Chat:
             await self.delivery.subscribe(room, again=new_room)
             # Read after subscribing: every message stored later arrives live. Joins
             # of the same room in the same loop turn share their reads. The room
-            # document's recorded top saves reading seqs below it again.
-            (members, elsewhere), page = await asyncio.gather(
+            # document's recorded top saves reading seqs below it again. Both are
+            # Futures of batches (presence's, the reads'): a join waits with no Task.
+            (users, elsewhere), page = await asyncio.gather(
                 self.hub.enter(room, conn),
                 self.join_reads.read(room, conn.user.id, int(access.room.get("seq", 0)),
                                      since))
@@ -146,8 +150,8 @@ class Chat:
             if not already:
                 await self._leave(room, conn, announce=False)
             raise unavailable("the chat backend") from None
-        joined = protocol.dump_joined(protocol.Joined(room, last_seq, members, [], has_more,
-                                                      read), frames, ref)
+        joined = protocol.dump_joined(protocol.Joined(room, last_seq, self.hub.present(users),
+                                                      [], has_more, read), frames, ref)
         if already:
             conn.send_raw(joined)
             return
@@ -174,7 +178,7 @@ class Chat:
             # loop turn): when they arrive, this connection must not get them twice.
             self.rooms.set_floor(room, conn, seen, time.monotonic())
         if new_user and not elsewhere:
-            await self.hub.online(room, conn)
+            self.hub.online(room, conn)
 
     async def leave(self, conn: Member, room: str) -> None:
         await self._leave(room, conn, announce=True)
@@ -186,13 +190,17 @@ class Chat:
 
     async def _after_leave(self, room: str, conn: Member, empty: bool, last_of_user: bool,
                            announce: bool) -> None:
-        if last_of_user:
-            self.standing.forget_user(room, conn.user.id)
+        self._forget(room, conn.user.id, empty, last_of_user)
         if empty:
-            self.standing.forget_room(room)
             await self.delivery.drop(room)
         if last_of_user and announce:
             await self.hub.leave(room, conn, empty)
+
+    def _forget(self, room: str, uid: str, empty: bool, last_of_user: bool) -> None:
+        if last_of_user:
+            self.standing.forget_user(room, uid)
+        if empty:
+            self.standing.forget_room(room)
 
     async def activity(self, conn: Member, idle: bool) -> None:
         """The user is idle at this connection, or back: away once idle at all."""

@@ -80,15 +80,15 @@ class JoinReads:
         self._reading: dict[str, asyncio.Future[None]] = {}
         self.batches = 0  # room batches read (for tests and measurements)
 
-    async def read(self, room: str, user_id: str, known: int, since: int | None
-                   ) -> JoinPage:
-        """The top, page and read state of a join that has subscribed already;
-        raises StoreError."""
+    def read(self, room: str, user_id: str, known: int, since: int | None
+             ) -> asyncio.Future[JoinPage]:
+        """The top, page and read state of a join that has subscribed already (a Future
+        shared by nothing else, so a join waits without a Task); raises StoreError."""
         if not self._pending:
             asyncio.get_running_loop().call_soon(self._flush)
         joining = Joining(user_id, known, since)
         self._pending.setdefault(room, []).append(joining)
-        return await joining.done
+        return joining.done
 
     def moved(self, room: str, user_id: str, seq: int) -> None:
         """A user's read position in a room moved to `seq` (a `read` command)."""

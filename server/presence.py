@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 
 from server import tasks
 from server.model import User
-from server.presence_batch import Enter, Leave, RoomBatch, Turn
+from server.presence_batch import Callback, Enter, Leave, RoomBatch, Turn
 from server.presence_keys import Keys, now_ms, read_room_entry, room_entry, text
 
 LEAVE_WINDOW = 0.005  # seconds departures wait to share a batch
@@ -93,6 +93,15 @@ class Presence:
         if node != self.node_id:
             self._expiry[node] = until_ms
 
+    async def settle(self, timeout: float) -> None:
+        """Send the batch that waits now and wait (up to `timeout`) for every batch on
+        its way: their answers are given before this returns."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._start_flush()
+        if self._flushing:
+            await asyncio.wait(list(self._flushing), timeout=timeout)
+
     async def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
@@ -127,11 +136,20 @@ class Presence:
         """Remove this node's entry; resolves to whether the user is still online
         through another node."""
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._leave(room, Leave(user, gone_from_node, done), empty_here)
+        return done
+
+    def depart(self, room: str, user: User, then: Callable[[bool | PresenceError], None],
+               *, gone_from_node: bool = False, empty_here: bool = False) -> None:
+        """As `leave`, for a closed socket: `then` gets the answer (or the error) when
+        the batch's replies arrive."""
+        self._leave(room, Leave(user, gone_from_node, Callback(then)), empty_here)
+
+    def _leave(self, room: str, leave: Leave, empty_here: bool) -> None:
         batch = self._room(room)
-        batch.leaves.append(Leave(user, gone_from_node, done))
+        batch.leaves.append(leave)
         batch.empty_here = batch.empty_here or empty_here
         self._schedule(LEAVE_WINDOW)
-        return done
 
     def _room(self, room: str) -> RoomBatch:
         batch = self._batch.get(room)

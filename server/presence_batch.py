@@ -10,12 +10,52 @@ per user, not per socket.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from server.model import User
 from server.presence_keys import Keys, read_room_entry, room_entry, text
+
+log = logging.getLogger(__name__)
+
+T_contra = TypeVar("T_contra", contravariant=True)
+
+
+class Reply(Protocol[T_contra]):
+    """Where a join's or a leave's answer goes: an asyncio Future, or a `Callback`."""
+
+    def done(self) -> bool: ...
+    def set_result(self, result: T_contra, /) -> None: ...
+    def set_exception(self, exception: BaseException, /) -> None: ...
+
+
+class Callback:
+    """A Reply that calls `then` with the answer (or the error) as it arrives: no Future
+    and no Task to wake, for the departures of a disconnect storm."""
+
+    __slots__ = ("_done", "then")
+
+    def __init__(self, then: Callable[[Any], None]) -> None:
+        self.then = then
+        self._done = False
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, result: object) -> None:
+        self._call(result)
+
+    def set_exception(self, exception: BaseException) -> None:
+        self._call(exception)
+
+    def _call(self, answer: object) -> None:
+        self._done = True
+        try:
+            self.then(answer)
+        except Exception:  # one answer's failure must not keep the others from theirs
+            log.exception("presence answer %r crashed", self.then)
 
 
 @dataclass(slots=True)
@@ -29,7 +69,7 @@ class Enter:
 class Leave:
     user: User
     gone_from_node: bool  # the user has no socket in any room here any more
-    done: asyncio.Future[bool]
+    done: Reply[bool]
 
 
 @dataclass(slots=True)

@@ -72,6 +72,11 @@ class PresenceHub:
     def pending(self) -> list[asyncio.Task[None]]:
         return list(self._tasks)
 
+    async def settle(self, timeout: float) -> None:
+        """Send the joins and departures that wait, and wait (up to `timeout`) for their
+        answers: the frames they announce are queued when this returns."""
+        await self.presence.settle(timeout)
+
     def hand_over(self) -> None:
         """A drain begins: the departures from here announce nothing and leave this
         process's entries in place; close() then gives the others `handover` seconds
@@ -84,7 +89,7 @@ class PresenceHub:
         await tasks.stop(self._heartbeat)
         if self.handing_over:
             await self._hand_over()
-        await self._frames.close()
+        self._frames.close()
         await self._batches.close()
         await self.presence.close()
 
@@ -120,33 +125,53 @@ class PresenceHub:
 
     # Joins and departures ---------------------------------------------------------
 
-    async def enter(self, room: str, conn: Member) -> tuple[list[Present], bool]:
-        """Mark the user present; (members with their state, online elsewhere)."""
+    def enter(self, room: str, conn: Member) -> asyncio.Future[tuple[list[User], bool]]:
+        """Mark the user present; resolves to (the members, online elsewhere), the
+        members as `present` lists them."""
         idle = self.idle_here(conn.user.id)
-        members, elsewhere = await self.presence.enter(room, conn.user, idle)
+        entered = self.presence.enter(room, conn.user, idle)
         if not idle and self.states.of(conn.user.id).away:
             # Back after being away (idle, or gone): the rooms learn it.
             self._spawn(self._idle_changed(conn.user, False))
-        return self.states.present(members), elsewhere
+        return entered
 
-    async def online(self, room: str, conn: Member) -> None:
-        await self._frames.change(room, conn.user, self._state(conn.user, "online"),
-                                  conn.conn_id)
+    def present(self, members: list[User]) -> list[Present]:
+        """The members with their state, as `joined` lists them."""
+        return self.states.present(members)
+
+    def online(self, room: str, conn: Member) -> None:
+        self._frames.change(room, conn.user, self._state(conn.user, "online"), conn.conn_id)
 
     async def leave(self, room: str, conn: Member, empty: bool) -> None:
         """The user's last connection here left the room: offline unless elsewhere."""
         if self.handing_over:
             return
-        user = conn.user
-        gone = not any(self.rooms.rooms_of(c) for c in self.rooms.connections_of(user.id))
+        elsewhere: bool | PresenceError
         try:
-            elsewhere = await self.presence.leave(room, user, gone_from_node=gone,
-                                                  empty_here=empty)
+            elsewhere = await self.presence.leave(room, conn.user, empty_here=empty,
+                                                  gone_from_node=self._gone(conn.user))
         except PresenceError as e:
-            log.warning("presence leave failed: %s", e)
+            elsewhere = e
+        self._left(room, conn.user, elsewhere)
+
+    def depart(self, room: str, conn: Member, empty: bool) -> None:
+        """As `leave`, for a closed socket: nothing to wait for, so nothing waits (a
+        disconnect storm's departures share the batch's replies, with no Task each)."""
+        if self.handing_over:
             return
-        if not elsewhere:
-            await self._frames.change(room, user, self._state(user, "offline"), b"")
+        user = conn.user
+        self.presence.depart(room, user, lambda elsewhere: self._left(room, user, elsewhere),
+                             gone_from_node=self._gone(user), empty_here=empty)
+
+    def _gone(self, user: User) -> bool:
+        """Whether the user is in no room here any more (through any connection)."""
+        return not any(self.rooms.rooms_of(c) for c in self.rooms.connections_of(user.id))
+
+    def _left(self, room: str, user: User, elsewhere: bool | PresenceError) -> None:
+        if isinstance(elsewhere, PresenceError):
+            log.warning("presence leave failed: %s", elsewhere)
+        elif not elsewhere:
+            self._frames.change(room, user, self._state(user, "offline"), b"")
 
     def _state(self, user: User, status: str) -> State:
         shown = self.states.of(user.id)
@@ -251,7 +276,7 @@ class PresenceHub:
         for room in seen.rooms:
             # Forced: another process may have announced another state since this one
             # last spoke of the user.
-            await self._frames.change(room, user, ("online", shown), b"", force=True)
+            self._frames.change(room, user, ("online", shown), b"", force=True)
 
     def apply(self, change: MemberChange) -> None:
         """A user's state changed (on any process, this one included)."""
@@ -259,7 +284,7 @@ class PresenceHub:
 
     # Frames -------------------------------------------------------------------------
 
-    async def _queue(self, room: str, user: User, state: State, exclude: bytes) -> None:
+    def _queue(self, room: str, user: User, state: State, exclude: bytes) -> None:
         self._batches.add(room, presence_frame(room, user, state), exclude)
 
     async def _send(self, room: str, frames: list[Apart]) -> None:
@@ -294,7 +319,7 @@ class PresenceHub:
         """One heartbeat: offline for the users of the processes it finds dead."""
         try:
             for room, user in await self.presence.heartbeat(self._present):
-                await self._frames.change(room, user, self._state(user, "offline"), b"")
+                self._frames.change(room, user, self._state(user, "offline"), b"")
         except PresenceError as e:
             log.warning("presence heartbeat failed: %s", e)
         except Exception:

@@ -8,14 +8,19 @@ import asyncio
 import contextlib
 import dataclasses
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
+from server.children import free_port
 from server.config import Config
+from server.model import User
+from server.presence import Presence, PresenceError
 from server.presence_frames import RoomBatches
+from server.redisconn import redis_client
 from tests.client import Client, Socket
 
 
@@ -337,6 +342,46 @@ async def test_a_rooms_presence_frames_leave_at_once_after_a_quiet_spell_then_a_
     await batches.close()
     room, when, frames = flushed.get_nowait()
     assert (room, frames) == ("a", [(b"a4", b"")]) and when - closing < 0.5
+
+
+async def test_closed_sockets_departures_are_answered_from_their_batch(services):
+    # A closed socket's departure waits on nothing: its answer (online elsewhere, or
+    # the error) is handed to a callback when the batch's replies arrive, and one
+    # callback that fails keeps no other from its answer.
+    redis = redis_client(services.redis_url, pool_size=2)
+    prefix = f"test:{uuid.uuid4().hex[:8]}:"
+    here, there = Presence(redis, prefix, "node-a"), Presence(redis, prefix, "node-b")
+    ann, bob = User("u-ann", "ann"), User("u-bob", "bob")
+    try:
+        await here.start()
+        await there.start()
+        await asyncio.gather(here.enter("r", ann), here.enter("r", bob), there.enter("r", bob))
+        answers: dict[str, bool | PresenceError] = {}
+
+        def crash(_: object) -> None:
+            raise RuntimeError("a broken answer handler")
+
+        here.depart("r", ann, crash, gone_from_node=True)
+        here.depart("r", ann, lambda a: answers.__setitem__("ann", a), gone_from_node=True)
+        here.depart("r", bob, lambda a: answers.__setitem__("bob", a), gone_from_node=True)
+        await here.settle(5.0)
+        # Bob is still in the room through the other process; Ann is gone from it.
+        assert answers == {"ann": False, "bob": True}
+        members = await there.members("r")
+        assert [m.id for m in members] == ["u-bob"]
+    finally:
+        await here.close()
+        await there.close()
+        await redis.aclose()
+    # Redis unreachable: the departure gets the error, not silence.
+    down = redis_client(f"redis://127.0.0.1:{free_port()}/0", pool_size=1)
+    lost = Presence(down, prefix, "node-c")
+    got: list[bool | PresenceError] = []
+    lost.depart("r", ann, got.append)
+    await lost.settle(30.0)
+    assert len(got) == 1 and isinstance(got[0], PresenceError)
+    await lost.close()
+    await down.aclose()
 
 
 async def test_a_user_who_left_while_away_comes_back_active(base_url, second_node):
