@@ -13,7 +13,7 @@ const MODULES = ['api', 'storage', 'connection', 'signin', 'roomlog', 'presence'
   'room', 'chat', 'render', 'messagelist', 'sidebar', 'composer', 'notices', 'view', 'menu',
   'members', 'header', 'dmpicker', 'markdown', 'msgparts', 'msgactions', 'badge', 'search', 'mentions', 'notify',
   'attachments', 'attach', 'userstatus', 'listitems', 'chaterrors', 'reading',
-  'roomactions'];
+  'roomactions', 'roomlist', 'newdivider'];
 
 function moduleUrl(name) {
   const link = document.querySelector(`link[rel="modulepreload"][data-module="${name}"]`);
@@ -25,7 +25,9 @@ const lib = Object.fromEntries(await Promise.all(
 const { createApi, ApiError } = lib.api;
 const render = { ...lib.render, ...lib.listitems.defineListItems(lib.render) };
 const Room = lib.room.defineRoom({ ...lib.roomlog, ...lib.presence, ...lib.reading });
-const Chat = lib.chat.defineChat({ Room, Outbox: lib.outbox.Outbox, errors: lib.chaterrors });
+const Chat = lib.chat.defineChat({
+  Room, Outbox: lib.outbox.Outbox, errors: lib.chaterrors, withRoomList: lib.roomlist.withRoomList,
+});
 
 const $ = (id) => document.getElementById(id);
 const api = createApi();
@@ -53,7 +55,7 @@ async function startChat(me) {
   const menus = new lib.menu.Menus(render);
   const files = new lib.attachments.AttachmentView(render);
   const list = new lib.messagelist.MessageList(render,
-    new lib.msgparts.MessageParts(render, lib.markdown, files));
+    new lib.msgparts.MessageParts(render, lib.markdown, files), lib.newdivider);
   const view = new lib.view.ChatView(render, {
     list,
     favicon: new lib.badge.FaviconBadge(),

@@ -1,19 +1,19 @@
-// The chat session over /ws, without any DOM: which rooms the user is in (the server's
-// list: GET /api/rooms, then room_added / room_updated / room_removed frames), the
-// user's actions on them, what a new connection does (re-read the list, rejoin every
-// room) and what a lost one undoes, and the routing of every server frame to the room
-// or the outbox it concerns. The view is told about every change through `view`.
+// The chat session over /ws, without any DOM: the rooms the user is in, the user's
+// actions on them, what a new connection does (re-read the list, rejoin every room) and
+// what a lost one undoes, and the routing of every server frame to the room or the
+// outbox it concerns. The view is told about every change through `view`.
 //
 // Built by defineChat() on what app.js passes in (no imports: see app.js): Room
 // (room.js) keeps each room complete, Outbox (outbox.js) what the user sent that the
-// server has not confirmed, errors (chaterrors.js) what an error frame answers.
+// server has not confirmed, errors (chaterrors.js) what an error frame answers, and
+// withRoomList (roomlist.js) the server's list of rooms and its frames.
 
 // Events after which the room's roster (GET …/members) is out of date.
 const ROSTER_EVENTS = new Set(['joined', 'left', 'added', 'removed', 'banned', 'muted',
   'unmuted', 'role_changed']);
 /** The Chat class, built on the Room and Outbox classes it is given. */
-export function defineChat({ Room, Outbox, errors }) {
-  return class Chat {
+export function defineChat({ Room, Outbox, errors, withRoomList }) {
+  return class Chat extends withRoomList(Object, { errors }) {
     /**
      * @param {object} o
      * @param {{id:string,name:string,bot:boolean}} o.me
@@ -25,6 +25,7 @@ export function defineChat({ Room, Outbox, errors }) {
      *        not joined again: for a public one, that would make the user a member again)
      */
     constructor({ me, send, storage, view, fetchRooms = null }) {
+      super();
       this.me = me;
       this._send = send;
       this.storage = storage;
@@ -32,7 +33,6 @@ export function defineChat({ Room, Outbox, errors }) {
       this.fetchRooms = fetchRooms;
       this.connections = 0; // counts connections, so a late room list is recognised
       this.rooms = new Map(); // rooms the user is a member of, in the order they came
-      this.known = new Map(); // name -> Room object of every room the user may see
       this.online = false;
       this.refs = new Map(); // ref -> what the request was for
       this.nextRef = 1;
@@ -49,44 +49,6 @@ export function defineChat({ Room, Outbox, errors }) {
      *  are known: see setRooms). */
     restore() {
       this.outbox.restore();
-    }
-
-    /**
-     * The rooms the server lists (GET /api/rooms, asked for at `askedAt`, a
-     * performance.now()): the user's rooms are those with `member: true`. Rooms this
-     * client entered after asking, or has not joined yet, are kept: the list may
-     * predate their join.
-     */
-    setRooms(list, askedAt = Infinity) {
-      const valid = list.filter((r) => r && typeof r.name === 'string');
-      this.known = new Map(valid.map((r) => [r.name, r]));
-      const mine = new Set();
-      for (const info of valid) {
-        if (!info.member) continue;
-        mine.add(info.name);
-        const room = this.rooms.get(info.name);
-        if (room) {
-          room.setInfo(info);
-          this.view.roomInfoChanged(room);
-        } else {
-          this._enter(info.name, info);
-        }
-      }
-      for (const room of [...this.rooms.values()]) {
-        // Only a room the server had let in (loaded) can have been lost: a room not
-        // joined yet becomes the user's with its join.
-        if (!mine.has(room.name) && room.loaded && room.addedAt < askedAt) {
-          this.view.notice(`You are no longer in ${room.label}.`);
-          this.dropRoom(room);
-        }
-      }
-      this.view.roomsChanged();
-    }
-
-    /** A Room object the server answered with (a room made, a DM started): the user
-     *  is in it, whether or not its room_added frame has come yet. */
-    adopt(info) {
-      this._onRoomAdded({ room: info });
     }
 
     /** Join (if needed) and return the room; joining a public room makes the user a
@@ -230,14 +192,6 @@ export function defineChat({ Room, Outbox, errors }) {
       this.view.roomRemoved(room);
     }
 
-    /** Keep the list of known rooms in step with a Room object the server sent. */
-    _know(info) {
-      const old = this.known.get(info.name) ?? {};
-      const merged = { ...old, ...info };
-      if (!('muted_until' in info) && 'member' in info) delete merged.muted_until;
-      this.known.set(info.name, merged);
-    }
-
     _request(room, frame, info) {
       const ref = this.nextRef++;
       this.refs.set(ref, { room: room.name, ...info });
@@ -285,51 +239,6 @@ export function defineChat({ Room, Outbox, errors }) {
         this.view.roomInfoChanged(room);
       }
       if (ROSTER_EVENTS.has(f.event)) this.view.rosterChanged(room);
-    }
-
-    /** A room the user is now in: created, joined, added to, or a DM started. */
-    _onRoomAdded(f) {
-      const info = f.room;
-      if (!info || typeof info.name !== 'string') return;
-      if (!this._updateInfo(info)) this._enter(info.name, info);
-      this.view.roomsChanged();
-    }
-
-    /** The user's role or mute changed, or the room's topic or archived state. */
-    _onRoomUpdated(f) {
-      const info = f.room;
-      if (!info || typeof info.name !== 'string') return;
-      const room = this._updateInfo(info);
-      if (room && 'role' in info) this.view.rosterChanged(room);
-      this.view.roomsChanged();
-    }
-
-    /** Take in a Room object from the server; returns the room if the user is in it. */
-    _updateInfo(info) {
-      this._know(info);
-      const room = this.rooms.get(info.name);
-      if (room) {
-        room.setInfo(info);
-        this.view.roomInfoChanged(room);
-      }
-      return room;
-    }
-
-    /** The user left the room for good, or was kicked or banned: it goes, with a word. */
-    _onRoomRemoved(f) {
-      const name = f.room;
-      if (typeof name !== 'string') return;
-      const room = this.rooms.get(name);
-      const info = this.known.get(name);
-      const label = room?.label ?? `#${info?.title ?? name}`;
-      if (info?.kind === 'public') this._know({ name, member: false, role: null });
-      else this.known.delete(name);
-      if (room) {
-        const notice = errors.removedNotice(room, label, f, this.me);
-        if (notice) this.view.notice(notice);
-        this.dropRoom(room);
-      }
-      this.view.roomsChanged();
     }
 
     _onAck(f) {

@@ -3,7 +3,7 @@
 // with pending and failed ones after them, each message drawn again whenever it
 // changes (edited, deleted, reacted to, replied to: msgparts.js draws that), the scroll
 // position (pinned to the bottom while the reader is there), the "New messages" marker
-// and divider, the top of the log (load older, or the beginning of the room), and when
+// and divider (newdivider.js), the top of the log (load older, or the beginning of the room), and when
 // the room on screen counts as read. Built on render.js's building blocks, which app.js
 // passes in (no imports: see app.js).
 
@@ -18,8 +18,9 @@ const shown = (m) => m.type !== 'event' || !LIFECYCLE.has(m.event);
 const $ = (id) => document.getElementById(id);
 
 export class MessageList {
-  constructor({ h, messageItem, eventItem, nextMessage, decorate, insertionPoint }, parts) {
-    Object.assign(this, { h, messageItem, eventItem, nextMessage, decorate, insertionPoint, parts });
+  constructor({ h, messageItem, eventItem, nextMessage, decorate, insertionPoint }, parts, divider) {
+    Object.assign(this, { h, messageItem, eventItem, nextMessage, decorate, insertionPoint, parts,
+      divider });
     this.serverAdmin = false;
     this.editing = null; // {room, seq} of the message being edited in place
     this.chat = null; // set by bind(); read-only use
@@ -156,7 +157,7 @@ export class MessageList {
     if (prev) {
       prev.atBottom = this._atBottom();
       prev.scrollTop = e.log.scrollTop;
-      prev.ol.querySelector(':scope > .new-divider')?.remove();
+      this.divider.removeDivider(prev.ol);
     }
     this.active = name;
     const entry = name && this.lists.get(name);
@@ -179,10 +180,10 @@ export class MessageList {
       return;
     }
     const entry = this.lists.get(room.name);
-    this._unreadDivider(room, entry.ol);
+    this.divider.unreadDivider(this.h, entry.ol, room, this.me);
     this._renderTop(room);
     if (entry.atBottom === false) e.log.scrollTop = entry.scrollTop;
-    else this._scrollToUnread(entry.ol);
+    else if (this.divider.scrollToUnread(e.log, entry.ol)) e.jump.hidden = false;
   }
 
   roomChanged(room) {
@@ -239,7 +240,7 @@ export class MessageList {
       this._scrollToBottom();
     } else if (!quiet) {
       this.el.jump.hidden = false;
-      if (!entry.ol.querySelector(':scope > .new-divider')) this._placeDivider(entry.ol, first);
+      this.divider.placeDivider(this.h, entry.ol, first);
     }
   }
 
@@ -296,33 +297,6 @@ export class MessageList {
       if (this.el.log.scrollTop < LOAD_OLDER_PX) this.handlers.loadOlder(this.active);
       this.maybeRead();
     });
-  }
-
-  _placeDivider(ol, before) {
-    if (!before) return;
-    const seq = Number(before.dataset.seq);
-    const divider = this.h('li', { class: 'new-divider', 'data-testid': 'new-divider' },
-      this.h('span', {}, 'New messages'));
-    if (Number.isFinite(seq)) divider.dataset.seq = String(seq - 0.5);
-    ol.insertBefore(divider, before);
-  }
-
-  /** Mark where unread messages start when opening a room that has some. */
-  _unreadDivider(room, ol) {
-    if (!room.unread || ol.querySelector(':scope > .new-divider')) return;
-    const first = room.messages.find((m) => m.seq > room.lastRead && m.user.id !== this.me.id
-      && m.type !== 'event');
-    if (first) this._placeDivider(ol, ol.querySelector(`:scope > li[data-seq="${first.seq}"]`));
-  }
-
-  _scrollToUnread(ol) {
-    const log = this.el.log;
-    log.scrollTop = log.scrollHeight;
-    const divider = ol.querySelector(':scope > .new-divider');
-    if (divider && divider.offsetTop < log.scrollTop) {
-      log.scrollTop = Math.max(0, divider.offsetTop - 16);
-      this.el.jump.hidden = false;
-    }
   }
 
   /** Mark the log busy for a moment, so screen readers do not read out a whole page

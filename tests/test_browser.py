@@ -794,11 +794,12 @@ CLIENT_PROTOCOL_JS = """async () => {
   // Drive static/chat.js directly, as the server would, to pin down its recovery logic.
   // Built from its modules as app.js builds it, each by its versioned URL.
   const load = (name) => import(document.querySelector(`link[data-module="${name}"]`).href);
-  const [{ defineChat }, { defineRoom }, roomlog, presence, reading, { Outbox }, errors] =
-    await Promise.all(['chat', 'room', 'roomlog', 'presence', 'reading', 'outbox', 'chaterrors']
-      .map(load));
+  const [{ defineChat }, { defineRoom }, roomlog, presence, reading, { Outbox }, errors,
+         { withRoomList }] =
+    await Promise.all(['chat', 'room', 'roomlog', 'presence', 'reading', 'outbox', 'chaterrors',
+                       'roomlist'].map(load));
   const Room = defineRoom({ ...roomlog, ...presence, ...reading });
-  const Chat = defineChat({ Room, Outbox, errors });
+  const Chat = defineChat({ Room, Outbox, errors, withRoomList });
   const sent = [];
   const view = new Proxy({}, { get: (_, k) => (k === 'isReading' ? () => true : () => {}) });
   const storage = {
