@@ -4,6 +4,7 @@ made to write files elsewhere; a port another process holds is never used."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import stat
@@ -33,7 +34,12 @@ def mode(path: Path) -> int:
 
 def tcp_listeners(pid: int) -> list[int]:
     """The TCP ports process `pid` listens on (from /proc)."""
-    inodes = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        # A descriptor may close between the listing and its reading (a server that has
+        # just started opens and closes files): it was no listening socket then.
+        with contextlib.suppress(FileNotFoundError):
+            inodes.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
     ports = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
