@@ -81,8 +81,6 @@ class Chat:
         writer = asyncio.ensure_future(self.writer.close())
         await asyncio.wait([writer, *self._drops], timeout=timeout)
         await self.hub.settle(max(0.0, deadline - loop.time()))
-        if self.hub.pending():
-            await asyncio.wait(self.hub.pending(), timeout=max(0.0, deadline - loop.time()))
         await tasks.stop(writer)
         await self.hub.close()
         await self.changes.close(max(0.0, deadline - loop.time()))
@@ -150,8 +148,9 @@ class Chat:
             if not already:
                 await self._leave(room, conn, announce=False)
             raise unavailable("the chat backend") from None
-        joined = protocol.dump_joined(protocol.Joined(room, last_seq, self.hub.present(users),
-                                                      [], has_more, read), frames, ref)
+        members = self.hub.states.present(users)
+        joined = protocol.dump_joined(protocol.Joined(room, last_seq, members, [], has_more,
+                                                      read), frames, ref)
         if already:
             conn.send_raw(joined)
             return

@@ -13,50 +13,12 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 from server.model import User
 from server.presence_keys import Keys, read_room_entry, room_entry, text
 
 log = logging.getLogger(__name__)
-
-T_contra = TypeVar("T_contra", contravariant=True)
-
-
-class Reply(Protocol[T_contra]):
-    """Where a join's or a leave's answer goes: an asyncio Future, or a `Callback`."""
-
-    def done(self) -> bool: ...
-    def set_result(self, result: T_contra, /) -> None: ...
-    def set_exception(self, exception: BaseException, /) -> None: ...
-
-
-class Callback:
-    """A Reply that calls `then` with the answer (or the error) as it arrives: no Future
-    and no Task to wake, for the departures of a disconnect storm."""
-
-    __slots__ = ("_done", "then")
-
-    def __init__(self, then: Callable[[Any], None]) -> None:
-        self.then = then
-        self._done = False
-
-    def done(self) -> bool:
-        return self._done
-
-    def set_result(self, result: object) -> None:
-        self._call(result)
-
-    def set_exception(self, exception: BaseException) -> None:
-        self._call(exception)
-
-    def _call(self, answer: object) -> None:
-        self._done = True
-        try:
-            self.then(answer)
-        except Exception:  # one answer's failure must not keep the others from theirs
-            log.exception("presence answer %r crashed", self.then)
-
 
 @dataclass(slots=True)
 class Enter:
@@ -69,7 +31,7 @@ class Enter:
 class Leave:
     user: User
     gone_from_node: bool  # the user has no socket in any room here any more
-    done: Reply[bool]
+    then: Callable[[Any], None]  # given online-elsewhere (bool), or the error
 
 
 @dataclass(slots=True)
@@ -153,9 +115,7 @@ class Turn:
         for (room, b), at in zip(self.rooms.items(), self._reads, strict=True):
             if at is None:  # leaves only: online elsewhere = another live node's room entry
                 for x in b.leaves:
-                    if not x.done.done():
-                        x.done.set_result(self._elsewhere(
-                            results[self._user_reads[x.user.id]], room))
+                    _tell(x, self._elsewhere(results[self._user_reads[x.user.id]], room))
                 continue
             members: dict[str, User] = {}
             elsewhere: set[str] = set()
@@ -170,15 +130,16 @@ class Turn:
                 if not e.done.done():
                     e.done.set_result((list(members.values()), e.user.id in elsewhere))
             for x in b.leaves:
-                if not x.done.done():
-                    x.done.set_result(x.user.id in elsewhere)
+                _tell(x, x.user.id in elsewhere)
 
     def fail(self, error: Callable[[], Exception]) -> None:
         """Every join and leave fails with an exception of its own."""
         for b in self.rooms.values():
-            for waiter in b.items():
-                if not waiter.done.done():
-                    waiter.done.set_exception(error())
+            for e in b.enters:
+                if not e.done.done():
+                    e.done.set_exception(error())
+            for x in b.leaves:
+                _tell(x, error())
 
     def _elsewhere(self, user_fields: Iterable[Any], room: str) -> bool:
         """Whether a user's key (its fields) says they are in `room` through another
@@ -189,3 +150,11 @@ class Turn:
                     and parts[1] != self.node and self.is_live(parts[1])):
                 return True
         return False
+
+
+def _tell(leave: Leave, answer: bool | Exception) -> None:
+    """Give a leave its answer; one that fails keeps no other from theirs."""
+    try:
+        leave.then(answer)
+    except Exception:
+        log.exception("presence leave answer %r crashed", leave.then)

@@ -18,7 +18,7 @@ from server.model import User
 from server.presence import Presence, PresenceError, UserPresence
 from server.presence_frames import Coalescer, RoomBatches, State, presence_frame
 from server.rooms import Apart, LocalRooms, Member
-from server.status import Present, Shown, UserStates
+from server.status import Shown, UserStates
 from server.store import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -69,13 +69,15 @@ class PresenceHub:
         self.states.load(statuses, away)
         self._heartbeat = asyncio.create_task(self._loop(), name="presence")
 
-    def pending(self) -> list[asyncio.Task[None]]:
-        return list(self._tasks)
-
     async def settle(self, timeout: float) -> None:
         """Send the joins and departures that wait, and wait (up to `timeout`) for their
-        answers: the frames they announce are queued when this returns."""
+        answers and for the presence work under way (away changes, forgetting): the
+        frames they announce are queued when this returns."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         await self.presence.settle(timeout)
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=max(0.0, deadline - loop.time()))
 
     def hand_over(self) -> None:
         """A drain begins: the departures from here announce nothing and leave this
@@ -126,18 +128,14 @@ class PresenceHub:
     # Joins and departures ---------------------------------------------------------
 
     def enter(self, room: str, conn: Member) -> asyncio.Future[tuple[list[User], bool]]:
-        """Mark the user present; resolves to (the members, online elsewhere), the
-        members as `present` lists them."""
+        """Mark the user present; resolves to (the members, online elsewhere); `joined`
+        lists the members with their state (`states.present`)."""
         idle = self.idle_here(conn.user.id)
         entered = self.presence.enter(room, conn.user, idle)
         if not idle and self.states.of(conn.user.id).away:
             # Back after being away (idle, or gone): the rooms learn it.
             self._spawn(self._idle_changed(conn.user, False))
         return entered
-
-    def present(self, members: list[User]) -> list[Present]:
-        """The members with their state, as `joined` lists them."""
-        return self.states.present(members)
 
     def online(self, room: str, conn: Member) -> None:
         self._frames.change(room, conn.user, self._state(conn.user, "online"), conn.conn_id)
@@ -146,13 +144,16 @@ class PresenceHub:
         """The user's last connection here left the room: offline unless elsewhere."""
         if self.handing_over:
             return
-        elsewhere: bool | PresenceError
-        try:
-            elsewhere = await self.presence.leave(room, conn.user, empty_here=empty,
-                                                  gone_from_node=self._gone(conn.user))
-        except PresenceError as e:
-            elsewhere = e
-        self._left(room, conn.user, elsewhere)
+        answered: asyncio.Future[bool | PresenceError] = (
+            asyncio.get_running_loop().create_future())
+
+        def answer(elsewhere: bool | PresenceError) -> None:
+            if not answered.done():  # the leave may have been cancelled meanwhile
+                answered.set_result(elsewhere)
+
+        self.presence.depart(room, conn.user, answer, empty_here=empty,
+                             gone_from_node=self._gone(conn.user))
+        self._left(room, conn.user, await answered)
 
     def depart(self, room: str, conn: Member, empty: bool) -> None:
         """As `leave`, for a closed socket: nothing to wait for, so nothing waits (a
