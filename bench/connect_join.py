@@ -38,7 +38,9 @@ from scenario import Seat
 from servers import ServerProcess
 
 PASSWORD = "bench-password-123"
-SETTLE = 1.5  # seconds for the closes (and their presence announcements) to be handled
+# Seconds for the closes to be handled, presence included: ours keeps a closed socket's
+# user present for its presence grace (2 s) before the departure is sent and announced.
+SETTLE = 3.5
 
 
 async def storm(url: str, seats: list[Seat], concurrency: int, protocol: str = "chat") -> float:

@@ -182,10 +182,12 @@ class HeldSockets:
 
 
 async def sample_until_quiet(
-    probe: Callable[[], dict[str, float]], quiet_pct: float, quiet_s: float, timeout: float
+    probe: Callable[[], dict[str, float]], quiet_pct: float, quiet_s: float, timeout: float,
+    at_least: float = 0.0,
 ) -> list[tuple[float, dict[str, float]]]:
     """Sample `probe` every 100 ms until a `quiet_s` stretch used under `quiet_pct` % of a
-    core (all parts together), or `timeout` s. Returns (seconds, cumulative CPU) samples."""
+    core (all parts together), not before `at_least` s, or `timeout` s. Returns (seconds,
+    cumulative CPU) samples."""
     start = time.monotonic()
     samples = [(0.0, probe())]
     span = max(1, round(quiet_s / SAMPLE_S))
@@ -196,5 +198,6 @@ async def sample_until_quiet(
         if len(samples) > span:
             then, before = samples[-1 - span]
             used = sum(samples[-1][1].values()) - sum(before.values())
-            if used < quiet_pct / 100 * (now - then) or now >= timeout:
+            quiet = used < quiet_pct / 100 * (now - then) and now >= at_least
+            if quiet or now >= timeout:
                 return samples

@@ -43,7 +43,8 @@ class Chat:
                  delivery: Delivery, presence: Presence, team: Team,
                  changes: MessageChanges, *, node_id: str, files: Files | None = None,
                  presence_ttl: float = 30.0, presence_hold: float = 2.0,
-                 presence_handover: float = 15.0, send_timeout: float = 5.0) -> None:
+                 presence_grace: float = 2.0, presence_handover: float = 15.0,
+                 send_timeout: float = 5.0) -> None:
         self.store = store
         self.rooms = rooms
         self.seqs = seqs
@@ -58,7 +59,7 @@ class Chat:
         self.presence_ttl = presence_ttl
         self.send_timeout = send_timeout
         self.hub = PresenceHub(presence, rooms, delivery, store, node_id=node_id,
-                               ttl=presence_ttl, hold=presence_hold,
+                               ttl=presence_ttl, hold=presence_hold, grace=presence_grace,
                                handover=presence_handover)
         self.join_reads = JoinReads(store, delivery, seqs)
         self._drops: set[asyncio.Task[None]] = set()
@@ -109,7 +110,7 @@ class Chat:
                 self._drops.add(task)
                 task.add_done_callback(self._drops.discard)
             if last_of_user:
-                self.hub.depart(room, conn, empty)
+                self.hub.depart(room, conn)
 
     async def close_credential(self, credential: str) -> None:
         """Close the sockets opened with a revoked session or token, on every process."""
@@ -125,9 +126,12 @@ class Chat:
         if not self.rooms.is_connected(conn):
             return  # closed while the room was looked up
         already = self.rooms.has(room, conn)
-        new_room = new_user = False
+        new_room = new_user = back = False
         if not already:
             new_room, new_user = self.rooms.begin_join(room, conn)
+            # Back within the grace of a closed socket's departure: it is called off
+            # before this join's entry is written, and the room hears nothing.
+            back = new_user and self.hub.back(room, conn.user.id)
         self.standing.note(access)
         try:
             await self.delivery.subscribe(room, again=new_room)
@@ -146,7 +150,8 @@ class Chat:
         except (StoreError, BusError, PresenceError) as e:
             log.warning("join %s failed: %s", room, e)
             if not already:
-                await self._leave(room, conn, announce=False)
+                # Announced online before (back): its departure is owed to the room.
+                await self._leave(room, conn, announce=back)
             raise unavailable("the chat backend") from None
         members = self.hub.states.present(users)
         joined = protocol.dump_joined(protocol.Joined(room, last_seq, members, [], has_more,
@@ -176,7 +181,7 @@ class Chat:
             # or from this process's writer, whose fan-out can follow the store by a
             # loop turn): when they arrive, this connection must not get them twice.
             self.rooms.set_floor(room, conn, seen, time.monotonic())
-        if new_user and not elsewhere:
+        if new_user and not elsewhere and not back:
             self.hub.online(room, conn)
 
     async def leave(self, conn: Member, room: str) -> None:

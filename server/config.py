@@ -86,6 +86,8 @@ class Config:
     bcrypt_queue: int | None = None
     presence_ttl: float = 30.0
     presence_hold: float = 2.0  # at most one presence frame per user and room per hold
+    # A closed socket's user stays present this long: back by then, nobody heard a thing.
+    presence_grace: float = 2.0
     # After a drain, its users stay online for the others this long while they reconnect.
     presence_handover: float = 15.0
     redis_pool_size: int = 64
@@ -174,6 +176,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", choices=["text", "json"], help="env LOG_FORMAT")
     p.add_argument("--shutdown-timeout", type=float,
                    help="seconds to drain on SIGTERM (env SHUTDOWN_TIMEOUT, default 10)")
+    p.add_argument("--presence-grace", type=float,
+                   help="seconds a user whose socket closed stays online in its rooms, so "
+                   "that a reload or a short network blip announces nothing (env "
+                   "PRESENCE_GRACE, default 2; 0 announces offline at once)")
     p.add_argument("--presence-handover", type=float,
                    help="seconds a drained process's users stay online for the others while "
                    "they reconnect there (env PRESENCE_HANDOVER, default 15)")
@@ -242,6 +248,8 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         log_level=(pick(args.log_level, "LOG_LEVEL", "info") or "info").lower(),
         log_format=pick(args.log_format, "LOG_FORMAT", "text") or "text",
         shutdown_timeout=float(timeout_raw),
+        presence_grace=parse.seconds(pick(args.presence_grace, "PRESENCE_GRACE", "2"),
+                                     "PRESENCE_GRACE", 60),
         presence_handover=parse.seconds(pick(args.presence_handover, "PRESENCE_HANDOVER",
                                              "15"), "PRESENCE_HANDOVER", 3600),
         processes=parse.whole(pick(args.processes, "PROCESSES", "1"), "PROCESSES"),

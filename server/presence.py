@@ -127,7 +127,7 @@ class Presence:
         another node). Joins of the same loop turn share one round trip."""
         done: asyncio.Future[tuple[list[User], bool]] = (
             asyncio.get_running_loop().create_future())
-        self._room(room).enters.append(Enter(user, idle, done))
+        self._room(room).add(Enter(user, idle, done))
         self._schedule(0.0)
         return done
 
@@ -137,7 +137,7 @@ class Presence:
         whether the user is still online through another node, or the PresenceError.
         A callback, not a Future: ten thousand sockets closing wake no Task each."""
         batch = self._room(room)
-        batch.leaves.append(Leave(user, gone_from_node, then))
+        batch.add(Leave(user, gone_from_node, then))
         batch.empty_here = batch.empty_here or empty_here
         self._schedule(LEAVE_WINDOW)
 

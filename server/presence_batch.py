@@ -39,9 +39,14 @@ class RoomBatch:
     enters: list[Enter] = field(default_factory=list)
     leaves: list[Leave] = field(default_factory=list)
     empty_here: bool = False  # the room's last local member left
+    order: list[Enter | Leave] = field(default_factory=list)  # both, as they came
 
-    def items(self) -> list[Enter | Leave]:
-        return [*self.enters, *self.leaves]
+    def add(self, item: Enter | Leave) -> None:
+        self.order.append(item)
+        if isinstance(item, Enter):
+            self.enters.append(item)
+        else:
+            self.leaves.append(item)
 
 
 class Turn:
@@ -70,9 +75,9 @@ class Turn:
         users: dict[str, dict[str, str | None]] = {}
         for room, b in self.rooms.items():
             key = keys.room(room)
-            # A user who joined and left in the same turn: the last of the two counts.
+            # A user who joined and left in the same turn: the later of the two counts.
             last: dict[str, Enter | Leave] = {}
-            for item in b.items():
+            for item in b.order:
                 last[item.user.id] = item
             here = {uid: i for uid, i in last.items() if isinstance(i, Enter)}
             if here:
@@ -81,7 +86,7 @@ class Turn:
             gone = [uid for uid, i in last.items() if isinstance(i, Leave)]
             if gone:
                 pipe.hdel(key, *(f"{node}|{uid}" for uid in gone))
-            for item in b.items():
+            for item in b.order:
                 fields = users.setdefault(item.user.id, {})
                 if isinstance(item, Enter):
                     fields[f"r|{node}|{room}"] = ""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Coroutine
 from typing import Any
 
@@ -32,7 +33,7 @@ class PresenceHub:
 
     def __init__(self, presence: Presence, rooms: LocalRooms, delivery: Delivery,
                  store: Store, *, node_id: str, ttl: float = 30.0, hold: float = 2.0,
-                 handover: float = 15.0) -> None:
+                 grace: float = 2.0, handover: float = 15.0) -> None:
         self.presence = presence
         self.rooms = rooms
         self.delivery = delivery
@@ -40,6 +41,7 @@ class PresenceHub:
         self.node_id = node_id
         self.ttl = ttl
         self.handover = handover
+        self.grace = grace
         self.handing_over = False
         self.states = UserStates()
         metrics = delivery.metrics
@@ -49,6 +51,10 @@ class PresenceHub:
         self._frames = Coalescer(self._queue, hold)
         self._batches = RoomBatches(self._send)
         self._idle: set[Member] = set()  # connections that said they are idle
+        # Departures of closed sockets in their grace, oldest first: (room, user id) ->
+        # (user, loop time the grace ends); one timer for the oldest.
+        self._graced: OrderedDict[tuple[str, str], tuple[User, float]] = OrderedDict()
+        self._grace_timer: asyncio.TimerHandle | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -75,6 +81,7 @@ class PresenceHub:
         frames they announce are queued when this returns."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        self._end_graces(everything=True)
         await self.presence.settle(timeout)
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=max(0.0, deadline - loop.time()))
@@ -155,14 +162,46 @@ class PresenceHub:
                              gone_from_node=self._gone(conn.user))
         self._left(room, conn.user, await answered)
 
-    def depart(self, room: str, conn: Member, empty: bool) -> None:
-        """As `leave`, for a closed socket: nothing to wait for, so nothing waits (a
-        disconnect storm's departures share the batch's replies, with no Task each)."""
+    def depart(self, room: str, conn: Member) -> None:
+        """As `leave`, for a closed socket, after a grace: a user whose socket closes
+        stays present in the room for `grace` seconds, and one who joins it again here
+        meanwhile (`back`) was never gone: a reloaded tab or a short network blip
+        announces nothing to the room, and costs Redis nothing. Nothing waits: a
+        disconnect storm's departures wake no Task each, and share the batch's replies
+        once their grace ends."""
         if self.handing_over:
             return
-        user = conn.user
+        if self.grace <= 0:
+            self._depart_now(room, conn.user)
+            return
+        loop = asyncio.get_running_loop()
+        self._graced[(room, conn.user.id)] = (conn.user, loop.time() + self.grace)
+        if self._grace_timer is None:
+            self._grace_timer = loop.call_later(self.grace, self._end_graces)
+
+    def back(self, room: str, uid: str) -> bool:
+        """The user joins the room here again: whether a departure of theirs from it was
+        still in its grace (it is called off; the room heard nothing)."""
+        return self._graced.pop((room, uid), None) is not None
+
+    def _end_graces(self, everything: bool = False) -> None:
+        """Send the departures whose grace is over (`everything`: all of them)."""
+        self._grace_timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while self._graced:
+            key, (user, until) = next(iter(self._graced.items()))
+            if until > now and not everything:
+                self._grace_timer = loop.call_at(until, self._end_graces)
+                return
+            del self._graced[key]
+            if not self.handing_over:
+                self._depart_now(key[0], user)
+
+    def _depart_now(self, room: str, user: User) -> None:
         self.presence.depart(room, user, lambda elsewhere: self._left(room, user, elsewhere),
-                             gone_from_node=self._gone(user), empty_here=empty)
+                             gone_from_node=self._gone(user),
+                             empty_here=not self.rooms.members(room))
 
     def _gone(self, user: User) -> bool:
         """Whether the user is in no room here any more (through any connection)."""
@@ -171,7 +210,8 @@ class PresenceHub:
     def _left(self, room: str, user: User, elsewhere: bool | PresenceError) -> None:
         if isinstance(elsewhere, PresenceError):
             log.warning("presence leave failed: %s", elsewhere)
-        elif not elsewhere:
+        elif not elsewhere and not self.rooms.has_user(room, user.id):
+            # (Back here since: their join's entry stands, and nothing changed.)
             self._frames.change(room, user, self._state(user, "offline"), b"")
 
     def _state(self, user: User, status: str) -> State:

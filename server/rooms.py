@@ -161,6 +161,10 @@ class LocalRooms:
     def local_users(self, room: str) -> list[str]:
         return list(self._users.get(room, {}))
 
+    def has_user(self, room: str, user_id: str) -> bool:
+        """Whether a connection of the user here is in the room, or joining it."""
+        return user_id in self._users.get(room, ())
+
     def begin_join(self, room: str, member: Member) -> tuple[bool, bool]:
         """Register a joining member; returns (room is new here, user is new in room here).
 

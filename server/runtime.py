@@ -131,6 +131,7 @@ class Runtime:
                          changes,
                          node_id=cfg.node_id, presence_ttl=cfg.presence_ttl,
                          presence_hold=cfg.presence_hold,
+                         presence_grace=cfg.presence_grace,
                          presence_handover=cfg.presence_handover, files=self.files)
         self.metrics.watch(rooms=rooms, writer=self.writer, bus=self.bus, inflight=self.inflight)
         self.metrics.start()

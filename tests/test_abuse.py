@@ -426,10 +426,17 @@ async def test_peer_that_never_answers_pings_is_dropped_and_goes_offline(config,
         # From here on the peer reads nothing and answers nothing.
         await inbox.until(lambda: bool(inbox.of("presence", status="online")), 5, "online")
         margin = 1.0  # (Tornado even caps the timeout at the interval, with a warning)
+        # Dropped within a ping interval and timeout ...
+        dropped_by = opened + interval + timeout + margin
+        while handler in node.runtime.rooms.connections and loop.time() < dropped_by:
+            await node.runtime.inflight.changed(dropped_by - loop.time())
+        assert handler not in node.runtime.rooms.connections
+        # ... and announced offline once its presence grace has ended.
+        bound = interval + timeout + margin + cfg.presence_grace
         await inbox.until(lambda: bool(inbox.of("presence", status="offline")),
-                          interval + timeout + margin, "presence offline of the dead peer")
+                          bound, "presence offline of the dead peer")
         elapsed = loop.time() - opened
-        assert elapsed <= interval + timeout + margin
+        assert elapsed <= bound
         offline = inbox.of("presence", status="offline")
         assert [f["user"] for f in offline] == [dead_client.user]
         assert handler not in node.runtime.rooms.connections

@@ -22,6 +22,7 @@ from server.presence import Presence, PresenceError
 from server.presence_frames import RoomBatches
 from server.redisconn import redis_client
 from tests.client import Client, Socket
+from tests.conftest import close_node, open_node
 
 
 @pytest.fixture
@@ -382,6 +383,91 @@ async def test_closed_sockets_departures_are_answered_from_their_batch(services)
     assert len(got) == 1 and isinstance(got[0], PresenceError)
     await lost.close()
     await down.aclose()
+
+
+@pytest.mark.parametrize("back_on", ["this process", "another process"])
+async def test_a_socket_back_within_the_presence_grace_announces_nothing(
+        base_url, second_node, config, back_on):
+    """A reloaded tab, a short network blip: the socket closes and a new one joins
+    within the grace, and the room hears neither offline nor online. Bob, whose socket
+    closed at the same moment and who stays away, goes offline when the grace ends."""
+    _, watcher = await joined(base_url)
+    alice, tab = await joined(base_url)
+    bob, bob_tab = await joined(base_url)
+    for user in (alice.user, bob.user):
+        await watcher.expect("presence", user=user, status="online")
+    closed = time.monotonic()
+    tab.close()
+    bob_tab.close()
+    url = base_url if back_on == "this process" else second_node.base_url
+    again = await tab_of(alice, url).ws()
+    reply = await again.join("general")
+    # Both are still present: Bob's grace has not ended either.
+    assert {alice.user["id"], bob.user["id"]} <= {m["id"] for m in reply["members"]}
+    heard: list[dict[str, Any]] = []
+    while True:
+        frame = await watcher.recv(config.presence_grace + 5)
+        if frame["type"] != "presence":
+            continue
+        heard.append(frame)
+        if frame["user"] == bob.user and frame["status"] == "offline":
+            break
+    assert time.monotonic() - closed >= config.presence_grace
+    assert [f for f in heard if f["user"] == alice.user] == []
+    await quiet(watcher, "presence", user=alice.user)
+    late = await (await joined(base_url))[1].join("general")
+    members = {m["id"] for m in late["members"]}
+    assert alice.user["id"] in members and bob.user["id"] not in members
+
+
+async def test_a_stopping_server_sends_the_departures_still_in_their_grace(
+        base_url, config, services):
+    """A server stopped without a drain does not leave its users present: the
+    departures in their grace go out as it closes, not when its liveness runs out."""
+    cfg = dataclasses.replace(config, node_id=config.node_id.replace("n1-", "n3-"),
+                              presence_grace=60.0)
+    node = await open_node(cfg, services)
+    try:
+        _, watcher = await joined(base_url)
+        alice, tab = await joined(node.base_url)
+        await watcher.expect("presence", user=alice.user, status="online")
+        tab.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while node.runtime.rooms.open_connections and loop.time() < deadline:
+            await node.runtime.inflight.changed(deadline - loop.time())
+        assert node.runtime.rooms.open_connections == 0
+    finally:
+        await close_node(node)
+    redis = Redis.from_url(services.redis_url)
+    try:
+        entries = await redis.hkeys(f"{config.redis_prefix}presence:{{general}}")
+    finally:
+        await redis.aclose()
+    assert [e for e in entries if e.decode().startswith(cfg.node_id)] == []
+    await watcher.expect("presence", user=alice.user, status="offline")
+
+
+async def test_a_join_after_a_departure_in_the_same_batch_keeps_the_user_present(services):
+    # A departure whose grace ended and a join of the same user a moment later share a
+    # batch: the later one counts, so the joiner's entry is not deleted under it.
+    redis = redis_client(services.redis_url, pool_size=2)
+    prefix = f"test:{uuid.uuid4().hex[:8]}:"
+    here = Presence(redis, prefix, "node-a")
+    ann = User("u-ann", "ann")
+    try:
+        await here.start()
+        await here.enter("r", ann)
+        answers: list[bool | PresenceError] = []
+        here.depart("r", ann, answers.append, gone_from_node=True)
+        members, _ = await here.enter("r", ann)
+        await here.settle(5.0)
+        assert answers == [False]  # not through another process
+        assert [m.id for m in members] == ["u-ann"]
+        assert [m.id for m in await here.members("r")] == ["u-ann"]
+    finally:
+        await here.close()
+        await redis.aclose()
 
 
 async def test_a_user_who_left_while_away_comes_back_active(base_url, second_node):
