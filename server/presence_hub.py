@@ -25,6 +25,10 @@ from server.store import Store, StoreError
 log = logging.getLogger(__name__)
 
 BURY_MARGIN = 0.05  # seconds after a handover ends before its process is buried
+# Departures whose grace ends within this many seconds of the first go out together:
+# a disconnect storm's sockets, closed over a second or two, make a few batches, not a
+# timer and a Redis round trip for every few of them.
+GRACE_TICK = 0.05
 CHANGE = "presence"  # the MemberChange that carries a user's state to every process
 
 
@@ -175,9 +179,11 @@ class PresenceHub:
             self._depart_now(room, conn.user)
             return
         loop = asyncio.get_running_loop()
-        self._graced[(room, conn.user.id)] = (conn.user, loop.time() + self.grace)
+        key = (room, conn.user.id)
+        self._graced.pop(key, None)  # (kept in the order their graces end)
+        self._graced[key] = (conn.user, loop.time() + self.grace)
         if self._grace_timer is None:
-            self._grace_timer = loop.call_later(self.grace, self._end_graces)
+            self._grace_timer = loop.call_later(self.grace + GRACE_TICK, self._end_graces)
 
     def back(self, room: str, uid: str) -> bool:
         """The user joins the room here again: whether a departure of theirs from it was
@@ -186,13 +192,15 @@ class PresenceHub:
 
     def _end_graces(self, everything: bool = False) -> None:
         """Send the departures whose grace is over (`everything`: all of them)."""
-        self._grace_timer = None
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
+            self._grace_timer = None
         loop = asyncio.get_running_loop()
         now = loop.time()
         while self._graced:
             key, (user, until) = next(iter(self._graced.items()))
             if until > now and not everything:
-                self._grace_timer = loop.call_at(until, self._end_graces)
+                self._grace_timer = loop.call_at(until + GRACE_TICK, self._end_graces)
                 return
             del self._graced[key]
             if not self.handing_over:
