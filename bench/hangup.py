@@ -3,7 +3,8 @@
 The same set-up as `idle.py` (and the same servers: the minimal Tornado + Redis server,
 python-socketio + Redis and ours), then every load-generator process closes all its
 sockets at one agreed moment. Measured: the CPU-seconds the server spends from that
-moment until it has been quiet (under 2 % of a core) for a second, read from /proc for
+moment until it has been quiet (under 2 % of a core) for a second, and at least 4 s (ours
+sends a closed socket's departure when its 2 s presence grace ends), read from /proc for
 the process the clients talk to alone and with its services (ours: Redis and the
 MongoDB-wire server, which do the presence and membership work), sampled every 100 ms
 (the samples are in the JSON, for `plots.py`). Also prints memory per socket, and the
