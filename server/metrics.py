@@ -199,6 +199,10 @@ class Metrics:
         self.presence_buried = Counter(
             "chat_presence_nodes_buried",
             "Dead processes whose presence entries this process removed", registry=r)
+        self.presence_returns = Counter(
+            "chat_presence_returns",
+            "Departures of closed sockets called off: the user joined the room again here "
+            "within the presence grace", registry=r)
         self.messages_total = 0
         self.deliveries_total = 0
         self.presence_total = 0

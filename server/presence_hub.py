@@ -188,7 +188,10 @@ class PresenceHub:
     def back(self, room: str, uid: str) -> bool:
         """The user joins the room here again: whether a departure of theirs from it was
         still in its grace (it is called off; the room heard nothing)."""
-        return self._graced.pop((room, uid), None) is not None
+        if self._graced.pop((room, uid), None) is None:
+            return False
+        self.delivery.metrics.presence_returns.inc()
+        return True
 
     def _end_graces(self, everything: bool = False) -> None:
         """Send the departures whose grace is over (`everything`: all of them)."""

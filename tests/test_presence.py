@@ -387,7 +387,7 @@ async def test_closed_sockets_departures_are_answered_from_their_batch(services)
 
 @pytest.mark.parametrize("back_on", ["this process", "another process"])
 async def test_a_socket_back_within_the_presence_grace_announces_nothing(
-        base_url, second_node, config, back_on):
+        base_url, second_node, runtime, config, back_on):
     """A reloaded tab, a short network blip: the socket closes and a new one joins
     within the grace, and the room hears neither offline nor online. Bob, whose socket
     closed at the same moment and who stays away, goes offline when the grace ends."""
@@ -396,6 +396,7 @@ async def test_a_socket_back_within_the_presence_grace_announces_nothing(
     bob, bob_tab = await joined(base_url)
     for user in (alice.user, bob.user):
         await watcher.expect("presence", user=user, status="online")
+    returns = runtime.metrics.registry.get_sample_value("chat_presence_returns_total")
     closed = time.monotonic()
     tab.close()
     bob_tab.close()
@@ -418,6 +419,10 @@ async def test_a_socket_back_within_the_presence_grace_announces_nothing(
     late = await (await joined(base_url))[1].join("general")
     members = {m["id"] for m in late["members"]}
     assert alice.user["id"] in members and bob.user["id"] not in members
+    # Called off on the process she came back to (the other one sent her departure,
+    # and found her there).
+    assert (runtime.metrics.registry.get_sample_value("chat_presence_returns_total")
+            - returns) == (1 if back_on == "this process" else 0)
 
 
 async def test_a_stopping_server_sends_the_departures_still_in_their_grace(
