@@ -198,7 +198,7 @@ class Chat:
         if empty:
             await self.delivery.drop(room)
         if last_of_user and announce:
-            await self.hub.leave(room, conn, empty)
+            await self.hub.leave(room, conn)
 
     def _forget(self, room: str, uid: str, empty: bool, last_of_user: bool) -> None:
         if last_of_user:

@@ -8,8 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from server import tasks
@@ -18,6 +17,7 @@ from server.envelope import Handover, MemberChange
 from server.model import User
 from server.presence import Presence, PresenceError, UserPresence
 from server.presence_frames import Coalescer, RoomBatches, State, presence_frame
+from server.presence_grace import Graces
 from server.rooms import Apart, LocalRooms, Member
 from server.status import Shown, UserStates
 from server.store import Store, StoreError
@@ -25,10 +25,6 @@ from server.store import Store, StoreError
 log = logging.getLogger(__name__)
 
 BURY_MARGIN = 0.05  # seconds after a handover ends before its process is buried
-# Departures whose grace ends within this many seconds of the first go out together:
-# a disconnect storm's sockets, closed over a second or two, make a few batches, not a
-# timer and a Redis round trip for every few of them.
-GRACE_TICK = 0.05
 CHANGE = "presence"  # the MemberChange that carries a user's state to every process
 
 
@@ -45,7 +41,6 @@ class PresenceHub:
         self.node_id = node_id
         self.ttl = ttl
         self.handover = handover
-        self.grace = grace
         self.handing_over = False
         self.states = UserStates()
         metrics = delivery.metrics
@@ -55,10 +50,7 @@ class PresenceHub:
         self._frames = Coalescer(self._queue, hold)
         self._batches = RoomBatches(self._send)
         self._idle: set[Member] = set()  # connections that said they are idle
-        # Departures of closed sockets in their grace, oldest first: (room, user id) ->
-        # (user, loop time the grace ends); one timer for the oldest.
-        self._graced: OrderedDict[tuple[str, str], tuple[User, float]] = OrderedDict()
-        self._grace_timer: asyncio.TimerHandle | None = None
+        self._graces = Graces(grace, self._depart_now)
         self._heartbeat: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -85,7 +77,7 @@ class PresenceHub:
         frames they announce are queued when this returns."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        self._end_graces(everything=True)
+        self._graces.end(everything=True)
         await self.presence.settle(timeout)
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=max(0.0, deadline - loop.time()))
@@ -151,7 +143,7 @@ class PresenceHub:
     def online(self, room: str, conn: Member) -> None:
         self._frames.change(room, conn.user, self._state(conn.user, "online"), conn.conn_id)
 
-    async def leave(self, room: str, conn: Member, empty: bool) -> None:
+    async def leave(self, room: str, conn: Member) -> None:
         """The user's last connection here left the room: offline unless elsewhere."""
         if self.handing_over:
             return
@@ -162,56 +154,33 @@ class PresenceHub:
             if not answered.done():  # the leave may have been cancelled meanwhile
                 answered.set_result(elsewhere)
 
-        self.presence.depart(room, conn.user, answer, empty_here=empty,
-                             gone_from_node=self._gone(conn.user))
+        self._send_departure(room, conn.user, answer)
         self._left(room, conn.user, await answered)
 
     def depart(self, room: str, conn: Member) -> None:
-        """As `leave`, for a closed socket, after a grace: a user whose socket closes
-        stays present in the room for `grace` seconds, and one who joins it again here
-        meanwhile (`back`) was never gone: a reloaded tab or a short network blip
-        announces nothing to the room, and costs Redis nothing. Nothing waits: a
-        disconnect storm's departures wake no Task each, and share the batch's replies
-        once their grace ends."""
-        if self.handing_over:
-            return
-        if self.grace <= 0:
+        """As `leave`, for a closed socket, once its grace ends (`server.presence_grace`;
+        `back` calls it off). Nothing waits: a disconnect storm's departures wake no Task
+        each, and share the batch's replies."""
+        if self._graces.grace <= 0:
             self._depart_now(room, conn.user)
-            return
-        loop = asyncio.get_running_loop()
-        key = (room, conn.user.id)
-        self._graced.pop(key, None)  # (kept in the order their graces end)
-        self._graced[key] = (conn.user, loop.time() + self.grace)
-        if self._grace_timer is None:
-            self._grace_timer = loop.call_later(self.grace + GRACE_TICK, self._end_graces)
+        elif not self.handing_over:
+            self._graces.hold(room, conn.user)
 
     def back(self, room: str, uid: str) -> bool:
         """The user joins the room here again: whether a departure of theirs from it was
         still in its grace (it is called off; the room heard nothing)."""
-        if self._graced.pop((room, uid), None) is None:
+        if not self._graces.call_off(room, uid):
             return False
         self.delivery.metrics.presence_returns.inc()
         return True
 
-    def _end_graces(self, everything: bool = False) -> None:
-        """Send the departures whose grace is over (`everything`: all of them)."""
-        if self._grace_timer is not None:
-            self._grace_timer.cancel()
-            self._grace_timer = None
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        while self._graced:
-            key, (user, until) = next(iter(self._graced.items()))
-            if until > now and not everything:
-                self._grace_timer = loop.call_at(until + GRACE_TICK, self._end_graces)
-                return
-            del self._graced[key]
-            if not self.handing_over:
-                self._depart_now(key[0], user)
-
     def _depart_now(self, room: str, user: User) -> None:
-        self.presence.depart(room, user, lambda elsewhere: self._left(room, user, elsewhere),
-                             gone_from_node=self._gone(user),
+        if not self.handing_over:
+            self._send_departure(room, user, lambda elsewhere: self._left(room, user, elsewhere))
+
+    def _send_departure(self, room: str, user: User,
+                        then: Callable[[bool | PresenceError], None]) -> None:
+        self.presence.depart(room, user, then, gone_from_node=self._gone(user),
                              empty_here=not self.rooms.members(room))
 
     def _gone(self, user: User) -> bool:
