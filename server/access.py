@@ -4,8 +4,10 @@ read and read-position update consults before anything else.
 Entries live ACCESS_SECONDS at most; every change of a room or of a membership reaches
 every process as a `MemberChange` command (Team.tell), which drops the entry at once
 (`forget`), so a kick, ban, mute or role change takes effect everywhere on the next
-frame. Only memberships are kept (state "member"): a banned user, or a stranger to a
-room, is looked up each time. Lookups of one loop turn share one `$in` query.
+frame; the process that adds a membership keeps the document it wrote (`learnt`) and
+ignores its own "added". Only memberships are kept (state "member"): a banned user, or
+a stranger to a room, is looked up each time. Lookups of one loop turn share one `$in`
+query.
 """
 
 from __future__ import annotations

@@ -313,7 +313,10 @@ class Chat:
 
     def _member_change(self, change: MemberChange) -> None:
         """Apply a membership change (from any process) to this process's sockets."""
-        self.team.cache.forget(change)
+        if change.change != "added" or change.node != self.node_id:
+            # A membership added here was cached by the add itself (Team.enter):
+            # dropping it would make the user's next join read it back.
+            self.team.cache.forget(change)
         room, payload = change.room, change.payload
         if change.change == CHANGE:  # a user's away state or status text
             self.hub.apply(change)

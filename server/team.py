@@ -192,7 +192,9 @@ class Team:
                                 limit=e.limit) from None
         else:
             raise unavailable("the message store")
+        version = self.cache.member_version()
         _, member = await self.store.add_member(name, user, role="owner")
+        self.cache.learnt(member, version)
         view = room_view(doc, member)
         await self.tell(name, user.id, "added", view, user)
         return view
@@ -221,8 +223,10 @@ class Team:
                 raise unavailable("the message store") from None
             doc = found
         members = {}
+        version = self.cache.member_version()
         for person in people.values():
             _, members[person.id] = await self.store.add_member(name, person)
+            self.cache.learnt(members[person.id], version)
         listed = sorted(people.values(), key=lambda u: u.name)
         if created:
             for person in people.values():

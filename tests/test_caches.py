@@ -106,3 +106,29 @@ async def test_a_read_position_moved_on_one_process_is_the_one_a_join_on_the_oth
     assert (await there.expect("read"))["seq"] == seqs[3]
     again = await (await reader.ws()).join("general")
     assert (again["last_read"], again["unread"], again["mentions"]) == (seqs[3], 1, 0)
+
+
+async def test_a_membership_made_by_a_join_is_kept_for_the_next_join(make_client, runtime):
+    """A first join of a public room writes the membership: this process keeps what it
+    wrote, and the user's next socket joins without reading it back."""
+    owner = await person(make_client)
+    room = await make_room(owner)
+    newcomer = await person(make_client)
+    first = await newcomer.ws()
+    await first.join(room)  # the first join adds the member (a "joined" event)
+    members = runtime.chat.team.cache.members
+    misses = members.misses
+    second = await newcomer.ws()
+    assert (await second.join(room))["room"] == room
+    assert members.misses == misses
+    # Removed, and added back by the owner on this process: the add keeps the new
+    # membership, and its join finds the role it was given.
+    await api(owner, "DELETE", f"/api/rooms/{room}/members/{newcomer.user['name']}",
+              expect=204)
+    await second.expect("room_removed")
+    await api(owner, "POST", f"/api/rooms/{room}/members", {"user": newcomer.user["name"]},
+              201)
+    await second.expect("room_added")
+    misses = members.misses
+    assert (await second.join(room))["room"] == room
+    assert members.misses == misses
