@@ -194,7 +194,10 @@ class Auth:
     def revoked(self, credential: str | None, user_id: str, since: float) -> bool:
         """Whether the credential or the user was revoked at or after `since`
         (time.monotonic()), within the last SESSION_CACHE_SECONDS."""
-        return any(self._revoked.get(key, -1.0) >= since
+        revoked = self._revoked
+        if not revoked:  # the common case: nothing revoked lately
+            return False
+        return any(revoked.get(key, -1.0) >= since
                    for key in (credential, user_id) if key is not None)
 
     def _forget_old(self, now: float) -> None:

@@ -135,10 +135,15 @@ class UserStates:
         now = _now_ms() if now is None else now
         listed = self._listed
         out = []
+        states = self._states
         for user in users:
-            shown = self.of(user.id, now)
+            state = states.get(user.id)
+            shown = DEFAULT if state is None else state.current(now)
             member = listed.get(user.id)
-            if member is None or member.shown != shown or member.user != user:
+            # Users and states are mostly the very objects listed last time (users are
+            # remembered as Redis returned them): compare by identity first.
+            if member is None or (member.shown is not shown and member.shown != shown) or (
+                    member.user is not user and member.user != user):
                 if len(listed) >= MAX_LISTED:
                     listed.clear()
                 member = listed[user.id] = Present.listed(user, shown)
