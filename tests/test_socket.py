@@ -71,6 +71,11 @@ async def test_unauthenticated_upgrade_is_401_before_handshake(make_client):
     with pytest.raises(HTTPClientError) as err:
         await client.ws_raw()
     assert err.value.code == 401
+    # The refusal's JSON body is sent like any API answer's.
+    headers = err.value.response.headers
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert "default-src" in headers["Content-Security-Policy"]
+    assert json.loads(err.value.response.body)["error"]["code"] == "unauthorized"
 
 
 async def test_cookie_upgrade_from_foreign_origin_is_403(make_client):

@@ -6,6 +6,8 @@ import asyncio
 import itertools
 import logging
 import time
+from asyncio import Future
+from typing import Any
 from urllib.parse import urlsplit
 
 import tornado.web
@@ -75,9 +77,13 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         self._shut_conn: tornado.websocket.WebSocketProtocol | None = None
         self._shut_code: int | None = None  # the close code, when the server closed first
 
-    def set_default_headers(self) -> None:
-        for name, value in SECURITY_HEADERS.items():
-            self.set_header(name, value)
+    def finish(self, chunk: str | bytes | dict[str, Any] | None = None) -> Future[None]:
+        # A refusal's body gets the security headers; the 101 of an accepted upgrade
+        # carries no document, and every header is formatted and written per socket.
+        if self.get_status() != 101:
+            for name, value in SECURITY_HEADERS.items():
+                self.set_header(name, value)
+        return super().finish(chunk)
 
     async def prepare(self) -> None:
         self._looked_up = time.monotonic()
