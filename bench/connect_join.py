@@ -7,7 +7,9 @@ baseline takes a name in the URL), then open `--users` WebSockets, `--concurrenc
 time, each waiting for `hello`, sending `join` and waiting for `joined` (cookie auth,
 membership, the join's history page, presence: everything a reconnecting client costs),
 and report sockets per second from the first connect to the last `joined`. The sockets
-stay open until all are joined, as after a deploy; then all close.
+stay open until all are joined, as after a deploy; then all close. A run measures
+`--storms` such storms one after the other (sockets/s over their summed durations: a
+storm of 500 lasts well under a second, too short to stand alone on a shared machine).
 
 Prints the median of `--repeat` runs per server and the ratio ours / baseline.
 `--pause S` waits S seconds between the warm-up storm and the measured one: past the
@@ -16,7 +18,8 @@ process that has just started. `--tree DIR` runs our server from another checkou
 A/B of two trees in one window: run it twice).
 
     python bench/connect_join.py [--users 500] [--rooms 10] [--concurrency 64] [--repeat 3]
-                                 [--pause 0] [--tree DIR] [--servers baseline,ours]
+                                 [--storms 3] [--pause 0] [--tree DIR]
+                                 [--servers baseline,ours]
 """
 
 from __future__ import annotations
@@ -106,9 +109,14 @@ async def one_run(kind: str, workdir: Path, args: argparse.Namespace, n: int
             await storm(server.url, seats, args.concurrency)
             await asyncio.sleep(args.pause)
         before = server.cpu_seconds()["server"]
-        rate = await storm(server.url, seats, args.concurrency)
+        elapsed = 0.0
+        for i in range(args.storms):  # each as the first: `--pause` after the last one's closes
+            if i:
+                await asyncio.sleep(args.pause)
+            elapsed += len(seats) / await storm(server.url, seats, args.concurrency)
         await asyncio.sleep(SETTLE)
-        return rate, (server.cpu_seconds()["server"] - before) * 1000 / len(seats)
+        sockets = len(seats) * args.storms
+        return sockets / elapsed, (server.cpu_seconds()["server"] - before) * 1000 / sockets
     finally:
         await asyncio.to_thread(server.stop)
 
@@ -121,6 +129,8 @@ async def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--pause", type=float, default=0.0,
                         help="seconds between the warm-up storm and the measured one")
+    parser.add_argument("--storms", type=int, default=3,
+                        help="measured storms per run (sockets/s over all of them)")
     parser.add_argument("--tree", type=Path, default=ROOT,
                         help="the checkout our server runs from")
     parser.add_argument("--servers", default="baseline,ours")
