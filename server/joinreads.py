@@ -218,15 +218,17 @@ class JoinReads:
                 read[j.user_id] = known_position
         unknown = list({j.user_id for j in joins} - read.keys())
         version = self.positions.version
-        positions = asyncio.ensure_future(self.store.room_read_positions(room, unknown)
-                                          if unknown else _nothing())
-        reads.append(positions)
-        try:
-            await asyncio.gather(*reads)
-        finally:
-            for each in reads:
-                each.cancel()
-        found = positions.result()
+        positions = (asyncio.ensure_future(self.store.room_read_positions(room, unknown))
+                     if unknown else None)
+        if positions is not None:
+            reads.append(positions)
+        if reads:  # none when the recent records served every page and positions are known
+            try:
+                await asyncio.gather(*reads)
+            finally:
+                for each in reads:
+                    each.cancel()
+        found = positions.result() if positions is not None else {}
         for uid in unknown:
             read[uid] = found.get(uid, 0)
             self.positions.fill(member_key(room, uid), read[uid], version)
@@ -260,9 +262,6 @@ class JoinReads:
                 pages[id(j)] = ([Entry.of(r) for r in alone], alone_more)
         return pages
 
-
-async def _nothing() -> dict[str, int]:
-    return {}
 
 
 def _unread(entries: list[Entry], has_more: bool, since: int | None, last_read: int,
