@@ -314,8 +314,8 @@ class Chat:
     def _member_change(self, change: MemberChange) -> None:
         """Apply a membership change (from any process) to this process's sockets."""
         if change.change != "added" or change.node != self.node_id:
-            # A membership added here was cached by the add itself (Team.enter):
-            # dropping it would make the user's next join read it back.
+            # A membership added here was cached by the add itself (a join, an
+            # invitation, a new room or DM): dropping it makes the next join read it.
             self.team.cache.forget(change)
         room, payload = change.room, change.payload
         if change.change == CHANGE:  # a user's away state or status text

@@ -263,7 +263,6 @@ class JoinReads:
         return pages
 
 
-
 def _unread(entries: list[Entry], has_more: bool, since: int | None, last_read: int,
             user_id: str) -> tuple[int, int] | None:
     """(unread, mentions) after `last_read` counted from a page, if it holds every

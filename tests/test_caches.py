@@ -122,7 +122,7 @@ async def test_a_membership_made_by_a_join_is_kept_for_the_next_join(make_client
     assert (await second.join(room))["room"] == room
     assert members.misses == misses
     # Removed, and added back by the owner on this process: the add keeps the new
-    # membership, and its join finds the role it was given.
+    # membership too, and the join after it reads nothing back either.
     await api(owner, "DELETE", f"/api/rooms/{room}/members/{newcomer.user['name']}",
               expect=204)
     await second.expect("room_removed")
