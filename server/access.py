@@ -62,9 +62,10 @@ class AccessCache:
         if doc is not None and doc.get("state") == MEMBER:
             self.members.fill(str(doc["_id"]), doc, version)
 
-    def forget(self, change: MemberChange) -> None:
-        """A room or one of its memberships changed (on any process)."""
-        if change.change == "read":
+    def forget(self, change: MemberChange, *, here: bool = False) -> None:
+        """A room or one of its memberships changed (on any process; `here`: this one).
+        A membership added here was cached by the add itself (Team.add_member): kept."""
+        if change.change == "read" or (here and change.change == "added"):
             return
         if change.user == "*":
             self.rooms.drop(change.room)

@@ -46,13 +46,11 @@ class Moderation:
             entered = await self.team.enter(actor, room)
             return room_view(entered.room, entered.member)
         await self.team.require(actor, access, "add")
-        version = self.team.cache.member_version()
         try:
-            added, member = await self.store.add_member(room, target)
+            added, member = await self.team.add_member(room, target)
         except Banned as e:
             raise forbidden(f"{target.name} is banned from {room!r}", reason="banned",
                             until=e.until) from None
-        self.team.cache.learnt(member, version)
         if added:
             await self.team.record(actor, room, "added", target)
             view = await self.team.view_of(access.room, member)

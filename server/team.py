@@ -102,19 +102,26 @@ class Team:
         access = await self.access(user, room)
         if access.member is not None:
             return access
-        version = self.cache.member_version()
         try:
-            added, member = await self.store.add_member(room, user)
+            added, member = await self.add_member(room, user)
         except Banned as e:
             raise forbidden(f"you are banned from {room!r}", reason="banned",
                             until=e.until) from None
         except StoreError:
             raise unavailable("the message store") from None
-        self.cache.learnt(member, version)
         if added:
             await self.record(user, room, "joined")
             await self.tell(room, user.id, "added", room_view(access.room, member), user)
         return Access(access.room, member)
+
+    async def add_member(self, room: str, user: User, role: str = "member"
+                         ) -> tuple[bool, dict[str, Any]]:
+        """Store.add_member, and the membership it wrote kept in this process's cache
+        (its own "added" change leaves it there). Raises Banned, StoreError."""
+        version = self.cache.member_version()
+        added, member = await self.store.add_member(room, user, role=role)
+        self.cache.learnt(member, version)
+        return added, member
 
     async def rooms(self, user: User, *, after: str | None, limit: int
                     ) -> tuple[list[dict[str, Any]], bool]:
@@ -192,9 +199,7 @@ class Team:
                                 limit=e.limit) from None
         else:
             raise unavailable("the message store")
-        version = self.cache.member_version()
-        _, member = await self.store.add_member(name, user, role="owner")
-        self.cache.learnt(member, version)
+        _, member = await self.add_member(name, user, role="owner")
         view = room_view(doc, member)
         await self.tell(name, user.id, "added", view, user)
         return view
@@ -223,10 +228,8 @@ class Team:
                 raise unavailable("the message store") from None
             doc = found
         members = {}
-        version = self.cache.member_version()
         for person in people.values():
-            _, members[person.id] = await self.store.add_member(name, person)
-            self.cache.learnt(members[person.id], version)
+            _, members[person.id] = await self.add_member(name, person)
         listed = sorted(people.values(), key=lambda u: u.name)
         if created:
             for person in people.values():
