@@ -20,10 +20,11 @@ from server.delivery import Delivery
 from server.envelope import CloseCredential, MemberChange
 from server.files import Claim, Files
 from server.joinreads import JoinReads
+from server.member_changes import MemberChanges
 from server.model import User
 from server.moderation import Moderation
 from server.presence import Presence, PresenceError
-from server.presence_hub import CHANGE, PresenceHub
+from server.presence_hub import PresenceHub
 from server.protocol import ProtocolError
 from server.rooms import LocalRooms, Member
 from server.sends import unavailable
@@ -64,12 +65,14 @@ class Chat:
         self.join_reads = JoinReads(store, delivery, seqs)
         self._drops: set[asyncio.Task[None]] = set()
         self.standing = Standing()  # who may speak where, for the users joined here
+        self.member_changes = MemberChanges(node_id, team.cache, self.hub, self.standing,
+                                            rooms, delivery, self.join_reads, self._depart)
 
     # Lifecycle ----------------------------------------------------------------
 
     async def start(self) -> None:
         self.writer.on_stored = self.delivery.stored
-        self.delivery.on_member_change = self._member_change
+        self.delivery.on_member_change = self.member_changes.apply
         self.delivery.on_handover = self.hub.handed_over
         self.team.notify = self.delivery.command
         await self.delivery.start()
@@ -308,50 +311,3 @@ class Chat:
             self.node_id, room, conn.user.id, "read",
             {"room": room, "seq": position, "exclude": conn.conn_id.decode()}))
         return position
-
-    # Membership ---------------------------------------------------------------------
-
-    def _member_change(self, change: MemberChange) -> None:
-        """Apply a membership change (from any process) to this process's sockets."""
-        if change.change != "added" or change.node != self.node_id:
-            # A membership added here was cached by the add itself (a join, an
-            # invitation, a new room or DM): dropping it makes the next join read it.
-            self.team.cache.forget(change)
-        room, payload = change.room, change.payload
-        if change.change == CHANGE:  # a user's away state or status text
-            self.hub.apply(change)
-            return
-        if change.user == "*":  # the room itself: topic, archived
-            self.standing.archived(room, bool(payload.get("archived")))
-            shared = {k: v for k, v in payload.items() if k not in ("member", "role",
-                                                                    "muted_until")}
-            frame = protocol.dump(protocol.RoomUpdated(shared))
-            self.delivery.deliver(room, [(0, frame)])
-            return
-        conns = self.rooms.connections_of(change.user)
-        match change.change:
-            case "added":
-                view = {k: v for k, v in payload.items() if k != "actor"}
-                out = protocol.dump(protocol.RoomAdded(view, payload.get("actor")))
-            case "read":
-                self.join_reads.moved(room, change.user, int(payload.get("seq", 0)))
-                out = protocol.dump(protocol.ReadPosition(room, int(payload.get("seq", 0))))
-                exclude = str(payload.get("exclude", "")).encode()
-                conns = [c for c in conns if c.conn_id != exclude]
-            case "removed":
-                self.standing.forget_user(room, change.user)
-                out = protocol.dump(protocol.RoomRemoved(
-                    room, str(payload.get("reason", "")), payload.get("until"),
-                    payload.get("actor")))
-                for conn in conns:
-                    outcome = self.rooms.leave(room, conn)
-                    if outcome is not None:
-                        self._depart(conn, [(room, *outcome)])
-            case _:  # "role", "muted": the user's Room, changed
-                if conns:
-                    self.standing.muted(room, change.user, int(payload.get("muted_until") or 0))
-                else:
-                    self.standing.forget_user(room, change.user)
-                out = protocol.dump(protocol.RoomUpdated(payload))
-        for conn in conns:
-            conn.send_raw(out)
