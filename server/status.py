@@ -135,10 +135,8 @@ class UserStates:
         now = _now_ms() if now is None else now
         listed = self._listed
         out = []
-        states = self._states
         for user in users:
-            state = states.get(user.id)
-            shown = DEFAULT if state is None else state.current(now)
+            shown = self.of(user.id, now)
             member = listed.get(user.id)
             # Users and states are mostly the very objects listed last time (users are
             # remembered as Redis returned them): compare by identity first.
