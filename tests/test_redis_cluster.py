@@ -270,8 +270,7 @@ async def test_a_room_whose_slot_moves_to_another_node_keeps_delivering(servers)
     watcher.close()
 
 
-async def test_messages_sent_while_a_node_is_down_arrive_once_in_order_after_it_returns(
-        servers):
+async def test_messages_sent_while_a_node_is_down_arrive_once_after_it_returns(servers):
     room = rooms_on_every_node(servers)[0]
     owner = await create_rooms(servers.urls[0], [room])
     _, sender = await member(servers.urls[0], [room], owner)
@@ -289,7 +288,9 @@ async def test_messages_sent_while_a_node_is_down_arrive_once_in_order_after_it_
     finally:
         node.start()  # the same port and node id: it takes its slots back
     servers.cluster.wait_ok()  # for the tests after this one
-    got = await received(watcher, len(bodies))
+    # Each once. Not necessarily in seq order (protocol §7): a publish still retrying
+    # when the node returns can arrive live before the resync reads the others back.
+    got = sorted(await received(watcher, len(bodies)), key=lambda m: m["seq"])
     assert [m["body"] for m in got] == bodies
     assert [m["seq"] for m in got] == [a["seq"] for a in acks]
     live = await sender.call({"type": "send", "room": room, "body": "back"}, timeout=15)
