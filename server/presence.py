@@ -177,7 +177,17 @@ class Presence:
             message = str(error)
             turn.fail(lambda: PresenceError(message))
             return
-        turn.answer(results)
+        others = turn.others(results)
+        if not others:
+            turn.answer(results)
+            return
+        try:
+            checks = await self._run(lambda pipe: turn.check(pipe, others))
+        except PresenceError as error:
+            failed = str(error)
+            turn.answer(results, check_failed=lambda: PresenceError(failed))
+            return
+        turn.answer(results, checks)
 
     async def members(self, room: str) -> list[User]:
         """The users in the room now, through any live node, each once."""

@@ -1,22 +1,23 @@
 """One loop turn's joins and leaves: the one pipeline they share, and their answers.
 
 Per room one HSET and one HGETALL (the members, for the joiners) and one HDEL; per user
-one HSET or HDEL of their key and, when they left rooms, one HKEYS of it (are they in
-those rooms through a live node elsewhere?) instead of reading every such room's
-entries back. Ten thousand sockets closing at once cost one command per room and two
-per user, not per socket.
+one HSET or HDEL of their key. A room that only loses members reads nothing back per
+user: one ZRANGE of the live nodes serves the whole turn, and only when another node is
+live does a second round trip ask each such room, in one HMGET, for the leavers' entries
+through those nodes (online elsewhere). Ten thousand sockets closing at once on a node
+alone cost one command per room and one per user, not per socket.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from server.model import User
-from server.presence_keys import Keys, read_room_entry, room_entry, text
+from server.presence_keys import Keys, now_ms, read_room_entry, room_entry, text
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +61,10 @@ class Turn:
         self.keys = keys
         self.is_live = is_live
         # Where each room's HGETALL is among the replies: only rooms someone enters
-        # read their entries back; a leave needs only the leaver's own key (below).
+        # read their entries back. The others' leaves are answered by `check`.
         self._reads: list[int | None] = []
-        self._leavers: set[str] = set()  # of rooms nobody enters: their key says the rest
-        self._user_reads: dict[str, int] = {}  # user id -> where the HKEYS of their key is
+        self._nodes_at: int | None = None  # where the ZRANGE of live nodes is
+        self._checked: list[list[str]] = []  # per room `check` asks: the leavers' ids
 
     def __len__(self) -> int:
         return sum(len(b.enters) + len(b.leaves) for b in self.rooms.values())
@@ -102,7 +103,6 @@ class Turn:
                 pipe.hgetall(key)
             else:
                 self._reads.append(None)
-                self._leavers.update(x.user.id for x in b.leaves)
         # One command or two per user, whatever the number of their rooms in the
         # batch (a user leaving 20 rooms at once: one HDEL, not 20).
         for uid, fields in users.items():
@@ -112,15 +112,42 @@ class Turn:
                 pipe.hset(user_key, mapping=kept)
             if len(kept) < len(fields):
                 pipe.hdel(user_key, *(f for f, v in fields.items() if v is None))
-            if uid in self._leavers:  # after this node's own changes: what others hold
-                self._user_reads[uid] = len(pipe)
-                pipe.hkeys(user_key)
+        if None in self._reads:
+            self._nodes_at = len(pipe)
+            pipe.zrange(keys.nodes, 0, -1, withscores=True)
 
-    def answer(self, results: list[Any]) -> None:
+    def others(self, results: list[Any]) -> list[str]:
+        """The other nodes live when the pipeline ran (none: no leaver is elsewhere)."""
+        if self._nodes_at is None:
+            return []
+        now = now_ms()
+        return [n for n, until in ((text(r), score) for r, score in results[self._nodes_at])
+                if n != self.node and until > now]
+
+    def check(self, pipe: Any, others: list[str]) -> None:
+        """Per room nobody enters, one HMGET of its leavers' entries through `others`:
+        a node that started since this node's heartbeat is among them (a node says it
+        is live before it writes an entry)."""
         for (room, b), at in zip(self.rooms.items(), self._reads, strict=True):
-            if at is None:  # leaves only: online elsewhere = another live node's room entry
+            if at is None:
+                uids = list(dict.fromkeys(x.user.id for x in b.leaves))
+                self._checked.append(uids)
+                pipe.hmget(self.keys.room(room), [f"{n}|{u}" for u in uids for n in others])
+
+    def answer(self, results: list[Any], checks: list[Any] | None = None,
+               check_failed: Callable[[], Exception] | None = None) -> None:
+        """Answer from the pipeline's replies and, when `check` ran, its replies (or
+        its error, for the leaves it was to answer)."""
+        checked = iter(zip(self._checked, checks or (), strict=True))
+        for b, at in zip(self.rooms.values(), self._reads, strict=True):
+            if at is None:  # leaves only: online elsewhere = another live node's entry
+                if check_failed is not None:
+                    for x in b.leaves:
+                        _tell(x, check_failed())
+                    continue
+                there = _there(*next(checked)) if checks is not None else set()
                 for x in b.leaves:
-                    _tell(x, self._elsewhere(results[self._user_reads[x.user.id]], room))
+                    _tell(x, x.user.id in there)
                 continue
             members: dict[str, User] = {}
             elsewhere: set[str] = set()
@@ -146,15 +173,12 @@ class Turn:
             for x in b.leaves:
                 _tell(x, error())
 
-    def _elsewhere(self, user_fields: Iterable[Any], room: str) -> bool:
-        """Whether a user's key (its fields) says they are in `room` through another
-        live node: a field "r|<node>|<room>" (node ids are hex: no "|")."""
-        for raw in user_fields:
-            parts = text(raw).split("|", 2)
-            if (len(parts) == 3 and parts[0] == "r" and parts[2] == room
-                    and parts[1] != self.node and self.is_live(parts[1])):
-                return True
-        return False
+
+def _there(leavers: list[str], values: list[Any]) -> set[str]:
+    """The leavers of a checked room with an entry through another live node (HMGET's
+    values come per leaver, one per other node)."""
+    per = len(values) // len(leavers)
+    return {u for i, u in enumerate(leavers) if any(values[i * per:(i + 1) * per])}
 
 
 def _tell(leave: Leave, answer: bool | Exception) -> None:

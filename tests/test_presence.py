@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,6 +21,7 @@ from server.config import Config
 from server.model import User
 from server.presence import Presence, PresenceError
 from server.presence_frames import RoomBatches
+from server.presence_keys import now_ms
 from server.redisconn import redis_client
 from tests.client import Client, Socket
 from tests.conftest import close_node, open_node
@@ -383,6 +385,38 @@ async def test_closed_sockets_departures_are_answered_from_their_batch(services)
     assert len(got) == 1 and isinstance(got[0], PresenceError)
     await lost.close()
     await down.aclose()
+
+
+async def test_a_departure_counts_only_processes_live_now_as_elsewhere(services):
+    # Leaves that no join shares a batch with ask Redis which processes are live when
+    # they run, not what this one learnt at its last heartbeat: one started since
+    # counts, one whose liveness ran out since does not. Two rooms, one answer each.
+    redis = redis_client(services.redis_url, pool_size=2)
+    prefix = f"test:{uuid.uuid4().hex[:8]}:"
+    here = Presence(redis, prefix, "node-a")
+    fresh, stale = Presence(redis, prefix, "node-b"), Presence(redis, prefix, "node-c")
+    ann, bob = User("u-ann", "ann"), User("u-bob", "bob")
+    try:
+        await here.start()
+        assert await here.heartbeat(list) == []  # it knows of itself alone
+        await fresh.start()
+        await stale.start()
+        await asyncio.gather(*(here.enter(room, user) for room in "rs" for user in (ann, bob)),
+                             fresh.enter("r", bob), stale.enter("r", ann),
+                             stale.enter("s", bob), fresh.enter("s", ann))
+        await stale.expire_at(now_ms() - 1)
+        answers: dict[tuple[str, str], bool | PresenceError] = {}
+        for room in "rs":
+            for user in (ann, bob):
+                here.depart(room, user, functools.partial(answers.__setitem__, (room, user.name)),
+                            gone_from_node=room == "s")
+        await here.settle(5.0)
+        assert answers == {("r", "ann"): False, ("r", "bob"): True,
+                           ("s", "ann"): True, ("s", "bob"): False}
+    finally:
+        for node in (here, fresh, stale):
+            await node.close()
+        await redis.aclose()
 
 
 @pytest.mark.parametrize("back_on", ["this process", "another process"])
