@@ -119,6 +119,9 @@ def make_app(config: Config, *, store: Store, rooms: LocalRooms, chat: Chat, aut
               pings=(PingWheel(config.ws_ping_interval, config.ws_ping_timeout)
                      if config.ws_ping_interval > 0 else None))
     routes: list[Any] = [
+        # First: Tornado tries the rules in order, and a crowd reconnecting after a
+        # deploy asks for this one thousands of times a second.
+        (r"/ws", ChatSocket, ws),
         (r"/", IndexHandler),
         (r"/api/register", http.RegisterHandler,
          dict(api, limits=limits, registration=registration)),
@@ -157,7 +160,6 @@ def make_app(config: Config, *, store: Store, rooms: LocalRooms, chat: Chat, aut
         (r"/api/admin/users/([^/]+)/(deactivate|reactivate)", admin.AccountStateHandler,
          dict(api, admins=admins, store=store, deactivation=deactivation)),
         (r"/admin.html", PageHandler, dict(template="admin.html")),
-        (r"/ws", ChatSocket, ws),
         (r"/healthz", HealthHandler),
         (r"/readyz", ReadyHandler, dict(probe=probe, inflight=inflight)),
         (r"/status", StatusHandler, dict(operator, reporter=reporter)),
