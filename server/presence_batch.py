@@ -158,9 +158,10 @@ class Turn:
                 members.setdefault(member.id, member)
                 if entry_node != self.node:
                     elsewhere.add(member.id)
+            listed = list(members.values())  # one list for them all (`UserStates.present`)
             for e in b.enters:
                 if not e.done.done():
-                    e.done.set_result((list(members.values()), e.user.id in elsewhere))
+                    e.done.set_result((listed, e.user.id in elsewhere))
             for x in b.leaves:
                 _tell(x, x.user.id in elsewhere)
 

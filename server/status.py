@@ -9,6 +9,7 @@ reads the statuses from MongoDB and the away users from Redis.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -77,6 +78,13 @@ class Present:
         return {**self.user.as_dict(), **self.shown.fields()}
 
 
+class Listing(list[Present]):
+    """`joined.members` as `present` made it; `wire` is the inside of its JSON array,
+    made by the first `joined` that lists it."""
+
+    wire: bytes | None = None
+
+
 def parse_status(body: dict[str, Any], now: int | None = None) -> tuple[str, int | None]:
     """(text, until) from a request body {"text", "until"}; raises StatusError."""
     text = body.get("text")
@@ -112,6 +120,10 @@ class UserStates:
         # user id -> how `joined.members` listed them last, JSON included: a crowd
         # joining a room of hundreds lists the same members to each joiner.
         self._listed: dict[str, Present] = {}
+        self._changes = 0  # of `put`: a listing made before a change is not reused
+        # The last listing made, for the joiners given the same member list (a batch of
+        # joins of one room shares one): (users, changes, valid until (ms), listing).
+        self._last: tuple[list[User], int, float, Listing] | None = None
 
     def of(self, uid: str, now: int | None = None) -> Shown:
         shown = self._states.get(uid)
@@ -120,6 +132,7 @@ class UserStates:
         return shown.current(_now_ms() if now is None else now)
 
     def put(self, uid: str, shown: Shown) -> None:
+        self._changes += 1
         if shown == DEFAULT:
             self._states.pop(uid, None)
         else:
@@ -130,11 +143,17 @@ class UserStates:
             text, until = statuses.get(uid, (None, None))
             self.put(uid, Shown(uid in away, text, until))
 
-    def present(self, users: list[User], now: int | None = None) -> list[Present]:
-        """The users with their states now, each serialized once while it stays so."""
+    def present(self, users: list[User], now: int | None = None) -> Listing:
+        """The users with their states now, each serialized once while it stays so;
+        the same list of users again, with no state changed or expired since, gets the
+        same listing (whose JSON is then made once too)."""
         now = _now_ms() if now is None else now
+        last = self._last
+        if last is not None and last[0] is users and last[1] == self._changes and now < last[2]:
+            return last[3]
         listed = self._listed
-        out = []
+        out = Listing()
+        valid_until = math.inf  # until the first status text shown expires
         for user in users:
             shown = self.of(user.id, now)
             member = listed.get(user.id)
@@ -146,6 +165,9 @@ class UserStates:
                     listed.clear()
                 member = listed[user.id] = Present.listed(user, shown)
             out.append(member)
+            if shown.until is not None and shown.text is not None:
+                valid_until = min(valid_until, shown.until)
+        self._last = (users, self._changes, valid_until, out)
         return out
 
     def expired(self, now: int | None = None) -> list[tuple[str, int]]:

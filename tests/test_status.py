@@ -54,3 +54,24 @@ def test_a_status_text_that_has_expired_is_no_longer_listed():
     after = states.present([ANN], now=2_000)[0]
     assert json.loads(after.wire) == {"id": "u1", "name": "ann", "bot": False, "away": False,
                                       "status_text": None, "status_until": None}
+
+
+def test_joiners_given_the_same_member_list_share_one_listing_until_a_state_changes():
+    # A batch of joins of one room hands every joiner the same list of users: the
+    # listing and its JSON are made once for all of them, and made anew once a state
+    # changes or a status text shown in it expires.
+    states = UserStates()
+    states.put(BOB.id, Shown(False, "brb", 5_000))
+    users = [ANN, BOB]
+    first = states.present(users, now=1_000)
+    frame = joined(first)
+    assert states.present(users, now=1_001) is first
+    assert joined(states.present(users, now=1_002)) == frame
+    states.put(ANN.id, Shown(True))
+    away = states.present(users, now=1_004)
+    assert away is not first and members_of(joined(away))[0]["away"] is True
+    assert states.present(users, now=4_999) is away
+    expired = states.present(users, now=5_000)
+    assert expired is not away
+    assert members_of(joined(expired))[1]["status_text"] is None
+    assert states.present(list(users), now=5_001) is not expired  # another batch's list
