@@ -279,6 +279,24 @@ async def test_logout_answers_204_and_revokes_the_session_on_the_server(
     assert status == 401
 
 
+async def test_a_cookie_remembered_for_reconnects_still_needs_its_session(
+    make_client: MakeClient, runtime
+) -> None:
+    # A reconnect with the same Cookie header skips parsing it and checking its
+    # signature again, never the session behind it: after logout it opens nothing.
+    client = await registered(make_client)
+    old = clone(make_client, client)
+    (await old.ws()).conn.close()
+    hits = runtime.auth.cookies.hits
+    (await old.ws()).conn.close()
+    assert runtime.auth.cookies.hits == hits + 1
+    status, _, _ = await client.request("POST", "/api/logout")
+    assert status == 204
+    with pytest.raises(HTTPClientError) as refused:
+        await old.ws_raw()
+    assert refused.value.code == 401
+
+
 async def test_logout_closes_the_sessions_open_websockets(make_client: MakeClient) -> None:
     client = await registered(make_client)
     sock = await client.ws()

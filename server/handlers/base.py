@@ -89,10 +89,15 @@ async def resolve_user(handler: tornado.web.RequestHandler, auth: Auth) -> Calle
     token = bearer_token(handler.request)
     if token is not None:
         return Caller(await auth.token_user(token), "bearer", None, token_digest(token))
-    # min_version=2: with versioned secrets Tornado asserts (a 500) on an old-format
-    # value unless told that only version 2 is acceptable.
-    raw = handler.get_signed_cookie(SESSION_COOKIE, max_age_days=auth.session_days,
-                                    min_version=2)
+    header = handler.request.headers.get("Cookie")
+    raw = auth.cookies.get(header) if header else None
+    if raw is None:
+        # min_version=2: with versioned secrets Tornado asserts (a 500) on an old-format
+        # value unless told that only version 2 is acceptable.
+        raw = handler.get_signed_cookie(SESSION_COOKIE, max_age_days=auth.session_days,
+                                        min_version=2)
+        if raw is not None and header:
+            auth.cookies.fill(header, raw, auth.cookies.version)
     if raw is None:
         # A cookie that was sent but fails its signature (or is too old) still says
         # how the caller tried: the 401 then tells them to log in again.
