@@ -35,8 +35,7 @@ PASSWORD_MAX_BYTES = 72  # bcrypt's limit: longer input is an error, never trunc
 # one lookup per session per SESSION_CACHE_SECONDS. Revocations drop them at once.
 SESSION_CACHE_SECONDS = 10.0
 SESSION_CACHE_SIZE = 100_000
-# A Cookie header whose session cookie's signature checked out is remembered this long
-# (resolve_user): a crowd reconnecting presents the same headers again.
+# resolve_user remembers a Cookie header that checked out: reconnects send it again.
 COOKIE_MEMO_SECONDS = 60.0
 COOKIE_MEMO_SIZE = 20_000
 
@@ -100,9 +99,8 @@ class Auth:
         # digest of the session id -> its user; see forget() for what drops entries.
         self.sessions: Expiring[str, User] = Expiring(session_cache_seconds,
                                                        SESSION_CACHE_SIZE)
-        # A whole Cookie header -> its session cookie's value, signature checked: only
-        # the parse and the HMAC are saved; the session behind it is looked up (and
-        # revocable) as for any request.
+        # A whole Cookie header -> its session cookie's value, signature checked (only
+        # that is saved: the session behind it is looked up, and revocable, as ever).
         self.cookies: Expiring[str, bytes] = Expiring(COOKIE_MEMO_SECONDS, COOKIE_MEMO_SIZE)
         self._session_batch: Batch[str, tuple[User, dt.datetime]] = Batch(
             self.store.session_users)
