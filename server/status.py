@@ -79,8 +79,8 @@ class Present:
 
 
 class Listing(list[Present]):
-    """`joined.members` as `present` made it; `wire` is the inside of its JSON array,
-    made by the first `joined` that lists it."""
+    """`joined.members` as `present` made it, with the inside of its JSON array
+    (`wire`), made with it once for every joiner it is given to."""
 
     wire: bytes | None = None
 
@@ -167,6 +167,7 @@ class UserStates:
             out.append(member)
             if shown.until is not None and shown.text is not None:
                 valid_until = min(valid_until, shown.until)
+        out.wire = b",".join([m.wire or encode(m.as_dict()) for m in out])
         self._last = (users, self._changes, valid_until, out)
         return out
 

@@ -251,11 +251,9 @@ def dump_joined(frame: Joined, items: list[bytes], ref: Ref = None) -> bytes:
     """`dump(frame, ref)` of a `joined` whose records (its `messages`, left empty) are
     serialized already: each record is serialized once, for the page and its size."""
     head = {"type": Joined.TYPE, "room": frame.room, "last_seq": frame.last_seq}
-    members = getattr(frame.members, "wire", None)  # a listing given to joiners before
+    members = getattr(frame.members, "wire", None)  # a listing made once for its joiners
     if members is None:
         members = b",".join([_member(m) for m in frame.members])
-        if hasattr(frame.members, "wire"):
-            frame.members.wire = members
     tail: dict[str, Any] = {"has_more": frame.has_more}
     if frame.read is not None:
         tail.update(frame.read.as_dict())
