@@ -4,7 +4,8 @@ others, once, and what Redis drops is read back from MongoDB.
 The path of a stored tick (`stored`, the writer's `on_stored`):
 1. each sender gets its ack, before anyone gets the message;
 2. this process's members of each room get the frames (`LocalRooms.deliver`);
-3. one publish per room carries them to the other processes, in an `Envelope`.
+3. one publish per room carries them to the other processes, in an `Envelope` (a
+   tick's publishes share one Redis pipeline).
 
 Another process's envelope arrives through `on_envelope` and goes to the local
 members, minus the seqs delivered already. Redis pub/sub is at-most-once, so:
@@ -141,8 +142,9 @@ class Delivery:
             self.deliver(room, frames, records=messages)
             envelopes[room] = frames
             await asyncio.sleep(0)
-        await asyncio.gather(*(self.publish(room, frames)
-                               for room, frames in envelopes.items()))
+        payloads = {room: self._envelope(frames) for room, frames in envelopes.items()}
+        for room, error in (await self.bus.publish_many(payloads) if payloads else {}).items():
+            self._publish_failed(room, envelopes[room], error)
 
     async def fan_out(self, room: str, frame: bytes, exclude: bytes) -> None:
         """A frame outside the stream (presence, typing) to every member but one."""
@@ -175,15 +177,13 @@ class Delivery:
 
     async def publish(self, room: str, frames: list[Outgoing], exclude: bytes = b"") -> None:
         """One Redis publish of a room's frames, serialized once for every process."""
-        payload = Envelope(self._node, exclude, time.time(), frames).encode()
         try:
-            await self.bus.publish(room, payload)
+            await self.bus.publish(room, self._envelope(frames, exclude))
         except BusError as e:
-            # Stored already: other processes read the messages back from MongoDB, when
-            # their subscriber recovers or when we announce what failed.
-            self.metrics.publish_failures.inc()
-            self._publish_warning.warning("publish to %s failed: %s", room, e)
-            self._remember_unpublished(room, [seq for seq, _ in frames if seq])
+            self._publish_failed(room, frames, e)
+
+    def _envelope(self, frames: list[Outgoing], exclude: bytes = b"") -> bytes:
+        return Envelope(self._node, exclude, time.time(), frames).encode()
 
     async def command(self, command: Command) -> None:
         """Carry out a cluster-wide command here and send it to the other processes."""
@@ -197,7 +197,12 @@ class Delivery:
         except BusError as e:
             log.warning("%s not broadcast: %s", type(command).__name__, e)
 
-    def _remember_unpublished(self, room: str, seqs: list[int]) -> None:
+    def _publish_failed(self, room: str, frames: list[Outgoing], error: BusError) -> None:
+        # Stored already: other processes read the messages back from MongoDB, when
+        # their subscriber recovers or when we announce what failed.
+        self.metrics.publish_failures.inc()
+        self._publish_warning.warning("publish to %s failed: %s", room, error)
+        seqs = [seq for seq, _ in frames if seq]
         if not seqs:
             return  # presence and typing are not worth a catch-up
         lo, hi = min(seqs), max(seqs)
