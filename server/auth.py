@@ -35,9 +35,11 @@ PASSWORD_MAX_BYTES = 72  # bcrypt's limit: longer input is an error, never trunc
 # one lookup per session per SESSION_CACHE_SECONDS. Revocations drop them at once.
 SESSION_CACHE_SECONDS = 10.0
 SESSION_CACHE_SIZE = 100_000
-# resolve_user remembers a Cookie header that checked out: reconnects send it again.
+# resolve_user remembers a Cookie header that checked out (reconnects send it again), if
+# it is at most COOKIE_MEMO_KEY_MAX bytes (ours are ~250): the memo stays under 20 MB.
 COOKIE_MEMO_SECONDS = 60.0
 COOKIE_MEMO_SIZE = 20_000
+COOKIE_MEMO_KEY_MAX = 1024
 
 
 class AuthError(Exception):

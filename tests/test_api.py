@@ -297,6 +297,25 @@ async def test_a_cookie_remembered_for_reconnects_still_needs_its_session(
     assert refused.value.code == 401
 
 
+async def test_a_long_cookie_header_is_checked_every_time_and_never_remembered(
+    make_client: MakeClient, runtime
+) -> None:
+    # Other cookies of the site can make the header long; a client varying one of them
+    # must not be able to fill the memo with megabytes of headers.
+    client = await registered(make_client)
+    size = len(runtime.auth.cookies)
+    for i in range(3):
+        client.cookies["filler"] = f"{i}{'x' * 2000}"
+        status, body, _ = await client.request("GET", "/api/me")
+        assert status == 200, body
+        (await client.ws()).conn.close()
+    assert len(runtime.auth.cookies) == size
+    status, _, _ = await client.request("POST", "/api/logout")
+    assert status == 204
+    status, _, _ = await client.request("GET", "/api/me")
+    assert status == 401
+
+
 async def test_logout_closes_the_sessions_open_websockets(make_client: MakeClient) -> None:
     client = await registered(make_client)
     sock = await client.ws()

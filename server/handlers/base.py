@@ -11,7 +11,7 @@ from typing import Any
 import tornado.web
 from tornado.log import app_log, gen_log
 
-from server.auth import Auth
+from server.auth import COOKIE_MEMO_KEY_MAX, Auth
 from server.inflight import Inflight
 from server.logs import redact
 from server.model import User
@@ -90,6 +90,8 @@ async def resolve_user(handler: tornado.web.RequestHandler, auth: Auth) -> Calle
     if token is not None:
         return Caller(await auth.token_user(token), "bearer", None, token_digest(token))
     header = handler.request.headers.get("Cookie")
+    if header and len(header) > COOKIE_MEMO_KEY_MAX:
+        header = None  # parsed and checked every time: see COOKIE_MEMO_KEY_MAX
     raw = auth.cookies.get(header) if header else None
     if raw is None:
         # min_version=2: with versioned secrets Tornado asserts (a 500) on an old-format
