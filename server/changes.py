@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from server import protocol
 from server.mentions import mentioned
-from server.model import REACTION_SEP, Event, Message, User
+from server.model import REACTION_SEP, Event, Message, Record, User
 from server.protocol import ProtocolError
-from server.roles import RANK
+from server.roles import RANK, Access
 from server.sends import EventSpec, unavailable
-from server.store import Store, StoreError, mentions_doc
+from server.store import Store, StoreError, client_key, mentions_doc
 from server.team import Team
 from server.writer import MessageWriter
 
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 
 MAX_EMOJIS = 20  # different reactions on one message
 RETRIES = 3
+# Brings a message's document to a stored event (and whether the event is new).
+Apply = Callable[[Event, bool], Awaitable[None]]
 
 
 class MessageChanges:
@@ -56,22 +59,26 @@ class MessageChanges:
     async def edit(self, user: User, room: str, seq: int, body: str, client_id: str | None,
                    origin: Any, ref: protocol.Ref) -> Event:
         async with self._lock(room, seq):
-            message = await self._message(room, seq, ref)
-            if message.user.id != user.id:
-                raise ProtocolError(protocol.FORBIDDEN, "only its author edits a message", ref,
-                                    reason="not_author")
-            event, _ = await self._record(user, room, "edited", {
+            try:
+                message = await self._message(room, seq, ref)
+                if message.user.id != user.id:
+                    raise ProtocolError(protocol.FORBIDDEN, "only its author edits a message",
+                                        ref, reason="not_author")
+            except ProtocolError:
+                return await self._resent_or_raise(user, room, "edited", seq, client_id,
+                                                   origin, ref)
+            # Applied even for a resend: an edit older than the text it meets changes nothing.
+            return await self._change(user, room, "edited", {
                 "message_seq": seq, "new_body": body, "edited_at": int(time.time() * 1000)},
-                client_id, origin, ref)
-            data = event.data
-            mentions = await self.mentions(room, data["new_body"])
-            await self._apply(lambda: self._edit_doc(room, seq, data["new_body"],
-                                                     data["edited_at"], event.seq, mentions))
-            return self._acked(event, origin, ref)
+                client_id, origin, ref, self._edit_doc)
 
-    async def _edit_doc(self, room: str, seq: int, body: str, at: int, event_seq: int,
-                        mentions: dict[str, Any] | None) -> None:
-        if not await self.store.apply_edit(room, seq, body, at, event_seq, mentions):
+    async def _edit_doc(self, event: Event, fresh: bool) -> None:
+        room, seq, body = event.room, event.data["message_seq"], event.data["new_body"]
+        names, whole = mentioned(body)
+        mentions = mentions_doc(await self.store.members_named(room, names) if names else [],
+                                whole)
+        if not await self.store.apply_edit(room, seq, body, event.data["edited_at"],
+                                           event.seq, mentions):
             await self.store.scrub_edits(room, seq)  # deleted meanwhile: keep no text
 
     async def mentions(self, room: str, body: str) -> dict[str, Any] | None:
@@ -86,31 +93,41 @@ class MessageChanges:
     async def delete(self, user: User, room: str, seq: int, client_id: str | None,
                      origin: Any, ref: protocol.Ref) -> Event:
         async with self._lock(room, seq):
-            message = await self._message(room, seq, ref, deleted_ok=True)
-            if message.user.id != user.id:
-                access = await self.team.access(user, room)
-                if await self.team.rank(user, access) < RANK["moderator"]:
-                    raise ProtocolError(protocol.FORBIDDEN, "moderators and above may delete "
-                                        "others' messages", ref, reason="role")
-            event, _ = await self._record(user, room, "deleted", {"message_seq": seq},
-                                          client_id, origin, ref, target=message.user)
-            await self._apply(lambda: self.store.apply_delete(room, seq, event.seq))
-            return self._acked(event, origin, ref)
+            try:
+                message = await self._message(room, seq, ref, deleted_ok=True)
+                if message.user.id != user.id:
+                    await self._require_over(user, room, message.user, ref)
+            except ProtocolError:
+                return await self._resent_or_raise(user, room, "deleted", seq, client_id,
+                                                   origin, ref)
+            return await self._change(user, room, "deleted", {"message_seq": seq}, client_id,
+                                      origin, ref, self._delete_doc, target=message.user)
+
+    async def _delete_doc(self, event: Event, fresh: bool) -> None:
+        await self.store.apply_delete(event.room, event.data["message_seq"], event.seq)
 
     async def react(self, user: User, room: str, seq: int, emoji: str, on: bool,
                     client_id: str | None, origin: Any, ref: protocol.Ref) -> Event:
         async with self._lock(room, seq):
-            message = await self._message(room, seq, ref)
-            emojis = {e for e, _ in message.reactions}
-            if on and emoji not in emojis and len(emojis) >= MAX_EMOJIS:
-                raise ProtocolError(protocol.BAD_REQUEST, f"a message has at most {MAX_EMOJIS} "
-                                    "different reactions", ref)
-            event, fresh = await self._record(user, room, "reacted", {
-                "message_seq": seq, "emoji": emoji, "on": on}, client_id, origin, ref)
-            if fresh:  # a resend's original was applied when it was stored
-                await self._apply(lambda: self.store.apply_reaction(
-                    room, seq, f"{emoji}{REACTION_SEP}{user.id}", on, event.seq))
-            return self._acked(event, origin, ref)
+            try:
+                message = await self._message(room, seq, ref)
+                emojis = {e for e, _ in message.reactions}
+                if on and emoji not in emojis and len(emojis) >= MAX_EMOJIS:
+                    raise ProtocolError(protocol.BAD_REQUEST, f"a message has at most "
+                                        f"{MAX_EMOJIS} different reactions", ref)
+            except ProtocolError:
+                return await self._resent_or_raise(user, room, "reacted", seq, client_id,
+                                                   origin, ref)
+            return await self._change(user, room, "reacted", {
+                "message_seq": seq, "emoji": emoji, "on": on}, client_id, origin, ref,
+                self._react_doc)
+
+    async def _react_doc(self, event: Event, fresh: bool) -> None:
+        if fresh:  # a resend's original was applied when it was stored
+            data = event.data
+            await self.store.apply_reaction(
+                event.room, data["message_seq"], f"{data['emoji']}{REACTION_SEP}{event.actor.id}",
+                data["on"], event.seq)
 
     async def replied(self, reply: Message) -> None:
         """A reply was stored: count it on the message it answers."""
@@ -133,16 +150,65 @@ class MessageChanges:
             raise ProtocolError(protocol.NOT_FOUND, f"no message {seq} in {room!r}", ref)
         return message
 
-    async def _record(self, user: User, room: str, kind: str, data: dict[str, Any],
-                      client_id: str | None, origin: Any, ref: protocol.Ref,
-                      target: User | None = None) -> tuple[Event, bool]:
+    async def _change(self, user: User, room: str, kind: str, data: dict[str, Any],
+                      client_id: str | None, origin: Any, ref: protocol.Ref, apply: Apply,
+                      target: User | None = None) -> Event:
+        """Store the change's event, bring the message's document to it, then ack. An
+        event stored after its sender was answered `unavailable` (the store was slow)
+        still brings the document to it, in the background."""
+        def late(event: Record, fresh: bool) -> None:
+            if self._same(event, kind, data):
+                assert isinstance(event, Event)
+                self._spawn(self._locked(event, lambda: apply(event, fresh)))
+
         event, fresh = await self.writer.record_event(
             user, room, EventSpec(kind, target, data), timeout=self.timeout,
-            client_id=client_id)
-        if event.event != kind or event.data.get("message_seq") != data["message_seq"]:
+            client_id=client_id, late=late)
+        if not self._same(event, kind, data):
             raise ProtocolError(protocol.BAD_REQUEST,
                                 f"client_id {client_id!r} was used for another change", ref)
-        return event, fresh
+        await self._apply(lambda: apply(event, fresh))
+        return self._acked(event, origin, ref)
+
+    @staticmethod
+    def _same(event: Record, kind: str, data: dict[str, Any]) -> bool:
+        return (isinstance(event, Event) and event.event == kind
+                and event.data.get("message_seq") == data["message_seq"])
+
+    async def _resent_or_raise(self, user: User, room: str, kind: str, seq: int,
+                               client_id: str | None, origin: Any, ref: protocol.Ref) -> Event:
+        """A change refused now (its message deleted since, the sender muted since...)
+        that was stored before under this client_id gets its original ack again."""
+        error = sys.exc_info()[1]
+        assert isinstance(error, ProtocolError)
+        if client_id is not None:
+            key = client_key(room, user.id, client_id)
+            try:
+                original = (await self.store.find_by_ckeys([key])).get(key)
+            except StoreError:
+                original = None
+            if original is not None and self._same(original, kind, {"message_seq": seq}):
+                assert isinstance(original, Event)
+                return self._acked(original, origin, ref)
+        raise error
+
+    async def _require_over(self, user: User, room: str, author: User,
+                            ref: protocol.Ref) -> None:
+        """Deleting another's message takes a moderator, and a role above the author's."""
+        access = await self.team.access(user, room)
+        rank = await self.team.rank(user, access)
+        if rank < RANK["moderator"]:
+            raise ProtocolError(protocol.FORBIDDEN, "moderators and above may delete "
+                                "others' messages", ref, reason="role")
+        try:
+            member = await self.team.cache.member(room, author.id)
+        except StoreError:
+            raise unavailable("the message store") from None
+        if member is not None and member.get("state") != "member":
+            member = None
+        if await self.team.rank(author, Access(access.room, member)) >= rank:
+            raise ProtocolError(protocol.FORBIDDEN, "only a role above its author's may "
+                                "delete a message", ref, reason="role")
 
     @staticmethod
     def _acked(event: Event, origin: Any, ref: protocol.Ref) -> Event:
@@ -153,6 +219,15 @@ class MessageChanges:
             origin.send_raw(protocol.dump(protocol.Ack.of(event), ref))
         return event
 
+    async def _locked(self, event: Event, update: Callable[[], Awaitable[Any]]) -> None:
+        async with self._lock(event.room, event.data["message_seq"]):
+            await self._apply(update)
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def _apply(self, update: Callable[[], Awaitable[Any]]) -> None:
         """Bring the document up to date; on failure, retry in the background (the
         event is stored and acked already)."""
@@ -160,9 +235,7 @@ class MessageChanges:
             await update()
         except StoreError as e:
             log.warning("updating a changed message failed, retrying: %s", e)
-            task = asyncio.ensure_future(self._retry(update))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._retry(update))
 
     async def _retry(self, update: Callable[[], Awaitable[Any]]) -> None:
         for attempt in range(RETRIES):

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from server import protocol
@@ -110,19 +111,23 @@ class MessageWriter:
 
     async def record_event(self, actor: User, room: str, event: EventSpec, *,
                            timeout: float, client_id: str | None = None, origin: Any = None,
-                           ref: protocol.Ref = None) -> tuple[Event, bool]:
+                           ref: protocol.Ref = None,
+                           late: Callable[[Record, bool], None] | None = None
+                           ) -> tuple[Event, bool]:
         """Store an event in the room's stream, numbered like a message, and wait.
         Returns it and whether it is new (False: a resent client_id's original). With an
-        `origin`, that connection gets its ack first."""
+        `origin`, that connection gets its ack first. `late` is told of an event stored
+        after its wait timed out (answered `unavailable`), with the same two values."""
         item = QueuedSend(actor, room, "", client_id, origin, ref,
                           asyncio.get_running_loop().create_future(), event)
-        stored = await self._store(item, timeout)
+        stored = await self._store(item, timeout, late)
         if not isinstance(stored, Event):  # the client_id of a message, reused
             raise ProtocolError(protocol.BAD_REQUEST,
                                 f"client_id {client_id!r} was used for another kind of frame")
         return stored, item.fresh
 
-    async def _store(self, item: QueuedSend, timeout: float) -> Record:
+    async def _store(self, item: QueuedSend, timeout: float,
+                     late: Callable[[Record, bool], None] | None = None) -> Record:
         self._queue.append(item)
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="message-writer")
@@ -138,6 +143,10 @@ class MessageWriter:
                 self._queue.remove(item)
             except ValueError:
                 item.future.add_done_callback(retrieve)  # nobody awaits it any more
+                if late is not None:
+                    item.future.add_done_callback(
+                        lambda f: None if f.cancelled() or f.exception() is not None
+                        else late(f.result(), item.fresh))
             raise unavailable("the message store") from None
         finally:
             self._awaiting -= 1

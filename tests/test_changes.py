@@ -215,3 +215,43 @@ async def test_muted_members_cannot_edit_or_react_but_may_delete_their_own(make_
                   {"type": "react", "room": room, "seq": sent["seq"], "emoji": "👍"}):
         assert (await ws.call(frame))["reason"] == "muted"
     await change(ws, {"type": "delete", "room": room, "seq": sent["seq"]})
+
+
+async def test_a_resent_edit_never_undoes_a_later_one_and_is_acked_after_a_delete(make_client):
+    owner = await person(make_client)
+    room = await make_room(owner)
+    ws = await socket_in(owner, room)
+    sent = await say(ws, room, "v0")
+    first = {"type": "edit", "room": room, "seq": sent["seq"], "body": "v1", "client_id": "e1"}
+    ack1 = await change(ws, first)
+    ack2 = await change(ws, {**first, "body": "v2", "client_id": "e2"})
+    # The first edit's ack was lost: the client resends it (protocol §12).
+    again = await change(ws, first)
+    assert (again["seq"], again["id"]) == (ack1["seq"], ack1["id"])
+    (message,) = messages_of(await page(owner, room))
+    assert (message["body"], message["state_seq"]) == ("v2", ack2["seq"])
+    # Deleted since: a resend is still answered with its original ack, not not_found.
+    await change(ws, {"type": "delete", "room": room, "seq": sent["seq"], "client_id": "d1"})
+    late = await change(ws, first)
+    assert (late["seq"], late["id"]) == (ack1["seq"], ack1["id"])
+    assert (await ws.call({**first, "client_id": "e3"}))["code"] == "not_found"
+
+
+async def test_a_moderator_deletes_members_messages_but_not_those_of_higher_roles(make_client):
+    owner, admin, mod, member = [await person(make_client) for _ in range(4)]
+    room = await make_room(owner)
+    sockets = {c.user["name"]: await socket_in(c, room) for c in (owner, admin, mod, member)}
+    for who, role in ((admin, "admin"), (mod, "moderator")):
+        await api(owner, "PUT", f"/api/rooms/{room}/members/{who.user['name']}/role",
+                  {"role": role}, 200)
+    said = {name: await say(ws, room, f"from {name}") for name, ws in sockets.items()}
+    mod_ws = sockets[mod.user["name"]]
+    for above in (owner, admin):
+        refused = await mod_ws.call({"type": "delete", "room": room,
+                                     "seq": said[above.user["name"]]["seq"]})
+        assert (refused["code"], refused["reason"]) == ("forbidden", "role"), refused
+    await change(mod_ws, {"type": "delete", "room": room, "seq": said[member.user["name"]]["seq"]})
+    await change(sockets[admin.user["name"]], {
+        "type": "delete", "room": room, "seq": said[mod.user["name"]]["seq"]})
+    deleted = {m["seq"] for m in messages_of(await page(owner, room)) if m.get("deleted")}
+    assert deleted == {said[member.user["name"]]["seq"], said[mod.user["name"]]["seq"]}

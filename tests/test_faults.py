@@ -1159,3 +1159,44 @@ async def test_kill_9_process_users_go_offline_within_the_presence_ttl(
             await peer.close()
         await asyncio.to_thread(stop_process, victim)
         await close_node(survivor)
+
+
+async def test_an_edit_stored_after_its_author_heard_unavailable_still_changes_the_message(
+        config, private_mongo, private_redis):
+    """Protocol §10: an `unavailable` change may still be stored. When it is, everyone
+    gets its event and the message's stored state follows it, as for any edit."""
+    node = await open_node(node_config(config, 1), mongo_url=mongo_url_of(private_mongo),
+                           redis_url=redis_url_of(private_redis))
+    mongo = mongo_url_of(private_mongo)
+    try:
+        await create_room(node.base_url, "alpha")
+        author = Client(node.base_url)
+        await author.register()
+        ws = await author.ws()
+        await ws.join("alpha")
+        sent = await ws.call({"type": "send", "room": "alpha", "body": "helo",
+                              "client_id": "m-1"})
+        assert sent["type"] == "ack", sent
+        # The edit's event is inserted, but only after the edit's wait is over (made
+        # shorter than the store's own 5 s socket timeout, which would fail the insert).
+        node.runtime.chat.changes.timeout = 1.0
+        await asyncio.to_thread(fail_point, mongo, {"times": 1}, {
+            "failCommands": ["insert"], "blockConnection": True, "blockTimeMS": 2500})
+        edit = {"type": "edit", "room": "alpha", "seq": sent["seq"], "body": "hello",
+                "client_id": "e-1"}
+        assert (await ws.call(edit, timeout=10))["code"] == "unavailable"
+        event = await ws.expect("event", timeout=10, event="edited")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while True:
+            _, page, _ = await author.request("GET", "/api/rooms/alpha/messages")
+            (message,) = [m for m in page["messages"] if m["seq"] == sent["seq"]]
+            if message["body"] == "hello" or loop.time() > deadline:
+                break
+            await asyncio.sleep(0.05)  # the document follows its event in the background
+        assert (message["body"], message["state_seq"]) == ("hello", event["seq"]), message
+        # The resend the author makes next is answered with the stored event's ack.
+        again = await ws.call(edit)
+        assert (again["type"], again["seq"]) == ("ack", event["seq"]), again
+    finally:
+        await close_node(node)

@@ -169,9 +169,10 @@ class RoomsAndMessages(FileRecords):
 
     async def apply_edit(self, room: str, seq: int, body: str, edited_at: int,
                          event_seq: int, mentions: dict[str, Any] | None) -> bool:
-        """Give a message its new text (and whom it mentions now); False if it is
-        deleted (or gone)."""
-        change: dict[str, Any] = {"$set": {"body": body, "edited_at": edited_at},
+        """Give a message its new text (and whom it mentions now) unless a later edit
+        gave it one already; False if it is deleted (or gone)."""
+        change: dict[str, Any] = {"$set": {"body": body, "edited_at": edited_at,
+                                           "edit_seq": event_seq},
                                   "$max": {"state_seq": event_seq}}
         unset: dict[str, str] = {}
         if mentions is None:
@@ -183,19 +184,30 @@ class RoomsAndMessages(FileRecords):
             change["$set"]["words"] = words
         if unset:
             change["$unset"] = unset
-        return await self._change_live(room, seq, change)
+        return await self._change_live(room, seq, change, edit_seq=event_seq)
 
-    async def _change_live(self, room: str, seq: int, change: dict[str, Any]) -> bool:
+    async def _change_live(self, room: str, seq: int, change: dict[str, Any],
+                           edit_seq: int | None = None) -> bool:
         """Apply a change to a message unless it is deleted; False if it is (or gone).
+        With `edit_seq`, only to a message no later edit reached (events of several
+        processes, or a retry, may arrive out of order).
 
-        The filter is (room, seq) alone: with more predicates the MongoDB-wire server
-        takes several times as long. A change that lands on a message deleted meanwhile
-        (another process) is undone at once by deleting it again.
+        Otherwise the filter is (room, seq) alone: with more predicates the
+        MongoDB-wire server takes several times as long. A change that lands on a
+        message deleted meanwhile (another process) is undone at once by deleting it
+        again.
         """
+        query: dict[str, Any] = {"room": room, "seq": seq}
+        if edit_seq is not None:
+            query["edit_seq"] = {"$not": {"$gte": edit_seq}}
         with _errors():
             before = await self.db.messages.find_one_and_update(
-                {"room": room, "seq": seq}, change, projection={"deleted": 1, "type": 1},
+                query, change, projection={"deleted": 1, "type": 1},
                 return_document=ReturnDocument.BEFORE)
+            if before is None and edit_seq is not None:  # a later edit, or no message
+                later = await self.db.messages.find_one(
+                    {"room": room, "seq": seq}, projection={"deleted": 1, "type": 1})
+                return later is not None and "type" not in later and not later.get("deleted")
         if before is None or "type" in before:
             return False
         if before.get("deleted"):
