@@ -40,6 +40,12 @@ BEST_POOL = 500  # newest matches ranked for "best" (fallback)
 RARE = 1000  # a word in fewer messages is walked through its index (fallback)
 COUNT_TTL = 600.0  # seconds a common word's count is reused
 OLDEST = dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)  # no message is older
+OLDEST_MS = int(OLDEST.timestamp() * 1000)
+WINDOW = 10 * 60 * 1000  # ms: the recent walk's first window; the next ones 4 times wider,
+MAX_WINDOW = 7 * 24 * 3600 * 1000  # up to a week (all of it is read by the MongoDB server)
+MAX_WINDOWS = 64  # windows walked per request: a year of quiet history
+SKEW = 60_000  # ms another process's clock may be ahead of this one's (a cursor's `ts`)
+MAX_SKIP = 2**31 - 1  # a cursor's `skip` ($text pages)
 SNIPPET = 80  # characters of context on each side of the first match
 
 
@@ -146,14 +152,26 @@ def _cursor(data: dict[str, Any]) -> str:
 
 
 def _uncursor(raw: str | None) -> dict[str, Any]:
+    """A cursor this server gave, checked whole: its ids are ids and its numbers in the
+    range the server gives (a `ts` neither in the future nor before OLDEST), so a forged
+    one can neither widen the walk nor hold a number MongoDB refuses."""
     if not raw:
         return {}
     try:
         data = json.loads(base64.urlsafe_b64decode(raw.encode()))
-    except (ValueError, UnicodeError):
+    except (ValueError, UnicodeError, RecursionError):
         raise bad("cursor is not one this server gave") from None
     if not isinstance(data, dict):
         raise bad("cursor is not one this server gave")
+    now = int(time.time() * 1000)
+    bounds = {"ts": (OLDEST_MS, now + SKEW), "offset": (0, BEST_POOL), "skip": (0, MAX_SKIP)}
+    for key, value in data.items():
+        if key in bounds:
+            ok = type(value) is int and bounds[key][0] <= value <= bounds[key][1]
+        else:
+            ok = key in ("before", "id") and isinstance(value, str) and ObjectId.is_valid(value)
+        if not ok:
+            raise bad("cursor is not one this server gave")
     return data
 
 
@@ -214,8 +232,6 @@ class MessageSearch:
         else through the newest messages, in growing time windows (a query of only
         common words finds its hits among recent messages)."""
         before = state.get("before")
-        if before is not None and not (isinstance(before, str) and ObjectId.is_valid(before)):
-            raise bad("cursor is not one this server gave")
         if "ts" in state:  # a page of the recent walk
             return await self._recent(query, scope, state, limit)
         counts = {w: await self._count(w) for w in query.words}
@@ -258,22 +274,25 @@ class MessageSearch:
 
     async def _recent(self, query: Query, scope: Scope, state: dict[str, Any],
                       limit: int) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-        """Newest first through time windows (10 minutes, then 4 times wider each)."""
-        hi, after_id = state.get("ts"), state.get("id")
-        if hi is None:
-            hi = int(time.time() * 1000) + 1000
-        if not isinstance(hi, int) or not (after_id is None or isinstance(after_id, str)):
-            raise bad("cursor is not one this server gave")
-        floor = int(OLDEST.timestamp() * 1000)
-        width = 10 * 60 * 1000
+        """Newest first through time windows (10 minutes, then 4 times wider each, up to
+        a week), within the scope's dates; at most SCAN_LIMIT records read in all."""
+        top = int(time.time() * 1000) + 1000
+        if scope.before_ms is not None:
+            top = min(top, scope.before_ms - 1)
+        floor = OLDEST_MS if scope.after_ms is None else max(OLDEST_MS, scope.after_ms - 1)
+        hi, after_id = state.get("ts", top), state.get("id")
+        if hi > top:  # all of (.., top] is past the cursor: nothing to skip
+            hi, after_id = top, None
+        width = WINDOW
         found: list[dict[str, Any]] = []
         scanned = 0
-        while hi > floor and scanned < SCAN_LIMIT:
+        for _ in range(MAX_WINDOWS):
+            if hi <= floor:
+                return found, None
             lo = max(floor, hi - width)
-            # The cursor's own ts comes again: skip what the previous page returned.
-            window = await self.store.find_window(lo, hi) if after_id is None else [
-                d for d in await self.store.find_window(lo, hi)
-                if d["ts"] < hi or str(d["_id"]) < after_id]
+            budget = SCAN_LIMIT - scanned
+            # The cursor's own ts comes again: only what the previous page did not read.
+            window = await self.store.find_window(lo, hi, before_id=after_id, limit=budget)
             after_id = None
             for doc in window:
                 scanned += 1
@@ -281,16 +300,17 @@ class MessageSearch:
                     found.append(doc)
                     if len(found) == limit:
                         return found, {"ts": doc["ts"], "id": str(doc["_id"])}
+            if len(window) == budget:  # the budget ends inside this window
+                last = window[-1]
+                return found, {"ts": last["ts"], "id": str(last["_id"])}
             hi = lo
-            width *= 4
+            width = min(width * 4, MAX_WINDOW)
         return found, ({"ts": hi} if hi > floor else None)
 
     async def _best(self, query: Query, scope: Scope, state: dict[str, Any],
                     limit: int) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
         """Rank the newest BEST_POOL matches; pages go through that ranking."""
         offset = state.get("offset", 0)
-        if not isinstance(offset, int) or offset < 0:
-            raise bad("cursor is not one this server gave")
         pool, more = await self._newest(query, scope, {}, BEST_POOL)
         del more
         ranked = sorted(pool, key=lambda d: (query.score(d["body"]), d["_id"]), reverse=True)
@@ -302,8 +322,6 @@ class MessageSearch:
                       state: dict[str, Any], limit: int
                       ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
         skip = state.get("skip", 0)
-        if not isinstance(skip, int) or skip < 0:
-            raise bad("cursor is not one this server gave")
         docs = await self.store.find_text(query.text, scope.mongo(), best=best, skip=skip,
                                           limit=limit + 1)
         # $text matches stemmed words; keep what the query means here: every word, and

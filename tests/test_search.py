@@ -3,11 +3,14 @@ server (which has no text indexes: the chat server's own word index answers)."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import json
+import time
 import urllib.parse
 from typing import Any
 
-from tests.client import Client
+from tests.client import Client, Socket
 from tests.conftest import close_node, open_node
 from tests.test_changes import change, say, socket_in
 from tests.test_team import api, make_room, person
@@ -20,6 +23,24 @@ async def search(client: Client, expect: int = 200, **params: Any) -> Any:
 
 def hits(reply: dict[str, Any]) -> list[tuple[str, str]]:
     return [(r["room"], r["message"]["body"]) for r in reply["results"]]
+
+
+def forged(data: Any) -> str:
+    """A cursor as the server encodes one, holding what a client chose."""
+    text = data if isinstance(data, str) else json.dumps(data)
+    return base64.urlsafe_b64encode(text.encode()).decode()
+
+
+async def burst(ws: Socket, room: str, bodies: list[str]) -> list[dict[str, Any]]:
+    """Send all the bodies before reading any ack (a writer tick then stores most of
+    them together, with one `ts`); the acks in the order sent."""
+    for i, body in enumerate(bodies):
+        await ws.send({"type": "send", "room": room, "body": body, "ref": f"burst-{i}"})
+    acks: dict[str, dict[str, Any]] = {}
+    while len(acks) < len(bodies):
+        frame = await ws.expect("ack")
+        acks[frame["ref"]] = frame
+    return [acks[f"burst-{i}"] for i in range(len(bodies))]
 
 
 async def test_search_finds_words_and_phrases_only_where_the_caller_can_read(
@@ -139,3 +160,75 @@ async def test_searches_and_new_direct_messages_are_rate_limited_per_user(config
         assert (status, body["error"]["code"]) == (429, "rate_limited")
     finally:
         await close_node(node)
+
+
+async def test_forged_cursors_are_refused_before_any_walk(make_client):
+    # A cursor `ts` far in the future once walked back through windows growing 4 times
+    # each, until one window read every message stored; numbers beyond what BSON holds
+    # and deeply nested JSON were 500s.
+    alice = await person(make_client)
+    room = await make_room(alice)
+    ws = await socket_in(alice, room)
+    await say(ws, room, "hello from the present")
+    now = int(time.time() * 1000)
+    oid = "65f000000000000000000000"
+    for data in ({"ts": 4102444800000}, {"ts": 4102444800000, "id": oid},
+                 {"ts": now + 3_600_000}, {"ts": 2**64}, {"ts": -(2**64)}, {"ts": 0},
+                 {"ts": now * 1.0}, {"ts": True}, {"ts": str(now)}, {"ts": now, "id": 7},
+                 {"ts": now, "id": "not-an-id"}, {"before": "zz"}, {"before": 2**64},
+                 {"offset": 2**64}, {"offset": -1}, {"skip": 2**64}, {"skip": -1},
+                 {"other": 1}, [now], "[" * 5000, "{\"ts\":" * 5000, "9" * 5000):
+        reply = await search(alice, expect=400, q="hello", cursor=forged(data))
+        assert reply["error"]["code"] == "bad_request", data
+        assert "cursor" in reply["error"]["message"]
+        reply = await search(alice, expect=400, q="hello", order="best", cursor=forged(data))
+        assert reply["error"]["code"] == "bad_request", data
+    # A cursor of a process whose clock is a little ahead still goes on from its `ts`.
+    ahead = await search(alice, q="hello", cursor=forged({"ts": now + 30_000}))
+    assert hits(ahead) == [(room, "hello from the present")]
+
+
+async def test_numbers_in_the_query_string_are_ascii_digits_or_400(make_client):
+    alice = await person(make_client)
+    room = await make_room(alice)
+    await say(await socket_in(alice, room), room, "numbers")
+    for name, raw in (("after", "\u00b2"), ("before", "\u00b2"), ("limit", "\u00b2"),
+                      ("after", "\u0663"), ("limit", "\u0663"), ("after", "9" * 5000),
+                      ("before", "9" * 5000), ("limit", "9" * 5000), ("after", "1" * 16),
+                      ("limit", "+5"), ("limit", "5.0"), ("after", "-1")):
+        reply = await search(alice, expect=400, q="numbers", **{name: raw})
+        assert reply["error"]["code"] == "bad_request", (name, raw)
+        assert name in reply["error"]["message"], (name, raw)
+    assert hits(await search(alice, q="numbers", after="0", before="9" * 15,
+                             limit="01")) == [(room, "numbers")]
+
+
+async def test_a_page_of_the_recent_walk_reads_at_most_the_scan_budget(
+        make_client, monkeypatch):
+    # A window once read every record in it whatever the budget: one busy stretch,
+    # met by a wide window, came back whole. Now no page reads more than SCAN_LIMIT
+    # records, even inside one writer tick's records (one `ts`), and the pages still
+    # give every hit once, newest first.
+    monkeypatch.setattr("server.search.RARE", 3)
+    monkeypatch.setattr("server.search.SCAN_LIMIT", 5)
+    alice = await person(make_client)
+    room = await make_room(alice)
+    ws = await socket_in(alice, room)
+    acks = await burst(ws, room, [f"standup notes {i}" for i in range(12)])
+    acks += await burst(ws, room, ["unrelated", "standup again", "unrelated too"])
+    wanted = [a["seq"] for a in reversed(acks[:12] + acks[13:14])]
+    seqs: list[int] = []
+    cursor = None
+    for _ in range(50):  # the burst's pages, then a year of empty history per page
+        page = await search(alice, q="standup", limit=50,
+                            **({"cursor": cursor} if cursor else {}))
+        assert len(page["results"]) <= 5
+        seqs += [r["seq"] for r in page["results"]]
+        cursor = page.get("next")
+        if not cursor:
+            break
+    assert seqs == wanted and cursor is None
+    # The walk keeps within the dates asked for: after the last record, it reads
+    # nothing and is done (it used to read the newest window whole, then stop short).
+    after = max(a["ts"] for a in acks) + 1
+    assert await search(alice, q="standup", after=str(after)) == {"results": []}

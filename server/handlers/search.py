@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 from server.auth import Auth
 from server.chat import Chat
@@ -16,12 +17,19 @@ from server.search import MessageSearch
 MAX_LIMIT = 50
 
 
+def _number(raw: str) -> int | None:
+    """A count or a time in ms, in ASCII digits: `"²".isdigit()` is true, but `int()`
+    refuses it, and a number of thousands of digits, which BSON could not hold anyway."""
+    return int(raw) if re.fullmatch(r"[0-9]{1,15}", raw) else None
+
+
 def _moment(name: str, raw: str | None) -> int | None:
     """A time bound: ms since the epoch, or a UTC date YYYY-MM-DD (its midnight)."""
     if not raw:
         return None
-    if raw.isdigit():
-        return int(raw)
+    ms = _number(raw)
+    if ms is not None:
+        return ms
     try:
         day = dt.datetime.strptime(raw, "%Y-%m-%d").replace(tzinfo=dt.timezone.utc)
     except ValueError:
@@ -53,14 +61,14 @@ class SearchHandler(TeamHandler):
         order = arg("order", "newest")
         if order not in ("newest", "best"):
             raise ApiError(400, "bad_request", "order must be newest or best")
-        raw_limit = arg("limit", None) or "20"
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+        limit = _number(arg("limit", None) or "20")
+        if limit is None or not 1 <= limit <= MAX_LIMIT:
             raise ApiError(400, "bad_request", f"limit must be 1 to {MAX_LIMIT}")
         results, cursor = await self.act(self.search.search(
             self.user, arg("q", None), room=room, author=author,
             after_ms=_moment("after", arg("after", None)),
             before_ms=_moment("before", arg("before", None)), best=order == "best",
-            cursor=arg("cursor", None) or None, limit=int(raw_limit)))
+            cursor=arg("cursor", None) or None, limit=limit))
         out: dict[str, object] = {"results": results}
         if cursor is not None:
             out["next"] = cursor

@@ -82,12 +82,27 @@ class Search(Collections):
         with _errors():
             return int(await self.db.messages.count_documents({"words": word}, limit=cap))
 
-    async def find_window(self, lo: int, hi: int) -> list[dict[str, Any]]:
-        """The records stored with `ts` in (lo, hi], newest first (ties by id): a
-        bounded range, which the MongoDB-wire server reads at the cost of the window."""
+    async def find_window(self, lo: int, hi: int, *, before_id: str | None,
+                          limit: int) -> list[dict[str, Any]]:
+        """At most `limit` records stored with `ts` in (lo, hi], newest first (ties by
+        id); at `ts == hi` only those with an id below `before_id`, when given.
+
+        Both reads are bounded: the range by `limit` (MongoDB sorts and cuts it), the
+        records of the one millisecond `hi` by what the writers store per tick. Their
+        id is tested here: the MongoDB-wire server scans the whole collection for
+        `{"ts": hi, "_id": {"$lt": ...}}`, but reads `{"ts": hi}` through its index.
+        """
+        newest = [("ts", pymongo.DESCENDING), ("_id", pymongo.DESCENDING)]
+        docs: list[dict[str, Any]] = []
         with _errors():
-            docs = await self.db.messages.find({"ts": {"$gt": lo, "$lte": hi}}).to_list(None)
-        docs.sort(key=lambda d: (d["ts"], d["_id"]), reverse=True)
+            if before_id is not None:
+                below = ObjectId(before_id)
+                same = await self.db.messages.find({"ts": hi}).sort(newest).to_list(None)
+                docs = [d for d in same if d["_id"] < below][:limit]
+            if len(docs) < limit:
+                ts = {"$gt": lo, "$lt" if before_id is not None else "$lte": hi}
+                docs += await self.db.messages.find({"ts": ts}).sort(newest).limit(
+                    limit - len(docs)).to_list(None)
         return docs
 
     async def find_words(self, word: str, query: dict[str, Any], *, before: str | None,
