@@ -59,6 +59,9 @@ class Chat:
         self.node_id = node_id
         self.presence_ttl = presence_ttl
         self.send_timeout = send_timeout
+        # (connection, room) -> the turn of a send of theirs still reading MongoDB before
+        # it is queued: their sends are stored in the order sent (protocol §7).
+        self._queuing: dict[tuple[bytes, str], asyncio.Future[None]] = {}
         self.hub = PresenceHub(presence, rooms, delivery, store, node_id=node_id,
                                ttl=presence_ttl, hold=presence_hold, grace=presence_grace,
                                handover=presence_handover)
@@ -162,14 +165,16 @@ class Chat:
         if already:
             conn.send_raw(joined)
             return
-        self.delivery.watch(room, last_seq)
         # Live frames that arrived while joining were held; they follow `joined`.
         kept = page.messages[:len(frames)] if since is not None else page.messages[
             len(page.messages) - len(frames):]
         seen = kept[-1].seq if kept else since or 0
         held = self.rooms.finish_join(room, conn, seen)
         if not self.rooms.has(room, conn):
-            return  # left or closed while joining: its departure has been announced
+            # Left or closed while joining: its departure has been announced, and a
+            # room it left empty is unsubscribed: no watermark of it may stay behind.
+            return
+        self.delivery.watch(room, last_seq)
         conn.send_raw(joined)
         # Held frames were delivered before the room had a watermark here (when this
         # is its first local member): count their seqs now, or the watermark check
@@ -230,6 +235,28 @@ class Chat:
         if not self.rooms.has(room, conn):
             raise ProtocolError(protocol.FORBIDDEN, f"join {room!r} before sending to it")
         self.standing.check(conn.user.id, room)
+        key = (conn.conn_id, room)
+        ahead = self._queuing.get(key)  # an earlier send of theirs not queued yet
+        if ahead is not None and ahead.done():
+            ahead = None
+        if ahead is None and reply_to is None and "@" not in body and not attachments:
+            return await self._post(conn, room, body, client_id, ref, None, (), None, None)
+        # This one waits (for MongoDB, or for the one ahead) before it is queued: the
+        # connection's later sends wait for it in turn.
+        turn = self._queuing[key] = asyncio.get_running_loop().create_future()
+        try:
+            return await self._post(conn, room, body, client_id, ref, reply_to, attachments,
+                                    ahead, turn)
+        finally:
+            if not turn.done():
+                turn.set_result(None)
+            if self._queuing.get(key) is turn:
+                del self._queuing[key]
+
+    async def _post(self, conn: Member, room: str, body: str, client_id: str | None,
+                    ref: protocol.Ref, reply_to: int | None, attachments: tuple[str, ...],
+                    ahead: asyncio.Future[None] | None, turn: asyncio.Future[None] | None
+                    ) -> protocol.Ack:
         if reply_to is not None:
             await self.changes.check_reply(room, reply_to, ref)
         mentions = await self.changes.mentions(room, body) if "@" in body else None
@@ -238,6 +265,10 @@ class Chat:
             if self.files is None:
                 raise ProtocolError(protocol.BAD_REQUEST, "this server shares no files", ref)
             claim = await self.files.attach(conn.user, room, attachments, client_id, ref)
+        if ahead is not None:
+            await asyncio.shield(ahead)  # queued (or failed) before this one is
+        if turn is not None:
+            turn.set_result(None)  # the sends waiting for this one queue after it
         try:
             message, fresh = await self.writer.send(
                 conn.user, room, body, client_id, origin=conn, ref=ref,

@@ -255,3 +255,24 @@ async def test_a_moderator_deletes_members_messages_but_not_those_of_higher_role
         "type": "delete", "room": room, "seq": said[mod.user["name"]]["seq"]})
     deleted = {m["seq"] for m in messages_of(await page(owner, room)) if m.get("deleted")}
     assert deleted == {said[member.user["name"]]["seq"], said[mod.user["name"]]["seq"]}
+
+
+async def test_sends_that_read_first_keep_their_place_among_a_connections_sends(make_client):
+    # A reply, a mention and a plain send, back to back: stored in the order sent
+    # (protocol §7), although the first two read MongoDB before they are queued.
+    owner, other = await person(make_client), await person(make_client)
+    room = await make_room(owner)
+    ws = await socket_in(owner, room)
+    await socket_in(other, room)
+    first = await say(ws, room, "first")
+    frames = [{"body": "a reply", "reply_to": first["seq"]},
+              {"body": f"hi @{other.user['name']}"}, {"body": "plain"},
+              {"body": f"again @{other.user['name']}"}, {"body": "plain again"}]
+    for i, extra in enumerate(frames):
+        await ws.send({"type": "send", "room": room, "client_id": f"o{i}", "ref": i, **extra})
+    acks: dict[int, int] = {}
+    while len(acks) < len(frames):
+        frame = await ws.recv()
+        if frame["type"] == "ack":
+            acks[frame["ref"]] = frame["seq"]
+    assert [acks[i] for i in range(len(frames))] == sorted(acks.values()), acks
