@@ -112,11 +112,15 @@ class Chat:
         for room, empty, last_of_user in left:
             self._forget(room, conn.user.id, empty, last_of_user)
             if empty:
-                task = asyncio.ensure_future(self.delivery.drop(room))
+                task = asyncio.ensure_future(self._drop(room))
                 self._drops.add(task)
                 task.add_done_callback(self._drops.discard)
             if last_of_user:
                 self.hub.depart(room, conn)
+
+    async def _drop(self, room: str) -> None:
+        if room not in self.rooms:  # nobody has joined it again since: unsubscribe
+            await self.delivery.drop(room)
 
     async def close_credential(self, credential: str) -> None:
         """Close the sockets opened with a revoked session or token, on every process."""

@@ -550,3 +550,31 @@ async def _spam(ws: Socket, n: int) -> None:
     for i in range(n):
         await ws.send({"type": "send", "room": "general", "body": f"s{i}", "client_id": f"s{i}"})
         await asyncio.sleep(0)
+
+
+async def test_a_room_joined_as_its_last_member_leaves_keeps_hearing_other_processes(
+        make_client, runtime, second_node):
+    # The last member's departure unsubscribes the room in the background; a join
+    # begun before that ran must leave the room subscribed, or nothing another process
+    # stores reaches the joiner.
+    from tests.test_team import make_room, person
+    owner, other = await person(make_client), await person(make_client)
+    room = await make_room(owner)
+    leaving = await owner.ws()
+    await leaving.join(room)
+    joiner = await other.ws()
+    await joiner.join(room)  # a member already: joining again reads no membership
+    await joiner.call({"type": "leave", "room": room})
+    conns = {c.user.id: c for c in runtime.chat.rooms.connections}
+    join = asyncio.ensure_future(runtime.chat.join(conns[other.user["id"]], room, None))
+    runtime.chat.disconnect(conns[owner.user["id"]])  # as its socket closing would
+    await join
+    await joiner.expect("joined", room=room)
+    await asyncio.gather(*runtime.chat._drops)  # the departure's drop, if any, is done
+    sender = await person(make_client, second_node.base_url)
+    ws = await sender.ws()
+    await ws.join(room)
+    ack = await ws.call({"type": "send", "room": room, "body": "from afar"})
+    assert ack["type"] == "ack", ack
+    message = await joiner.expect("message", room=room)
+    assert (message["seq"], message["body"]) == (ack["seq"], "from afar")
