@@ -9,11 +9,14 @@ Who may do what:
 - attach files to a message: their uploader, in the room they were uploaded to, each
   file to one message.
 
-An upload is recorded (`uploading`, its announced size counted against the quota)
-before its first byte is stored, so that uploads racing each other all see each other;
-its bytes go into GridFS chunk by chunk as they arrive. A file attached to no message
-within `orphan_seconds` is swept; so is an upload that never completed. A message that
-is deleted takes its files with it (store.apply_delete).
+An upload is recorded (`uploading`, with the bytes it may take counted against the
+quota) before its first byte is stored, so that uploads racing each other all see each
+other; its bytes go into GridFS chunk by chunk as they arrive, and its record takes its
+real size when it completes. An upload that announces its size (`Content-Length`) holds
+that; one that does not (a chunked body) holds the most it may become, the per-file
+limit or what is left of the quota, and is refused the moment it passes that. A file
+attached to no message within `orphan_seconds` is swept; so is an upload that never
+completed. A message that is deleted takes its files with it (store.apply_delete).
 """
 
 from __future__ import annotations
@@ -117,28 +120,41 @@ class Files:
                             "bytes", limit=self.max_bytes)
         now = _utcnow()
         file_id = secrets.token_urlsafe(16)
+        # What this upload holds of the quota while it is under way: all it may take.
+        held_here = self.max_bytes if declared is None else declared
         doc: dict[str, Any] = {"_id": file_id, "room": access.name, "uid": user.id,
-               "user": user.as_dict(), "name": clean, "size": declared or 0,
+               "user": user.as_dict(), "name": clean, "size": held_here,
                "type": "", "state": UPLOADING, "created_at": now,
                "orphan_until": now + dt.timedelta(seconds=self.upload_timeout + 60)}
         try:
             await self.store.insert_file(doc)
-            # Counted after our own record is in: of uploads racing each other, each
-            # sees the others, so together they never pass the quota.
-            held = await self.store.bytes_held(user.id)
+            # Counted after our own record is in: of uploads racing each other, the
+            # later to count sees the earlier at no less than they will end up taking
+            # (a hold only ever shrinks), so together they never pass the quota.
+            others = await self.store.bytes_held(user.id) - held_here
         except StoreError:
+            await self._drop(file_id)  # else its hold stays until the sweep
             raise unavailable() from None
-        if held > self.quota:
+        left = self.quota - others
+        if left < (declared or 0):
             await self._drop(file_id)
             raise FileError("quota_exceeded", f"your files would take more than the "
                             f"{self.quota} bytes allowed: delete some first", limit=self.quota)
-        room_left = self.quota - held + (declared or 0)
+        if held_here > left:  # an unannounced size: the hold shrinks to what is left
+            held_here = doc["size"] = left
+            try:
+                kept = await self.store.update_file(file_id, {"size": left}, state=UPLOADING)
+            except StoreError:
+                kept = None
+            if kept is None:
+                await self._drop(file_id)
+                raise unavailable()
         try:
             writer = self.store.open_blob_upload(file_id, clean)
         except StoreError:
             await self._drop(file_id)
             raise unavailable() from None
-        return Upload(self, doc, writer, room_left)
+        return Upload(self, doc, writer, held_here)
 
     def orphan_until(self) -> dt.datetime:
         return _utcnow() + dt.timedelta(seconds=self.orphan_seconds)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 THUMB_PX = 320  # the longest side of a preview
 MAX_PIXELS = 40_000_000  # 40 megapixels: any camera's photo, not a bomb
@@ -53,6 +53,9 @@ def make_thumbnail(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[bytes, st
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ThumbnailError("image_too_large", "the image is too large to preview") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
-        # Truncated or corrupt data: Pillow's decoders say so in these.
+    except Exception:
+        # Truncated or corrupt data. Pillow's decoders mostly say so with OSError,
+        # ValueError, SyntaxError or EOFError, but its parsers of untrusted bytes raise
+        # others too (an empty iCCP chunk after the image data: IndexError), and any
+        # failure here is one of this image, to be remembered, never a server error.
         raise ThumbnailError("bad_image", "the image cannot be decoded") from None

@@ -14,6 +14,7 @@ import zlib
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+import pytest
 from PIL import Image
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
@@ -31,15 +32,17 @@ def png(width: int = 40, height: int = 20, color: tuple[int, int, int] = (200, 3
     return out.getvalue()
 
 
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return (struct.pack(">I", len(data)) + kind + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+
 def png_claiming(width: int, height: int) -> bytes:
     """A few bytes of PNG whose header claims the given size: a decompression bomb's
     front door."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 1024)) + chunk(b"IEND", b""))
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr)
+            + png_chunk(b"IDAT", zlib.compress(b"\x00" * 1024)) + png_chunk(b"IEND", b""))
 
 
 async def upload(client: Client, room: str, data: bytes, name: str = "f.bin",
@@ -54,6 +57,33 @@ async def uploaded(client: Client, room: str, data: bytes, name: str = "f.bin"
     status, body = await upload(client, room, data, name)
     assert status == 201, (status, body)
     return body
+
+
+async def chunked_upload(client: Client, room: str, name: str, pieces: list[bytes],
+                         hold: asyncio.Event | None = None) -> tuple[int, Any]:
+    """An upload without a Content-Length (chunked), as a stream sends it: the first
+    piece, then (once `hold` is set, if given) the others."""
+    async def producer(write):
+        for n, piece in enumerate(pieces):
+            if n == 1 and hold is not None:
+                await hold.wait()
+            await write(piece)
+
+    request = HTTPRequest(f"{client.base}/api/rooms/{room}/files?name={quote(name)}",
+                          method="POST", body_producer=producer, request_timeout=20,
+                          headers={"Cookie": client.cookie_header(),
+                                   "X-XSRFToken": client.cookies["_xsrf"]})
+    response = await AsyncHTTPClient().fetch(request, raise_error=False)
+    return response.code, json.loads(response.body) if response.body else None
+
+
+async def until(check, what: str) -> None:
+    """Wait for a state of the server that no event announces (within 5 s)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    while not await check():
+        assert loop.time() < deadline, what
+        await asyncio.sleep(0.02)
 
 
 async def download(client: Client, file_id: str, headers: dict[str, str] | None = None
@@ -181,6 +211,23 @@ async def test_range_requests_return_the_slice_or_416(make_client):
     assert status == 200 and response.body == data
 
 
+async def test_a_range_with_thousands_of_digits_is_answered_as_http_says(make_client):
+    owner = await person(make_client)
+    room = await make_room(owner)
+    data = b"0123456789"
+    made = await uploaded(owner, room, data)
+    huge = "9" * 5000  # more digits than int() takes from a string
+    status, body, response = await download(owner, made["id"], {"Range": f"bytes={huge}-"})
+    assert (status, body["error"]["code"]) == (416, "range_not_satisfiable"), response.body
+    assert response.headers["Content-Range"] == "bytes */10"
+    for header in (f"bytes=0-{huge}", f"bytes=-{huge}", f"bytes=0-{'0' * 5000}9"):
+        status, _, response = await download(owner, made["id"], {"Range": header})
+        assert (status, response.body) == (206, data), (header[:20], response.body)
+        assert response.headers["Content-Range"] == "bytes 0-9/10"
+    status, _, response = await download(owner, made["id"], {"Range": f"bytes=3-{'0' * 5000}5"})
+    assert (status, response.body) == (206, b"345")
+
+
 # Limits ------------------------------------------------------------------------------
 
 async def test_the_size_limit_holds_to_the_byte_and_a_refused_upload_leaves_nothing(
@@ -250,6 +297,56 @@ async def test_a_content_length_over_the_limit_is_refused_before_the_body_is_sen
     assert await file_docs(runtime, owner.user["id"]) == []
 
 
+async def exchange(base_url: str, head: str) -> tuple[socket.socket, bytes]:
+    """Send a request's head over a raw socket; the answer, read until the server
+    closes the connection (within 5 s), and the socket."""
+    parts = urlsplit(base_url)
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    await loop.sock_connect(sock, (parts.hostname, parts.port))
+    await loop.sock_sendall(sock, head.encode())
+    reply = b""
+    try:
+        while piece := await asyncio.wait_for(loop.sock_recv(sock, 65536), 5):
+            reply += piece
+    except ConnectionResetError:
+        pass
+    return sock, reply
+
+
+async def test_a_body_is_read_only_for_an_admitted_upload(make_client, base_url):
+    owner = await person(make_client)
+    room = await make_room(owner)
+    loop = asyncio.get_running_loop()
+    # A caller who is not authenticated announces a gigabyte: answered at once and
+    # cut off; the server reads none of the body.
+    sock, reply = await exchange(
+        base_url, f"POST /api/rooms/{room}/files?name=huge.bin HTTP/1.1\r\n"
+        f"Host: {urlsplit(base_url).netloc}\r\nAuthorization: Bearer chat_not-a-token\r\n"
+        "Content-Length: 1000000000\r\n\r\n")
+    try:
+        assert reply.startswith(b"HTTP/1.1 401 "), reply
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert b"Connection: close" in head
+        assert json.loads(body)["error"]["code"] == "unauthorized"
+        piece, sent = b"x" * 65536, 0
+        with pytest.raises((BrokenPipeError, ConnectionResetError)):
+            while sent < 64 * 2**20:  # far more than the sockets' buffers hold
+                await asyncio.wait_for(loop.sock_sendall(sock, piece), 5)
+                sent += len(piece)
+    finally:
+        sock.close()
+    # Authenticated but no upload (any other method): the usual 64 KiB limit holds,
+    # so a gigabyte's announcement is refused before a byte of it is read.
+    sock, reply = await exchange(
+        base_url, f"GET /api/rooms/{room}/files HTTP/1.1\r\n"
+        f"Host: {urlsplit(base_url).netloc}\r\nCookie: {owner.cookie_header()}\r\n"
+        "Content-Length: 1000000000\r\n\r\n")
+    sock.close()
+    assert reply.startswith(b"HTTP/1.1 400 "), reply
+
+
 async def test_the_quota_counts_every_file_of_a_person(config, services):
     node = await open_node(dataclasses.replace(config, file_quota_bytes=2500), services)
     try:
@@ -269,6 +366,62 @@ async def test_the_quota_counts_every_file_of_a_person(config, services):
         assert reply["type"] == "ack", reply
         await deleted(node.runtime, first["id"])
         assert (await upload(owner, room, b"a" * 1000))[0] == 201
+    finally:
+        await close_node(node)
+
+
+async def test_uploads_without_a_content_length_hold_the_quota_while_under_way(
+        config, services):
+    node = await open_node(dataclasses.replace(config, max_file_bytes=1000,
+                                               file_quota_bytes=1500), services)
+    try:
+        owner = Client(node.base_url)
+        await owner.register()
+        room = await make_room(owner)
+
+        async def stored() -> list[int]:
+            docs = await file_docs(node.runtime, owner.user["id"])
+            assert all(d["state"] != "uploading" for d in docs), docs
+            return sorted(d["size"] for d in docs)
+
+        # A stream under way may still become a whole file (1000 bytes): others get
+        # only what that leaves.
+        hold = asyncio.Event()
+        first = asyncio.ensure_future(chunked_upload(owner, room, "a", [b"a" * 100,
+                                                                        b"a" * 200], hold))
+
+        async def admitted() -> bool:
+            docs = await file_docs(node.runtime, owner.user["id"])
+            return any(d["name"] == "a" and d["state"] == "uploading" for d in docs)
+
+        await until(admitted, "the first upload is not under way")
+        status, body = await chunked_upload(owner, room, "b", [b"b" * 500, b"b" * 500])
+        assert (status, body["error"]["code"], body["error"]["limit"]) == (
+            403, "quota_exceeded", 1500)
+        status, body = await upload(owner, room, b"c" * 1000, "c")  # with Content-Length
+        assert (status, body["error"]["code"]) == (403, "quota_exceeded")
+        assert (await chunked_upload(owner, room, "d", [b"d" * 250, b"d" * 250]))[0] == 201
+        hold.set()
+        status, made = await first
+        assert (status, made["size"]) == (201, 300)  # its real size, once complete
+        # 800 bytes kept: a stream of the 700 left fits, one byte more does not.
+        assert (await chunked_upload(owner, room, "e", [b"e" * 700]))[0] == 201
+        status, body = await chunked_upload(owner, room, "f", [b"f"])
+        assert (status, body["error"]["code"]) == (403, "quota_exceeded")
+        assert await stored() == [300, 500, 700]
+
+        # Streams racing each other: together they never pass the quota.
+        racer = Client(node.base_url)
+        await racer.register()
+        await member_of(racer, room)
+        answers = await asyncio.gather(*(
+            chunked_upload(racer, room, f"r{n}", [b"r" * 500, b"r" * 500])
+            for n in range(4)))
+        assert all(status == 201 or (status, body["error"]["code"]) == (
+            403, "quota_exceeded") for status, body in answers), answers
+        docs = await file_docs(node.runtime, racer.user["id"])
+        assert sum(d["size"] for d in docs) <= 1500, docs
+        assert [d["size"] for d in docs] == [1000] * sum(s == 201 for s, _ in answers)
     finally:
         await close_node(node)
 
@@ -336,6 +489,23 @@ async def test_an_image_bomb_gets_no_preview_and_the_server_stays_up(make_client
     assert (await owner.request("GET", "/healthz"))[0] == 200
     small = await uploaded(owner, room, png(), "ok.png")
     assert (await owner.request("GET", f"/api/files/{small['id']}/thumb"))[0] == 200
+
+
+async def test_an_image_pillow_fails_on_oddly_gets_bad_image_and_is_not_retried(
+        make_client, runtime):
+    owner = await person(make_client)
+    room = await make_room(owner)
+    good = png()
+    # An empty iCCP chunk after the image data: Pillow fails on it with an IndexError.
+    odd = good[:-12] + png_chunk(b"iCCP", b"") + good[-12:]
+    made = await uploaded(owner, room, odd, "odd.png")
+    assert made["type"] == "image/png"
+    for _ in range(2):
+        status, body, _ = await owner.request("GET", f"/api/files/{made['id']}/thumb")
+        assert (status, body["error"]["code"]) == (422, "bad_image")
+    assert (await runtime.store.file(made["id"]))["thumb_error"] == "bad_image"
+    status, _, response = await download(owner, made["id"])
+    assert (status, response.body) == (200, odd)
 
 
 # Attachments ---------------------------------------------------------------------------

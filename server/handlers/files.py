@@ -38,6 +38,9 @@ _STATUS = {protocol.NOT_FOUND: 404, protocol.FORBIDDEN: 403, protocol.TOO_LARGE:
            protocol.UNAVAILABLE: 503}
 CHUNK_SLACK = 1024 * 1024
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+# Past any file's size; a position with more digits than this means "past the end"
+# (int() refuses strings of over 4300 digits, and nothing needs to be that exact).
+_FAR = 10**18
 
 
 class FilesHandler(BaseHandler):
@@ -73,11 +76,11 @@ class UploadHandler(FilesHandler):
         connection = self.request.connection
         # Tornado's HTTP/1 connection: the only kind its HTTPServer makes.
         assert isinstance(connection, HTTP1Connection)
-        # What a refusal leaves unread is read and dropped (so that a browser sees the
-        # answer rather than a reset), within the usual body timeout.
-        declared = self._declared()
-        if declared is not None:
-            connection.set_max_body_size(declared)
+        # Tornado reads a streamed body only once prepare() is done, and none of it
+        # after a refusal here (the answer is sent with `Connection: close`, and the
+        # connection closed). The usual 64 KiB limit stays until the upload is admitted,
+        # so a request that is no admitted upload gets no more of its body read than
+        # any other request.
         await super().prepare()
         if self.request.method != "POST":
             return
@@ -87,7 +90,8 @@ class UploadHandler(FilesHandler):
             await self.limits.costly("upload", self.user.id)
         except Limited as e:
             raise ApiError(429, "rate_limited", e.message, retry_after=e.retry_after) from None
-        self.upload = await self.act(self.files.begin(self.user, room, name, declared))
+        self.upload = await self.act(self.files.begin(self.user, room, name,
+                                                      self._declared()))
         # The byte that passes the limit reaches data_received, which refuses the
         # upload with a 413. Tornado itself counts a chunked body by the sizes its
         # chunks announce, and cuts it off (400, connection closed) only past
@@ -125,9 +129,20 @@ class UploadHandler(FilesHandler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         if not self.body_read:
-            # Tornado reads and drops the rest of the body, then closes the connection.
+            # Tornado closes the connection once the answer is sent, without reading
+            # the rest of the body.
             self.set_header("Connection", "close")
         super().write_error(status_code, **kwargs)
+
+    def on_finish(self) -> None:
+        declared = self._declared()
+        connection = self.request.connection
+        if (self.upload is None and not self.body_read and declared is not None
+                and isinstance(connection, HTTP1Connection) and connection.stream.closed()):
+            # Refused before admission, answered and closed: nothing more is read.
+            # Tornado still checks the Content-Length against the 64 KiB limit, and
+            # would log each refusal of a larger one as a malformed message.
+            connection.set_max_body_size(declared)
 
     def on_connection_close(self) -> None:
         if self.upload is not None and not self.upload.done:
@@ -238,13 +253,20 @@ def parse_range(header: str, size: int) -> tuple[int, int] | str | None:
     if not first and not last:
         return None
     if not first:  # the last n bytes
-        n = int(last)
+        n = _position(last)
         if n == 0 or size == 0:
             return "unsatisfiable"
         return max(0, size - n), size - 1
-    start = int(first)
-    if last and int(last) < start:
+    start = _position(first)
+    end = _position(last) if last else _FAR
+    if end < start:
         return None  # invalid: ignored
     if start >= size:
         return "unsatisfiable"
-    return start, min(int(last), size - 1) if last else size - 1
+    return start, min(end, size - 1)
+
+
+def _position(digits: str) -> int:
+    """A byte position of a Range header, however many digits it has (at most _FAR)."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) < len(str(_FAR)) else _FAR

@@ -136,7 +136,7 @@ class FileRecords(Collections):
                 query, change, return_document=ReturnDocument.AFTER)
 
     async def bytes_held(self, uid: str) -> int:
-        """What a user's files take (uploads under way count their announced size)."""
+        """What a user's files take (an upload under way counts the bytes it holds)."""
         with _errors():
             docs = await self.db.files.find({"uid": uid, "state": {"$ne": DELETING}},
                                             {"size": 1}).to_list(None)
