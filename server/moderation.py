@@ -82,11 +82,11 @@ class Moderation:
     async def set_role(self, actor: User, room: str, name: object, role: object) -> dict[str, Any]:
         access = await self.team.access(actor, room)
         target = await self.team.user_named(name)
-        if role not in RANK:
+        if not isinstance(role, str) or role not in RANK:
             raise TeamError(protocol.BAD_REQUEST, f"role must be one of {', '.join(ROLES)}")
         if access.kind == "dm":
             raise forbidden("a direct message has no roles")
-        action = {"owner": "transfer", "admin": "make_admin"}.get(str(role), "make_moderator")
+        action = {"owner": "transfer", "admin": "make_admin"}.get(role, "make_moderator")
         await self._require_over(actor, access, action, target)
         if role == "owner":
             # Handing ownership over: the previous owner becomes an admin.

@@ -256,6 +256,58 @@ async def test_sends_do_not_spend_the_control_frame_bucket(config, services):
         await close_node(node)
 
 
+async def test_a_flood_of_refused_frames_spends_the_bucket_and_closes_with_1008(
+        config, services):
+    """Typing or sending where one may not (a room not joined, one muted in) and frames
+    that do not parse are answered with an error each: they take from the frame bucket
+    like join and ping, and once it is empty they are strikes. Refused frames never end
+    a run of strikes, so a flood of them is closed, whatever the bucket refills."""
+    node = await open_node(production_limits(config), services)
+    try:
+        owner, _ = await joined_socket(node.base_url, room=None)
+        room = uuid.uuid4().hex[:12]
+        assert (await owner.request("POST", "/api/rooms", {"name": room}))[0] == 201
+        flooder, ws = await joined_socket(node.base_url, room=room)
+        status, _, _ = await owner.request("POST", f"/api/rooms/{room}/mutes",
+                                           {"user": flooder.user["name"], "seconds": 600})
+        assert status == 201
+        await ws.expect("room_updated")  # the mute has reached this socket's process
+        refusals: list[tuple[dict[str, Any] | str, str]] = [
+            ({"type": "typing", "room": room}, "forbidden"),  # muted
+            ({"type": "typing", "room": "elsewhere"}, "forbidden"),  # not joined
+            ({"type": "send", "room": "elsewhere", "body": "hi"}, "forbidden"),
+            ({"type": "edit", "room": "elsewhere", "seq": 1, "body": "hi"}, "forbidden"),
+            ({"type": "nonsense"}, "unknown_type"),
+            ("not json", "bad_request"),
+        ]
+        burst = LimitSettings.frame_burst - 1  # the join took one
+        sent = burst + MAX_STRIKES + 100
+        try:
+            for i in range(sent):
+                frame, _ = refusals[i % len(refusals)]
+                await ws.send(frame if isinstance(frame, str) else {**frame, "ref": i})
+        except WebSocketClosedError:
+            pass
+        replies = []
+        try:
+            while True:
+                replies.append(await ws.recv(timeout=10))
+        except (ConnectionError, asyncio.TimeoutError):
+            pass  # closed, or (the bug) open and silent
+        assert (ws.conn.close_code, ws.conn.close_reason) == (1008, "rate limit exceeded")
+        assert all(r["type"] == "error" for r in replies), replies
+        limited = [r for r in replies if r["code"] == "rate_limited"]
+        assert len(limited) == MAX_STRIKES  # the next strike closed instead
+        assert all(r["retry_after"] > 0 for r in limited)
+        # Until the bucket ran dry, each refusal got its own answer.
+        codes = [refusals[i % len(refusals)][1] for i in range(burst)]
+        assert [r["code"] for r in replies[:burst]] == codes
+        # Refills during the flood answered a few more, and ended no run of strikes.
+        assert len(replies) < burst + MAX_STRIKES + 30 < sent, len(replies)
+    finally:
+        await close_node(node)
+
+
 async def test_presence_of_a_flapping_user_ends_in_the_true_state(config, services):
     """Coalescing drops intermediate states, never the last one."""
     node = await open_node(config, services)

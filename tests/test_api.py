@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from http.cookies import SimpleCookie
 from typing import Any
@@ -541,6 +542,28 @@ async def test_create_room_without_a_session_is_401(make_client: MakeClient) -> 
     assert_error(status, body, response, 401)
 
 
+async def test_a_page_of_rooms_holds_at_most_100_whatever_limit_asks(
+    make_client: MakeClient
+) -> None:
+    """Every room of a page that the caller is a member of costs it an unread and a
+    mention count: `limit=1000` over a thousand rooms held the process's MongoDB access
+    for seconds. Pages stop at 100 rooms, and `next` leads on to the rest."""
+    client = await registered(make_client)
+    tag = unique_name("cap")
+    names = [f"{tag}-{i:03d}" for i in range(105)]
+    for start in range(0, len(names), 20):
+        made = await asyncio.gather(*(client.request("POST", "/api/rooms", {"name": name})
+                                      for name in names[start:start + 20]))
+        assert [status for status, _, _ in made] == [201] * len(made)
+    status, first, _ = await client.request("GET", "/api/rooms?limit=1000")
+    assert status == 200, first
+    assert len(first["rooms"]) == 100 and first["next"] == first["rooms"][-1]["name"]
+    assert all(r["member"] and "unread" in r for r in first["rooms"][1:])
+    status, rest, _ = await client.request("GET", f"/api/rooms?limit=1000&after={first['next']}")
+    assert status == 200 and "next" not in rest, rest
+    assert [r["name"] for r in first["rooms"] + rest["rooms"]] == ["general", *names]
+
+
 # History ---------------------------------------------------------------------------------
 
 
@@ -723,6 +746,24 @@ async def test_api_errors_are_json_without_tracebacks(make_client: MakeClient) -
         status, body, response = await client.request(method, path, raw=raw, headers=xsrf)
         assert status == expected, (method, path, status, response.body[:200])
         assert_error(status, body, response, expected)
+
+
+async def test_an_invite_by_prefix_answers_get_and_post_with_405_json(
+    make_client: MakeClient
+) -> None:
+    """`/api/invites/<prefix>` only revokes: GET and POST are 405 like any method a route
+    lacks, not a 500 from the invite list's handlers, which take no prefix."""
+    admin = await registered(make_client, "operator")  # the conftest config's ADMIN_USERS
+    status, invite, _ = await admin.request("POST", "/api/invites", {})
+    assert status == 201, invite
+    path = f"/api/invites/{invite['prefix']}"
+    for method, body in (("GET", None), ("POST", {}), ("POST", {"uses": 2})):
+        status, reply, response = await admin.request(method, path, body)
+        assert_error(status, reply, response, 405)
+        assert reply["error"]["code"] == "method_not_allowed", (method, reply)
+    status, listed, _ = await admin.request("GET", "/api/invites")
+    assert [i["prefix"] for i in listed["invites"]] == [invite["prefix"]]  # nothing minted
+    assert (await admin.request("DELETE", path))[0] == 204
 
 
 async def test_unknown_api_paths_are_404_json(make_client: MakeClient) -> None:

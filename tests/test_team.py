@@ -212,6 +212,20 @@ async def test_each_role_acts_only_on_members_below_it(make_client):
     assert (await api(a, "PUT", role_path(b), {"role": "king"}))[0] == 400
 
 
+async def test_a_role_that_is_not_a_string_is_400_bad_request(make_client):
+    """A list or an object is no role: 400 like an unknown one, not a 500 (a list is not
+    even hashable, so looking it up among the roles raised)."""
+    owner, member = await person(make_client), await person(make_client)
+    room = await make_room(owner)
+    await (await member.ws()).join(room)
+    path = f"/api/rooms/{room}/members/{member.user['name']}/role"
+    for role in ([], ["admin"], {}, {"role": "admin"}, 1, True, None):
+        status, reply = await api(owner, "PUT", path, {"role": role})
+        assert (status, reply["error"]["code"]) == (400, "bad_request"), (role, reply)
+    members = (await api(owner, "GET", f"/api/rooms/{room}/members", expect=200))["members"]
+    assert {m["user"]["name"]: m["role"] for m in members}[member.user["name"]] == "member"
+
+
 # Moderation -------------------------------------------------------------------------
 
 async def test_a_kicked_member_stops_receiving_at_once_and_may_rejoin(make_client):

@@ -32,11 +32,17 @@ class AdminHandler(BaseHandler):
             raise ApiError(403, "forbidden", "only server admins may do this")
 
 
-class InvitesHandler(AdminHandler):
+class _InviteAdmin(AdminHandler):
+    """A server admin's request about invites."""
+
     def initialize(self, auth: Auth, inflight: Inflight, admins: Admins,  # type: ignore[override]
                    registration: Registration) -> None:
         super().initialize(auth, inflight, admins)
         self.registration = registration
+
+
+class InvitesHandler(_InviteAdmin):
+    """GET and POST /api/invites: list and mint."""
 
     async def get(self) -> None:
         self.write_json({"invites": await self.registration.active()})
@@ -51,7 +57,10 @@ class InvitesHandler(AdminHandler):
         self.write_json({"code": code, **view}, 201)
 
 
-class InviteHandler(InvitesHandler):
+class InviteHandler(_InviteAdmin):
+    """DELETE /api/invites/<prefix>. Not a subclass of InvitesHandler: its get and post
+    take no prefix, and Tornado's own 405 answers the methods this route lacks."""
+
     async def delete(self, prefix: str) -> None:
         if len(prefix) != PREFIX_LEN or not await self.registration.revoke(prefix):
             raise ApiError(404, "not_found", f"no invite {prefix[:PREFIX_LEN]!r}: revoke an "

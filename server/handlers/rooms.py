@@ -67,10 +67,17 @@ class TeamHandler(BaseHandler):
         self.finish()
 
 
+# A page of rooms counts the unread messages and mentions of every room in it that the
+# caller is a member of, one or two queries each: 1000 of them held the process's
+# MongoDB access for seconds. `limit` above this is clamped to it.
+ROOMS_PAGE_MAX = 100
+
+
 class RoomsHandler(TeamHandler):
     async def get(self) -> None:
         after, limit = self.page_args()
-        rooms, more = await self.act(self.team.rooms(self.user, after=after, limit=limit))
+        rooms, more = await self.act(self.team.rooms(self.user, after=after,
+                                                     limit=min(limit, ROOMS_PAGE_MAX)))
         self.write_page("rooms", rooms, more, rooms[-1]["name"] if rooms else None)
 
     async def post(self) -> None:

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 MAX_IN_FLIGHT = 32  # sends awaiting their ack, per connection
 MAX_ROOMS = 100  # rooms one connection may have joined
-MAX_STRIKES = 50  # rate-limited frames in a row before the connection is closed (1008)
+MAX_STRIKES = 50  # rate-limited frames with none served between them: then closed (1008)
 _ids = itertools.count(1)
 
 
@@ -225,7 +225,7 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             frame = protocol.parse(message, self.max_body)
             await self._dispatch(frame)
         except ProtocolError as e:
-            self.send_error_frame(e, frame)
+            self.send_error_frame(e if frame is not None else (self._charge(e.ref) or e), frame)
 
     def send_error_frame(self, e: ProtocolError, frame: protocol.Frame | None) -> None:
         """An error frame echoing the frame's ref and, for sends, its client_id."""
@@ -242,12 +242,12 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
                 in_flight = self._in_flight = set()
             if len(in_flight) >= MAX_IN_FLIGHT:
                 self.limits.refused("sends_in_flight")
-                raise ProtocolError(protocol.RATE_LIMITED,
-                                    f"more than {MAX_IN_FLIGHT} sends awaiting their ack",
-                                    frame.ref)
+                raise self._charge(frame.ref) or ProtocolError(
+                    protocol.RATE_LIMITED, f"more than {MAX_IN_FLIGHT} sends awaiting their ack",
+                    frame.ref)
             if not self.rooms.has(frame.room, self):
-                raise ProtocolError(protocol.FORBIDDEN,
-                                    f"join {frame.room!r} before sending to it", frame.ref)
+                raise self._charge(frame.ref) or ProtocolError(
+                    protocol.FORBIDDEN, f"join {frame.room!r} before sending to it", frame.ref)
             try:
                 await self.limits.message(self.user.id)
             except Limited as e:
@@ -272,14 +272,14 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
                 typed = self._typed = {}
             if now - typed.get(frame.room, -1e9) < self.limits.settings.typing_every:
                 return
-            await self.chat.typing(self, frame.room)
+            try:
+                await self.chat.typing(self, frame.room)
+            except ProtocolError as e:
+                raise self._charge(frame.ref) or e from None
             typed[frame.room] = now
             return
-        wait = self._frames.take()
-        if wait:
-            self.limits.refused("frame_rate")
-            raise self._strike("too many frames; slow down", wait, frame.ref)
-        self._strikes = 0
+        if (strike := self._charge(frame.ref)) is not None:
+            raise strike
         if isinstance(frame, protocol.Join):
             joined = self.rooms.rooms_of(self)
             if frame.room not in joined and len(joined) >= MAX_ROOMS:
@@ -305,6 +305,16 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             # without a ref.
             position = await self.chat.read(self, frame.room, frame.seq)
             self.send_frame(protocol.ReadPosition(frame.room, position), frame.ref)
+        self._strikes = 0  # served: a refusal (raised above) never ends a run of strikes
+
+    def _charge(self, ref: protocol.Ref) -> ProtocolError | None:
+        """Take a frame token: None, or the strike to answer with when none is left. Every
+        frame but a served send or typing takes one: a refusal's reply costs the same."""
+        wait = self._frames.take()
+        if not wait:
+            return None
+        self.limits.refused("frame_rate")
+        return self._strike("too many frames; slow down", wait, ref)
 
     def _strike(self, message: str, retry_after: float, ref: protocol.Ref) -> ProtocolError:
         """A rate-limited frame; too many in a row close the connection (1008)."""
