@@ -50,6 +50,11 @@ log = logging.getLogger(__name__)
 Notify = Callable[[MemberChange], Awaitable[None]]
 
 
+# Unread counts one listing runs at once: the rest of the process shares the MongoDB
+# connections and Motor's threads, and must not queue behind a page of counts.
+UNREAD_AT_ONCE = 4
+
+
 class Team:
     """Room kinds, visibility, membership and roles; see the module docstring. The
     changes people make to membership are `server.moderation.Moderation`'s."""
@@ -132,9 +137,13 @@ class Team:
         # Read state of the rooms the caller is in: counted concurrently, capped.
         member_views = [v for v in views if v["member"]]
         positions = await self.store.read_positions(user.id, [v["name"] for v in member_views])
-        counts = await asyncio.gather(*(
-            self.store.unread(v["name"], user.id, positions.get(v["name"], 0))
-            for v in member_views))
+        slots = asyncio.Semaphore(UNREAD_AT_ONCE)
+
+        async def count(room: str) -> tuple[int, int]:
+            async with slots:
+                return await self.store.unread(room, user.id, positions.get(room, 0))
+
+        counts = await asyncio.gather(*(count(v["name"]) for v in member_views))
         for view, (unread, mentions) in zip(member_views, counts, strict=True):
             view.update(last_read=positions.get(view["name"], 0), unread=unread,
                         mentions=mentions)
