@@ -1,8 +1,9 @@
 """Redis pub/sub: one channel per room, dedicated subscriber connection(s), reconnects.
 
 Redis pub/sub is at-most-once: a message published while this process was
-disconnected is gone. The bus therefore tells its owner (`on_resync`) whenever it
-has reconnected, so the owner can fetch what it missed from MongoDB. A subscriber
+disconnected is gone. The bus therefore tells its owner (`resync`) whenever it
+has reconnected, so the owner can fetch what it missed from MongoDB; and once more
+when it finishes, if the subscriber was lost and back again meanwhile. A subscriber
 can also go deaf without any error; the bus publishes a probe to itself every few
 seconds and reconnects when the probe does not come back.
 
@@ -67,6 +68,7 @@ class Bus:
         self._confirm: dict[bytes, list[asyncio.Future[None]]] = {}
         self._task: asyncio.Task[None] | None = None
         self._resync_task: asyncio.Task[None] | None = None
+        self._resync_again = False  # a recovery that no resync has started after yet
         self._probe_seen: dict[bytes, tuple[float, int]] = {}  # channel -> (when, number)
         self._probes = 0  # probes published; each carries its number
         self._proof = 0  # the first probe number whose return proves a recovery
@@ -236,10 +238,18 @@ class Bus:
         self.connected = True
         self.resubscribes += 1
         log.info("redis subscriber reconnected (%d rooms resubscribed)", len(self._rooms))
+        self._resync_again = True
         if self._listener is not None and (self._resync_task is None
                                            or self._resync_task.done()):
-            self._resync_task = asyncio.create_task(self._listener.resync(),
+            self._resync_task = asyncio.create_task(self._resync(self._listener),
                                                     name="bus-resync")
+
+    async def _resync(self, listener: Listener) -> None:
+        """Resync, and once more after each resync during which the subscriber was
+        lost and recovered: what was published meanwhile may be in rooms it had passed."""
+        while self._resync_again:
+            self._resync_again = False
+            await listener.resync()
 
     def _dispatch(self, msg: dict[str, object]) -> None:
         kind = msg["type"]

@@ -3,7 +3,8 @@ others, once, and what Redis drops is read back from MongoDB.
 
 The path of a stored tick (`stored`, the writer's `on_stored`):
 1. each sender gets its ack, before anyone gets the message;
-2. this process's members of each room get the frames (`LocalRooms.deliver`);
+2. this process's members of each room get the frames (`LocalRooms.deliver`), but
+   those a catch-up delivered meanwhile;
 3. one publish per room carries them to the other processes, in an `Envelope` (a
    tick's publishes share one Redis pipeline).
 
@@ -128,19 +129,22 @@ class Delivery:
 
     async def stored(self, tick: Tick) -> None:
         """Acks first, then each room's messages here, then to the other processes.
-
         Rooms go out one by one, yielding in between (reads, store replies and acks of
         the next tick run meanwhile); the writer awaits this before the next tick's
-        fan-out, so every room's messages go out in seq order.
-        """
+        fan-out, so every room's messages go out in seq order."""
         for send, record in tick.acks:
             if send.origin is not None:
                 send.origin.send_raw(protocol.dump(protocol.Ack.of(record), send.ref))
         envelopes = {}
         for room, messages in tick.messages.items():
-            frames = [(m.seq, protocol.dump(m)) for m in messages]
-            self.deliver(room, frames, records=messages)
-            envelopes[room] = frames
+            frames = envelopes[room] = [(m.seq, protocol.dump(m)) for m in messages]
+            mark = self.seqs.mark(room)
+            if mark is not None and mark.delivered_from(messages[0].seq):
+                # A catch-up (it reads MongoDB) may have delivered some while this waited.
+                keep = [i for i, m in enumerate(messages) if not mark.delivered(m.seq)]
+                frames, messages = [frames[i] for i in keep], [messages[i] for i in keep]
+            if frames:
+                self.deliver(room, frames, records=messages)
             await asyncio.sleep(0)
         payloads = {room: self._envelope(frames) for room, frames in envelopes.items()}
         for room, error in (await self.bus.publish_many(payloads) if payloads else {}).items():
@@ -205,22 +209,18 @@ class Delivery:
         seqs = [seq for seq, _ in frames if seq]
         if not seqs:
             return  # presence and typing are not worth a catch-up
-        lo, hi = min(seqs), max(seqs)
-        known = self._unpublished.get(room)
-        self._unpublished[room] = (min(lo, known[0]), max(hi, known[1])) if known else (lo, hi)
+        lo, hi = self._unpublished.get(room, (seqs[0], seqs[0]))
+        self._unpublished[room] = (min(lo, *seqs), max(hi, *seqs))
         if self._announcer is None or self._announcer.done():
             self._announcer = asyncio.create_task(self._announce_unpublished(),
                                                   name="announce-unpublished")
 
     async def _announce_unpublished(self) -> None:
         """Once Redis takes publishes again, tell the other processes which stored
-        messages never reached them, so they read those from MongoDB.
-
-        Their own subscriber's recovery covers a Redis restart, but not a publish that
-        failed while their subscriber stayed up (a Redis that only this process lost,
-        a pooled connection that broke, a timeout): without this, such a message would
-        reach their members only when a later one revealed the gap.
-        """
+        messages never reached them, so they read those from MongoDB. Their own
+        subscriber's recovery misses a publish that failed while it stayed up (a Redis
+        only this process lost, a broken pooled connection, a timeout): such a message
+        would reach their members only when a later one revealed the gap."""
         delay = 0.1
         node = self._node.decode()
         while self._unpublished:

@@ -69,6 +69,12 @@ class Watermark:
     def delivered(self, seq: int) -> bool:
         return seq in self.recent or seq in self.above
 
+    def delivered_from(self, seq: int) -> bool:
+        """Whether any seq from `seq` up may have been delivered here (then ask
+        `delivered`). Cheap, and False for a tick that nothing delivered ahead of the
+        writer: every delivered seq is at most `upto` or in `above`."""
+        return seq <= self.upto or bool(self.above)
+
     def through(self, after: int, last: int) -> None:
         """Every seq in (after, last] is delivered or a hole."""
         for seq in range(max(after, self.upto) + 1, last + 1):

@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import signal
+from collections.abc import Callable
+from typing import Any
 
 import pymongo
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 
 from server.runtime import redis_client
-from tests.client import Client, messages_of
+from tests.client import Client, Socket, messages_of
 from tests.conftest import close_node, mongo_url_of, open_node, redis_url_of
 from tests.proxy import TcpProxy
 
@@ -244,3 +247,113 @@ async def test_a_message_published_twice_is_delivered_once(config, services):
         await close_node(node1)
         await close_node(node2)
 
+
+
+async def until(done: Callable[[], bool], what: str, timeout: float = 10) -> None:
+    """Poll in-process state that no event announces."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not done():
+        assert loop.time() < deadline, f"not {what} within {timeout} s"
+        await asyncio.sleep(0.02)
+
+
+async def published(pubsub: PubSub, seq: int) -> None:
+    """Wait until the spied channel carries the message `seq`."""
+    while True:
+        frame = await pubsub.get_message(timeout=5)
+        assert frame is not None, f"seq {seq} never published"
+        if frame["type"] == "message" and b'"seq":%d' % seq in frame["data"]:
+            return
+
+
+async def stream(ws: Socket, body: str) -> list[dict[str, Any]]:
+    """The acks and messages a socket gets up to the message with `body`."""
+    frames: list[dict[str, Any]] = []
+    while not frames or frames[-1].get("body") != body:
+        frame = await ws.recv()
+        if frame["type"] in ("ack", "message"):
+            frames.append(frame)
+    return frames
+
+
+async def test_a_recovery_during_a_resync_resyncs_again(config, services, private_redis):
+    """node1's subscriber recovers and its resync passes the room; before that resync
+    ends, the subscriber is lost again and node2 publishes a message node1 misses. The
+    second recovery must catch it up although the first resync is still running."""
+    proxy = TcpProxy(private_redis.socket_path)  # node1's only way to Redis
+    node1 = await open_node(config, services, redis_url=f"redis://:{private_redis.password}"
+                            f"@127.0.0.1:{proxy.port}/0")
+    node2 = await open_node(dataclasses.replace(config, node_id=config.node_id + "-b"),
+                            services, redis_url=redis_url_of(private_redis))
+    spy = Redis.from_url(redis_url_of(private_redis))
+    pubsub = spy.pubsub()
+    try:
+        _, a = await joined(node1.base_url)
+        _, b = await joined(node2.base_url)
+        await pubsub.subscribe(node2.runtime.bus.channel("general"))
+        bus, delivery = node1.runtime.bus, node1.runtime.delivery
+        walk, walked, release = delivery.resync, asyncio.Event(), asyncio.Event()
+
+        async def long_resync() -> None:  # as if more rooms followed this one
+            await walk()
+            walked.set()
+            await release.wait()
+
+        delivery.resync = long_resync  # type: ignore[method-assign]
+        proxy.cut()
+        await until(lambda: not bus.connected, "lost")
+        proxy.resume()
+        await asyncio.wait_for(walked.wait(), 10)  # the first resync has passed the room
+        proxy.cut()
+        await until(lambda: not bus.connected, "lost again")
+        missed = await b.call({"type": "send", "room": "general", "body": "missed"})
+        assert missed["type"] == "ack", missed
+        await published(pubsub, missed["seq"])  # gone by for node1: no Unpublished notice
+        proxy.resume()
+        await until(lambda: bus.resubscribes == 2, "recovered again")
+        release.set()
+        got = await a.expect("message", timeout=10)
+        assert (got["seq"], got["body"]) == (missed["seq"], "missed")
+    finally:
+        await pubsub.aclose()
+        await spy.aclose()
+        await close_node(node1)
+        await close_node(node2)
+        proxy.close()
+
+
+async def test_a_catch_up_during_a_held_fan_out_is_not_delivered_again_by_the_writer(
+        config, private_mongo, private_redis):
+    """A hung Redis holds tick T1's publish while T2 is stored; a catch-up (here a
+    resync) meanwhile reads T2's message from MongoDB and delivers it. The writer's
+    fan-out of T2 must then ack it and publish it, but not deliver it here again."""
+    url = mongo_url_of(private_mongo)
+    node = await open_node(config, mongo_url=url, redis_url=redis_url_of(private_redis))
+    writer, delivery = node.runtime.writer, node.runtime.delivery
+    try:
+        _, a = await joined(node.base_url)
+        _, b = await joined(node.base_url)
+        with pymongo.MongoClient(url) as client:  # T1's insert waits, so T2 queues behind
+            client.admin.command({"configureFailPoint": "failCommand", "mode": {"times": 1},
+                                  "data": {"failCommands": ["insert"],
+                                           "blockConnection": True, "blockTimeMS": 1000}})
+        await a.send({"type": "send", "room": "general", "body": "one", "ref": "one"})
+        await until(lambda: writer.awaiting == 1 and not writer.queued, "T1 being stored")
+        private_redis.proc.send_signal(signal.SIGSTOP)
+        try:
+            await a.send({"type": "send", "room": "general", "body": "two", "ref": "two"})
+            await until(lambda: writer.queued == 1, "T2 queued")
+            one = (await a.expect("ack", ref="one"))["seq"]  # T1's publish now waits on Redis
+            await until(lambda: delivery.seqs.top("general") == one + 1, "T2 stored")
+            await delivery.resync()
+            assert writer.awaiting == 1, "T2 acked already: no race to test"
+        finally:
+            private_redis.proc.send_signal(signal.SIGCONT)
+        await a.send({"type": "send", "room": "general", "body": "three", "ref": "three"})
+        frames = await stream(a, "three")
+        assert [f["ref"] for f in frames if f["type"] == "ack"] == ["two", "three"]
+        assert [f["seq"] for f in frames if f["type"] == "message"] == [one, one + 1, one + 2]
+        assert [f["seq"] for f in await stream(b, "three")] == [one, one + 1, one + 2]
+    finally:
+        await close_node(node)
