@@ -4,8 +4,7 @@ history, disconnect) goes through Chat.
 Persist, then publish: `post` queues the message with the writer, which stores it with
 its room's next seq; then `Delivery` acks the sender, writes it to this process's
 members and publishes it once for the other processes. History never lacks a message
-a client has seen.
-"""
+a client has seen."""
 
 from __future__ import annotations
 
@@ -59,8 +58,7 @@ class Chat:
         self.node_id = node_id
         self.presence_ttl = presence_ttl
         self.send_timeout = send_timeout
-        # (connection, room) -> the turn of a send of theirs still reading MongoDB before
-        # it is queued: their sends are stored in the order sent (protocol §7).
+        # (connection, room) -> its last send not queued yet (sends keep their order: §7)
         self._queuing: dict[tuple[bytes, str], asyncio.Future[None]] = {}
         self.hub = PresenceHub(presence, rooms, delivery, store, node_id=node_id,
                                ttl=presence_ttl, hold=presence_hold, grace=presence_grace,
@@ -145,6 +143,8 @@ class Chat:
         self.standing.note(access)
         try:
             await self.delivery.subscribe(room, again=new_room)
+            if not self.rooms.has(room, conn):
+                return  # closed meanwhile: no presence entry may follow its departure
             # Read after subscribing: every message stored later arrives live. Joins
             # of the same room in the same loop turn share their reads. The room
             # document's recorded top saves reading seqs below it again. Both are
@@ -211,6 +211,8 @@ class Chat:
             await self.delivery.drop(room)
         if last_of_user and announce:
             await self.hub.leave(room, conn)
+        elif last_of_user:
+            self.hub.withdraw(room, conn)  # a failed join's entry: the room heard nothing
 
     def _forget(self, room: str, uid: str, empty: bool, last_of_user: bool) -> None:
         if last_of_user:

@@ -1,7 +1,6 @@
 """Presence as rooms see it: online/offline on join and departure, away when every
 socket of a user is idle, the custom status text, and the heartbeat that keeps this
-process live and buries dead ones. Chat calls it; Redis work is in `presence.py`.
-"""
+process live and buries dead ones. Chat calls it; Redis work is in `presence.py`."""
 
 from __future__ import annotations
 
@@ -157,6 +156,10 @@ class PresenceHub:
         self._send_departure(room, conn.user, answer)
         self._left(room, conn.user, await answered)
 
+    def withdraw(self, room: str, conn: Member) -> None:
+        """Remove the entry of a join that failed; the room was never told it was online."""
+        self._send_departure(room, conn.user, lambda elsewhere: None)
+
     def depart(self, room: str, conn: Member) -> None:
         """As `leave`, for a closed socket, once its grace ends (`server.presence_grace`;
         `back` calls it off). Nothing waits: a disconnect storm's departures wake no Task
@@ -181,7 +184,7 @@ class PresenceHub:
     def _send_departure(self, room: str, user: User,
                         then: Callable[[bool | PresenceError], None]) -> None:
         self.presence.depart(room, user, then, gone_from_node=self._gone(user),
-                             empty_here=not self.rooms.members(room))
+                             empty_here=room not in self.rooms)  # joiners count
 
     def _gone(self, user: User) -> bool:
         """Whether the user is in no room here any more (through any connection)."""

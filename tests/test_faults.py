@@ -1200,3 +1200,32 @@ async def test_an_edit_stored_after_its_author_heard_unavailable_still_changes_t
         assert (again["type"], again["seq"]) == ("ack", event["seq"]), again
     finally:
         await close_node(node)
+
+
+async def test_a_join_that_fails_reading_history_leaves_nobody_online(
+        config, private_mongo, private_redis):
+    """A join answered `unavailable` after its presence entry was queued: the entry
+    goes too, and no one sees the user online in a room they never got into."""
+    node = await open_node(node_config(config, 1), mongo_url=mongo_url_of(private_mongo),
+                           redis_url=redis_url_of(private_redis))
+    mongo = mongo_url_of(private_mongo)
+    try:
+        await create_room(node.base_url, "alpha")
+        user = Client(node.base_url)
+        await user.register()
+        ws = await user.ws()
+        await ws.join("alpha")  # a member now: joining again only reads
+        assert (await ws.call({"type": "leave", "room": "alpha"}))["type"] == "left"
+        # Both tries of the join's history read (PyMongo retries a read once) fail.
+        await asyncio.to_thread(fail_point, mongo, {"times": 2}, {
+            "failCommands": ["find"], "closeConnection": True})
+        assert (await ws.call({"type": "join", "room": "alpha"}))["code"] == "unavailable"
+        await asyncio.to_thread(fail_point, mongo, "off", {})
+        watcher = Client(node.base_url)
+        await watcher.register()
+        status, body, _ = await watcher.request("GET", "/api/rooms/alpha/members")
+        assert status == 200, body
+        online = {m["user"]["name"] for m in body["members"] if m["online"]}
+        assert user.user["name"] not in online, body
+    finally:
+        await close_node(node)
