@@ -88,17 +88,32 @@ def request_observer(metrics: Metrics, routes: list[Any]
     chat_http_requests_total by its route's pattern.
 
     Labels name routes, never raw paths, so no request can add a series: a path that
-    matched no route (the 404 of NotFoundHandler) counts as route "other".
+    matched no route (the 404 of NotFoundHandler) counts as route "other". A handler
+    class serves one route, or several (PageHandler: /admin.html and /status.html); for
+    those the route is found again by matching the path as Tornado did.
     """
-    names: dict[type, str] = {}
+    by_class: dict[type, list[tuple[re.Pattern[str], str]]] = {}
     for pattern, handler_class, *_ in routes:
-        names.setdefault(handler_class, route_name(pattern))
+        # Tornado anchors a route's pattern at the end and matches it from the start.
+        by_class.setdefault(handler_class, []).append(
+            (re.compile(pattern if pattern.endswith("$") else pattern + "$"),
+             route_name(pattern)))
+    names = {cls: rules[0][1] for cls, rules in by_class.items() if len(rules) == 1}
     names.setdefault(StaticHandler, "/static/{path}")
+    shared = {cls: rules for cls, rules in by_class.items() if len(rules) > 1}
+
+    def name_of(handler: tornado.web.RequestHandler) -> str:
+        name = names.get(type(handler))
+        if name is not None:
+            return name
+        path = handler.request.path
+        return next((name for regex, name in shared.get(type(handler), ())
+                     if regex.match(path)), "other")
 
     def log_function(handler: tornado.web.RequestHandler) -> None:
         log_request(handler)
         request = handler.request
-        metrics.request_done(names.get(type(handler), "other"), request.method or "",
+        metrics.request_done(name_of(handler), request.method or "",
                              handler.get_status(), request.request_time())
     return log_function
 

@@ -28,6 +28,19 @@ class Quotas:
     tokens_per_bot: int = 20
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+SHUTDOWN_TIMEOUT_MAX = 3600.0
+
+
+def _choice(raw: str | None, name: str, allowed: tuple[str, ...]) -> str:
+    """One of `allowed` (any case), or a ConfigError naming the variable and the values."""
+    value = (raw or "").strip().lower()
+    if value not in allowed:
+        raise ConfigError(f"{name}: {raw!r} is not one of {', '.join(allowed)}")
+    return value
+
+
 _SECRET_PARAMS = re.compile(r"pass|secret|token|key", re.IGNORECASE)
 
 
@@ -76,8 +89,11 @@ class Config:
     file_upload_timeout: float = 600.0
     # HTTP: a request's body must arrive within http_body_timeout; a connection with no
     # request under way (or whose headers do not arrive) is closed after http_idle_timeout.
+    # That is above the 60 s after which proxies close idle upstream connections (nginx's
+    # keepalive_timeout, an AWS load balancer's idle timeout): the proxy closes first, so
+    # it never sends a request on a connection that the server is closing (a 502).
     http_body_timeout: float = 30.0
-    http_idle_timeout: float = 60.0
+    http_idle_timeout: float = 75.0
     ws_ping_interval: float = 20.0
     ws_ping_timeout: float = 20.0
     session_days: int = 30
@@ -94,8 +110,8 @@ class Config:
     shutdown_timeout: float = 10.0
     processes: int = 1
     metrics_port: int | None = None  # /metrics also here; worker i on metrics_port + i
-    log_level: str = "info"
-    log_format: str = "text"
+    log_level: str = "info"  # one of LOG_LEVELS
+    log_format: str = "text"  # one of LOG_FORMATS
 
     def __repr__(self) -> str:
         """Every setting except the secrets: cookie secrets, the status token and the
@@ -172,10 +188,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int,
                    help="also serve /metrics on this port, each worker of --processes on "
                    "this port plus its index (env METRICS_PORT; default: none)")
-    p.add_argument("--log-level", help="debug, info, warning, error (env LOG_LEVEL)")
-    p.add_argument("--log-format", choices=["text", "json"], help="env LOG_FORMAT")
-    p.add_argument("--shutdown-timeout", type=float,
-                   help="seconds to drain on SIGTERM (env SHUTDOWN_TIMEOUT, default 10)")
+    # Checked by load_config, not by argparse: a bad flag and a bad variable get the
+    # same message, naming both.
+    p.add_argument("--log-level", help=f"{', '.join(LOG_LEVELS)} (env LOG_LEVEL, default info)")
+    p.add_argument("--log-format", help="text, or json: one JSON object per line (env "
+                   "LOG_FORMAT, default text)")
+    p.add_argument("--shutdown-timeout",
+                   help="seconds to drain on SIGTERM, 0-3600 (env SHUTDOWN_TIMEOUT, default 10)")
     p.add_argument("--presence-grace", type=float,
                    help="seconds a user whose socket closed stays online in its rooms, so "
                    "that a reload or a short network blip announces nothing (env "
@@ -229,7 +248,6 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
             "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
         )
     xheaders = args.xheaders if args.xheaders is not None else env.get("CHAT_XHEADERS") == "1"
-    timeout_raw = pick(args.shutdown_timeout, "SHUTDOWN_TIMEOUT", "10") or "10"
     return Config(
         port=port,
         host=pick(args.host, "HOST", "") or "",
@@ -245,9 +263,13 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         registration=parse.registration(pick(args.registration, "CHAT_REGISTRATION", "open")),
         status_token=env.get("STATUS_TOKEN") or None,
         xheaders=bool(xheaders),
-        log_level=(pick(args.log_level, "LOG_LEVEL", "info") or "info").lower(),
-        log_format=pick(args.log_format, "LOG_FORMAT", "text") or "text",
-        shutdown_timeout=float(timeout_raw),
+        log_level=_choice(pick(args.log_level, "LOG_LEVEL", "info"), "LOG_LEVEL (--log-level)",
+                          LOG_LEVELS),
+        log_format=_choice(pick(args.log_format, "LOG_FORMAT", "text"),
+                           "LOG_FORMAT (--log-format)", LOG_FORMATS),
+        shutdown_timeout=parse.seconds(pick(args.shutdown_timeout, "SHUTDOWN_TIMEOUT", "10"),
+                                       "SHUTDOWN_TIMEOUT (--shutdown-timeout)",
+                                       SHUTDOWN_TIMEOUT_MAX),
         presence_grace=parse.seconds(pick(args.presence_grace, "PRESENCE_GRACE", "2"),
                                      "PRESENCE_GRACE", 60),
         presence_handover=parse.seconds(pick(args.presence_handover, "PRESENCE_HANDOVER",
@@ -258,8 +280,9 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
         limits=LimitSettings(
             message_rate=parse.positive(pick(args.message_rate, "CHAT_MESSAGE_RATE", "5"),
                                         "CHAT_MESSAGE_RATE"),
-            message_burst=int(parse.positive(pick(args.message_burst, "CHAT_MESSAGE_BURST",
-                                                  "20"), "CHAT_MESSAGE_BURST")),
+            # A whole number: int() of "0.5" would be a bucket that holds nothing.
+            message_burst=parse.count(pick(args.message_burst, "CHAT_MESSAGE_BURST", "20"),
+                                      "CHAT_MESSAGE_BURST"),
         ),
         max_file_bytes=parse.count(pick(args.max_file_bytes, "CHAT_MAX_FILE_BYTES",
                                         str(25 * 1024 * 1024)), "CHAT_MAX_FILE_BYTES"),

@@ -71,6 +71,13 @@ def quiet_noisy_loggers() -> None:
 
 
 def configure(level: str = "info", fmt: str = "text") -> None:
+    """Log to stderr at `level` in `fmt` ("text" or "json"), as Config checked them: an
+    unknown level or format raises ValueError rather than quietly logging otherwise."""
+    if fmt not in ("text", "json"):
+        raise ValueError(f"unknown log format {fmt!r}")
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):  # getLevelName answers "Level X" for an unknown name
+        raise ValueError(f"unknown log level {level!r}")
     handler = logging.StreamHandler()
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
@@ -79,7 +86,7 @@ def configure(level: str = "info", fmt: str = "text") -> None:
             "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    root.setLevel(numeric)
     # Tornado's own access log is replaced by log_request below.
     logging.getLogger("tornado.access").setLevel(logging.WARNING)
     quiet_noisy_loggers()

@@ -61,12 +61,18 @@ class StatusReporter:
         # (monotonic time, messages, deliveries) samples covering the last 5 minutes.
         self._samples: deque[tuple[float, int, int, int]] = deque(maxlen=int(300 / interval) + 2)
         self._task: asyncio.Task[None] | None = None
+        self._closed = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="status")
 
     async def close(self) -> None:
-        """Stop reporting and remove this process from the cluster view."""
+        """Stop reporting and remove this process from the cluster view, once: a
+        shutdown closes it early and Runtime.close() again, which must not wait on a
+        hung Redis a second time."""
+        if self._closed:
+            return
+        self._closed = True
         await tasks.stop(self._task)
         with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
             await asyncio.wait_for(self._deregister(), 2)

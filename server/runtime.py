@@ -158,17 +158,19 @@ class Runtime:
                        timeout: float) -> None:
         """Graceful stop within `timeout` seconds; the caller stopped accepting already.
 
-        Say "draining" on /readyz and refuse upgrades, leave /status, tell WebSocket
-        clients to go (1001) and wait for their departures (presence offline), let HTTP
-        requests and message stores in flight finish, then close idle connections and
-        everything else. What holds the drain is logged once a second.
+        Say "draining" on /readyz and refuse upgrades, tell WebSocket clients to go (1001)
+        while leaving /status, wait for their departures, let HTTP requests and message
+        stores in flight finish, then close idle connections and everything else. What
+        holds the drain is logged once a second.
         """
         if hasattr(self, "inflight"):
             self.inflight.draining = True  # before any await: probes see it at once
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.5, timeout - 0.5)
-        if hasattr(self, "reporter"):
-            await self.reporter.close()
+        # Leaving /status takes Redis round trips (up to 2 s when Redis hangs): it runs
+        # alongside the drain, so no client hears of the shutdown later for it.
+        leaving = (asyncio.ensure_future(self.reporter.close())
+                   if hasattr(self, "reporter") else None)
         if hasattr(self, "chat"):
             self.chat.hub.hand_over()
             await self._drain_connections(deadline)
@@ -181,6 +183,8 @@ class Runtime:
             left = self.rooms.open_connections
             if left:
                 log.warning("%d connections still open at the shutdown deadline", left)
+        if leaving is not None:
+            await leaving
         if server is not None:
             # Tornado closes the remaining (idle keep-alive) HTTP connections here.
             await server.close_all_connections()

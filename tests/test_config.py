@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import stat
 from pathlib import Path
 
 import pytest
 import tornado.web
 
-from server.config import ConfigError, load_config
+from server import logs
+from server.config import ConfigError, _parser, load_config
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 SECRET_A = "a" * 24
 SECRET_B = "b" * 24
@@ -241,3 +246,84 @@ def test_config_repr_shows_no_secrets(tmp_path: Path) -> None:
         for shown in ("db1.example", "cache.example", "replicaSet=rs0", "chat:",
                       "port=8888", "message_rate=5.0"):
             assert shown in text, (shown, text)
+
+
+def test_shutdown_timeout_is_10_s_by_default_and_refuses_what_is_not_0_to_3600_s(
+        tmp_path: Path) -> None:
+    env = {"CHAT_DATA_DIR": str(tmp_path)}
+    assert load_config([], env=env).shutdown_timeout == 10.0
+    assert load_config([], env={**env, "SHUTDOWN_TIMEOUT": "25"}).shutdown_timeout == 25.0
+    assert load_config(["--shutdown-timeout", "2.5"],
+                       env={**env, "SHUTDOWN_TIMEOUT": "25"}).shutdown_timeout == 2.5
+    for bad in ("soon", "-1", "nan", "inf", "3601"):
+        # Named in the message, not a traceback of float().
+        with pytest.raises(ConfigError, match=r"SHUTDOWN_TIMEOUT \(--shutdown-timeout\): "
+                                              r"(must be between 0 and 3600|.* not a number)"):
+            load_config([], env={**env, "SHUTDOWN_TIMEOUT": bad})
+        with pytest.raises(ConfigError, match="SHUTDOWN_TIMEOUT"):
+            load_config(["--shutdown-timeout", bad], env=env)
+
+
+def test_log_level_and_format_come_from_env_or_the_flag_in_any_case(tmp_path: Path) -> None:
+    env = {"CHAT_DATA_DIR": str(tmp_path)}
+    config = load_config([], env=env)
+    assert (config.log_level, config.log_format) == ("info", "text")
+    config = load_config([], env={**env, "LOG_LEVEL": "DEBUG", "LOG_FORMAT": "JSON"})
+    assert (config.log_level, config.log_format) == ("debug", "json")
+    config = load_config(["--log-level", "warning", "--log-format", "text"],
+                         env={**env, "LOG_LEVEL": "debug", "LOG_FORMAT": "json"})
+    assert (config.log_level, config.log_format) == ("warning", "text")
+
+
+@pytest.mark.parametrize(("name", "flag", "raw", "allowed"), [
+    ("LOG_LEVEL", "--log-level", "verbose", "debug, info, warning, error"),
+    ("LOG_FORMAT", "--log-format", "logfmt", "text, json"),
+])
+def test_an_unknown_log_level_or_format_is_a_config_error_naming_it_and_the_choices(
+        tmp_path: Path, name: str, flag: str, raw: str, allowed: str) -> None:
+    env = {"CHAT_DATA_DIR": str(tmp_path)}
+    for argv, environ in (([], {**env, name: raw}), ([flag, raw], env)):
+        with pytest.raises(ConfigError) as refused:
+            load_config(argv, env=environ)
+        message = str(refused.value)
+        assert name in message and flag in message and repr(raw) in message, message
+        assert allowed in message, message
+
+
+@pytest.mark.parametrize(("level", "fmt"), [("verbose", "text"), ("info", "logfmt")])
+def test_logging_set_up_refuses_what_it_does_not_know_instead_of_logging_otherwise(
+        level: str, fmt: str) -> None:
+    root = logging.getLogger()
+    handlers, before = list(root.handlers), root.level
+    with pytest.raises(ValueError, match=level if fmt == "text" else fmt):
+        logs.configure(level, fmt)
+    assert (root.handlers, root.level) == (handlers, before)  # left as it was
+
+
+def test_every_flag_is_in_the_configuration_tables_with_its_variable() -> None:
+    """The tables of operations.md §2 and the README list every flag of run.py with the
+    variable its help names."""
+    missing = []
+    for doc, heading in ((DOCS / "operations.md", "## 2. Configuration"),
+                         (DOCS.parent / "README.md", "## Configuration")):
+        table = doc.read_text().split(heading, 1)[1].split("\n## ", 1)[0]
+        rows = {m.group(1): m.group(2) for m in re.finditer(
+            r"^\| `(--[a-z-]+)` \| `?([A-Z_]*)", table, re.M)}
+        for action in _parser()._actions:
+            flag = next((o for o in action.option_strings if o.startswith("--")), None)
+            if flag is None or flag == "--help":
+                continue
+            env = re.search(r"env ([A-Z_]+)", action.help or "")
+            if rows.get(flag) != (env.group(1) if env else None):
+                missing.append((doc.name, flag, env.group(1) if env else None, rows.get(flag)))
+    assert not missing, missing
+
+
+def test_the_message_rate_and_burst_come_from_env_and_the_burst_is_a_whole_number(
+        tmp_path: Path) -> None:
+    env = {"CHAT_DATA_DIR": str(tmp_path), "CHAT_MESSAGE_RATE": "2.5", "CHAT_MESSAGE_BURST": "7"}
+    limits = load_config([], env=env).limits
+    assert (limits.message_rate, limits.message_burst) == (2.5, 7)
+    for bad in ("0.5", "2.5", "0", "-3", "lots"):
+        with pytest.raises(ConfigError, match="CHAT_MESSAGE_BURST"):
+            load_config([], env={**env, "CHAT_MESSAGE_BURST": bad})

@@ -180,8 +180,58 @@ async def test_refusals_are_counted_by_reason(config, services):
         assert value(series, "chat_refusals_total", reason="register") >= 1
         assert value(series, "chat_http_requests_total", route="/api/login", method="POST",
                      status="429") >= 1
+        reasons = label_values(series, "chat_refusals_total", "reason")
+        assert reasons <= documented_values("chat_refusals_total{reason}"), reasons
     finally:
         await close_node(node)
+
+
+OPERATIONS = DASHBOARD.parent / "operations.md"
+
+
+def documented_values(metric: str) -> set[str]:
+    """The `code`-quoted words of `metric`'s row in the metrics table of operations.md."""
+    (row,) = [line for line in OPERATIONS.read_text().splitlines()
+              if line.startswith(f"| `{metric}")]
+    return set(re.findall(r"`([a-z_]+)`", row.split("|")[3]))
+
+
+async def test_costly_requests_refused_are_counted_by_reason_as_documented(config, services):
+    limits = dataclasses.replace(config.limits, search_rate=0.01, search_burst=1,
+                                 dm_rate=0.01, dm_burst=1, upload_rate=0.01, upload_burst=1)
+    node = await open_node(dataclasses.replace(config, limits=limits), services)
+    try:
+        client = Client(node.base_url)
+        await client.register()
+        for method, path, body, raw in (
+                ("GET", "/api/search?q=anything", None, None),
+                ("POST", "/api/dms", {"users": []}, None),
+                ("POST", "/api/rooms/general/files?name=a.txt", None, b"hello")):
+            statuses = [(await client.request(method, path, body, raw=raw))[0]
+                        for _ in range(2)]
+            assert statuses[0] != 429 and statuses[1] == 429, (path, statuses)
+        series = await scrape(node.base_url)
+        for reason in ("search", "dm", "upload"):
+            assert value(series, "chat_refusals_total", reason=reason) == 1, reason
+        reasons = label_values(series, "chat_refusals_total", "reason")
+        assert reasons <= documented_values("chat_refusals_total{reason}"), reasons
+    finally:
+        await close_node(node)
+
+
+async def test_each_page_is_counted_under_its_own_route(base_url, make_client):
+    client = make_client()
+    before = await scrape(base_url)
+    for path in ("/status.html", "/status.html", "/admin.html"):
+        assert (await client.request("GET", path))[0] == 200
+    after = await scrape(base_url)
+
+    def moved(route: str) -> float:
+        labels = {"route": route, "method": "GET", "status": "200"}
+        return (value(after, "chat_http_requests_total", **labels)
+                - value(before, "chat_http_requests_total", **labels))
+
+    assert (moved("/status.html"), moved("/admin.html")) == (2, 1)
 
 
 async def test_garbage_collections_are_counted_and_timed_by_generation(base_url, runtime):

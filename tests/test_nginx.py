@@ -27,6 +27,7 @@ from tornado.httpclient import HTTPClientError
 from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClosedError
 
+from server.config import Config
 from server.embedded import free_port
 from tests.client import Client
 from tests.processes import ROOT, shared_env, start_server, wait_ready
@@ -118,9 +119,61 @@ def test_the_documented_config_is_what_the_nginx_test_runs(tmp_path):
     for line in ("least_conn;", "max_fails=0", "proxy_next_upstream error timeout http_503;",
                  "proxy_next_upstream_tries", "proxy_connect_timeout", "zone chat_backend",
                  "server 127.0.0.1:8001 max_fails=0;", "listen 127.0.0.1:8080;",
-                 "proxy_set_header Upgrade $http_upgrade;", "map $http_upgrade"):
+                 "proxy_set_header Upgrade $http_upgrade;", "map $http_upgrade",
+                 "keepalive_timeout"):
         assert line in conf, conf
     assert "10.0.0." not in conf and "ssl_certificate" not in conf, conf
+
+
+def seconds_of(value: str) -> float:
+    """An nginx time (`60`, `60s`, `2m`, `500ms`) in seconds."""
+    m = re.fullmatch(r"(\d+)(ms|s|m|h)?", value)
+    assert m, value
+    return int(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[m.group(2) or "s"]
+
+
+def test_nginx_closes_an_idle_upstream_connection_before_the_server_does():
+    """Else nginx can reuse a connection the server is closing: a 502 on a POST."""
+    (upstream,) = _blocks(doc_nginx_config(), "upstream chat_backend")
+    found = re.findall(r"^\s*keepalive_timeout\s+(\S+);", upstream, re.M)
+    nginx_idle = seconds_of(found[0]) if found else 60.0  # nginx's default
+    server_idle = Config().http_idle_timeout
+    assert nginx_idle < server_idle, (nginx_idle, server_idle)
+    # The guide states the server's timeout as it is.
+    text = OPERATIONS.read_text()
+    stated = {float(n) for n in re.findall(r"by the server\s+after (\d+) s", text)}
+    assert stated == {server_idle}, stated
+
+
+def directives(conf: str) -> set[tuple[str, ...]]:
+    """The statements of an nginx configuration with the blocks they sit in, comments and
+    spacing left out; the addresses (and number) of an upstream's servers too."""
+    found: set[tuple[str, ...]] = set()
+    context: list[str] = []
+    code = "\n".join(line.split("#", 1)[0] for line in conf.splitlines())
+    for token in re.findall(r"[^;{}]+[;{]|}", code):
+        words = " ".join(token[:-1].split()) if token != "}" else ""
+        if token == "}":
+            context.pop()
+        elif token.endswith("{"):
+            context.append(words)
+        else:
+            if context and context[0].startswith("upstream "):
+                words = re.sub(r"^server \S+", "server ADDRESS", words)
+            found.add((*context, words))
+    assert not context, context
+    return found
+
+
+def test_the_readme_config_is_the_documented_one():
+    """The README's nginx example is §7's configuration without the HTTP-to-HTTPS
+    redirect: nothing the guide explains (body sizes, timeouts, retries) is left out."""
+    (example,) = re.findall(r"```nginx\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    doc = doc_nginx_config()
+    proxied = [b for b in _blocks(doc, "server ") if "proxy_pass" in b]
+    documented = "\n".join([*_blocks(doc, "upstream "), *_blocks(doc, "map "), *proxied])
+    ours, theirs = directives(example), directives(documented)
+    assert ours == theirs, {"README only": ours - theirs, "guide only": theirs - ours}
 
 
 def launch_nginx(conf: str, prefix: Path) -> subprocess.Popen[bytes]:

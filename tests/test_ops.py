@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
+import re
+from pathlib import Path
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from server import logs
 from tests.client import PASSWORD, Client
 from tests.conftest import STATUS_TOKEN, close_node, open_node
+
+OPERATIONS = Path(__file__).resolve().parent.parent / "docs" / "operations.md"
 
 
 async def operator(url: str) -> Client:
@@ -209,3 +215,27 @@ async def test_presence_changes_are_counted_for_status_and_metrics(make_client, 
     assert sent() == before + 1
     runtime.reporter.snapshot()
     assert set(runtime.reporter.snapshot()["rate_1m"]) == {"messages", "deliveries", "presence"}
+
+
+def shape(value: Any) -> Any:
+    """The keys of a JSON value, nested; a list by its first item."""
+    if isinstance(value, dict):
+        return {key: shape(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [shape(value[0])] if value else []
+    return None
+
+
+async def test_the_status_example_in_the_guide_has_the_fields_of_a_real_answer(
+        make_client, runtime):
+    section = OPERATIONS.read_text().split("## 3. `/status`", 1)[1].split("\n## ", 1)[0]
+    (example,) = re.findall(r"```json\n(.*?)```", section, re.S)
+    client = make_client()
+    await client.register()
+    await (await client.ws()).join("general")  # a process with a connection and a room
+    await runtime.reporter.publish()
+    monitor = make_client()
+    monitor.token = STATUS_TOKEN
+    status, body, _ = await monitor.request("GET", "/status")
+    assert status == 200
+    assert shape(json.loads(example)) == shape(body)

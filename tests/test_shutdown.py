@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from server import tasks
 from server.embedded import free_port
 from tests.client import Client
-from tests.conftest import STATUS_TOKEN, close_node, mongo_url_of, open_node
+from tests.conftest import STATUS_TOKEN, close_node, mongo_url_of, open_node, redis_url_of
 from tests.processes import shared_env, start_server, wait_ready
 from tests.test_abuse import RawPeer
 
@@ -270,6 +270,36 @@ async def test_a_drain_logs_what_holds_it_once_a_second(config, services, privat
     assert said[0] == "draining: told 0 WebSocket connections to go; 1 HTTP request in progress"
     held = [m for m in said if m.startswith("draining: 1 HTTP request in progress;")]
     assert len(held) >= 2, said
+
+
+async def test_clients_hear_of_a_drain_at_once_while_redis_hangs(config, services,
+                                                                 private_redis):
+    """Leaving /status waits on Redis (up to 2 s when it hangs): the 1001 must not."""
+    node = await open_node(config, services, redis_url=redis_url_of(private_redis))
+    stopping: asyncio.Future[None] | None = None
+    try:
+        client = Client(node.base_url)
+        await client.register()
+        ws = await client.ws()
+        await ws.join("general")
+        assert private_redis.proc is not None
+        os.kill(private_redis.proc.pid, signal.SIGSTOP)  # connections open, no answers
+        try:
+            node.server.stop()
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            stopping = asyncio.ensure_future(node.runtime.shutdown(node.server, timeout=10))
+            code, reason = await ws.closed(5)
+            heard_after = loop.time() - started
+        finally:
+            os.kill(private_redis.proc.pid, signal.SIGCONT)
+        assert (code, reason) == (1001, "server shutting down")
+        assert heard_after < 0.5, f"the close came {heard_after:.2f} s into the drain"
+    finally:
+        if stopping is None:
+            await close_node(node)
+        else:
+            await asyncio.wait_for(stopping, 15)
 
 
 async def test_processes_flag_forks_workers_that_share_the_port(services, config, tmp_path):
