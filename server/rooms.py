@@ -39,6 +39,7 @@ class Member(Protocol):
     conn_id: bytes
     user: User
     credential: str | None  # sha256 of the session id or token it was opened with
+    session_id: str | None  # the session it was opened with (None: a bot's token)
 
     def send_raw(self, data: bytes) -> None: ...
 

@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 
 from server.admins import Admins
 from server.app import make_app, make_metrics_app
+from server.audit import CredentialAudit
 from server.auth import Auth
 from server.bots import Bots
 from server.bus import Bus
@@ -90,6 +91,7 @@ class Runtime:
     admins: Admins = field(init=False)
     registration: Registration = field(init=False)
     deactivation: Deactivation = field(init=False)
+    audit: CredentialAudit = field(init=False)
 
     async def start(self) -> None:
         cfg = self.config
@@ -127,6 +129,8 @@ class Runtime:
                            quota=cfg.file_quota_bytes, orphan_seconds=cfg.file_orphan_seconds,
                            upload_timeout=cfg.file_upload_timeout)
         self.files.start()
+        self.audit = CredentialAudit(rooms, self.store)
+        self.audit.start()
         self.chat = Chat(self.store, rooms, seqs, self.writer, self.delivery, presence, team,
                          changes,
                          node_id=cfg.node_id, presence_ttl=cfg.presence_ttl,
@@ -245,6 +249,8 @@ class Runtime:
             await self.reporter.close()
         if hasattr(self, "chat"):
             await self.chat.close(1.0)
+        if hasattr(self, "audit"):
+            await self.audit.close()
         if hasattr(self, "files"):
             await self.files.close()
         if hasattr(self, "metrics"):

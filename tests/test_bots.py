@@ -313,3 +313,27 @@ async def test_a_token_sent_where_its_id_belongs_is_never_echoed_or_logged(make_
     bot = make_client()
     bot.token = token
     assert (await bot.request("GET", "/api/me"))[0] == 200
+
+
+async def test_sockets_whose_credential_went_without_word_are_closed_by_the_audit(
+        make_client, runtime, config, services):
+    # A revocation whose notice never reached this process (a lost control publish):
+    # the token and the session are gone from MongoDB, their sockets still open here.
+    import pymongo
+    owner, bot, token = await owner_with_bot(make_client)
+    bot_client = make_client()
+    bot_client.token = token
+    bot_socket = await bot_client.ws(origin=None)
+    user = make_client()
+    await user.register()
+    user_socket = await user.ws()
+    bystander = await owner.ws()
+    with pymongo.MongoClient(services.mongo_url) as mongo:
+        db = mongo[config.db_name]
+        db.tokens.delete_many({"user.id": bot["id"]})
+        db.sessions.delete_many({"user.id": user.user["id"]})
+    assert await runtime.audit.run() == 2
+    closes = await asyncio.gather(bot_socket.closed(), user_socket.closed())
+    assert closes == [(1008, "credential revoked")] * 2
+    assert (await bystander.call({"type": "ping"}))["type"] == "pong"
+    assert await runtime.audit.run() == 0

@@ -232,6 +232,17 @@ class Accounts(InviteCodes, Collections):
         user = User.from_doc(doc["user"])
         return None if await self.is_deactivated(user.id) else user
 
+    async def live_tokens(self, digests: list[str]) -> set[str]:
+        """Which of these tokens still stand (`token_user` of many, in two queries)."""
+        with _errors():
+            docs = await self.db.tokens.find({"_id": {"$in": digests}},
+                                             {"user": 1}).to_list(None)
+            ids = list({ObjectId(d["user"]["id"]) for d in docs})
+            gone = {str(d["_id"]) for d in await self.db.users.find(
+                {"_id": {"$in": ids}, "deactivated_at": {"$ne": None}}, {"_id": 1}
+            ).to_list(None)} if ids else set()
+        return {d["_id"] for d in docs if d["user"]["id"] not in gone}
+
     async def tokens_of(self, user_id: str, *, after: str | None = None,
                         limit: int = 1000) -> tuple[list[dict[str, Any]], bool] | None:
         """A page of a user's tokens, oldest first, after the token whose public id
