@@ -33,6 +33,7 @@ acks, then delivers, then publishes); it never writes to a socket.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import time
 from collections.abc import Callable
@@ -223,8 +224,7 @@ class MessageWriter:
                 break
         if repeats:
             answer_repeats(repeats, tick)
-        self.metrics.stored(sum(isinstance(r, Message) for records in tick.messages.values()
-                                for r in records),
+        self.metrics.stored(sum(item.fresh and isinstance(r, Message) for item, r in tick.acks),
                             time.perf_counter() - started)
         return tick
 
@@ -313,6 +313,11 @@ class MessageWriter:
                 self.metrics.duplicate_sends.inc()
                 item.fresh = False
                 tick.acks.append((item, original))
+                # Stored by an insert that failed after all (answered `unavailable`), it
+                # never went out: it goes with this tick, which every process delivers
+                # but for the seqs it has delivered already.
+                bisect.insort(tick.messages.setdefault(item.room, []), original,
+                              key=lambda record: record.seq)
         return rest
 
     def _failed(self, items: list[QueuedSend], error: BaseException) -> None:

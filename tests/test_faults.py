@@ -1229,3 +1229,49 @@ async def test_a_join_that_fails_reading_history_leaves_nobody_online(
         assert user.user["name"] not in online, body
     finally:
         await close_node(node)
+
+
+async def test_a_message_stored_by_an_insert_that_failed_reaches_the_room_on_its_resend(
+        config, private_mongo, private_redis):
+    """An insert that times out on the client may still be applied: its sender hears
+    `unavailable` and resends (protocol §12), and gets the original ack. The room gets
+    the message then, once, here and on the other process."""
+    node1, node2 = await two_nodes(config, private_mongo, private_redis)
+    mongo = mongo_url_of(private_mongo)
+    try:
+        await create_room(node1.base_url, "alpha")
+        sender, here, there = Client(node1.base_url), Client(node1.base_url), Client(
+            node2.base_url)
+        sockets = []
+        for client in (sender, here, there):
+            await client.register()
+            sockets.append(await client.ws())
+            await sockets[-1].join("alpha")
+        ws, local, remote = sockets
+        # The insert is applied after 6 s, when the store's 5 s socket timeout has failed
+        # it on our side: the send is answered `unavailable`.
+        await asyncio.to_thread(fail_point, mongo, {"times": 1}, {
+            "failCommands": ["insert"], "blockConnection": True, "blockTimeMS": 6000})
+        send = {"type": "send", "room": "alpha", "body": "made it", "client_id": "c-1"}
+        assert (await ws.call(send, timeout=10))["code"] == "unavailable"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while True:  # until secantusd has applied the held insert
+            _, page, _ = await here.request("GET", "/api/rooms/alpha/messages")
+            if any(m.get("body") == "made it" for m in page["messages"]) or (
+                    loop.time() > deadline):
+                break
+            await asyncio.sleep(0.1)
+        ack = await ws.call(send)
+        assert ack["type"] == "ack", ack
+        for sock in (local, remote, ws):
+            got = await sock.expect("message", room="alpha", body="made it")
+            assert got["seq"] == ack["seq"]
+        # Once: a second resend acks again and delivers nothing more.
+        assert (await ws.call(send))["seq"] == ack["seq"]
+        follow = await ws.call({**send, "body": "next", "client_id": "c-2"})
+        for sock in (local, remote):
+            assert (await sock.expect("message", room="alpha"))["seq"] == follow["seq"]
+    finally:
+        for node in (node1, node2):
+            await close_node(node)
