@@ -89,7 +89,10 @@ async function startChat(me) {
       throw err;
     }
   };
-  const chat = new Chat({ me, send: (frame) => conn.send(frame), storage, view, fetchRooms });
+  const chat = new Chat({
+    me, send: (frame) => conn.send(frame), storage, view, fetchRooms,
+    reconnect: () => conn.restart(),
+  });
 
   async function refreshRooms() {
     const askedAt = performance.now();
@@ -220,6 +223,7 @@ async function startChat(me) {
     rooms = null; // the list arrives once connected
   }
   if (rooms) chat.setRooms(rooms, askedAt);
+  // Without the list, unsent messages wait for it (the next setRooms restores them).
   chat.restore();
   // Someone in no room at all (a new account) starts in the room everyone shares.
   if (rooms && !chat.rooms.size && rooms.length) {

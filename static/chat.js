@@ -23,8 +23,10 @@ export function defineChat({ Room, Outbox, errors, withRoomList }) {
      * @param {() => Promise<object[]>} [o.fetchRooms]  GET /api/rooms; when given, a new
      *        connection re-reads the list before rejoining (a room lost while offline is
      *        not joined again: for a public one, that would make the user a member again)
+     * @param {() => void} [o.reconnect]  drop the connection and open a new one (a send
+     *        went unanswered: the socket may be dead without having said so)
      */
-    constructor({ me, send, storage, view, fetchRooms = null }) {
+    constructor({ me, send, storage, view, fetchRooms = null, reconnect = null }) {
       super();
       this.me = me;
       this._send = send;
@@ -38,17 +40,24 @@ export function defineChat({ Room, Outbox, errors, withRoomList }) {
       this.nextRef = 1;
       const request = (room, frame, info) => this._request(room, frame, info);
       this.outbox = new Outbox({
-        rooms: this.rooms, request, isOnline: () => this.online, storage, view,
+        rooms: this.rooms, request, isOnline: () => this.online, storage, view, reconnect,
       });
       this.session = { request, me: () => this.me, view, storage, outbox: this.outbox };
     }
 
     // ----- user actions -----------------------------------------------------------
 
-    /** Restore unsent messages saved by an earlier visit of this tab (once the rooms
-     *  are known: see setRooms). */
+    /** Restore unsent messages saved by an earlier visit of this tab into the rooms
+     *  known so far; those of rooms not known yet wait for setRooms. */
     restore() {
       this.outbox.restore();
+    }
+
+    /** The server's list of rooms (see roomlist.js); unsent messages saved for rooms
+     *  that were not known yet go back into them now. */
+    setRooms(list, askedAt = Infinity) {
+      super.setRooms(list, askedAt);
+      this.outbox.restore({ listed: true });
     }
 
     /** Join (if needed) and return the room; joining a public room makes the user a

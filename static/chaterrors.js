@@ -35,7 +35,9 @@ export function routeError(chat, f) {
         room.setInfo({ archived: true });
         chat.view.roomInfoChanged(room);
       }
+      // What a resend with the same client_id can fix is resent (§12); the rest fails.
       if (f.code === 'rate_limited') chat.outbox.rateLimited(room, clientId, retryMs);
+      else if (f.code === 'unavailable') chat.outbox.unavailable(room, clientId, friendlyError(f));
       else chat.outbox.refused(room, clientId, friendlyError(f));
       break;
     }

@@ -73,6 +73,14 @@ export class Connection {
     return true;
   }
 
+  /** Give up on the open socket as if it had died (a send went unanswered: the
+   *  connection may be silently dead, which the watchdog would notice only after
+   *  DEAD_AFTER_MS) and reconnect after the usual backoff. */
+  restart() {
+    if (this.stopped || !this.ws) return;
+    this._abandon(this.ws, this.isOpen);
+  }
+
   /** Skip the remaining backoff (the "Retry now" button, the browser coming online). */
   reconnectNow() {
     if (this.stopped || this.ws) return;
@@ -167,17 +175,23 @@ export class Connection {
     this._state('waiting', { retryAt, code });
   }
 
+  /** Detach `ws` and schedule the next attempt; closing a dead socket may never finish,
+   *  so nothing waits for its close event. */
+  _abandon(ws, opened) {
+    this._lost(opened, 1006);
+    try {
+      ws.close();
+    } catch {
+      // already closing
+    }
+  }
+
   _startWatchdog(ws) {
     clearInterval(this.pingTimer);
     this.pingTimer = setInterval(() => {
       if (this.ws !== ws) return;
       if (Date.now() - this.lastFrameAt > DEAD_AFTER_MS) {
-        this._lost(true, 1006);
-        try {
-          ws.close();
-        } catch {
-          // already closing
-        }
+        this._abandon(ws, true);
         return;
       }
       if (ws.readyState === WebSocket.OPEN) ws.send('{"type":"ping"}');

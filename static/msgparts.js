@@ -45,8 +45,9 @@ export class MessageParts {
     return li;
   }
 
-  /** A pending item's state and status line: sending, waiting for the connection, or
-   *  failed with Retry and Discard (`on.retry`, `on.discard`). */
+  /** A pending item's state and status line: sending, waiting for the connection or
+   *  for the server (`item.note`: why it is held), or failed with Retry and Discard
+   *  (`on.retry`, `on.discard`). */
   pendingStatus(li, item, online, on) {
     const h = this.h;
     li.dataset.state = item.status === 'failed' ? 'failed' : 'pending';
@@ -60,8 +61,9 @@ export class MessageParts {
       retry.addEventListener('click', on.retry);
       discard.addEventListener('click', on.discard);
     } else {
-      status.replaceChildren(h('span', { class: 'status-text' },
-        item.status === 'sending' || online ? 'Sending…' : 'Waiting for the connection…'));
+      let text = item.status === 'sending' || online ? 'Sending…' : 'Waiting for the connection…';
+      if (online && item.status !== 'sending' && item.note) text = `${item.note} Retrying…`;
+      status.replaceChildren(h('span', { class: 'status-text' }, text));
     }
   }
 

@@ -1,6 +1,7 @@
 // Messages the user wrote that the server has not confirmed yet, and their edits,
 // deletes and reactions (§19): sent in order within an in-flight window, held while
-// rate-limited, failed after a silent timeout, kept across reloads of this tab. No DOM.
+// rate-limited or while the server cannot store (`unavailable`), resent after a
+// reconnect (forced when an ack does not come), kept across reloads of this tab. No DOM.
 // No imports (see app.js).
 //
 // Invariant: an entry keeps its client_id for life; every resend reuses it, and the
@@ -13,8 +14,17 @@
 // that the pending message shows them, and resent with the same client_id like the
 // rest (the server attaches a file to one message only). Only sends are shown
 // as pending messages; a change that fails is dropped with a notice.
+//
+// What a resend can fix is resent, with no end (§12): no answer (the connection is
+// presumed dead and replaced), `unavailable` (after a growing, capped backoff),
+// `rate_limited`. Only a refusal a resend cannot change (bad_request, too_large,
+// not_found, forbidden...) makes a send `failed`, for the user to retry or discard.
 
+// The server answers every frame it reads within 5 s (`unavailable` if its store is
+// slow), so 15 s of silence means the connection is dead though it looks open.
 const ACK_TIMEOUT_MS = 15000;
+const UNAVAILABLE_BASE_MS = 1000; // backoff after `unavailable`: 1 s, 2 s, 4 s... (jittered)
+const UNAVAILABLE_MAX_MS = 30000;
 const MAX_IN_FLIGHT = 16; // the server refuses more than 32 unacked sends per connection
 const CHANGE_WORDS = { edit: 'Edit', delete: 'Delete', react: 'Reaction' };
 
@@ -35,25 +45,38 @@ export class Outbox {
    * @param {() => boolean} o.isOnline
    * @param {object} o.storage  see makeStorage in storage.js
    * @param {object} o.view     told of every change to an entry (see view.js)
+   * @param {() => void} [o.reconnect]  replace the connection (an ack did not come)
    */
-  constructor({ rooms, request, isOnline, storage, view }) {
-    Object.assign(this, { rooms, request, isOnline, storage, view });
+  constructor({ rooms, request, isOnline, storage, view, reconnect = null }) {
+    Object.assign(this, { rooms, request, isOnline, storage, view, reconnect });
     this.inFlight = 0; // sends awaiting their ack on this connection
-    this.pausedUntil = 0; // after rate_limited: hold sends until then
+    this.pausedUntil = 0; // after rate_limited or unavailable: hold sends until then
     this.pauseTimer = null;
-    this.slow = false; // rate-limited lately: one send at a time until the outbox drains
+    this.slow = false; // refused lately: one send at a time until the outbox drains
+    this.unplaced = null; // saved entries whose room is not known yet (null: not read)
   }
 
-  /** Put back the unsent messages this tab saved, in the rooms they belong to. */
-  restore() {
-    for (const saved of this.storage.outbox()) {
+  /**
+   * Put back the unsent messages this tab saved, in the rooms they belong to. Entries
+   * of rooms not known yet (the room list has not loaded) wait, and are kept by save(),
+   * until a call with `listed` (the server's list of the user's rooms is in `rooms`):
+   * then those of rooms the user is no longer in are dropped.
+   */
+  restore({ listed = false } = {}) {
+    this.unplaced ??= this.storage.outbox();
+    const before = this.unplaced.length;
+    this.unplaced = this.unplaced.filter((saved) => {
       const room = this.rooms.get(saved.room);
-      if (!room || room.outbox.has(saved.clientId)) continue;
+      if (!room) return !listed;
+      if (room.outbox.has(saved.clientId)) return false;
       const item = { ...saved, status: 'queued' };
       delete item.room;
       room.outbox.set(item.clientId, item);
       this._changed(room, item);
-    }
+      return false;
+    });
+    if (this.unplaced.length !== before) this.save();
+    this.pump();
   }
 
   /** Queue a message (with the file objects of `attachments`, if any); it goes out now
@@ -87,6 +110,7 @@ export class Outbox {
     if (!item || item.status === 'sending') return;
     item.status = 'queued';
     item.error = null;
+    item.note = null;
     this._changed(room, item);
     this._trySend(room, item);
   }
@@ -121,14 +145,35 @@ export class Outbox {
     clearTimeout(item.timer);
     this._release(item);
     item.status = 'queued';
-    this.pausedUntil = Math.max(this.pausedUntil, Date.now() + retryMs);
-    this.slow = true;
-    clearTimeout(this.pauseTimer);
-    this.pauseTimer = setTimeout(() => this.pump(), this.pausedUntil - Date.now() + 10);
+    this._pause(retryMs);
     this._changed(room, item);
   }
 
-  /** The server refused the message: the user may retry or discard it. */
+  /** Hold every send for `ms`, then pump one at a time. */
+  _pause(ms) {
+    this.pausedUntil = Math.max(this.pausedUntil, Date.now() + ms);
+    this.slow = true;
+    clearTimeout(this.pauseTimer);
+    this.pauseTimer = setTimeout(() => this.pump(), this.pausedUntil - Date.now() + 10);
+  }
+
+  /** The server could not store it now (`unavailable`): not a failure either. Resend
+   *  with the same client_id after a backoff that grows with each refusal of this
+   *  entry; every send waits too (keeps their order), then they go one at a time. */
+  unavailable(room, clientId, note) {
+    const item = room.outbox.get(clientId);
+    if (!item) return;
+    clearTimeout(item.timer);
+    this._release(item);
+    item.status = 'queued';
+    item.note = note;
+    item.refusals = (item.refusals ?? 0) + 1;
+    const cap = Math.min(UNAVAILABLE_MAX_MS, UNAVAILABLE_BASE_MS * 2 ** (item.refusals - 1));
+    this._pause(cap / 2 + Math.random() * (cap / 2));
+    this._changed(room, item);
+  }
+
+  /** The server refused the message for good: the user may retry or discard it. */
   refused(room, clientId, error) {
     const item = room.outbox.get(clientId);
     if (item) this._fail(room, item, error);
@@ -139,7 +184,8 @@ export class Outbox {
     this.inFlight = 0;
   }
 
-  /** Everything not failed in `room` waits for the rejoin, to go out with its client_id. */
+  /** Everything not failed in `room` (unanswered, held after `unavailable` or
+   *  rate_limited, waiting) waits for the rejoin, to go out with its client_id. */
   requeue(room) {
     for (const item of room.outbox.values()) {
       if (item.status === 'failed') continue;
@@ -169,11 +215,12 @@ export class Outbox {
     }
   }
 
-  /** Keep every room's unsent messages for a reload of this tab. */
+  /** Keep every room's unsent messages for a reload of this tab, with those restore()
+   *  has not placed yet. */
   save() {
-    const items = [];
+    const items = [...(this.unplaced ?? [])];
     for (const room of this.rooms.values()) {
-      for (const { status, error, timer, ...item } of room.outbox.values()) {
+      for (const { status, error, timer, note, refusals, ...item } of room.outbox.values()) {
         items.push({ room: room.name, ...item });
       }
     }
@@ -215,11 +262,23 @@ export class Outbox {
     item.status = 'sending';
     this.inFlight += 1;
     clearTimeout(item.timer);
-    item.timer = setTimeout(() => {
-      if (item.status !== 'sending') return;
-      this._fail(room, item, 'No answer from the server.');
-    }, ACK_TIMEOUT_MS);
+    item.timer = setTimeout(() => this._unanswered(room, item), ACK_TIMEOUT_MS);
     this._changed(room, item);
+  }
+
+  /** No ack in time: the connection is presumably dead though it looks open. Keep the
+   *  entry and replace the connection; the rejoin resends it with its client_id, and
+   *  the server answers a resend of what it stored with the original ack. */
+  _unanswered(room, item) {
+    if (item.status !== 'sending') return;
+    if (this.reconnect) {
+      this.reconnect(); // disconnected() and requeue() follow: every entry waits
+    } else {
+      this._release(item);
+      item.status = 'queued';
+      this._changed(room, item);
+      this.pump();
+    }
   }
 
   _fail(room, item, error) {

@@ -253,6 +253,10 @@ export function defineRoom({
       // An edit, delete or reaction takes effect through its event, which every socket
       // of the room receives (and a rejoin replays).
       if (item.kind && item.kind !== 'send') return;
+      // A resend of something stored long ago (a restored outbox entry) is answered with
+      // its original, older seq: below the loaded range it would stand alone, and paging
+      // back from it would skip what lies between. It arrives with its page instead.
+      if (f.seq < this.oldestSeq && this.hasOlder) return;
       // The `message` frame may come before or after the ack; whichever is second is a
       // duplicate by seq and is dropped.
       const msg = {
