@@ -50,6 +50,9 @@ class CredentialAudit:
             except StoreError as e:
                 log.warning("credential audit skipped: %s", e)
                 continue
+            except Exception:  # a bug here must not end the audit for good
+                log.exception("credential audit crashed")
+                continue
             if closed:
                 log.warning("closed %d socket(s) whose credential had been revoked without "
                             "word reaching this process", closed)

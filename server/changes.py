@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from server import protocol
+from server import protocol, tasks
 from server.mentions import mentioned
 from server.model import REACTION_SEP, Event, Message, Record, User
 from server.protocol import ProtocolError
@@ -51,10 +50,15 @@ class MessageChanges:
         # of their events (two toggles of one reaction must not swap).
         self._locks: dict[tuple[str, int], asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     async def close(self, timeout: float) -> None:
+        """Let the document updates under way finish within `timeout`; stop the rest."""
+        self._closed = True
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=timeout)
+        for task in list(self._tasks):
+            await tasks.stop(task)
 
     async def edit(self, user: User, room: str, seq: int, body: str, client_id: str | None,
                    origin: Any, ref: protocol.Ref) -> Event:
@@ -64,8 +68,8 @@ class MessageChanges:
                 if message.user.id != user.id:
                     raise ProtocolError(protocol.FORBIDDEN, "only its author edits a message",
                                         ref, reason="not_author")
-            except ProtocolError:
-                return await self._resent_or_raise(user, room, "edited", seq, client_id,
+            except ProtocolError as e:
+                return await self._resent_or_raise(e, user, room, "edited", seq, client_id,
                                                    origin, ref)
             # Applied even for a resend: an edit older than the text it meets changes nothing.
             return await self._change(user, room, "edited", {
@@ -74,20 +78,21 @@ class MessageChanges:
 
     async def _edit_doc(self, event: Event, fresh: bool) -> None:
         room, seq, body = event.room, event.data["message_seq"], event.data["new_body"]
-        names, whole = mentioned(body)
-        mentions = mentions_doc(await self.store.members_named(room, names) if names else [],
-                                whole)
+        mentions = await self._mentioned(room, body)
         if not await self.store.apply_edit(room, seq, body, event.data["edited_at"],
                                            event.seq, mentions):
             await self.store.scrub_edits(room, seq)  # deleted meanwhile: keep no text
 
     async def mentions(self, room: str, body: str) -> dict[str, Any] | None:
         """Whom a text mentions in the room, as stored: members only."""
-        names, whole = mentioned(body)
         try:
-            users = await self.store.members_named(room, names) if names else []
+            return await self._mentioned(room, body)
         except StoreError:
             raise unavailable("the message store") from None
+
+    async def _mentioned(self, room: str, body: str) -> dict[str, Any] | None:
+        names, whole = mentioned(body)
+        users = await self.store.members_named(room, names) if names else []
         return mentions_doc(users, whole)
 
     async def delete(self, user: User, room: str, seq: int, client_id: str | None,
@@ -97,8 +102,8 @@ class MessageChanges:
                 message = await self._message(room, seq, ref, deleted_ok=True)
                 if message.user.id != user.id:
                     await self._require_over(user, room, message.user, ref)
-            except ProtocolError:
-                return await self._resent_or_raise(user, room, "deleted", seq, client_id,
+            except ProtocolError as e:
+                return await self._resent_or_raise(e, user, room, "deleted", seq, client_id,
                                                    origin, ref)
             return await self._change(user, room, "deleted", {"message_seq": seq}, client_id,
                                       origin, ref, self._delete_doc, target=message.user)
@@ -115,8 +120,8 @@ class MessageChanges:
                 if on and emoji not in emojis and len(emojis) >= MAX_EMOJIS:
                     raise ProtocolError(protocol.BAD_REQUEST, f"a message has at most "
                                         f"{MAX_EMOJIS} different reactions", ref)
-            except ProtocolError:
-                return await self._resent_or_raise(user, room, "reacted", seq, client_id,
+            except ProtocolError as e:
+                return await self._resent_or_raise(e, user, room, "reacted", seq, client_id,
                                                    origin, ref)
             return await self._change(user, room, "reacted", {
                 "message_seq": seq, "emoji": emoji, "on": on}, client_id, origin, ref,
@@ -175,12 +180,11 @@ class MessageChanges:
         return (isinstance(event, Event) and event.event == kind
                 and event.data.get("message_seq") == data["message_seq"])
 
-    async def _resent_or_raise(self, user: User, room: str, kind: str, seq: int,
-                               client_id: str | None, origin: Any, ref: protocol.Ref) -> Event:
-        """A change refused now (its message deleted since, the sender muted since...)
-        that was stored before under this client_id gets its original ack again."""
-        error = sys.exc_info()[1]
-        assert isinstance(error, ProtocolError)
+    async def _resent_or_raise(self, error: ProtocolError, user: User, room: str, kind: str,
+                               seq: int, client_id: str | None, origin: Any,
+                               ref: protocol.Ref) -> Event:
+        """A change refused now (its message deleted or changed since, say) that was
+        stored before under this client_id gets its original ack again."""
         if client_id is not None:
             key = client_key(room, user.id, client_id)
             try:
@@ -223,7 +227,10 @@ class MessageChanges:
         async with self._lock(event.room, event.data["message_seq"]):
             await self._apply(update)
 
-    def _spawn(self, work: Awaitable[None]) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        if self._closed:
+            work.close()
+            return
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

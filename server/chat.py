@@ -4,7 +4,8 @@ history, disconnect) goes through Chat.
 Persist, then publish: `post` queues the message with the writer, which stores it with
 its room's next seq; then `Delivery` acks the sender, writes it to this process's
 members and publishes it once for the other processes. History never lacks a message
-a client has seen."""
+a client has seen.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from server.seqs import RoomSeqs
 from server.standing import Standing
 from server.store import Store, StoreError
 from server.team import Team
+from server.turns import Turns
 from server.writer import MessageWriter
 
 log = logging.getLogger(__name__)
@@ -58,8 +60,7 @@ class Chat:
         self.node_id = node_id
         self.presence_ttl = presence_ttl
         self.send_timeout = send_timeout
-        # (connection, room) -> its last send not queued yet (sends keep their order: §7)
-        self._queuing: dict[tuple[bytes, str], asyncio.Future[None]] = {}
+        self.turns = Turns()
         self.hub = PresenceHub(presence, rooms, delivery, store, node_id=node_id,
                                ttl=presence_ttl, hold=presence_hold, grace=presence_grace,
                                handover=presence_handover)
@@ -110,6 +111,10 @@ class Chat:
         for room, empty, last_of_user in left:
             self._forget(room, conn.user.id, empty, last_of_user)
             if empty:
+                # Its watermark and records go now: frames that arrive before a rejoin
+                # are not delivered here, and the rejoin starts afresh from its page.
+                self.seqs.unwatch(room)
+                self.delivery.recent.forget(room)
                 task = asyncio.ensure_future(self._drop(room))
                 self._drops.add(task)
                 task.add_done_callback(self._drops.discard)
@@ -242,22 +247,12 @@ class Chat:
             raise ProtocolError(protocol.FORBIDDEN, f"join {room!r} before sending to it")
         self.standing.check(conn.user.id, room)
         key = (conn.conn_id, room)
-        ahead = self._queuing.get(key)  # an earlier send of theirs not queued yet
-        if ahead is not None and ahead.done():
-            ahead = None
+        ahead = self.turns.ahead(key)  # server.turns: sends are queued in send order
         if ahead is None and reply_to is None and "@" not in body and not attachments:
             return await self._post(conn, room, body, client_id, ref, None, (), None, None)
-        # This one waits (for MongoDB, or for the one ahead) before it is queued: the
-        # connection's later sends wait for it in turn.
-        turn = self._queuing[key] = asyncio.get_running_loop().create_future()
-        try:
+        with self.turns.take(key) as turn:
             return await self._post(conn, room, body, client_id, ref, reply_to, attachments,
                                     ahead, turn)
-        finally:
-            if not turn.done():
-                turn.set_result(None)
-            if self._queuing.get(key) is turn:
-                del self._queuing[key]
 
     async def _post(self, conn: Member, room: str, body: str, client_id: str | None,
                     ref: protocol.Ref, reply_to: int | None, attachments: tuple[str, ...],
@@ -301,6 +296,9 @@ class Chat:
             raise ProtocolError(protocol.FORBIDDEN, f"join {room!r} before changing its "
                                 "messages", frame.ref)
         user = conn.user
+        ahead = self.turns.ahead((conn.conn_id, room))
+        if ahead is not None:
+            await asyncio.shield(ahead)  # stored after the sends before it (server.turns)
         match frame:
             case protocol.Edit(_, seq, body, client_id, ref):
                 self.standing.check(user.id, room)

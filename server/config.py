@@ -28,7 +28,7 @@ class Quotas:
     tokens_per_bot: int = 20
 
 
-LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("text", "json")
 SHUTDOWN_TIMEOUT_MAX = 3600.0
 

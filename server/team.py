@@ -50,8 +50,8 @@ log = logging.getLogger(__name__)
 Notify = Callable[[MemberChange], Awaitable[None]]
 
 
-# Unread counts one listing runs at once: the rest of the process shares the MongoDB
-# connections and Motor's threads, and must not queue behind a page of counts.
+# Unread counts that listings of rooms run at once, all together: the rest of the process
+# shares the MongoDB connections and Motor's threads, and must not queue behind them.
 UNREAD_AT_ONCE = 4
 
 
@@ -71,6 +71,7 @@ class Team:
         self.timeout = timeout
         self.notify: Notify | None = None  # set by Chat: carries MemberChange everywhere
         self.cache = AccessCache(store)  # Chat feeds it every MemberChange (forget)
+        self._unread_slots = asyncio.Semaphore(UNREAD_AT_ONCE)
 
     # Seeing ------------------------------------------------------------------------
 
@@ -137,10 +138,8 @@ class Team:
         # Read state of the rooms the caller is in: counted concurrently, capped.
         member_views = [v for v in views if v["member"]]
         positions = await self.store.read_positions(user.id, [v["name"] for v in member_views])
-        slots = asyncio.Semaphore(UNREAD_AT_ONCE)
-
         async def count(room: str) -> tuple[int, int]:
-            async with slots:
+            async with self._unread_slots:
                 return await self.store.unread(room, user.id, positions.get(room, 0))
 
         counts = await asyncio.gather(*(count(v["name"]) for v in member_views))

@@ -276,3 +276,4 @@ async def test_sends_that_read_first_keep_their_place_among_a_connections_sends(
         if frame["type"] == "ack":
             acks[frame["ref"]] = frame["seq"]
     assert [acks[i] for i in range(len(frames))] == sorted(acks.values()), acks
+
