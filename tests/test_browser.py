@@ -26,7 +26,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pymongo
 import pytest
 from playwright.sync_api import (
     Browser,
@@ -610,31 +609,6 @@ def test_one_message_cannot_freeze_the_browser_and_links_keep_their_parentheses(
     links = [noah.sent().nth(i).locator("a").evaluate_all(
         "els => els.map(a => [a.textContent, a.href])") for i in range(3)]
     assert links == [WIKI_LINKS, [["http://a", "http://a/"]], []]
-
-
-def test_failed_send_shows_retry_and_retry_never_duplicates(server, people, services):
-    frank = people(server.url, unique("frank"))
-    grace = people(server.url, unique("grace"))
-    mongo: pymongo.MongoClient[dict[str, object]]
-    with pymongo.MongoClient(services.mongo_url) as mongo:
-        # The store fails the next writes (more than PyMongo's one automatic retry).
-        mongo.admin.command({"configureFailPoint": "failCommand", "mode": {"times": 3},
-                             "data": {"failCommands": ["insert", "update"],
-                                      "errorCode": 2}})
-        try:
-            frank.say("this one fails first")
-            failed = frank.page.locator('[data-testid="message"][data-state="failed"]')
-            expect(failed).to_have_count(1)
-            expect(failed.get_by_test_id("message-status")).to_contain_text("Not sent")
-        finally:
-            mongo.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
-    failed.get_by_test_id("retry").click()
-    grace.wait_for_body("this one fails first")
-    frank.wait_for_body("this one fails first")
-    expect(failed).to_have_count(0)
-    grace.page.wait_for_timeout(300)
-    assert grace.bodies().count("this one fails first") == 1
-    assert frank.bodies().count("this one fails first") == 1
 
 
 def test_sending_faster_than_allowed_waits_and_delivers_everything_once(server, people):
