@@ -1161,19 +1161,31 @@ async def test_kill_9_process_users_go_offline_within_the_presence_ttl(
         await close_node(survivor)
 
 
+async def one_node_in_alpha(config: Config, mongo: ChildService, redis: ChildService
+                            ) -> tuple[Node, Client, Socket]:
+    """One process on the test's own services, room "alpha", and a new user's socket
+    joined to it."""
+    node = await open_node(node_config(config, 1), mongo_url=mongo_url_of(mongo),
+                           redis_url=redis_url_of(redis))
+    try:
+        await create_room(node.base_url, "alpha")
+        user = Client(node.base_url)
+        await user.register()
+        ws = await user.ws()
+        await ws.join("alpha")
+    except BaseException:
+        await close_node(node)
+        raise
+    return node, user, ws
+
+
 async def test_an_edit_stored_after_its_author_heard_unavailable_still_changes_the_message(
         config, private_mongo, private_redis):
     """Protocol §10: an `unavailable` change may still be stored. When it is, everyone
     gets its event and the message's stored state follows it, as for any edit."""
-    node = await open_node(node_config(config, 1), mongo_url=mongo_url_of(private_mongo),
-                           redis_url=redis_url_of(private_redis))
+    node, author, ws = await one_node_in_alpha(config, private_mongo, private_redis)
     mongo = mongo_url_of(private_mongo)
     try:
-        await create_room(node.base_url, "alpha")
-        author = Client(node.base_url)
-        await author.register()
-        ws = await author.ws()
-        await ws.join("alpha")
         sent = await ws.call({"type": "send", "room": "alpha", "body": "helo",
                               "client_id": "m-1"})
         assert sent["type"] == "ack", sent
@@ -1206,15 +1218,10 @@ async def test_a_join_that_fails_reading_history_leaves_nobody_online(
         config, private_mongo, private_redis):
     """A join answered `unavailable` after its presence entry was queued: the entry
     goes too, and no one sees the user online in a room they never got into."""
-    node = await open_node(node_config(config, 1), mongo_url=mongo_url_of(private_mongo),
-                           redis_url=redis_url_of(private_redis))
+    node, user, ws = await one_node_in_alpha(config, private_mongo, private_redis)
     mongo = mongo_url_of(private_mongo)
     try:
-        await create_room(node.base_url, "alpha")
-        user = Client(node.base_url)
-        await user.register()
-        ws = await user.ws()
-        await ws.join("alpha")  # a member now: joining again only reads
+        # A member now: joining again only reads.
         assert (await ws.call({"type": "leave", "room": "alpha"}))["type"] == "left"
         # Both tries of the join's history read (PyMongo retries a read once) fail.
         await asyncio.to_thread(fail_point, mongo, {"times": 2}, {
