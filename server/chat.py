@@ -111,19 +111,13 @@ class Chat:
         for room, empty, last_of_user in left:
             self._forget(room, conn.user.id, empty, last_of_user)
             if empty:
-                # Its watermark and records go now: frames that arrive before a rejoin
-                # are not delivered here, and the rejoin starts afresh from its page.
-                self.seqs.unwatch(room)
-                self.delivery.recent.forget(room)
-                task = asyncio.ensure_future(self._drop(room))
+                # Forgotten now (a rejoin starts afresh from its page); the unsubscribe
+                # follows in the background, unless a member has joined again by then.
+                task = asyncio.ensure_future(self.delivery.drop(room))
                 self._drops.add(task)
                 task.add_done_callback(self._drops.discard)
             if last_of_user:
                 self.hub.depart(room, conn)
-
-    async def _drop(self, room: str) -> None:
-        if room not in self.rooms:  # nobody has joined it again since: unsubscribe
-            await self.delivery.drop(room)
 
     async def close_credential(self, credential: str) -> None:
         """Close the sockets opened with a revoked session or token, on every process."""

@@ -3,10 +3,8 @@ others, once, and what Redis drops is read back from MongoDB.
 
 The path of a stored tick (`stored`, the writer's `on_stored`):
 1. each sender gets its ack, before anyone gets the message;
-2. this process's members of each room get the frames (`LocalRooms.deliver`), but
-   those a catch-up delivered meanwhile;
-3. one publish per room carries them to the other processes, in an `Envelope` (a
-   tick's publishes share one Redis pipeline).
+2. this process's members of each room get the frames not delivered yet (`deliver`);
+3. one `Envelope` per room, all in one Redis pipeline, carries them to the others.
 
 Another process's envelope arrives through `on_envelope` and goes to the local
 members, minus the seqs delivered already. Redis pub/sub is at-most-once, so:
@@ -22,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from server import protocol, tasks
@@ -108,11 +106,15 @@ class Delivery:
         """Track deliveries from `top`, read after subscribing: all later ones come live."""
         self.seqs.watch(room, top)
 
-    async def drop(self, room: str) -> None:
-        """The room's last local member left."""
+    def drop(self, room: str) -> Coroutine[Any, Any, None]:
+        """The room's last local member left: forget it now; await the result to unsubscribe."""
         self.seqs.unwatch(room)
         self.recent.forget(room)
-        await self.bus.unsubscribe(room)
+        return self._unsubscribe(room)
+
+    async def _unsubscribe(self, room: str) -> None:
+        if room not in self.rooms:  # a member may have joined again meanwhile
+            await self.bus.unsubscribe(room)
 
     async def read_top(self, room: str, known: int | None = None) -> int:
         """The room's highest stored seq, read from MongoDB (0 for no room). With
@@ -128,10 +130,9 @@ class Delivery:
     # Out -----------------------------------------------------------------------
 
     async def stored(self, tick: Tick) -> None:
-        """Acks first, then each room's messages here, then to the other processes.
-        Rooms go out one by one, yielding in between (reads, store replies and acks of
-        the next tick run meanwhile); the writer awaits this before the next tick's
-        fan-out, so every room's messages go out in seq order."""
+        """Acks, then each room's messages here, one room at a time with a yield between
+        (the writer awaits this before the next tick's fan-out: seq order holds), then to
+        the other processes."""
         for send, record in tick.acks:
             if send.origin is not None:
                 send.origin.send_raw(protocol.dump(protocol.Ack.of(record), send.ref))
@@ -146,7 +147,8 @@ class Delivery:
             if frames:
                 self.deliver(room, frames, records=messages)
             await asyncio.sleep(0)
-        payloads = {room: self._envelope(frames) for room, frames in envelopes.items()}
+        payloads = {room: Envelope(self._node, b"", time.time(), frames).encode()
+                    for room, frames in envelopes.items()}
         for room, error in (await self.bus.publish_many(payloads) if payloads else {}).items():
             self._publish_failed(room, envelopes[room], error)
 
@@ -182,12 +184,10 @@ class Delivery:
     async def publish(self, room: str, frames: list[Outgoing], exclude: bytes = b"") -> None:
         """One Redis publish of a room's frames, serialized once for every process."""
         try:
-            await self.bus.publish(room, self._envelope(frames, exclude))
+            await self.bus.publish(room, Envelope(self._node, exclude, time.time(),
+                                                  frames).encode())
         except BusError as e:
             self._publish_failed(room, frames, e)
-
-    def _envelope(self, frames: list[Outgoing], exclude: bytes = b"") -> bytes:
-        return Envelope(self._node, exclude, time.time(), frames).encode()
 
     async def command(self, command: Command) -> None:
         """Carry out a cluster-wide command here and send it to the other processes."""

@@ -140,12 +140,17 @@ export class Outbox {
   /** Not a failure: the server said when to come back. Hold every send till then (keeps
    *  their order) and resend with the same client_id. */
   rateLimited(room, clientId, retryMs) {
+    this._requeue(room, clientId, () => retryMs);
+  }
+
+  /** Back in the queue, unsent; every send is held for `wait(item)` ms. */
+  _requeue(room, clientId, wait) {
     const item = room.outbox.get(clientId);
     if (!item) return;
     clearTimeout(item.timer);
     this._release(item);
     item.status = 'queued';
-    this._pause(retryMs);
+    this._pause(wait(item));
     this._changed(room, item);
   }
 
@@ -161,16 +166,12 @@ export class Outbox {
    *  with the same client_id after a backoff that grows with each refusal of this
    *  entry; every send waits too (keeps their order), then they go one at a time. */
   unavailable(room, clientId, note) {
-    const item = room.outbox.get(clientId);
-    if (!item) return;
-    clearTimeout(item.timer);
-    this._release(item);
-    item.status = 'queued';
-    item.note = note;
-    item.refusals = (item.refusals ?? 0) + 1;
-    const cap = Math.min(UNAVAILABLE_MAX_MS, UNAVAILABLE_BASE_MS * 2 ** (item.refusals - 1));
-    this._pause(cap / 2 + Math.random() * (cap / 2));
-    this._changed(room, item);
+    this._requeue(room, clientId, (item) => {
+      item.note = note;
+      item.refusals = (item.refusals ?? 0) + 1;
+      const cap = Math.min(UNAVAILABLE_MAX_MS, UNAVAILABLE_BASE_MS * 2 ** (item.refusals - 1));
+      return cap / 2 + Math.random() * (cap / 2);
+    });
   }
 
   /** The server refused the message for good: the user may retry or discard it. */
